@@ -1,0 +1,1 @@
+//! ballast-consensus: runs shards over the engine.

@@ -1,0 +1,1 @@
+//! ballast-net: the etcd v3 server.

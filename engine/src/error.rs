@@ -8,10 +8,16 @@ use crate::types::{LeaseId, Revision};
 pub enum Error {
     #[error("etcdserver: key is not provided")]
     EmptyKey,
-    #[error("mvcc: required revision has been compacted")]
+    /// The text etcd's clients see on the wire (`rpctypes.ErrGRPCCompacted`), which clientv3 and
+    /// Kubernetes match on; the mvcc layer's own text lacks the `etcdserver: ` prefix.
+    #[error("etcdserver: mvcc: required revision has been compacted")]
     Compacted { compact_revision: Revision },
-    #[error("mvcc: required revision is a future revision")]
-    FutureRevision { revision: Revision, current: Revision },
+    /// Wire text, as for `Compacted`.
+    #[error("etcdserver: mvcc: required revision is a future revision")]
+    FutureRevision {
+        revision: Revision,
+        current: Revision,
+    },
     #[error("etcdserver: duplicate key given in txn request")]
     DuplicateKey,
     #[error("etcdserver: too many operations in txn request")]
@@ -22,8 +28,15 @@ pub enum Error {
     LeaseNotFound { lease_id: LeaseId },
     #[error("etcdserver: lease already exists")]
     LeaseExists { lease_id: LeaseId },
-    #[error("etcdserver: lease TTL is too large")]
+    /// etcd 3.4's exact text (checked against the reference server).
+    #[error("etcdserver: too large lease TTL")]
     LeaseTtlTooLarge { ttl: i64 },
+    /// A put with `ignore_value` that also carries a value.
+    #[error("etcdserver: value is provided")]
+    ValueProvided,
+    /// A put with `ignore_lease` that also carries a lease.
+    #[error("etcdserver: lease is provided")]
+    LeaseProvided,
     #[error("etcdserver: invalid sort option")]
     InvalidSortOption,
 }

@@ -2,9 +2,20 @@
 //! leases and the rules of every KV request, and knows nothing of Raft, gRPC or any runtime:
 //! callers pass requests in, and get responses, the header revision and watch events back.
 //! Time (for lease expiry) is injected as monotonic milliseconds.
+//!
+//! Entry points: [`Store`] (apply requests), [`validate`] (the API-layer checks etcd makes
+//! before consensus) and [`watch`] (matching events to one watcher's filter).
 
 pub mod error;
+mod keys;
+pub mod lease;
+pub mod mvcc;
 pub mod types;
+pub mod validate;
+pub mod watch;
 
 pub use error::{Error, Result};
+pub use lease::{LeaseTimeToLive, DEFAULT_MIN_LEASE_TTL_SECS, MAX_LEASE_TTL_SECS};
+pub use mvcc::Store;
 pub use types::*;
+pub use watch::WatchFilter;

@@ -182,3 +182,13 @@ pub struct Applied<T> {
     pub revision: Revision,
     pub events: Vec<Event>,
 }
+
+/// The answer to `HashKV`: a checksum of the key-value history up to `hash_revision`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HashKv {
+    pub hash: u32,
+    /// The store's compact revision when the hash was taken (0 if never compacted).
+    pub compact_revision: Revision,
+    /// The revision the hash covers (the current revision when 0 was asked for).
+    pub hash_revision: Revision,
+}

@@ -51,6 +51,11 @@
 //! - Compact: `compact(rev)` fails with Compacted when `rev <= compact_revision` (a fresh store
 //!   accepts `compact(0)` once, like etcd whose initial compact revision is -1) and with
 //!   FutureRevision when `rev > revision()`. Reads at exactly the compact revision work.
+//!   Inside a txn a range's explicit revision is checked against that raw value, so a
+//!   negative revision fails as Compacted on a never-compacted store (etcd 3.4.23 does so).
+//! - HashKV: refused at or below the compact revision; reports compact revision -1 when never
+//!   compacted. The hash itself is ours (CRC-32 IEEE over our record encoding), so it agrees
+//!   between Ballast replicas, never with etcd's number.
 //!
 //! Invariant: every revision held by a key index has exactly one history record and vice versa.
 
@@ -782,7 +787,7 @@ impl Store {
         }
         Ok(HashKv {
             hash: h.finalize(),
-            compact_revision: self.compact_revision(),
+            compact_revision: self.compact_main,
             hash_revision: upto,
         })
     }

@@ -187,7 +187,8 @@ pub struct Applied<T> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HashKv {
     pub hash: u32,
-    /// The store's compact revision when the hash was taken (0 if never compacted).
+    /// The store's compact revision when the hash was taken: -1 if never compacted, as etcd
+    /// 3.4.23 answers (`Store::compact_revision` says 0 in that case).
     pub compact_revision: Revision,
     /// The revision the hash covers (the current revision when 0 was asked for).
     pub hash_revision: Revision,

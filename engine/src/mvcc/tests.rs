@@ -1486,7 +1486,8 @@ fn hash_kv_is_deterministic_and_covers_history_up_to_the_revision() {
     assert_eq!(x.hash_kv(0), y.hash_kv(0));
     assert_eq!(x.hash(), y.hash());
     let h = x.hash_kv(0).expect("hash");
-    assert_eq!((h.hash_revision, h.compact_revision), (6, 0));
+    // etcd 3.4.23 answers compact_revision -1 for a store never compacted.
+    assert_eq!((h.hash_revision, h.compact_revision), (6, -1));
     // The hash at revision 4 equals the hash of a store that stopped there.
     let mut z = Store::new();
     scripted(&mut z, 3);
@@ -1740,5 +1741,32 @@ fn non_key_target_with_order_none_sorts_only_the_fetched_keys() {
     assert_eq!(
         (keys(&asc), asc.more, asc.count),
         (vec!["p3".into()], true, 3)
+    );
+}
+
+/// etcd 3.4.23: a range inside a txn at a negative revision fails with "compacted" on a store
+/// never compacted (its raw compact revision is -1), while a plain range reads the current one.
+#[test]
+fn negative_revision_inside_a_txn_is_compacted() {
+    let mut s = Store::new();
+    assert!(s
+        .range(&RangeRequest {
+            revision: -3,
+            ..rq("a", "")
+        })
+        .is_ok());
+    let t = TxnRequest {
+        compare: vec![],
+        success: vec![RequestOp::Range(RangeRequest {
+            revision: -3,
+            ..rq("a", "")
+        })],
+        failure: vec![],
+    };
+    assert_eq!(
+        s.txn(&t),
+        Err(Error::Compacted {
+            compact_revision: 0
+        })
     );
 }

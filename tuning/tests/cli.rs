@@ -225,3 +225,39 @@ fn advise_refuses_nodes_and_rps_together() {
         o.stderr
     );
 }
+
+#[test]
+fn check_reads_a_file_like_the_server_and_names_bad_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.yml");
+    std::fs::write(
+        &good,
+        "profile: small\nheartbeat-interval: 200\nelection-timeout: 2000\nbogus: 1\n",
+    )
+    .unwrap();
+    let o = run(&["check", good.to_str().unwrap()]);
+    assert!(o.ok, "{}", o.stderr);
+    assert!(o.stdout.contains("profile: small\n"), "{}", o.stdout);
+    assert!(
+        o.stdout.contains("heartbeat-interval: 200\n"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout.contains("unknown config key `bogus`"),
+        "{}",
+        o.stdout
+    );
+    let o = run(&["check", good.to_str().unwrap(), "--strict"]);
+    assert!(!o.ok);
+    assert!(o.stderr.contains("bogus"), "{}", o.stderr);
+    let o = run(&["check", good.to_str().unwrap(), "--profile", "large"]);
+    assert!(o.ok, "{}", o.stderr);
+    assert!(o.stdout.contains("profile: large\n"), "{}", o.stdout);
+
+    let bad = dir.path().join("bad.yml");
+    std::fs::write(&bad, "election-timeout: soon\n").unwrap();
+    let o = run(&["check", bad.to_str().unwrap()]);
+    assert!(!o.ok);
+    assert!(o.stderr.contains("`election-timeout`"), "{}", o.stderr);
+}

@@ -50,6 +50,17 @@ enum Command {
         #[arg(long, value_enum, default_value = "yaml")]
         format: ShowFormat,
     },
+    /// Read a config file as `ballast --config-file` would and print the resolved settings.
+    Check {
+        /// The YAML config file.
+        file: PathBuf,
+        /// Base profile, as `ballast --profile` (wins over `profile:` in the file).
+        #[arg(long)]
+        profile: Option<String>,
+        /// Refuse keys neither etcd nor Ballast knows (etcd itself ignores them).
+        #[arg(long)]
+        strict: bool,
+    },
     /// Measure disk, peers, cores and memory and recommend settings.
     Advise {
         /// The data directory (its filesystem is probed; its size is counted).
@@ -119,6 +130,19 @@ fn run(cli: Cli) -> Result<()> {
                     )
                 ),
                 ShowFormat::Flags => print!("{}", render::settings_flags(Some(p.name), &s)),
+            }
+        }
+        Command::Check {
+            file,
+            profile,
+            strict,
+        } => {
+            if strict {
+                ballast_tuning::config::from_yaml_file(&file)?.deny_unknown()?;
+            }
+            let config = ballast_tuning::config::load(profile.as_deref(), Some(&file))?;
+            for line in config.startup_report() {
+                println!("{line}");
             }
         }
         Command::Advise {

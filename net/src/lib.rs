@@ -1,1 +1,10 @@
-//! ballast-net: the etcd v3 server.
+//! ballast-net: the `ballast` server. etcd's v3 gRPC services over tonic, the HTTP endpoints,
+//! the command line, and the hop from the async edge to the shard.
+
+pub mod context;
+pub mod convert;
+pub mod flags;
+pub mod http;
+pub mod server;
+pub mod services;
+pub mod status;

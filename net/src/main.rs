@@ -1,1 +1,64 @@
-fn main() {}
+//! The `ballast` binary: parses etcd's flags, sets up logging, runs the server until SIGTERM or
+//! SIGINT.
+
+use mimalloc::MiMalloc;
+
+#[global_allocator]
+static GLOBAL: MiMalloc = MiMalloc;
+
+fn main() -> anyhow::Result<()> {
+    let cl = match ballast_net::flags::parse(std::env::args()) {
+        Ok(cl) => cl,
+        Err(err) => err.exit(),
+    };
+    let level = if cl.flags.debug {
+        "debug"
+    } else {
+        cl.flags.log_level.as_str()
+    };
+    let level = match level {
+        "panic" | "fatal" | "dpanic" => "error",
+        other => other,
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    for flag in &cl.set_but_not_built {
+        tracing::warn!(flag = %flag, "flag accepted but its feature is not built yet; it has no effect");
+    }
+    warn_unknown_etcd_env();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("ballast-edge")
+        .build()?;
+    runtime.block_on(ballast_net::server::run(cl.flags, shutdown_signal()))
+}
+
+/// etcd warns about `ETCD_*` variables that name no flag; so does Ballast.
+fn warn_unknown_etcd_env() {
+    use clap::CommandFactory;
+    let cmd = ballast_net::flags::Flags::command();
+    let known: Vec<String> = cmd
+        .get_arguments()
+        .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+        .collect();
+    for (name, _) in std::env::vars() {
+        if name.starts_with("ETCD_") && !known.contains(&name) {
+            tracing::warn!(variable = %name, "unrecognized environment variable");
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

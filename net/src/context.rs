@@ -1,0 +1,102 @@
+//! What every service handler shares: the way to the shard, this member's identity, and the
+//! request limits. Built once at start-up, then read-only.
+
+use ballast_consensus::{Reply, Request, ShardError, ShardHandle};
+use ballast_proto::etcdserverpb as pb;
+use tonic::Status;
+
+use crate::status;
+
+/// The etcd API version Ballast reports (Status, /version): one kube-apiserver accepts.
+pub const ETCD_VERSION: &str = "3.5.17";
+pub const ETCD_CLUSTER_VERSION: &str = "3.5.0";
+
+#[derive(Clone, Debug)]
+pub struct Member {
+    pub id: u64,
+    pub cluster_id: u64,
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+}
+
+impl Member {
+    /// A stable member id from what identifies the member (name, peer URLs, cluster token),
+    /// and the cluster id from the member ids, the way etcd derives both from their inputs.
+    pub fn new(
+        name: &str,
+        peer_urls: Vec<String>,
+        client_urls: Vec<String>,
+        token: &str,
+    ) -> Member {
+        let mut sorted = peer_urls.clone();
+        sorted.sort();
+        let id = fnv1a64(format!("{}|{}", sorted.join(","), token).as_bytes()).max(1);
+        let cluster_id = fnv1a64(&id.to_be_bytes()).max(1);
+        Member {
+            id,
+            cluster_id,
+            name: name.to_owned(),
+            peer_urls,
+            client_urls,
+        }
+    }
+}
+
+fn fnv1a64(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_txn_ops: usize,
+    pub max_request_bytes: usize,
+}
+
+#[derive(Clone)]
+pub struct Context {
+    pub shard: ShardHandle,
+    pub member: Member,
+    pub limits: Limits,
+}
+
+/// The Raft term Ballast reports while each shard is applied without Raft (single node).
+pub const RAFT_TERM: u64 = 1;
+
+impl Context {
+    pub fn header(&self, revision: i64) -> pb::ResponseHeader {
+        pb::ResponseHeader {
+            cluster_id: self.member.cluster_id,
+            member_id: self.member.id,
+            revision,
+            raft_term: RAFT_TERM,
+        }
+    }
+
+    pub async fn call(&self, request: Request) -> Result<Reply, Status> {
+        self.shard.call(request).await.map_err(|e| match e {
+            ShardError::Engine(err) => status::from_engine(&err),
+            _ => status::shard_stopped(),
+        })
+    }
+
+    /// etcd refuses a write whose encoded request exceeds `--max-request-bytes`.
+    pub fn check_size(&self, encoded_len: usize) -> Result<(), Status> {
+        if encoded_len > self.limits.max_request_bytes {
+            return Err(status::request_too_large());
+        }
+        Ok(())
+    }
+
+    pub fn pb_member(&self) -> pb::Member {
+        pb::Member {
+            id: self.member.id,
+            name: self.member.name.clone(),
+            peer_ur_ls: self.member.peer_urls.clone(),
+            client_ur_ls: self.member.client_urls.clone(),
+            is_learner: false,
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! `etcdserverpb.Maintenance`: Status, Hash, HashKV, Alarm, Defragment; Snapshot, MoveLeader
+//! and Downgrade answer Unimplemented until their features exist.
+
+use std::pin::Pin;
+
+use ballast_consensus::{Request, Response};
+use ballast_proto::etcdserverpb as pb;
+use futures::Stream;
+use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
+
+use crate::context::{Context, ETCD_VERSION, RAFT_TERM};
+use crate::status::{self, unexpected_reply};
+
+pub struct MaintenanceService {
+    ctx: Context,
+}
+
+impl MaintenanceService {
+    pub fn new(ctx: Context) -> Self {
+        MaintenanceService { ctx }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::maintenance_server::Maintenance for MaintenanceService {
+    /// No alarm is ever raised while the quota is not built, so the list is empty and there is
+    /// nothing to deactivate; raising one by hand needs the quota machinery.
+    async fn alarm(
+        &self,
+        request: GrpcRequest<pb::AlarmRequest>,
+    ) -> Result<GrpcResponse<pb::AlarmResponse>, Status> {
+        use pb::alarm_request::AlarmAction;
+        let req = request.into_inner();
+        if req.action == AlarmAction::Activate as i32 {
+            return Err(status::not_built("Maintenance.Alarm ACTIVATE"));
+        }
+        let revision = self.ctx.call(Request::Status).await?.revision;
+        Ok(GrpcResponse::new(pb::AlarmResponse {
+            header: Some(self.ctx.header(revision)),
+            alarms: Vec::new(),
+        }))
+    }
+
+    async fn status(
+        &self,
+        _request: GrpcRequest<pb::StatusRequest>,
+    ) -> Result<GrpcResponse<pb::StatusResponse>, Status> {
+        let reply = self.ctx.call(Request::Status).await?;
+        let Response::Status(s) = reply.response else {
+            return Err(unexpected_reply("Status"));
+        };
+        let size = i64::try_from(s.size_bytes).unwrap_or(i64::MAX);
+        Ok(GrpcResponse::new(pb::StatusResponse {
+            header: Some(self.ctx.header(reply.revision)),
+            version: ETCD_VERSION.to_owned(),
+            db_size: size,
+            leader: self.ctx.member.id,
+            raft_index: s.applied_index,
+            raft_term: RAFT_TERM,
+            raft_applied_index: s.applied_index,
+            errors: Vec::new(),
+            db_size_in_use: size,
+            is_learner: false,
+            storage_version: String::new(),
+            db_size_quota: 0,
+        }))
+    }
+
+    /// The store lives in memory, where there is no file to compact: nothing to do.
+    async fn defragment(
+        &self,
+        _request: GrpcRequest<pb::DefragmentRequest>,
+    ) -> Result<GrpcResponse<pb::DefragmentResponse>, Status> {
+        let revision = self.ctx.call(Request::Status).await?.revision;
+        Ok(GrpcResponse::new(pb::DefragmentResponse {
+            header: Some(self.ctx.header(revision)),
+        }))
+    }
+
+    async fn hash(
+        &self,
+        _request: GrpcRequest<pb::HashRequest>,
+    ) -> Result<GrpcResponse<pb::HashResponse>, Status> {
+        let reply = self.ctx.call(Request::Hash).await?;
+        let Response::Hash(hash) = reply.response else {
+            return Err(unexpected_reply("Hash"));
+        };
+        Ok(GrpcResponse::new(pb::HashResponse {
+            header: Some(self.ctx.header(reply.revision)),
+            hash,
+        }))
+    }
+
+    async fn hash_kv(
+        &self,
+        request: GrpcRequest<pb::HashKvRequest>,
+    ) -> Result<GrpcResponse<pb::HashKvResponse>, Status> {
+        let revision = request.into_inner().revision;
+        let reply = self.ctx.call(Request::HashKv { revision }).await?;
+        let Response::HashKv(h) = reply.response else {
+            return Err(unexpected_reply("HashKV"));
+        };
+        Ok(GrpcResponse::new(pb::HashKvResponse {
+            header: Some(self.ctx.header(reply.revision)),
+            hash: h.hash,
+            compact_revision: h.compact_revision,
+            hash_revision: h.hash_revision,
+        }))
+    }
+
+    type SnapshotStream =
+        Pin<Box<dyn Stream<Item = Result<pb::SnapshotResponse, Status>> + Send + 'static>>;
+
+    async fn snapshot(
+        &self,
+        _request: GrpcRequest<pb::SnapshotRequest>,
+    ) -> Result<GrpcResponse<Self::SnapshotStream>, Status> {
+        Err(status::not_built("Maintenance.Snapshot"))
+    }
+
+    async fn move_leader(
+        &self,
+        _request: GrpcRequest<pb::MoveLeaderRequest>,
+    ) -> Result<GrpcResponse<pb::MoveLeaderResponse>, Status> {
+        Err(status::not_built("Maintenance.MoveLeader"))
+    }
+
+    async fn downgrade(
+        &self,
+        _request: GrpcRequest<pb::DowngradeRequest>,
+    ) -> Result<GrpcResponse<pb::DowngradeResponse>, Status> {
+        Err(status::not_built("Maintenance.Downgrade"))
+    }
+}

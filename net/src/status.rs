@@ -1,0 +1,119 @@
+//! The one mapping from Ballast's domain errors to etcd's gRPC status codes and exact messages
+//! (etcd's `rpctypes`). Clients match on these strings (clientv3 turns them back into typed
+//! errors), so every message here is etcd's, byte for byte.
+
+use ballast_engine::Error as EngineError;
+use tonic::{Code, Status};
+
+pub const REQUEST_TOO_LARGE: &str = "etcdserver: request is too large";
+pub const NOT_CAPABLE: &str = "etcdserver: not capable";
+pub const SHARD_STOPPED: &str = "etcdserver: server stopped";
+
+pub fn from_engine(err: &EngineError) -> Status {
+    let (code, msg) = match err {
+        EngineError::EmptyKey => (Code::InvalidArgument, "etcdserver: key is not provided"),
+        EngineError::KeyNotFound => (Code::InvalidArgument, "etcdserver: key not found"),
+        EngineError::ValueProvided => (Code::InvalidArgument, "etcdserver: value is provided"),
+        EngineError::LeaseProvided => (Code::InvalidArgument, "etcdserver: lease is provided"),
+        EngineError::DuplicateKey => (
+            Code::InvalidArgument,
+            "etcdserver: duplicate key given in txn request",
+        ),
+        EngineError::TooManyOps { .. } => (
+            Code::InvalidArgument,
+            "etcdserver: too many operations in txn request",
+        ),
+        EngineError::InvalidSortOption => {
+            (Code::InvalidArgument, "etcdserver: invalid sort option")
+        }
+        EngineError::Compacted { .. } => (
+            Code::OutOfRange,
+            "etcdserver: mvcc: required revision has been compacted",
+        ),
+        EngineError::FutureRevision { .. } => (
+            Code::OutOfRange,
+            "etcdserver: mvcc: required revision is a future revision",
+        ),
+        EngineError::LeaseNotFound { .. } => {
+            (Code::NotFound, "etcdserver: requested lease not found")
+        }
+        EngineError::LeaseExists { .. } => {
+            (Code::FailedPrecondition, "etcdserver: lease already exists")
+        }
+        EngineError::LeaseTtlTooLarge { .. } => {
+            (Code::OutOfRange, "etcdserver: too large lease TTL")
+        }
+        other => return from_unmapped(other),
+    };
+    Status::new(code, msg)
+}
+
+/// Engine errors added after this table was written: their Display text is etcd's message.
+fn from_unmapped(err: &EngineError) -> Status {
+    let text = err.to_string();
+    let msg = if text.starts_with("etcdserver: ") {
+        text
+    } else {
+        format!("etcdserver: {text}")
+    };
+    Status::new(Code::InvalidArgument, msg)
+}
+
+pub fn request_too_large() -> Status {
+    Status::invalid_argument(REQUEST_TOO_LARGE)
+}
+
+pub fn shard_stopped() -> Status {
+    Status::unavailable(SHARD_STOPPED)
+}
+
+/// The shard answered with a response of another kind than the request: a broken invariant
+/// reported to the client rather than a panic in the server.
+pub fn unexpected_reply(method: &str) -> Status {
+    Status::internal(format!(
+        "ballast: the shard answered {method} with another response kind"
+    ))
+}
+
+/// A method whose feature is not built yet: said plainly, never answered with made-up data.
+pub fn not_built(method: &str) -> Status {
+    Status::unimplemented(format!("ballast: {method} is not implemented yet"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compacted_and_future_carry_etcds_prefix_and_code() {
+        let s = from_engine(&EngineError::Compacted {
+            compact_revision: 3,
+        });
+        assert_eq!(s.code(), Code::OutOfRange);
+        assert_eq!(
+            s.message(),
+            "etcdserver: mvcc: required revision has been compacted"
+        );
+        let s = from_engine(&EngineError::FutureRevision {
+            revision: 9,
+            current: 2,
+        });
+        assert_eq!(s.code(), Code::OutOfRange);
+        assert_eq!(
+            s.message(),
+            "etcdserver: mvcc: required revision is a future revision"
+        );
+    }
+
+    #[test]
+    fn lease_errors_use_etcds_codes() {
+        assert_eq!(
+            from_engine(&EngineError::LeaseNotFound { lease_id: 1 }).code(),
+            Code::NotFound
+        );
+        assert_eq!(
+            from_engine(&EngineError::LeaseExists { lease_id: 1 }).code(),
+            Code::FailedPrecondition
+        );
+    }
+}

@@ -344,6 +344,23 @@ impl Settings {
         Ok(())
     }
 
+    /// `validate`, plus the checks that need the machine: with `shards: 0` (one per core) the
+    /// partition pins must name shards that exist on `cores` cores. The server calls this.
+    pub fn validate_for_cores(&self, cores: u32) -> Result<(), ConfigError> {
+        self.validate()?;
+        let shards = self.effective_shards(cores);
+        if let Some(rule) = self.partition.iter().find(|r| r.shard >= shards) {
+            return Err(ConfigError::Inconsistent {
+                key: "partition",
+                reason: format!(
+                    "prefix {:?} is pinned to shard {}, but this machine runs {shards} shards",
+                    rule.prefix, rule.shard
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Legal but doubtful choices, one sentence each (the server logs them at startup).
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -678,9 +695,19 @@ mod tests {
         assert!(parse_partition("partition", "/a/=1,/a/=2").is_err());
         let s = Settings {
             shards: 1,
-            partition: rules,
+            partition: rules.clone(),
             ..Settings::default()
         };
         assert_eq!(s.validate().unwrap_err().key(), Some("partition"));
+        // One shard per core: the pins are checked once the core count is known.
+        let s = Settings {
+            shards: 0,
+            partition: rules,
+            ..Settings::default()
+        };
+        s.validate().unwrap();
+        s.validate_for_cores(2).unwrap();
+        let e = s.validate_for_cores(1).unwrap_err();
+        assert_eq!(e.key(), Some("partition"));
     }
 }

@@ -7,6 +7,7 @@
 //! before consensus) and [`watch`] (matching events to one watcher's filter).
 
 pub mod error;
+pub mod io;
 mod keys;
 pub mod lease;
 pub mod mvcc;

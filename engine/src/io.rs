@@ -20,7 +20,7 @@
 pub const ALIGN: usize = 4096;
 /// Smallest unit a crash can tear a write into.
 pub const SECTOR: usize = 512;
-const _: () = assert!(ALIGN % SECTOR == 0);
+const _: () = assert!(ALIGN.is_multiple_of(SECTOR));
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -26,6 +26,7 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     for flag in &cl.set_but_not_built {
         tracing::warn!(flag = %flag, "flag accepted but its feature is not built yet; it has no effect");

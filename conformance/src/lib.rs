@@ -1,0 +1,17 @@
+//! Test support for Ballast's black-box conformance suite: the same requests are sent to the
+//! reference etcd and to Ballast, and the answers compared.
+//!
+//! - [`server`]: start etcd and ballast on free loopback ports with temp data dirs, wait until
+//!   they serve, kill them in `Drop` (printing their logs when a test fails).
+//! - [`diff`]: ops, both servers' outcomes, the comparison and its normalizations.
+//! - [`gen`]: seeded random op sequences and a directed sequence covering every error case.
+//! - [`etcdctl`]: run `etcdctl` with a timeout and normalize its output.
+//!
+//! Invariant: nothing here listens beyond 127.0.0.1, and every wait is bounded.
+
+pub mod diff;
+pub mod etcdctl;
+pub mod gen;
+pub mod server;
+
+pub use server::{both_etcd, Clients, Kind, Pair, Server};

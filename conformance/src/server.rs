@@ -1,0 +1,380 @@
+//! Starting the two servers under test: the reference etcd (`etcd` from `PATH`) and Ballast
+//! (`BALLAST_BIN`, else `<target dir>/debug/ballast`), each on its own free loopback ports with a
+//! temp data dir, and gRPC clients to them.
+//!
+//! Invariants:
+//! - A [`Server`] owns its child process: `Drop` kills it (SIGKILL) and reaps it, also while a
+//!   test panics, and then removes the temp dir. When the thread is panicking, `Drop` first
+//!   prints the tail of the server's log (stdout and stderr, captured to `server.log` in the temp
+//!   dir) so a failing test shows what the server said.
+//! - Only 127.0.0.1 is used. Startup is bounded ([`READY_TIMEOUT`]); a server that exits early
+//!   because its port was taken between probing and binding is retried on fresh ports.
+//! - `BALLAST_CONFORMANCE_BOTH_ETCD=1` makes the "ballast" side a second etcd, which is how the
+//!   harness itself is validated: with etcd on both sides every comparison must pass.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use ballast_proto::etcdserverpb::{
+    cluster_client::ClusterClient, kv_client::KvClient, lease_client::LeaseClient,
+    maintenance_client::MaintenanceClient, watch_client::WatchClient, RangeRequest,
+};
+use tonic::transport::Channel;
+
+/// How long a server may take to answer its first Range.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many times startup is retried on fresh ports when the server dies before it is ready.
+const START_ATTEMPTS: usize = 3;
+/// The member name both servers get, so `member list` outputs can be compared.
+pub const MEMBER_NAME: &str = "conformance";
+/// Lines of the server log printed when a test fails.
+const LOG_TAIL_LINES: usize = 200;
+
+/// Which implementation a [`Server`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The reference etcd.
+    Etcd,
+    /// Ballast (or a second etcd when `BALLAST_CONFORMANCE_BOTH_ETCD=1`).
+    Ballast,
+}
+
+impl Kind {
+    /// The label used in mismatch reports.
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Etcd => "etcd",
+            Kind::Ballast => {
+                if both_etcd() {
+                    "ballast(=etcd)"
+                } else {
+                    "ballast"
+                }
+            }
+        }
+    }
+}
+
+/// True when `BALLAST_CONFORMANCE_BOTH_ETCD` asks for etcd on both sides.
+pub fn both_etcd() -> bool {
+    matches!(
+        std::env::var("BALLAST_CONFORMANCE_BOTH_ETCD").as_deref(),
+        Ok("1") | Ok("true") | Ok("yes")
+    )
+}
+
+/// The ballast binary: `BALLAST_BIN`, else `$CARGO_TARGET_DIR/debug/ballast`, else the
+/// workspace's `target/debug/ballast`.
+pub fn ballast_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("BALLAST_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("debug").join("ballast")
+}
+
+/// One running server process.
+pub struct Server {
+    kind: Kind,
+    child: Option<Child>,
+    client_port: u16,
+    peer_port: u16,
+    log_path: PathBuf,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("kind", &self.kind)
+            .field("client_port", &self.client_port)
+            .field("peer_port", &self.peer_port)
+            .field("log", &self.log_path)
+            .finish()
+    }
+}
+
+/// Picks a port the kernel considers free on 127.0.0.1. The listener is closed before the
+/// server binds it, so another process may take it meanwhile: [`Server::start`] retries.
+pub fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").context("binding a probe socket on 127.0.0.1")?;
+    Ok(l.local_addr()?.port())
+}
+
+impl Server {
+    /// Starts a server of `kind` and waits until it answers a Range.
+    pub async fn start(kind: Kind) -> Result<Server> {
+        let mut last_err = None;
+        for _ in 0..START_ATTEMPTS {
+            let mut server = Server::spawn(kind)?;
+            match server.wait_ready().await {
+                Ok(()) => return Ok(server),
+                Err(e) => {
+                    let exited = server
+                        .child
+                        .as_mut()
+                        .map(|c| matches!(c.try_wait(), Ok(Some(_))))
+                        .unwrap_or(true);
+                    let log = server.log_tail();
+                    let err = anyhow!(
+                        "{} failed to start: {e:#}\n--- log ---\n{log}",
+                        kind.label()
+                    );
+                    // A port taken between probe and bind makes the server exit at once; any
+                    // other failure (timeout, crash for another reason) is reported as is.
+                    if exited && log.contains("address already in use") {
+                        last_err = Some(err);
+                        continue;
+                    }
+                    return Err(err);
+                }
+            }
+        }
+        Err(last_err.unwrap_or_else(|| anyhow!("{} failed to start", kind.label())))
+    }
+
+    fn spawn(kind: Kind) -> Result<Server> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!(
+                "conformance-{}-",
+                if kind == Kind::Etcd {
+                    "etcd"
+                } else {
+                    "ballast"
+                }
+            ))
+            .tempdir()
+            .context("creating a temp dir")?;
+        let client_port = free_port()?;
+        let mut peer_port = free_port()?;
+        while peer_port == client_port {
+            peer_port = free_port()?;
+        }
+        let data_dir = dir.path().join("data");
+        let log_path = dir.path().join("server.log");
+        let log = File::create(&log_path).context("creating the server log")?;
+        let program = match kind {
+            Kind::Etcd => PathBuf::from("etcd"),
+            Kind::Ballast if both_etcd() => PathBuf::from("etcd"),
+            Kind::Ballast => {
+                let bin = ballast_bin();
+                if !bin.is_file() {
+                    bail!(
+                        "the ballast binary is not at {} (build it with `cargo build -p ballast-net \
+                         --bin ballast`, set BALLAST_BIN, or set BALLAST_CONFORMANCE_BOTH_ETCD=1 to \
+                         validate the harness with etcd on both sides)",
+                        bin.display()
+                    );
+                }
+                bin
+            }
+        };
+        let client_url = format!("http://127.0.0.1:{client_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let mut cmd = Command::new(&program);
+        cmd.arg("--name")
+            .arg(MEMBER_NAME)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--listen-client-urls")
+            .arg(&client_url)
+            .arg("--advertise-client-urls")
+            .arg(&client_url)
+            .arg("--listen-peer-urls")
+            .arg(&peer_url)
+            .arg("--initial-advertise-peer-urls")
+            .arg(&peer_url)
+            .arg("--initial-cluster")
+            .arg(format!("{MEMBER_NAME}={peer_url}"))
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        // Environment the test runner may carry must not reconfigure the servers.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("ETCD_") {
+                cmd.env_remove(k);
+            }
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("spawning {}", program.display()))?;
+        Ok(Server {
+            kind,
+            child: Some(child),
+            client_port,
+            peer_port,
+            log_path,
+            dir: Some(dir),
+        })
+    }
+
+    async fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut last = String::from("no attempt");
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    bail!("exited before it was ready: {status}");
+                }
+            }
+            match self.try_range().await {
+                Ok(()) => return Ok(()),
+                Err(e) => last = format!("{e:#}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("not ready within {READY_TIMEOUT:?}; last error: {last}")
+    }
+
+    async fn try_range(&self) -> Result<()> {
+        let channel = tokio::time::timeout(Duration::from_secs(2), self.channel())
+            .await
+            .map_err(|_| anyhow!("connect timed out"))??;
+        let mut kv = KvClient::new(channel);
+        let req = RangeRequest {
+            key: bytes::Bytes::from_static(b"conformance-ready-probe"),
+            ..Default::default()
+        };
+        tokio::time::timeout(Duration::from_secs(2), kv.range(req))
+            .await
+            .map_err(|_| anyhow!("Range timed out"))??;
+        Ok(())
+    }
+
+    /// Which implementation this is.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// `127.0.0.1:<client port>`, the form etcdctl's `--endpoints` takes.
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    /// `http://127.0.0.1:<client port>`.
+    pub fn client_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// The client port.
+    pub fn client_port(&self) -> u16 {
+        self.client_port
+    }
+
+    /// The peer port.
+    pub fn peer_port(&self) -> u16 {
+        self.peer_port
+    }
+
+    /// A new gRPC channel to the client URL.
+    pub async fn channel(&self) -> Result<Channel> {
+        Channel::from_shared(self.client_url())?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .with_context(|| {
+                format!(
+                    "connecting to {} at {}",
+                    self.kind.label(),
+                    self.client_url()
+                )
+            })
+    }
+
+    /// gRPC clients over one channel.
+    pub async fn clients(&self) -> Result<Clients> {
+        let ch = self.channel().await?;
+        Ok(Clients {
+            kv: KvClient::new(ch.clone()),
+            watch: WatchClient::new(ch.clone()),
+            lease: LeaseClient::new(ch.clone()),
+            maintenance: MaintenanceClient::new(ch.clone()),
+            cluster: ClusterClient::new(ch),
+        })
+    }
+
+    /// The last [`LOG_TAIL_LINES`] lines of the server's log.
+    pub fn log_tail(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = File::open(&self.log_path) {
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            // Read at most the last 256 KiB; that holds far more than the lines kept.
+            let start = len.saturating_sub(256 * 1024);
+            let _ = f.seek(SeekFrom::Start(start));
+            let mut buf = Vec::new();
+            let _ = f.read_to_end(&mut buf);
+            text = String::from_utf8_lossy(&buf).into_owned();
+        }
+        let lines: Vec<&str> = text.lines().collect();
+        let from = lines.len().saturating_sub(LOG_TAIL_LINES);
+        lines[from..].join("\n")
+    }
+
+    /// Prints the log tail to stderr (captured by the test harness, shown on failure).
+    pub fn print_log(&self) {
+        eprintln!(
+            "===== {} log ({}), last {LOG_TAIL_LINES} lines =====\n{}\n===== end of {} log =====",
+            self.kind.label(),
+            self.log_path.display(),
+            self.log_tail(),
+            self.kind.label()
+        );
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.print_log();
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(dir) = self.dir.take() {
+            let _ = dir.close();
+        }
+    }
+}
+
+/// The gRPC clients of one server.
+#[derive(Clone)]
+pub struct Clients {
+    pub kv: KvClient<Channel>,
+    pub watch: WatchClient<Channel>,
+    pub lease: LeaseClient<Channel>,
+    pub maintenance: MaintenanceClient<Channel>,
+    pub cluster: ClusterClient<Channel>,
+}
+
+/// The reference etcd and the server under test, started side by side.
+#[derive(Debug)]
+pub struct Pair {
+    pub etcd: Server,
+    pub ballast: Server,
+}
+
+impl Pair {
+    /// Starts both servers (concurrently) and waits until both are ready.
+    pub async fn start() -> Result<Pair> {
+        let (etcd, ballast) = tokio::join!(Server::start(Kind::Etcd), Server::start(Kind::Ballast));
+        Ok(Pair {
+            etcd: etcd?,
+            ballast: ballast?,
+        })
+    }
+
+    /// Both servers, reference first.
+    pub fn both(&self) -> [&Server; 2] {
+        [&self.etcd, &self.ballast]
+    }
+}

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use crate::context::{Context, Limits, Member};
 use crate::flags::{self, Flags};
-use crate::services::{cluster, kv, lease, maintenance, watch as watch_svc};
+use crate::services::{cluster, election, kv, lease, lock, maintenance, watch as watch_svc};
 
 /// gRPC's own per-message limit sits this far above `--max-request-bytes`, as in etcd, so that
 /// a request just over the limit gets etcd's "request is too large" rather than a transport error.
@@ -113,6 +113,19 @@ fn routes(ctx: &Context, flags: &Flags) -> tonic::service::Routes {
             pb::maintenance_server::MaintenanceServer::new(maintenance::MaintenanceService::new(
                 ctx.clone(),
             ))
+            .max_decoding_message_size(max),
+        );
+    routes
+        .add_service(
+            ballast_proto::v3lockpb::lock_server::LockServer::new(lock::LockService::new(
+                ctx.clone(),
+            ))
+            .max_decoding_message_size(max),
+        )
+        .add_service(
+            ballast_proto::v3electionpb::election_server::ElectionServer::new(
+                election::ElectionService::new(ctx.clone()),
+            )
             .max_decoding_message_size(max),
         );
     let grpc = routes.routes();

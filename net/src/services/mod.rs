@@ -2,7 +2,10 @@
 //! convert to the engine's types, call the shard, and convert back with a filled header.
 
 pub mod cluster;
+pub mod concurrency;
+pub mod election;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
 pub mod watch;

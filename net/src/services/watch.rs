@@ -33,6 +33,11 @@ const DUPLICATE_WATCH_ID: &str = "mvcc: duplicate watch ID provided on the Watch
 
 static NEXT_STREAM: AtomicU64 = AtomicU64::new(1);
 
+/// A process-unique id for a new watch stream (client streams and the server's own watches).
+pub fn next_stream_id() -> StreamId {
+    NEXT_STREAM.fetch_add(1, Ordering::Relaxed)
+}
+
 pub struct WatchService {
     ctx: Context,
 }
@@ -266,7 +271,7 @@ impl pb::watch_server::Watch for WatchService {
         let (out, out_rx) = mpsc::channel(STREAM_RESPONSES_MAX);
         let mut state = StreamState {
             ctx: self.ctx.clone(),
-            id: NEXT_STREAM.fetch_add(1, Ordering::Relaxed),
+            id: next_stream_id(),
             watchers: HashMap::new(),
             next_auto_id: 0,
             messages_tx,

@@ -35,7 +35,11 @@ pub fn normalize_endpoint(endpoint: &str) -> String {
 
 /// Splits a comma-separated endpoint list.
 pub fn parse_endpoints(list: &str) -> Vec<String> {
-    list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(normalize_endpoint).collect()
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(normalize_endpoint)
+        .collect()
 }
 
 impl Pool {
@@ -58,7 +62,10 @@ impl Pool {
             channels.push(channel);
         }
         let endpoints = endpoints.iter().map(|e| normalize_endpoint(e)).collect();
-        Ok(Pool { channels, endpoints })
+        Ok(Pool {
+            channels,
+            endpoints,
+        })
     }
 
     /// Number of channels.

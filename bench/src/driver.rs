@@ -20,7 +20,7 @@ use crate::progress::Progress;
 use crate::rate::Pacer;
 use crate::result::BenchResult;
 use crate::tally::Tally;
-use crate::workload::Workload;
+use crate::workload::{Latencies, Workload};
 
 /// How long and how hard to run.
 #[derive(Clone, Debug)]
@@ -40,6 +40,8 @@ pub struct RunSpec {
 pub struct RunOutput {
     pub result: BenchResult,
     pub latency: Latency,
+    /// Further distributions the workload measured (e.g. `event`).
+    pub latencies: Latencies,
 }
 
 struct ClientStats {
@@ -61,7 +63,10 @@ struct Phase {
 /// Runs `workload` against `pool` as `spec` says.
 pub async fn run<W: Workload>(workload: Arc<W>, pool: &Pool, spec: &RunSpec) -> Result<RunOutput> {
     let clients = spec.clients.max(1);
-    workload.setup(pool).await.with_context(|| format!("setting up {}", workload.name()))?;
+    workload
+        .setup(pool)
+        .await
+        .with_context(|| format!("setting up {}", workload.name()))?;
     let mut states: Vec<W::Client> = (0..clients).map(|i| workload.client(i, pool)).collect();
 
     if !spec.warmup.is_zero() {
@@ -121,11 +126,27 @@ pub async fn run<W: Workload>(workload: Arc<W>, pool: &Pool, spec: &RunSpec) -> 
     }
     result.error_total = errors::total(&result.errors);
     result.ops = result.successes + result.error_total;
-    result.qps = if result.duration_s > 0.0 { result.successes as f64 / result.duration_s } else { 0.0 };
+    result.qps = if result.duration_s > 0.0 {
+        result.successes as f64 / result.duration_s
+    } else {
+        0.0
+    };
     result.set_latency(&latency.summary());
     result.counters = tally.to_map();
-    workload.finish(&mut result).await.with_context(|| format!("finishing {}", workload.name()))?;
-    Ok(RunOutput { result, latency })
+    let mut latencies = Latencies::new();
+    workload
+        .finish(&mut result, &mut latencies)
+        .await
+        .with_context(|| format!("finishing {}", workload.name()))?;
+    result.latencies = latencies
+        .iter()
+        .map(|(k, l)| (k.clone(), l.summary()))
+        .collect();
+    Ok(RunOutput {
+        result,
+        latency,
+        latencies,
+    })
 }
 
 async fn run_phase<W: Workload>(

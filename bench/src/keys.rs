@@ -28,7 +28,11 @@ impl KeyGen {
     /// The key for operation number `seq`: `seq mod key_space` when sequential, else random.
     pub fn pick(&self, seq: u64, rng: &mut impl Rng) -> Bytes {
         let space = self.key_space.max(1);
-        let n = if self.sequential { seq % space } else { rng.gen_range(0..space) };
+        let n = if self.sequential {
+            seq % space
+        } else {
+            rng.gen_range(0..space)
+        };
         self.key(n)
     }
 
@@ -65,12 +69,22 @@ mod tests {
 
     #[test]
     fn keys_are_padded_distinct_and_ordered() {
-        let g = KeyGen { prefix: "/b/".into(), key_size: 12, key_space: 1000, sequential: true };
+        let g = KeyGen {
+            prefix: "/b/".into(),
+            key_size: 12,
+            key_space: 1000,
+            sequential: true,
+        };
         assert_eq!(&g.key(7)[..], b"/b/000000007");
         assert!(g.key(7) < g.key(10));
         let mut rng = rand::thread_rng();
         assert_eq!(g.pick(1003, &mut rng), g.key(3));
-        let small = KeyGen { prefix: "/long-prefix/".into(), key_size: 4, key_space: 100, sequential: false };
+        let small = KeyGen {
+            prefix: "/long-prefix/".into(),
+            key_size: 4,
+            key_space: 100,
+            sequential: false,
+        };
         assert_eq!(&small.key(5)[..], b"/long-prefix/05");
         for _ in 0..100 {
             assert!(small.pick(0, &mut rng) <= small.key(99));

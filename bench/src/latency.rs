@@ -38,7 +38,9 @@ impl Latency {
 
     /// Records one latency.
     pub fn record(&mut self, latency: Duration) {
-        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX / 2).max(1);
+        let micros = u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX / 2)
+            .max(1);
         if self.hist.record(micros).is_err() {
             self.hist.saturating_record(micros);
         }
@@ -46,7 +48,9 @@ impl Latency {
 
     /// Adds every sample of `other` to `self`.
     pub fn merge(&mut self, other: &Latency) {
-        self.hist.add(&other.hist).expect("auto-resizing histograms always merge");
+        self.hist
+            .add(&other.hist)
+            .expect("auto-resizing histograms always merge");
     }
 
     /// Number of samples recorded.
@@ -74,7 +78,11 @@ impl Latency {
         LatencySummary {
             count: self.count(),
             min_ms: pick(self.hist.min()),
-            mean_ms: if empty { 0.0 } else { self.hist.mean() / 1000.0 },
+            mean_ms: if empty {
+                0.0
+            } else {
+                self.hist.mean() / 1000.0
+            },
             p50_ms: self.percentile_ms(50.0),
             p90_ms: self.percentile_ms(90.0),
             p99_ms: self.percentile_ms(99.0),
@@ -82,7 +90,10 @@ impl Latency {
             max_ms: pick(self.hist.max()),
             curve: CURVE_PERCENTILES
                 .iter()
-                .map(|&p| CurvePoint { percentile: p, ms: self.percentile_ms(p) })
+                .map(|&p| CurvePoint {
+                    percentile: p,
+                    ms: self.percentile_ms(p),
+                })
                 .collect(),
         }
     }
@@ -135,12 +146,19 @@ mod tests {
         assert!(within(s.p90_ms, 900.0), "p90 {}", s.p90_ms);
         assert!(within(s.p99_ms, 990.0), "p99 {}", s.p99_ms);
         // 99.9 % of 1000 rounds up to the 1000th sample in floating point: 999 or 1000 ms.
-        assert!(within(s.p999_ms, 999.0) || within(s.p999_ms, 1000.0), "p999 {}", s.p999_ms);
+        assert!(
+            within(s.p999_ms, 999.0) || within(s.p999_ms, 1000.0),
+            "p999 {}",
+            s.p999_ms
+        );
         assert!(within(s.max_ms, 1000.0), "max {}", s.max_ms);
         assert!(within(s.min_ms, 1.0), "min {}", s.min_ms);
         assert!(within(s.mean_ms, 500.5), "mean {}", s.mean_ms);
         assert_eq!(s.curve.len(), CURVE_PERCENTILES.len());
-        assert!(s.curve.windows(2).all(|w| w[0].ms <= w[1].ms), "curve is monotone");
+        assert!(
+            s.curve.windows(2).all(|w| w[0].ms <= w[1].ms),
+            "curve is monotone"
+        );
     }
 
     #[test]
@@ -155,7 +173,10 @@ mod tests {
         assert_eq!(a.count(), 100);
         assert!(within(a.percentile_ms(50.0), 0.2));
         assert!(within(a.summary().max_ms, 50.0));
-        assert!(within(a.percentile_ms(99.0), 0.2), "99 of 100 samples are 0.2 ms");
+        assert!(
+            within(a.percentile_ms(99.0), 0.2),
+            "99 of 100 samples are 0.2 ms"
+        );
     }
 
     #[test]

@@ -1,16 +1,23 @@
 //! ballast-bench: load generator, disk check, side-by-side comparison and reports for any etcd
 //! v3 endpoint (Ballast or etcd). The binary is `src/main.rs`; everything else is library, so
-//! `ballast-tuning` can call the disk probe and tests can drive workloads directly.
+//! `ballast-tuning` can call the disk probe (`disk::run_disk_probe`) and tests can drive
+//! workloads directly.
 
+pub mod cli;
+pub mod compare;
 pub mod conn;
+pub mod disk;
 pub mod driver;
 pub mod errors;
 pub mod keys;
 pub mod latency;
+pub mod local_server;
+pub mod output;
 pub mod progress;
 pub mod rate;
 pub mod ratio;
+pub mod report;
 pub mod result;
+pub mod runner;
 pub mod tally;
 pub mod workload;
-pub mod disk;

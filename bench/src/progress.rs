@@ -24,8 +24,11 @@ impl Progress {
         duration: Option<Duration>,
         done: Arc<AtomicU64>,
     ) -> Progress {
-        let target =
-            if enabled { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
+        let target = if enabled {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        };
         let (len, by_time) = match (total, duration) {
             (Some(t), _) => (t, false),
             (None, Some(d)) => (d.as_millis() as u64, true),

@@ -18,7 +18,10 @@ pub struct Pacer {
 impl Pacer {
     /// A schedule starting at `start`; `rate_per_s` of `None` or `<= 0` means unpaced.
     pub fn new(start: Instant, rate_per_s: Option<f64>) -> Self {
-        Self { start, rate_per_s: rate_per_s.filter(|r| *r > 0.0 && r.is_finite()) }
+        Self {
+            start,
+            rate_per_s: rate_per_s.filter(|r| *r > 0.0 && r.is_finite()),
+        }
     }
 
     /// When operation `seq` may start.
@@ -55,6 +58,9 @@ mod tests {
         let now = Instant::now();
         assert!(Pacer::new(now, None).slot(5).is_none());
         assert!(Pacer::new(now, Some(0.0)).slot(5).is_none());
-        assert_eq!(Pacer::new(now, Some(10.0)).slot(5), Some(now + Duration::from_millis(500)));
+        assert_eq!(
+            Pacer::new(now, Some(10.0)).slot(5),
+            Some(now + Duration::from_millis(500))
+        );
     }
 }

@@ -95,7 +95,13 @@ mod tests {
             max_ms: 5.0,
             ..Default::default()
         };
-        b.latencies.insert("event".into(), LatencySummary { p99_ms: 2.0, ..Default::default() });
+        b.latencies.insert(
+            "event".into(),
+            LatencySummary {
+                p99_ms: 2.0,
+                ..Default::default()
+            },
+        );
         let r = ratios(&a, &b).0;
         assert_eq!(r["qps"], Some(3.0));
         assert_eq!(r["p50_ms"], Some(0.5));

@@ -26,6 +26,9 @@ impl Tally {
 
     /// The counters with owned names.
     pub fn to_map(&self) -> BTreeMap<String, u64> {
-        self.counters.iter().map(|(k, v)| ((*k).to_string(), *v)).collect()
+        self.counters
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), *v))
+            .collect()
     }
 }

@@ -17,7 +17,10 @@ impl AlignedBuf {
         assert!(align.is_power_of_two(), "alignment must be a power of two");
         let raw = vec![0u8; len + align];
         let start = raw.as_ptr().align_offset(align);
-        assert!(start < align, "an aligned start exists within one alignment unit");
+        assert!(
+            start < align,
+            "an aligned start exists within one alignment unit"
+        );
         Self { raw, start, len }
     }
 

@@ -38,7 +38,12 @@ const JOB_NAME: &str = "ballast-fio";
 /// Runs fio's etcd job in `dir` with `size` bytes (e.g. `"22m"`) of `block_size`-byte writes.
 pub fn run_fio(dir: &Path, size: &str, block_size: usize) -> Result<FioReport, FioError> {
     let out = Command::new("fio")
-        .args(["--rw=write", "--ioengine=sync", "--fdatasync=1", "--output-format=json"])
+        .args([
+            "--rw=write",
+            "--ioengine=sync",
+            "--fdatasync=1",
+            "--output-format=json",
+        ])
         .arg(format!("--directory={}", dir.display()))
         .arg(format!("--size={size}"))
         .arg(format!("--bs={block_size}"))
@@ -47,7 +52,9 @@ pub fn run_fio(dir: &Path, size: &str, block_size: usize) -> Result<FioReport, F
         .map_err(FioError::Spawn)?;
     let _ = std::fs::remove_file(dir.join(format!("{JOB_NAME}.0.0")));
     if !out.status.success() {
-        return Err(FioError::Failed(String::from_utf8_lossy(&out.stderr).into_owned()));
+        return Err(FioError::Failed(
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ));
     }
     parse_fio_json(&String::from_utf8_lossy(&out.stdout))
 }
@@ -55,7 +62,9 @@ pub fn run_fio(dir: &Path, size: &str, block_size: usize) -> Result<FioReport, F
 /// Reads the sync latency of the first job of fio's JSON output.
 pub fn parse_fio_json(text: &str) -> Result<FioReport, FioError> {
     // fio may print notices before the JSON document.
-    let start = text.find('{').ok_or_else(|| FioError::Parse("no JSON object".into()))?;
+    let start = text
+        .find('{')
+        .ok_or_else(|| FioError::Parse("no JSON object".into()))?;
     let v: serde_json::Value =
         serde_json::from_str(&text[start..]).map_err(|e| FioError::Parse(e.to_string()))?;
     let lat = &v["jobs"][0]["sync"]["lat_ns"];
@@ -65,7 +74,9 @@ pub fn parse_fio_json(text: &str) -> Result<FioReport, FioError> {
             .map(|ns| ns / 1e6)
             .ok_or_else(|| FioError::Parse(format!("no sync percentile {key}")))
     };
-    let syncs = lat["N"].as_u64().ok_or_else(|| FioError::Parse("no sync count".into()))?;
+    let syncs = lat["N"]
+        .as_u64()
+        .ok_or_else(|| FioError::Parse("no sync count".into()))?;
     if syncs == 0 {
         return Err(FioError::Parse("fio counted no syncs".into()));
     }

@@ -95,7 +95,10 @@ pub enum DiskError {
     #[error("bad configuration: {0}")]
     Config(&'static str),
     #[error("creating the probe file {path}: {source}")]
-    Create { path: PathBuf, source: std::io::Error },
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("io_uring unavailable in this kernel or sandbox")]
     UringUnavailable,
     #[error("writing or syncing the probe file: {0}")]
@@ -126,7 +129,10 @@ fn create(path: &Path, direct: bool) -> Result<File, DiskError> {
     if direct {
         opts.custom_flags(libc::O_DIRECT);
     }
-    opts.open(path).map_err(|source| DiskError::Create { path: path.to_path_buf(), source })
+    opts.open(path).map_err(|source| DiskError::Create {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Latencies of one probe run.
@@ -139,11 +145,15 @@ pub struct Timings {
 /// Runs the probe (blocking; seconds on a good disk, minutes on a slow one).
 pub fn run_disk_probe(cfg: &DiskConfig) -> Result<DiskReport, DiskError> {
     if cfg.block_size == 0 || cfg.total_bytes == 0 {
-        return Err(DiskError::Config("block size and total bytes must be positive"));
+        return Err(DiskError::Config(
+            "block size and total bytes must be positive",
+        ));
     }
     let block_size = effective_block_size(cfg.block_size, cfg.direct);
     let writes = cfg.total_bytes.div_ceil(block_size as u64);
-    let path = cfg.dir.join(format!("ballast-disk-probe.{}", std::process::id()));
+    let path = cfg
+        .dir
+        .join(format!("ballast-disk-probe.{}", std::process::id()));
     let file = create(&path, cfg.direct)?;
     let _guard = ProbeFile(path);
     let use_uring = match cfg.engine {
@@ -210,10 +220,18 @@ mod tests {
             assert_eq!(r.fdatasync.count, 10);
             assert_eq!(r.write.count, 10);
             assert!(r.p99_ms > 0.0 && r.p99_ms <= r.max_ms);
-            let expected = if engine == Engine::Sync { "sync" } else { "io_uring" };
+            let expected = if engine == Engine::Sync {
+                "sync"
+            } else {
+                "io_uring"
+            };
             assert_eq!(r.engine, expected);
             assert_eq!(r.pass, r.p99_ms < ETCD_P99_THRESHOLD_MS);
         }
-        assert_eq!(std::fs::read_dir(dir.path()).expect("readdir").count(), 0, "probe file removed");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).expect("readdir").count(),
+            0,
+            "probe file removed"
+        );
     }
 }

@@ -25,21 +25,31 @@ pub fn probe(file: File, block_size: usize, writes: u64, align: usize) -> io::Re
             rt.block_on(probe_loop(file, block_size, writes, align))
         })
         .join()
-            .unwrap_or_else(|_| Err(io::Error::other("io_uring probe thread panicked")))
+        .unwrap_or_else(|_| Err(io::Error::other("io_uring probe thread panicked")))
     })
 }
 
-async fn probe_loop(file: File, block_size: usize, writes: u64, align: usize) -> io::Result<Timings> {
+async fn probe_loop(
+    file: File,
+    block_size: usize,
+    writes: u64,
+    align: usize,
+) -> io::Result<Timings> {
     let file = tokio_uring::fs::File::from_std(file);
     let mut raw = vec![0x5au8; block_size + align];
     let start = raw.as_ptr().align_offset(align);
-    assert!(start < align, "an aligned start exists within one alignment unit");
+    assert!(
+        start < align,
+        "an aligned start exists within one alignment unit"
+    );
     let mut timings = Timings::default();
     let mut outcome = Ok(());
     for i in 0..writes {
         let offset = i * block_size as u64;
         let t0 = Instant::now();
-        let (res, slice) = file.write_all_at(raw.slice(start..start + block_size), offset).await;
+        let (res, slice) = file
+            .write_all_at(raw.slice(start..start + block_size), offset)
+            .await;
         raw = slice.into_inner();
         if let Err(e) = res {
             outcome = Err(e);
@@ -60,6 +70,8 @@ async fn probe_loop(file: File, block_size: usize, writes: u64, align: usize) ->
 /// Whether this kernel (and sandbox) lets us set up an io_uring.
 pub fn available() -> bool {
     std::thread::scope(|s| {
-        s.spawn(|| tokio_uring::Runtime::new(&tokio_uring::builder()).is_ok()).join().unwrap_or(false)
+        s.spawn(|| tokio_uring::Runtime::new(&tokio_uring::builder()).is_ok())
+            .join()
+            .unwrap_or(false)
     })
 }

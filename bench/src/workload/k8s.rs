@@ -13,12 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use bytes::Bytes;
 use ballast_proto::etcdserverpb::{
-    compare, kv_client::KvClient, lease_client::LeaseClient, request_op, Compare,
-    CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, PutRequest, RangeRequest, RequestOp,
+    compare, kv_client::KvClient, lease_client::LeaseClient, request_op, CompactionRequest,
+    Compare, DeleteRangeRequest, LeaseGrantRequest, PutRequest, RangeRequest, RequestOp,
     TxnRequest,
 };
+use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -33,6 +33,7 @@ use crate::workload::pager::list_all;
 use crate::workload::preload::PRELOAD_CONCURRENCY;
 use crate::workload::txn_cas::guaranteed_update;
 use crate::workload::watcher::{self, Watcher};
+use crate::workload::Latencies;
 use crate::workload::Workload;
 
 /// Operation kinds and their weights (sum 100).
@@ -175,20 +176,36 @@ impl Workload for K8s {
             .cfg
             .resources
             .iter()
-            .flat_map(|r| (0..self.cfg.objects).step_by(2).map(move |i| (r.clone(), i)))
+            .flat_map(|r| {
+                (0..self.cfg.objects)
+                    .step_by(2)
+                    .map(move |i| (r.clone(), i))
+            })
             .map(|(r, i)| (self.key(&r, i), self.value(&mut seed)))
             .collect();
         stream::iter(puts.into_iter().enumerate())
             .map(|(n, (key, value))| {
                 let mut kv = pool.kv(n);
-                async move { kv.put(PutRequest { key, value, ..Default::default() }).await }
+                async move {
+                    kv.put(PutRequest {
+                        key,
+                        value,
+                        ..Default::default()
+                    })
+                    .await
+                }
             })
             .buffer_unordered(PRELOAD_CONCURRENCY)
             .try_collect::<Vec<_>>()
             .await?;
 
         let mut opened = Vec::new();
-        for (i, r) in self.cfg.resources.iter().chain(std::iter::once(&"events".to_string())).enumerate()
+        for (i, r) in self
+            .cfg
+            .resources
+            .iter()
+            .chain(std::iter::once(&"events".to_string()))
+            .enumerate()
         {
             let (key, end) = prefix_range(format!("/registry/{r}/").as_bytes());
             opened.push(watcher::open(pool, i, key, end, true, false).await?);
@@ -202,18 +219,33 @@ impl Workload for K8s {
             let mut previous = 0;
             loop {
                 tokio::time::sleep(period).await;
-                let now = kv.range(RangeRequest { key: Bytes::from_static(b"/registry/"), limit: 1, ..Default::default() }).await;
+                let now = kv
+                    .range(RangeRequest {
+                        key: Bytes::from_static(b"/registry/"),
+                        limit: 1,
+                        ..Default::default()
+                    })
+                    .await;
                 let Ok(now) = now else { continue };
                 let revision = now.into_inner().header.map_or(0, |h| h.revision);
                 if previous > 0
-                    && kv.compact(CompactionRequest { revision: previous, physical: false }).await.is_ok()
+                    && kv
+                        .compact(CompactionRequest {
+                            revision: previous,
+                            physical: false,
+                        })
+                        .await
+                        .is_ok()
                 {
                     compactions.fetch_add(1, Ordering::Relaxed);
                 }
                 previous = revision;
             }
         });
-        self.background.lock().expect("background lock").push(compactor);
+        self.background
+            .lock()
+            .expect("background lock")
+            .push(compactor);
         Ok(())
     }
 
@@ -235,7 +267,11 @@ impl Workload for K8s {
         let key = self.key(&resource, index);
         match kind {
             Kind::Get => {
-                c.kv.range(RangeRequest { key, ..Default::default() }).await?;
+                c.kv.range(RangeRequest {
+                    key,
+                    ..Default::default()
+                })
+                .await?;
             }
             Kind::List => {
                 let prefix = if c.rng.gen_ratio(1, 5) {
@@ -256,7 +292,8 @@ impl Workload for K8s {
             }
             Kind::Update => {
                 let value = self.value(&mut c.rng);
-                let conflicts = guaranteed_update(&mut c.kv, key, value, self.cfg.max_retries).await?;
+                let conflicts =
+                    guaranteed_update(&mut c.kv, key, value, self.cfg.max_retries).await?;
                 tally.add("conflicts", u64::from(conflicts));
             }
             Kind::Delete => {
@@ -267,9 +304,15 @@ impl Workload for K8s {
             }
             Kind::Event => {
                 let ttl = self.cfg.event_ttl_s.max(1);
-                let stale = c.event_lease.is_none_or(|(_, at)| at.elapsed() > Duration::from_secs(ttl as u64) / 2);
+                let stale = c
+                    .event_lease
+                    .is_none_or(|(_, at)| at.elapsed() > Duration::from_secs(ttl as u64) / 2);
                 if stale {
-                    let granted = c.lease.lease_grant(LeaseGrantRequest { ttl, id: 0 }).await?.into_inner();
+                    let granted = c
+                        .lease
+                        .lease_grant(LeaseGrantRequest { ttl, id: 0 })
+                        .await?
+                        .into_inner();
                     c.event_lease = Some((granted.id, Instant::now()));
                     tally.add("leases_granted", 1);
                 }
@@ -277,13 +320,19 @@ impl Workload for K8s {
                 let ns = index % self.cfg.namespaces;
                 let key = Bytes::from(format!("/registry/events/ns-{ns}/ev-{}-{seq}", c.index));
                 let value = self.value(&mut c.rng);
-                c.kv.put(PutRequest { key, value, lease, ..Default::default() }).await?;
+                c.kv.put(PutRequest {
+                    key,
+                    value,
+                    lease,
+                    ..Default::default()
+                })
+                .await?;
             }
         }
         Ok(())
     }
 
-    async fn finish(&self, result: &mut BenchResult) -> Result<()> {
+    async fn finish(&self, result: &mut BenchResult, _latencies: &mut Latencies) -> Result<()> {
         let watchers = std::mem::take(&mut *self.watchers.lock().expect("watchers lock"));
         for w in &watchers {
             w.request_progress();
@@ -293,20 +342,36 @@ impl Workload for K8s {
         let sum = |f: fn(&Watcher) -> u64| watchers.iter().map(f).sum::<u64>();
         let c = &mut result.counters;
         c.insert("watchers".into(), watchers.len() as u64);
-        c.insert("watch_events".into(), sum(|w| w.stats.events.load(Ordering::Relaxed)));
-        c.insert("progress_notifies".into(), sum(|w| w.stats.progress_notifies.load(Ordering::Relaxed)));
+        c.insert(
+            "watch_events".into(),
+            sum(|w| w.stats.events.load(Ordering::Relaxed)),
+        );
+        c.insert(
+            "progress_notifies".into(),
+            sum(|w| w.stats.progress_notifies.load(Ordering::Relaxed)),
+        );
         c.insert(
             "watchers_lost".into(),
-            sum(|w| w.stats.canceled.load(Ordering::Relaxed) + w.stats.stream_errors.load(Ordering::Relaxed)),
+            sum(|w| {
+                w.stats.canceled.load(Ordering::Relaxed)
+                    + w.stats.stream_errors.load(Ordering::Relaxed)
+            }),
         );
-        c.insert("compactions".into(), self.compactions.load(Ordering::Relaxed));
+        c.insert(
+            "compactions".into(),
+            self.compactions.load(Ordering::Relaxed),
+        );
         Ok(())
     }
 }
 
 /// Kubernetes' Create: put only if the key has never existed in its current life
 /// (mod_revision 0). Returns whether it was created.
-pub async fn create_if_absent(kv: &mut KvClient<Channel>, key: Bytes, value: Bytes) -> Result<bool, Status> {
+pub async fn create_if_absent(
+    kv: &mut KvClient<Channel>,
+    key: Bytes,
+    value: Bytes,
+) -> Result<bool, Status> {
     let txn = TxnRequest {
         compare: vec![Compare {
             result: compare::CompareResult::Equal as i32,
@@ -316,7 +381,11 @@ pub async fn create_if_absent(kv: &mut KvClient<Channel>, key: Bytes, value: Byt
             ..Default::default()
         }],
         success: vec![RequestOp {
-            request: Some(request_op::Request::RequestPut(PutRequest { key, value, ..Default::default() })),
+            request: Some(request_op::Request::RequestPut(PutRequest {
+                key,
+                value,
+                ..Default::default()
+            })),
         }],
         failure: vec![],
     };
@@ -326,8 +395,16 @@ pub async fn create_if_absent(kv: &mut KvClient<Channel>, key: Bytes, value: Byt
 /// Kubernetes' Delete: read the object, delete it only if unchanged since. Returns whether a
 /// key was deleted (false when it was absent or changed in between).
 pub async fn delete_current(kv: &mut KvClient<Channel>, key: Bytes) -> Result<bool, Status> {
-    let got = kv.range(RangeRequest { key: key.clone(), ..Default::default() }).await?.into_inner();
-    let Some(current) = got.kvs.first() else { return Ok(false) };
+    let got = kv
+        .range(RangeRequest {
+            key: key.clone(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let Some(current) = got.kvs.first() else {
+        return Ok(false);
+    };
     let txn = TxnRequest {
         compare: vec![Compare {
             result: compare::CompareResult::Equal as i32,
@@ -337,10 +414,12 @@ pub async fn delete_current(kv: &mut KvClient<Channel>, key: Bytes) -> Result<bo
             ..Default::default()
         }],
         success: vec![RequestOp {
-            request: Some(request_op::Request::RequestDeleteRange(DeleteRangeRequest {
-                key,
-                ..Default::default()
-            })),
+            request: Some(request_op::Request::RequestDeleteRange(
+                DeleteRangeRequest {
+                    key,
+                    ..Default::default()
+                },
+            )),
         }],
         failure: vec![],
     };

@@ -14,6 +14,7 @@ use crate::keys::{random_value, KeyGen};
 use crate::result::BenchResult;
 use crate::tally::Tally;
 use crate::workload::pager::{list_all, strictly_increasing};
+use crate::workload::Latencies;
 use crate::workload::{preload::preload, Workload};
 
 /// The list workload.
@@ -26,7 +27,12 @@ pub struct List {
 
 impl List {
     pub fn new(keys: KeyGen, value_size: usize, page_size: i64, serializable: bool) -> Self {
-        Self { keys, value_size, page_size: page_size.max(1), serializable }
+        Self {
+            keys,
+            value_size,
+            page_size: page_size.max(1),
+            serializable,
+        }
     }
 }
 
@@ -44,8 +50,20 @@ impl Workload for List {
 
     async fn setup(&self, pool: &Pool) -> Result<()> {
         let (key, range_end) = self.keys.prefix_range();
-        pool.kv(0).delete_range(DeleteRangeRequest { key, range_end, ..Default::default() }).await?;
-        preload(pool, &self.keys, self.keys.key_space, random_value(self.value_size)).await
+        pool.kv(0)
+            .delete_range(DeleteRangeRequest {
+                key,
+                range_end,
+                ..Default::default()
+            })
+            .await?;
+        preload(
+            pool,
+            &self.keys,
+            self.keys.key_space,
+            random_value(self.value_size),
+        )
+        .await
     }
 
     fn client(&self, index: usize, pool: &Pool) -> ListClient {
@@ -54,18 +72,21 @@ impl Workload for List {
 
     async fn op(&self, c: &mut ListClient, _seq: u64, tally: &mut Tally) -> Result<(), Status> {
         let (key, range_end) = self.keys.prefix_range();
-        let listing = list_all(&mut c.kv, key, range_end, self.page_size, self.serializable).await?;
+        let listing =
+            list_all(&mut c.kv, key, range_end, self.page_size, self.serializable).await?;
         tally.add("pages", listing.pages);
         tally.add("keys_listed", listing.keys.len() as u64);
         tally.add("lists", 1);
         if listing.keys.len() as u64 != self.keys.key_space || !strictly_increasing(&listing.keys) {
             tally.add("list_mismatch", 1);
-            return Err(Status::data_loss("listing did not return every key exactly once"));
+            return Err(Status::data_loss(
+                "listing did not return every key exactly once",
+            ));
         }
         Ok(())
     }
 
-    async fn finish(&self, result: &mut BenchResult) -> Result<()> {
+    async fn finish(&self, result: &mut BenchResult, _latencies: &mut Latencies) -> Result<()> {
         result.counters.insert("keys".into(), self.keys.key_space);
         Ok(())
     }

@@ -7,12 +7,14 @@
 //! distributions to the result. `op` must be bounded: the driver also cancels it at the
 //! per-request timeout.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 
 use anyhow::Result;
 use tonic::Status;
 
 use crate::conn::Pool;
+use crate::latency::Latency;
 use crate::result::BenchResult;
 use crate::tally::Tally;
 
@@ -26,6 +28,9 @@ pub mod stamp;
 pub mod txn_cas;
 pub mod watch;
 pub mod watcher;
+
+/// Named latency distributions beyond the operations' own.
+pub type Latencies = BTreeMap<String, Latency>;
 
 /// A benchmark workload.
 pub trait Workload: Send + Sync + 'static {
@@ -49,6 +54,11 @@ pub trait Workload: Send + Sync + 'static {
         tally: &'a mut Tally,
     ) -> impl Future<Output = Result<(), Status>> + Send + 'a;
 
-    /// Runs once after the measured phase.
-    fn finish(&self, result: &mut BenchResult) -> impl Future<Output = Result<()>> + Send;
+    /// Runs once after the measured phase; may add counters to `result` and named latency
+    /// distributions (e.g. `event`) to `latencies`.
+    fn finish(
+        &self,
+        result: &mut BenchResult,
+        latencies: &mut Latencies,
+    ) -> impl Future<Output = Result<()>> + Send;
 }

@@ -5,8 +5,8 @@
 //! read at one revision, so a concurrent write cannot make a key appear twice or be skipped;
 //! the loop ends when the server says `more == false` or a page comes back empty.
 
-use bytes::{BufMut, Bytes, BytesMut};
 use ballast_proto::etcdserverpb::{kv_client::KvClient, RangeRequest};
+use bytes::{BufMut, Bytes, BytesMut};
 use tonic::transport::Channel;
 use tonic::Status;
 

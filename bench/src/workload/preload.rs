@@ -4,9 +4,9 @@
 //! Invariant: returns only when every key has been written, or the first error.
 
 use anyhow::{Context, Result};
+use ballast_proto::etcdserverpb::PutRequest;
 use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
-use ballast_proto::etcdserverpb::PutRequest;
 
 use crate::conn::Pool;
 use crate::keys::KeyGen;
@@ -19,7 +19,11 @@ pub async fn preload(pool: &Pool, keys: &KeyGen, count: u64, value: Bytes) -> Re
     stream::iter(0..count)
         .map(|n| {
             let mut kv = pool.kv(n as usize);
-            let req = PutRequest { key: keys.key(n), value: value.clone(), ..Default::default() };
+            let req = PutRequest {
+                key: keys.key(n),
+                value: value.clone(),
+                ..Default::default()
+            };
             async move { kv.put(req).await.map(|_| ()) }
         })
         .buffer_unordered(PRELOAD_CONCURRENCY)

@@ -3,8 +3,8 @@
 //! Invariant: every operation writes one key with the configured value size.
 
 use anyhow::Result;
-use bytes::Bytes;
 use ballast_proto::etcdserverpb::{kv_client::KvClient, PutRequest};
+use bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use tonic::transport::Channel;
@@ -14,6 +14,7 @@ use crate::conn::Pool;
 use crate::keys::{random_value, KeyGen};
 use crate::result::BenchResult;
 use crate::tally::Tally;
+use crate::workload::Latencies;
 use crate::workload::Workload;
 
 /// The put workload.
@@ -24,7 +25,10 @@ pub struct Put {
 
 impl Put {
     pub fn new(keys: KeyGen, value_size: usize) -> Self {
-        Self { keys, value: random_value(value_size) }
+        Self {
+            keys,
+            value: random_value(value_size),
+        }
     }
 }
 
@@ -46,16 +50,24 @@ impl Workload for Put {
     }
 
     fn client(&self, index: usize, pool: &Pool) -> PutClient {
-        PutClient { kv: pool.kv(index), rng: SmallRng::from_entropy() }
+        PutClient {
+            kv: pool.kv(index),
+            rng: SmallRng::from_entropy(),
+        }
     }
 
     async fn op(&self, c: &mut PutClient, seq: u64, _tally: &mut Tally) -> Result<(), Status> {
         let key = self.keys.pick(seq, &mut c.rng);
-        c.kv.put(PutRequest { key, value: self.value.clone(), ..Default::default() }).await?;
+        c.kv.put(PutRequest {
+            key,
+            value: self.value.clone(),
+            ..Default::default()
+        })
+        .await?;
         Ok(())
     }
 
-    async fn finish(&self, _result: &mut BenchResult) -> Result<()> {
+    async fn finish(&self, _result: &mut BenchResult, _latencies: &mut Latencies) -> Result<()> {
         Ok(())
     }
 }

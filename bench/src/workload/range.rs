@@ -6,8 +6,8 @@
 //! cannot pass as fast.
 
 use anyhow::Result;
-use bytes::Bytes;
 use ballast_proto::etcdserverpb::{kv_client::KvClient, RangeRequest};
+use bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use tonic::transport::Channel;
@@ -17,6 +17,7 @@ use crate::conn::Pool;
 use crate::keys::{random_value, KeyGen};
 use crate::result::BenchResult;
 use crate::tally::Tally;
+use crate::workload::Latencies;
 use crate::workload::{preload::preload, Workload};
 
 /// The range workload.
@@ -37,7 +38,13 @@ impl Range {
         prefix_limit: Option<i64>,
         preload: bool,
     ) -> Self {
-        Self { keys, value_size, serializable, prefix_limit, preload }
+        Self {
+            keys,
+            value_size,
+            serializable,
+            prefix_limit,
+            preload,
+        }
     }
 }
 
@@ -56,13 +63,22 @@ impl Workload for Range {
 
     async fn setup(&self, pool: &Pool) -> Result<()> {
         if self.preload {
-            preload(pool, &self.keys, self.keys.key_space, random_value(self.value_size)).await?;
+            preload(
+                pool,
+                &self.keys,
+                self.keys.key_space,
+                random_value(self.value_size),
+            )
+            .await?;
         }
         Ok(())
     }
 
     fn client(&self, index: usize, pool: &Pool) -> RangeClient {
-        RangeClient { kv: pool.kv(index), rng: SmallRng::from_entropy() }
+        RangeClient {
+            kv: pool.kv(index),
+            rng: SmallRng::from_entropy(),
+        }
     }
 
     async fn op(&self, c: &mut RangeClient, seq: u64, tally: &mut Tally) -> Result<(), Status> {
@@ -74,9 +90,8 @@ impl Workload for Range {
             None => (self.keys.pick(seq, &mut c.rng), Bytes::new(), 0),
         };
         let single = range_end.is_empty();
-        let resp = c
-            .kv
-            .range(RangeRequest {
+        let resp =
+            c.kv.range(RangeRequest {
                 key,
                 range_end,
                 limit,
@@ -92,7 +107,7 @@ impl Workload for Range {
         Ok(())
     }
 
-    async fn finish(&self, _result: &mut BenchResult) -> Result<()> {
+    async fn finish(&self, _result: &mut BenchResult, _latencies: &mut Latencies) -> Result<()> {
         Ok(())
     }
 }

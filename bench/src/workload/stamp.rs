@@ -49,7 +49,10 @@ mod tests {
         assert_eq!(&v[8..12], b"abab");
         std::thread::sleep(Duration::from_millis(5));
         let a = age(&v).expect("stamped");
-        assert!(a >= Duration::from_millis(5) && a < Duration::from_secs(5), "{a:?}");
+        assert!(
+            a >= Duration::from_millis(5) && a < Duration::from_secs(5),
+            "{a:?}"
+        );
         assert_eq!(stamped_value(2, b"").len(), STAMP_BYTES);
         assert!(age(b"short").is_none());
     }

@@ -7,11 +7,11 @@
 //! `RetriesExhausted`. A missing key compares as mod_revision 0, so the first update creates it.
 
 use anyhow::Result;
-use bytes::Bytes;
 use ballast_proto::etcdserverpb::{
     compare, kv_client::KvClient, request_op, response_op, Compare, PutRequest, RangeRequest,
     RequestOp, TxnRequest,
 };
+use bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use tonic::transport::Channel;
@@ -22,6 +22,7 @@ use crate::errors::RETRIES_EXHAUSTED;
 use crate::keys::{random_value, KeyGen};
 use crate::result::BenchResult;
 use crate::tally::Tally;
+use crate::workload::Latencies;
 use crate::workload::Workload;
 
 /// The compare-and-swap workload.
@@ -33,7 +34,11 @@ pub struct TxnCas {
 
 impl TxnCas {
     pub fn new(keys: KeyGen, value_size: usize, max_retries: u32) -> Self {
-        Self { keys, value: random_value(value_size), max_retries }
+        Self {
+            keys,
+            value: random_value(value_size),
+            max_retries,
+        }
     }
 }
 
@@ -50,7 +55,12 @@ pub async fn guaranteed_update(
     value: Bytes,
     max_retries: u32,
 ) -> Result<u32, Status> {
-    let got = kv.range(RangeRequest { key: key.clone(), ..Default::default() }).await?;
+    let got = kv
+        .range(RangeRequest {
+            key: key.clone(),
+            ..Default::default()
+        })
+        .await?;
     let mut mod_revision = got.into_inner().kvs.first().map_or(0, |kv| kv.mod_revision);
     let mut conflicts = 0;
     loop {
@@ -108,7 +118,10 @@ impl Workload for TxnCas {
     }
 
     fn client(&self, index: usize, pool: &Pool) -> TxnCasClient {
-        TxnCasClient { kv: pool.kv(index), rng: SmallRng::from_entropy() }
+        TxnCasClient {
+            kv: pool.kv(index),
+            rng: SmallRng::from_entropy(),
+        }
     }
 
     async fn op(&self, c: &mut TxnCasClient, seq: u64, tally: &mut Tally) -> Result<(), Status> {
@@ -127,7 +140,7 @@ impl Workload for TxnCas {
         }
     }
 
-    async fn finish(&self, _result: &mut BenchResult) -> Result<()> {
+    async fn finish(&self, _result: &mut BenchResult, _latencies: &mut Latencies) -> Result<()> {
         Ok(())
     }
 }

@@ -10,8 +10,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Result;
-use bytes::Bytes;
 use ballast_proto::etcdserverpb::{kv_client::KvClient, PutRequest};
+use bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use tonic::transport::Channel;
@@ -23,6 +23,7 @@ use crate::latency::Latency;
 use crate::result::BenchResult;
 use crate::tally::Tally;
 use crate::workload::watcher::{self, Watcher};
+use crate::workload::Latencies;
 use crate::workload::{stamp, Workload};
 
 /// The watch fan-out workload.
@@ -51,7 +52,9 @@ impl Watch {
 
     fn events_received(&self) -> u64 {
         let open = self.open.lock().expect("watchers lock");
-        open.iter().map(|w| w.stats.events.load(Ordering::Relaxed)).sum()
+        open.iter()
+            .map(|w| w.stats.events.load(Ordering::Relaxed))
+            .sum()
     }
 }
 
@@ -79,18 +82,26 @@ impl Workload for Watch {
     }
 
     fn client(&self, index: usize, pool: &Pool) -> WatchClient {
-        WatchClient { kv: pool.kv(index), rng: SmallRng::from_entropy() }
+        WatchClient {
+            kv: pool.kv(index),
+            rng: SmallRng::from_entropy(),
+        }
     }
 
     async fn op(&self, c: &mut WatchClient, seq: u64, _tally: &mut Tally) -> Result<(), Status> {
         let key = self.keys.pick(seq, &mut c.rng);
         let value = stamp::stamped_value(self.value_size, &self.filler);
-        c.kv.put(PutRequest { key, value, ..Default::default() }).await?;
+        c.kv.put(PutRequest {
+            key,
+            value,
+            ..Default::default()
+        })
+        .await?;
         self.puts.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    async fn finish(&self, result: &mut BenchResult) -> Result<()> {
+    async fn finish(&self, result: &mut BenchResult, latencies: &mut Latencies) -> Result<()> {
         let puts = self.puts.load(Ordering::Relaxed);
         let expected = puts * self.watchers as u64;
         let deadline = tokio::time::Instant::now() + self.settle;
@@ -114,7 +125,7 @@ impl Workload for Watch {
         c.insert("events_expected".into(), expected);
         c.insert("events_received".into(), received);
         c.insert("watchers_lost".into(), canceled);
-        result.latencies.insert("event".into(), latency.summary());
+        latencies.insert("event".into(), latency);
         Ok(())
     }
 }

@@ -10,11 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use bytes::Bytes;
 use ballast_proto::etcdserverpb::{
     watch_request, WatchCreateRequest, WatchProgressRequest, WatchRequest,
 };
 use ballast_proto::mvccpb::event::EventType;
+use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
@@ -74,14 +74,18 @@ pub async fn open(
 ) -> Result<Watcher> {
     let (tx, rx) = mpsc::channel(4);
     let create = WatchRequest {
-        request_union: Some(watch_request::RequestUnion::CreateRequest(WatchCreateRequest {
-            key,
-            range_end,
-            progress_notify,
-            ..Default::default()
-        })),
+        request_union: Some(watch_request::RequestUnion::CreateRequest(
+            WatchCreateRequest {
+                key,
+                range_end,
+                progress_notify,
+                ..Default::default()
+            },
+        )),
     };
-    tx.send(create).await.map_err(|_| anyhow!("watch request channel closed"))?;
+    tx.send(create)
+        .await
+        .map_err(|_| anyhow!("watch request channel closed"))?;
     let mut client = pool.watch(index);
     let mut stream = tokio::time::timeout(CREATE_TIMEOUT, client.watch(ReceiverStream::new(rx)))
         .await
@@ -115,7 +119,8 @@ pub async fn open(
                 }
                 continue;
             }
-            s.events.fetch_add(resp.events.len() as u64, Ordering::Relaxed);
+            s.events
+                .fetch_add(resp.events.len() as u64, Ordering::Relaxed);
             let mut lat = s.latency.lock().expect("latency lock");
             for ev in &resp.events {
                 if ev.r#type != EventType::Put as i32 {
@@ -130,5 +135,9 @@ pub async fn open(
             }
         }
     });
-    Ok(Watcher { task, requests: tx, stats })
+    Ok(Watcher {
+        task,
+        requests: tx,
+        stats,
+    })
 }

@@ -1,0 +1,305 @@
+//! Command-line arguments of `ballast-bench` (clap derive): one subcommand per workload plus
+//! `disk`, `compare` and `report`.
+//!
+//! Invariant: parsing only; no I/O happens here. Durations take humantime syntax (`500ms`,
+//! `10s`, `2m`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::disk::Engine;
+
+/// Load generator, disk check and side-by-side comparison for etcd v3 endpoints.
+#[derive(Parser, Debug)]
+#[command(name = "ballast-bench", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    #[command(flatten)]
+    Workload(WorkloadCmd),
+    /// etcd's disk check: sequential 2300-byte writes, each followed by fdatasync, over 22 MiB.
+    Disk(DiskArgs),
+    /// Runs one workload against two endpoint sets, alternating A B A B, and prints ratios.
+    Compare(CompareArgs),
+    /// Renders JSON results into one self-contained HTML page with SVG plots.
+    Report(ReportArgs),
+}
+
+/// The workloads.
+#[derive(Subcommand, Debug, Clone)]
+pub enum WorkloadCmd {
+    /// One Put per operation.
+    Put(PutArgs),
+    /// Reads of preloaded keys: one key, or a prefix with a limit.
+    Range(RangeArgs),
+    /// Kubernetes' GuaranteedUpdate: get, then a Txn on mod_revision, retried on conflict.
+    TxnCas(TxnCasArgs),
+    /// N watchers on one prefix, writers put under it; put-to-event latency.
+    Watch(WatchArgs),
+    /// Full paginated listings of a preloaded prefix.
+    List(ListArgs),
+    /// A Kubernetes-like mix over /registry/<resource>/<namespace>/<name>.
+    K8s(K8sArgs),
+}
+
+impl WorkloadCmd {
+    /// The options every workload has.
+    pub fn common(&self) -> &CommonArgs {
+        match self {
+            WorkloadCmd::Put(a) => &a.common,
+            WorkloadCmd::Range(a) => &a.common,
+            WorkloadCmd::TxnCas(a) => &a.common,
+            WorkloadCmd::Watch(a) => &a.common,
+            WorkloadCmd::List(a) => &a.common,
+            WorkloadCmd::K8s(a) => &a.common,
+        }
+    }
+}
+
+/// Options of every workload.
+#[derive(Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// Comma-separated endpoints (`host:port` or URL).
+    #[arg(long, default_value = "127.0.0.1:2379")]
+    pub endpoints: String,
+    /// Concurrent clients (each runs one operation at a time).
+    #[arg(long, default_value_t = 1)]
+    pub clients: usize,
+    /// gRPC connections the clients share.
+    #[arg(long, default_value_t = 1)]
+    pub conns: usize,
+    /// Operations to run (default 10000 when neither --total nor --duration is given).
+    #[arg(long)]
+    pub total: Option<u64>,
+    /// How long to run; with --total, whichever ends first.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Operations per second over all clients (open-loop pacing); unpaced when absent.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Unmeasured run time before the measured phase.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    pub warmup: Duration,
+    /// Per-request timeout; a request past it counts as a `Timeout` error.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub timeout: Duration,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the latency histogram as an HdrHistogram interval log to this file.
+    #[arg(long)]
+    pub hdr_log: Option<PathBuf>,
+    /// Label stored in the result (shown by `report`).
+    #[arg(long, default_value = "")]
+    pub label: String,
+    /// Never draw a progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// Key and value shape.
+#[derive(Args, Debug, Clone)]
+pub struct KeyArgs {
+    /// Key size in bytes (prefix included).
+    #[arg(long, default_value_t = 16)]
+    pub key_size: usize,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 256)]
+    pub val_size: usize,
+    /// Number of distinct keys.
+    #[arg(long, default_value_t = 10_000)]
+    pub key_space: u64,
+    /// Pick keys sequentially instead of uniformly at random.
+    #[arg(long)]
+    pub sequential_keys: bool,
+    /// Key prefix.
+    #[arg(long)]
+    pub prefix: Option<String>,
+}
+
+/// Read consistency.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    /// Linearizable (through the leader's read index).
+    L,
+    /// Serializable (local, possibly stale).
+    S,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PutArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RangeArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    #[arg(long, value_enum, default_value = "l")]
+    pub consistency: Consistency,
+    /// Read the whole prefix with this limit per request instead of one key.
+    #[arg(long)]
+    pub prefix_limit: Option<i64>,
+    /// Do not write the key space first.
+    #[arg(long)]
+    pub no_preload: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TxnCasArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    /// Conflicts one update may meet before it fails as RetriesExhausted.
+    #[arg(long, default_value_t = 100)]
+    pub max_retries: u32,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    /// Watch streams on the prefix (writers are the --clients).
+    #[arg(long, default_value_t = 10)]
+    pub watchers: usize,
+    /// How long to wait after the last put for events still in flight.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub settle: Duration,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    /// Keys per page (Range limit).
+    #[arg(long, default_value_t = 500)]
+    pub page_size: i64,
+    #[arg(long, value_enum, default_value = "l")]
+    pub consistency: Consistency,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct K8sArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Resource types (events are always added).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "pods,configmaps,secrets,services,deployments,nodes,leases"
+    )]
+    pub resources: Vec<String>,
+    #[arg(long, default_value_t = 10)]
+    pub namespaces: u64,
+    /// Object names per resource (half exist before the run).
+    #[arg(long, default_value_t = 200)]
+    pub objects: u64,
+    #[arg(long, default_value_t = 1024)]
+    pub val_min: usize,
+    #[arg(long, default_value_t = 10 * 1024)]
+    pub val_max: usize,
+    #[arg(long, default_value_t = 500)]
+    pub page_size: i64,
+    /// Compaction period (at the revision seen one period earlier).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    pub compact_every: Duration,
+    /// TTL of the leases events are written with, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub event_ttl: i64,
+    #[arg(long, default_value_t = 100)]
+    pub max_retries: u32,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DiskArgs {
+    /// Directory to test (the file is created and removed there).
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// Bytes per write (rounded up to 4096 with --direct).
+    #[arg(long, default_value_t = crate::disk::ETCD_BLOCK_SIZE)]
+    pub block_size: usize,
+    /// Bytes written in all.
+    #[arg(long, default_value_t = crate::disk::ETCD_TOTAL_BYTES)]
+    pub total_bytes: u64,
+    /// Open the file with O_DIRECT.
+    #[arg(long)]
+    pub direct: bool,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub engine: EngineArg,
+    /// Also run fio's etcd job in the same directory and print both side by side.
+    #[arg(long)]
+    pub fio: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--engine` values.
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum EngineArg {
+    Auto,
+    IoUring,
+    Sync,
+}
+
+impl From<EngineArg> for Engine {
+    fn from(e: EngineArg) -> Engine {
+        match e {
+            EngineArg::Auto => Engine::Auto,
+            EngineArg::IoUring => Engine::IoUring,
+            EngineArg::Sync => Engine::Sync,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// Side A: `etcd` (started from PATH), `ballast` (started from --ballast-bin), or endpoints.
+    #[arg(long, default_value = "etcd")]
+    pub a: String,
+    /// Side B, same forms as --a.
+    #[arg(long, default_value = "ballast")]
+    pub b: String,
+    /// The etcd binary for `etcd` sides.
+    #[arg(long, default_value = "etcd")]
+    pub etcd_bin: PathBuf,
+    /// The Ballast binary for `ballast` sides.
+    #[arg(long)]
+    pub ballast_bin: Option<PathBuf>,
+    /// Rounds; each runs the workload on A, then on B.
+    #[arg(long, default_value_t = 2)]
+    pub rounds: usize,
+    /// Print one JSON object (sides, ratios, every run) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub workload: WorkloadCmd,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// JSON files: a workload result, an array of them, or a `compare` output.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Output HTML file.
+    #[arg(long, short, default_value = "report.html")]
+    pub out: PathBuf,
+    #[arg(long, default_value = "ballast-bench report")]
+    pub title: String,
+}

@@ -1,0 +1,4 @@
+//! How results leave the program: text tables, JSON, HdrHistogram logs.
+
+pub mod hdr_log;
+pub mod table;

@@ -1,0 +1,39 @@
+//! Shared test fixtures: a reference etcd on a free 127.0.0.1 port with a temporary data
+//! directory (killed on drop, also when a test panics), and small run specs.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use ballast_bench::conn::Pool;
+use ballast_bench::driver::RunSpec;
+use ballast_bench::local_server::LocalServer;
+
+/// Starts the reference etcd from PATH.
+pub async fn etcd() -> LocalServer {
+    LocalServer::start(Path::new("etcd"), "bench-test")
+        .await
+        .expect("reference etcd starts")
+}
+
+/// A pool of `conns` channels to `server`.
+pub async fn pool(server: &LocalServer, conns: usize) -> Pool {
+    Pool::connect(std::slice::from_ref(&server.client_url), conns)
+        .await
+        .expect("connects")
+}
+
+/// A bounded run: `total` operations over `clients`, 10 s per request at most.
+pub fn spec(clients: usize, total: u64) -> RunSpec {
+    RunSpec {
+        clients,
+        total: Some(total),
+        duration: Some(Duration::from_secs(60)),
+        rate: None,
+        warmup: Duration::ZERO,
+        op_timeout: Duration::from_secs(10),
+        progress: false,
+        label: String::new(),
+    }
+}

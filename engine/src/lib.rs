@@ -13,6 +13,7 @@ pub mod lease;
 pub mod mvcc;
 pub mod types;
 pub mod validate;
+pub mod wal;
 pub mod watch;
 
 pub use error::{Error, Result};

@@ -16,6 +16,10 @@
 //!   as unknown (fail-stop); implementations need not make a retry safe.
 //! - Futures are `!Send`: a file belongs to the shard thread that opened it.
 
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+pub mod sim;
+
 /// Alignment of every write offset and length (O_DIRECT, and the page size of the page log).
 pub const ALIGN: usize = 4096;
 /// Smallest unit a crash can tear a write into.

@@ -6,6 +6,7 @@
 //! Entry points: [`Store`] (apply requests), [`validate`] (the API-layer checks etcd makes
 //! before consensus) and [`watch`] (matching events to one watcher's filter).
 
+pub mod btree;
 pub mod error;
 pub mod io;
 mod keys;

@@ -407,11 +407,11 @@ impl Side {
                 normalize_txn(&mut x);
                 Reply::Txn(x)
             })],
-            Op::Compact(r) => vec![rpc(self.clients.kv.compact(r.clone())).await.map(|mut x| {
+            Op::Compact(r) => vec![rpc(self.clients.kv.compact(*r)).await.map(|mut x| {
                 normalize_header(&mut x.header);
                 Reply::Compact(x)
             })],
-            Op::LeaseGrant(r) => vec![self.grant(r.clone()).await],
+            Op::LeaseGrant(r) => vec![self.grant(*r).await],
             Op::LeaseGrantGenerated { ttl } => {
                 let granted = rpc(self
                     .clients
@@ -435,7 +435,7 @@ impl Side {
                 out
             }
             Op::LeaseGrantRevoke(r) => {
-                let g = self.grant(r.clone()).await;
+                let g = self.grant(*r).await;
                 let v = self.revoke(r.id).await;
                 vec![g, v]
             }
@@ -628,6 +628,12 @@ pub struct Runner {
     pub ballast: Side,
     pub ctx: Ctx,
     label: String,
+    mismatches: usize,
+}
+
+/// `BALLAST_DIFF_KEEP_GOING=1` reports every mismatch instead of stopping at the first.
+fn keep_going() -> bool {
+    std::env::var("BALLAST_DIFF_KEEP_GOING").is_ok_and(|v| v == "1")
 }
 
 /// `BALLAST_DIFF_VERBOSE=1` prints every op and the reference answer as the run goes.
@@ -659,7 +665,28 @@ impl Runner {
                 ..Default::default()
             },
             label: label.into(),
+            mismatches: 0,
         })
+    }
+
+    /// Reports a mismatch: panics, or with `BALLAST_DIFF_KEEP_GOING=1` prints it and goes on
+    /// (for surveying every difference at once; [`Runner::finish`] then fails the test).
+    fn fail(&mut self, report: String) {
+        if keep_going() {
+            eprintln!("{report}\n");
+            self.mismatches += 1;
+        } else {
+            panic!("{report}");
+        }
+    }
+
+    /// Fails the test if mismatches were let through by `BALLAST_DIFF_KEEP_GOING`.
+    pub fn finish(&self) {
+        assert_eq!(
+            self.mismatches, 0,
+            "[{}] {} mismatches (printed above)",
+            self.label, self.mismatches
+        );
     }
 
     /// Runs one op on both sides and panics with a report if they disagree.
@@ -679,7 +706,7 @@ impl Runner {
             );
         }
         if !outcomes_match(&a, &b) {
-            panic!(
+            self.fail(format!(
                 "MISMATCH [{}] op #{index} ({})\nrequest: {}\n{}: {}\n{}: {}",
                 self.label,
                 if op.is_write() { "write" } else { "read/other" },
@@ -688,7 +715,7 @@ impl Runner {
                 clip(format!("{a:?}")),
                 self.ballast.kind.label(),
                 clip(format!("{b:?}")),
-            );
+            ));
         }
         if let (Op::Compact(c), Some(Ok(_))) = (op, a.first()) {
             if !c.physical {
@@ -798,13 +825,10 @@ impl Runner {
             }
         }
         if !report.is_empty() {
-            panic!(
-                "{}",
-                clip(format!(
-                    "MISMATCH [{}] at op #{index} (watch settle)\n{report}",
-                    self.label
-                ))
-            );
+            self.fail(clip(format!(
+                "MISMATCH [{}] at op #{index} (watch settle)\n{report}",
+                self.label
+            )));
         }
     }
 }

@@ -461,23 +461,6 @@ pub fn directed() -> Vec<Op> {
                 ..Default::default()
             },
         },
-        // Duplicate client-chosen watch ID, empty watch range.
-        Op::WatchCreate {
-            stream: 0,
-            req: WatchCreateRequest {
-                key: Bytes::from_static(b"x"),
-                watch_id: 100,
-                ..Default::default()
-            },
-        },
-        Op::WatchCreate {
-            stream: 1,
-            req: WatchCreateRequest {
-                key: Bytes::from_static(b"b"),
-                range_end: Bytes::from_static(b"a"),
-                ..Default::default()
-            },
-        },
         put(b"a", b"1"),
         put(b"a/1", b"x"),
         put(b"a/2", b"x"),
@@ -926,6 +909,33 @@ pub fn directed() -> Vec<Op> {
         }),
         Op::LeaseRevoke(LeaseRevokeRequest { id: 2 }),
         Op::WatchSettle,
+        // Watch creations that fail: a duplicate client-chosen ID, an empty range. Last, so
+        // that a server assigning IDs differently here does not shift every later watch ID.
+        Op::WatchCreate {
+            stream: 1,
+            req: WatchCreateRequest {
+                key: Bytes::from_static(b"x"),
+                watch_id: 0x7000,
+                ..Default::default()
+            },
+        },
+        Op::WatchCreate {
+            stream: 1,
+            req: WatchCreateRequest {
+                key: Bytes::from_static(b"x"),
+                watch_id: 0x7000,
+                ..Default::default()
+            },
+        },
+        Op::WatchCreate {
+            stream: 0,
+            req: WatchCreateRequest {
+                key: Bytes::from_static(b"b"),
+                range_end: Bytes::from_static(b"a"),
+                ..Default::default()
+            },
+        },
+        Op::WatchProgress { stream: 0 },
     ]);
     ops
 }

@@ -64,6 +64,7 @@ async fn run_seed(seed: u64, count: usize) {
         // The final settle waits for every replay to finish, so no event goes uncompared.
         runner.ctx.catching_up = true;
         runner.step(count, &Op::WatchSettle).await;
+        runner.finish();
     };
     tokio::time::timeout(bound, run)
         .await
@@ -85,6 +86,7 @@ async fn directed_sequence_matches_etcd() {
         }
         runner.ctx.catching_up = true;
         runner.step(ops.len(), &Op::WatchSettle).await;
+        runner.finish();
     })
     .await
     .unwrap_or_else(|_| panic!("directed sequence not done within {bound:?}"));

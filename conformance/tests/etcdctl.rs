@@ -94,11 +94,11 @@ impl Duo {
         assert_eq!(
             a,
             b,
-            "etcdctl {what}: outputs differ\n--- etcd (normalized) ---\n{}\n--- ballast (normalized) ---\n{}\n--- raw etcd ---\n{:?}\n--- raw ballast ---\n{:?}",
+            "etcdctl {what}: outputs differ\n--- etcd (normalized) ---\n{}\n--- ballast (normalized) ---\n{}\n--- raw etcd ---\n{}\n--- raw ballast ---\n{}",
             pretty(&a),
             pretty(&b),
-            outs[0],
-            outs[1]
+            raw(&outs[0]),
+            raw(&outs[1])
         );
         a
     }
@@ -146,6 +146,16 @@ impl Duo {
         );
         a
     }
+}
+
+fn raw(o: &CtlOutput) -> String {
+    format!(
+        "exit code: {:?}{}\nstdout:\n{}\nstderr:\n{}",
+        o.code,
+        if o.timed_out { " (timed out)" } else { "" },
+        o.stdout_text(),
+        o.stderr
+    )
 }
 
 fn pretty(s: &Seen) -> String {

@@ -171,16 +171,27 @@ fn model_random_ops_split_and_merge_at_every_level() {
                 lz4,
                 ..small_config()
             };
-            let mut bt = BTree::open(SimDisk::new(seed), cfg).await.expect("open");
+            let mut disk = SimDisk::new(seed);
+            let mut bt = BTree::open(disk.clone(), cfg.clone()).await.expect("open");
             let mut model = Model::new();
             let mut max_height = 0;
             // Grow: long keys give a small fan-out, so a few thousand keys make a deep tree.
-            for i in 0..6000 {
+            for i in 0..6000u64 {
                 random_op(&mut bt, T0, &mut model, &mut rng, 85, 6000, 600).await;
                 max_height = max_height.max(height(&mut bt, T0).await);
                 if i % 1500 == 1499 {
                     bt.check_invariants().await.expect("invariants");
                     assert_model(&mut bt, T0, &model, &mut rng).await;
+                    // The same tree read back from disk after a reboot.
+                    bt.checkpoint(i, 0).await.expect("ckpt");
+                    drop(bt);
+                    disk = disk.crash_with(CrashPolicy::DropAll);
+                    bt = BTree::open(disk.clone(), cfg.clone())
+                        .await
+                        .expect("reopen");
+                    bt.check_invariants()
+                        .await
+                        .expect("invariants after reopen");
                 }
             }
             // lz4 packs up to four pages' worth of entries into a page: one level less.

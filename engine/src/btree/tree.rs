@@ -470,7 +470,12 @@ impl<D: Disk> BTree<D> {
         let e = leaf.entries.remove(i);
         self.free_value(&e.value);
         self.keys[usize::from(t)] -= 1;
-        self.rebalance(t, ids, idxs).await?;
+        if let Err(e) = self.rebalance(t, ids, idxs).await {
+            // A sibling could not be read: the entry is gone but a node may be left empty,
+            // which the cleaner cannot locate. Stop rather than run on a misshapen tree.
+            self.stopped = Some(Box::new(e.clone()));
+            return Err(e);
+        }
         Ok(true)
     }
 

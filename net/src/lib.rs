@@ -1,6 +1,8 @@
 //! ballast-net: the `ballast` server. etcd's v3 gRPC services over tonic, the HTTP endpoints,
 //! the command line, and the hop from the async edge to the shard.
 
+#![forbid(unsafe_code)]
+
 pub mod context;
 pub mod convert;
 pub mod flags;

@@ -1,6 +1,8 @@
 //! The `ballast` binary: parses etcd's flags, sets up logging, runs the server until SIGTERM or
 //! SIGINT.
 
+#![forbid(unsafe_code)]
+
 use mimalloc::MiMalloc;
 
 #[global_allocator]

@@ -550,6 +550,13 @@ impl Side {
     }
 }
 
+/// An error from the connection rather than from etcd's request handling.
+fn is_transport(e: &RpcError) -> bool {
+    matches!(e.code, tonic::Code::Unavailable | tonic::Code::Cancelled)
+        || (e.code == tonic::Code::Unknown && e.message.contains("transport"))
+        || e.message.starts_with("conformance harness:")
+}
+
 /// A progress response: not created, not canceled, no events, no compaction.
 fn is_progress(r: &WatchResponse) -> bool {
     !r.created && !r.canceled && !is_event_path(r)
@@ -704,6 +711,18 @@ impl Runner {
                 clip(format!("{op:?}")),
                 clip(format!("{a:?}"))
             );
+        }
+        if let Some(e) = a
+            .iter()
+            .find_map(|r| r.as_ref().err().filter(|e| is_transport(e)))
+        {
+            // Equal transport failures on both sides prove nothing: the reference must answer.
+            self.fail(format!(
+                "REFERENCE FAILED [{}] op #{index}: etcd did not answer ({e:?}); it may have \
+                 crashed on this request (see its log)\nrequest: {}",
+                self.label,
+                clip(format!("{op:?}"))
+            ));
         }
         if !outcomes_match(&a, &b) {
             self.fail(format!(

@@ -251,14 +251,14 @@ impl Normalizer {
         }
         let mut out = String::new();
         for line in raw.split_inclusive('\n') {
-            let mut l = line.to_string();
-            for key in ["\"RaftTerm\" :", "\"ClusterID\" :", "\"MemberID\" :"] {
-                if let Some(rest) = l.trim_start().strip_prefix(key) {
-                    let _ = rest;
-                    l = format!("{key} <normalized>\n");
-                }
+            // `-w fields` prints one `"Name" : value` per line.
+            let identity = ["\"RaftTerm\" :", "\"ClusterID\" :", "\"MemberID\" :"]
+                .into_iter()
+                .find(|key| line.trim_start().starts_with(key));
+            match identity {
+                Some(key) => out.push_str(&format!("{key} <normalized>\n")),
+                None => out.push_str(&self.replace(line)),
             }
-            out.push_str(&self.replace(&l));
         }
         out
     }

@@ -327,7 +327,13 @@ impl Gen {
             0..=259 => Op::Put(self.put()),
             260..=429 => Op::Range(self.range_req(ctx)),
             430..=509 => Op::Delete(self.delete()),
-            510..=649 => Op::Txn(self.txn(ctx, 0)),
+            510..=649 => {
+                let mut t = self.txn(ctx, 0);
+                if txn_has_delete(&t) {
+                    strip_ignore_flags(&mut t);
+                }
+                Op::Txn(t)
+            }
             650..=654 => {
                 let n = if self.rng.gen_bool(0.5) {
                     MAX_TXN_OPS
@@ -382,6 +388,35 @@ impl Gen {
             },
             930..=964 => Op::WatchProgress { stream },
             _ => Op::WatchSettle,
+        }
+    }
+}
+
+/// True if the txn (nested ones included, either branch) deletes anything.
+fn txn_has_delete(t: &TxnRequest) -> bool {
+    t.success
+        .iter()
+        .chain(&t.failure)
+        .any(|op| match &op.request {
+            Some(request_op::Request::RequestDeleteRange(_)) => true,
+            Some(request_op::Request::RequestTxn(inner)) => txn_has_delete(inner),
+            _ => false,
+        })
+}
+
+/// Clears `ignore_value` / `ignore_lease` on every put of the txn. etcd 3.4 checks those flags
+/// against the store as it was before the txn; a put with them after a delete of the same key in
+/// the same txn then fails while being applied, and etcd panics ("unexpected error during txn:
+/// etcdserver: key not found"). The generator never sends that combination.
+fn strip_ignore_flags(t: &mut TxnRequest) {
+    for op in t.success.iter_mut().chain(t.failure.iter_mut()) {
+        match &mut op.request {
+            Some(request_op::Request::RequestPut(p)) => {
+                p.ignore_value = false;
+                p.ignore_lease = false;
+            }
+            Some(request_op::Request::RequestTxn(inner)) => strip_ignore_flags(inner),
+            _ => {}
         }
     }
 }

@@ -1,7 +1,7 @@
-//! Timed measurements the advisor takes: disk write + fdatasync latency on the data
-//! directory's filesystem (behind the `DiskProbe` trait, so the advisor can be fed synthetic
-//! numbers and the bench crate's probe can be plugged in), and peer round-trip time from TCP
-//! connects.
+//! Timed measurements the advisor takes: disk fdatasync latency on the data directory's
+//! filesystem (behind the `DiskProbe` trait: `BenchDiskProbe` runs the bench crate's disk
+//! check, `SyncWriteProbe` is a plain-`std` probe with a time bound, and tests feed synthetic
+//! numbers), and peer round-trip time from TCP connects.
 //!
 //! Invariants: every probe is bounded in bytes, count and time; the disk probe writes only its
 //! own temporary file inside the given directory and removes it; the RTT probe only connects
@@ -51,8 +51,59 @@ pub trait DiskProbe {
     fn probe(&self, dir: &Path) -> Result<DiskMeasurement, ProbeError>;
 }
 
+/// The bench crate's disk check (`ballast_bench::disk::run_disk_probe`): etcd's fio recipe,
+/// on io_uring where the kernel allows it. It reports the fdatasync latency alone. Bounded in
+/// bytes only; `ballast-tune advise` uses it by default.
+#[derive(Debug, Clone)]
+pub struct BenchDiskProbe {
+    pub block_bytes: usize,
+    pub total_bytes: u64,
+}
+
+impl Default for BenchDiskProbe {
+    fn default() -> Self {
+        BenchDiskProbe {
+            block_bytes: ballast_bench::disk::ETCD_BLOCK_SIZE,
+            total_bytes: ballast_bench::disk::ETCD_TOTAL_BYTES,
+        }
+    }
+}
+
+fn ms_to_us(ms: f64) -> u64 {
+    (ms * 1000.0).round().max(0.0) as u64
+}
+
+impl DiskProbe for BenchDiskProbe {
+    fn probe(&self, dir: &Path) -> Result<DiskMeasurement, ProbeError> {
+        use ballast_bench::disk::{run_disk_probe, DiskConfig};
+        let cfg = DiskConfig {
+            block_size: self.block_bytes.max(1),
+            total_bytes: self.total_bytes.max(1),
+            ..DiskConfig::etcd_default(dir)
+        };
+        let report = run_disk_probe(&cfg).map_err(|e| ProbeError::Io {
+            dir: dir.display().to_string(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        if report.writes == 0 {
+            return Err(ProbeError::NoSamples {
+                dir: dir.display().to_string(),
+            });
+        }
+        Ok(DiskMeasurement {
+            samples: report.writes,
+            block_bytes: report.block_size as u64,
+            fdatasync_us_p50: ms_to_us(report.p50_ms),
+            fdatasync_us_p99: ms_to_us(report.p99_ms),
+            fdatasync_us_max: ms_to_us(report.max_ms),
+            probe: format!("ballast-bench disk check, {}", report.engine),
+        })
+    }
+}
+
 /// A plain-`std` probe after etcd's fio recipe (sequential writes of 2300 bytes, fdatasync
-/// after each). Used until the bench crate's disk check can be called as a library.
+/// after each), timing write + fdatasync together. Unlike `BenchDiskProbe` it also stops after
+/// `max_duration`, which bounds it on a very slow disk.
 #[derive(Debug, Clone)]
 pub struct SyncWriteProbe {
     pub block_bytes: usize,
@@ -235,6 +286,30 @@ mod tests {
             std::fs::read_dir(dir.path()).unwrap().count(),
             0,
             "probe file left"
+        );
+    }
+
+    #[test]
+    fn bench_probe_is_bounded_and_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let probe = BenchDiskProbe {
+            block_bytes: 2300,
+            total_bytes: 2300 * 20,
+        };
+        let m = probe.probe(dir.path()).unwrap();
+        assert_eq!(m.samples, 20, "{m:?}");
+        assert_eq!(m.block_bytes, 2300);
+        assert!(m.fdatasync_us_p50 <= m.fdatasync_us_p99);
+        assert!(m.fdatasync_us_p99 <= m.fdatasync_us_max);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "probe file left"
+        );
+        let e = probe.probe(&dir.path().join("missing/dir"));
+        assert!(
+            e.is_err(),
+            "a missing directory is an error, not a silent pass"
         );
     }
 

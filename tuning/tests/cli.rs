@@ -156,11 +156,36 @@ fn advise_measures_a_temp_dir_and_a_loopback_peer() {
         &peer,
     ];
 
+    // Both disk probes: the bench crate's (default) and the plain-std one.
+    let mut args = common.to_vec();
+    args.extend(["--nodes", "250", "--disk-probe", "std"]);
+    let o = run(&args);
+    assert!(o.ok, "{}", o.stderr);
+    assert!(
+        o.stdout.contains("disk: 10 writes of 2300 B"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout.contains("(ballast-tune write+fdatasync)"),
+        "{}",
+        o.stdout
+    );
+
     let mut args = common.to_vec();
     args.extend(["--nodes", "250"]);
     let o = run(&args);
     assert!(o.ok, "{}", o.stderr);
-    assert!(o.stdout.contains("disk: "), "{}", o.stdout);
+    assert!(
+        o.stdout.contains("disk: 10 writes of 2300 B"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout.contains("ballast-bench disk check"),
+        "{}",
+        o.stdout
+    );
     assert!(
         o.stdout.contains(&format!("peer {peer}: RTT")),
         "{}",

@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use ballast_tuning::advisor::{advise, Goal, Measurements};
 use ballast_tuning::machine::{data_dir_bytes, Machine};
-use ballast_tuning::probe::{measure_peer_rtt, DiskProbe, SyncWriteProbe};
+use ballast_tuning::probe::{measure_peer_rtt, BenchDiskProbe, DiskProbe, SyncWriteProbe};
 use ballast_tuning::profiles::Profile;
 use ballast_tuning::render;
 
@@ -31,6 +31,14 @@ struct Cli {
 enum ShowFormat {
     Yaml,
     Flags,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DiskProbeKind {
+    /// The bench crate's disk check (io_uring where available); bounded by --probe-bytes.
+    Bench,
+    /// Plain write + fdatasync; also bounded by --probe-seconds.
+    Std,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -80,7 +88,10 @@ enum Command {
         /// Bytes the disk probe writes (etcd's fio recipe: 22 MiB).
         #[arg(long, default_value_t = 22 * 1024 * 1024)]
         probe_bytes: u64,
-        /// Longest the disk probe runs, in seconds.
+        /// Which disk probe to run.
+        #[arg(long, value_enum, default_value = "bench")]
+        disk_probe: DiskProbeKind,
+        /// Longest the `std` disk probe runs, in seconds.
         #[arg(long, default_value_t = 30)]
         probe_seconds: u64,
         /// TCP connects per peer.
@@ -152,6 +163,7 @@ fn run(cli: Cli) -> Result<()> {
             rps,
             format,
             probe_bytes,
+            disk_probe,
             probe_seconds,
             rtt_samples,
             rtt_timeout_ms,
@@ -163,11 +175,19 @@ fn run(cli: Cli) -> Result<()> {
             let disk = if skip_disk {
                 None
             } else {
-                let probe = SyncWriteProbe {
-                    total_bytes: probe_bytes,
-                    max_duration: Duration::from_secs(probe_seconds),
-                    ..SyncWriteProbe::default()
+                let probe: Box<dyn DiskProbe> = match disk_probe {
+                    DiskProbeKind::Bench => Box::new(BenchDiskProbe {
+                        total_bytes: probe_bytes,
+                        ..BenchDiskProbe::default()
+                    }),
+                    DiskProbeKind::Std => Box::new(SyncWriteProbe {
+                        total_bytes: probe_bytes,
+                        max_duration: Duration::from_secs(probe_seconds),
+                        ..SyncWriteProbe::default()
+                    }),
                 };
+                std::fs::create_dir_all(&data_dir)
+                    .with_context(|| format!("creating {}", data_dir.display()))?;
                 Some(probe.probe(&data_dir)?)
             };
             let peers = peers

@@ -143,7 +143,7 @@ pub fn advice_table(a: &Advice) -> String {
     ));
     match &m.disk {
         Some(d) => out.push_str(&format!(
-            "disk: {} writes of {} B + fdatasync: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({})\n",
+            "disk: {} writes of {} B, each followed by fdatasync: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({})\n",
             d.samples,
             d.block_bytes,
             d.fdatasync_us_p50 as f64 / 1000.0,

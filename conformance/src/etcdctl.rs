@@ -257,7 +257,7 @@ impl Normalizer {
                 .find(|key| line.trim_start().starts_with(key));
             match identity {
                 Some(key) => out.push_str(&format!("{key} <normalized>\n")),
-                None => out.push_str(&self.replace(line)),
+                None => out.push_str(&table_line(&self.replace(line))),
             }
         }
         out
@@ -301,6 +301,22 @@ impl Normalizer {
             _ => {}
         }
     }
+}
+
+/// `-w table` pads every column to its widest value, so a value replaced by a placeholder (or a
+/// member ID with fewer hex digits) changes the padding: cells are trimmed and rules shortened.
+fn table_line(line: &str) -> String {
+    let body = line.trim_end_matches('\n');
+    let newline = if line.ends_with('\n') { "\n" } else { "" };
+    if body.starts_with('+') && body.chars().all(|c| c == '+' || c == '-') {
+        let cols = body.matches('+').count().saturating_sub(1);
+        return format!("+{}{newline}", "-+".repeat(cols));
+    }
+    if body.starts_with('|') && body.ends_with('|') {
+        let cells: Vec<&str> = body.split('|').map(str::trim).collect();
+        return format!("{}{newline}", cells.join("|"));
+    }
+    line.to_string()
 }
 
 /// Replaces a JSON value's leaves by their type, for comparing the shape of outputs whose

@@ -33,7 +33,10 @@ pub async fn run_all<D: Disk>(disk: &D) {
 pub async fn open_missing_is_not_found<D: Disk>(disk: &D) {
     match disk.open("conf-missing", false).await {
         Err(IoError::NotFound { file }) => {
-            assert!(file.contains("conf-missing"), "NotFound names the file: {file}")
+            assert!(
+                file.contains("conf-missing"),
+                "NotFound names the file: {file}"
+            )
         }
         Err(other) => panic!("opening a missing file without create: want NotFound, got {other}"),
         Ok(_) => panic!("opening a missing file without create succeeded"),
@@ -57,28 +60,51 @@ pub async fn create_write_read_roundtrip<D: Disk>(disk: &D) {
     let back = f.read_at(0, 2 * ALIGN).await.expect("read");
     assert_eq!(&back[..ALIGN], &data[..ALIGN], "first page untouched");
     assert_eq!(&back[ALIGN..], &page[..], "second page overwritten");
-    assert_eq!(f.len(), 2 * ALIGN as u64, "overwrite does not grow the file");
+    assert_eq!(
+        f.len(),
+        2 * ALIGN as u64,
+        "overwrite does not grow the file"
+    );
 }
 
 pub async fn unaligned_writes_are_refused<D: Disk>(disk: &D) {
     let f = disk.open("conf-unaligned", true).await.expect("create");
-    for (offset, len) in [(1u64, ALIGN), (512, ALIGN), (0, ALIGN - 1), (0, 100), (ALIGN as u64, 512)] {
+    for (offset, len) in [
+        (1u64, ALIGN),
+        (512, ALIGN),
+        (0, ALIGN - 1),
+        (0, 100),
+        (ALIGN as u64, 512),
+    ] {
         match f.write_at(offset, &vec![1u8; len]).await {
-            Err(IoError::Unaligned { offset: o, len: l, .. }) => {
+            Err(IoError::Unaligned {
+                offset: o, len: l, ..
+            }) => {
                 assert_eq!((o, l), (offset, len), "Unaligned reports the request")
             }
             other => panic!("write at {offset} of {len} bytes: want Unaligned, got {other:?}"),
         }
     }
     assert_eq!(f.len(), 0, "a refused write changes nothing");
-    f.write_at(0, &[]).await.expect("an empty write at an aligned offset is aligned");
+    f.write_at(0, &[])
+        .await
+        .expect("an empty write at an aligned offset is aligned");
 }
 
 pub async fn reads_may_be_unaligned<D: Disk>(disk: &D) {
-    let f = disk.open("conf-unaligned-read", true).await.expect("create");
+    let f = disk
+        .open("conf-unaligned-read", true)
+        .await
+        .expect("create");
     let data = pattern(3 * ALIGN, 3);
     f.write_at(0, &data).await.expect("write");
-    for (offset, len) in [(1u64, 10usize), (511, 1027), (4095, 2), (100, 3 * ALIGN - 100), (0, 0)] {
+    for (offset, len) in [
+        (1u64, 10usize),
+        (511, 1027),
+        (4095, 2),
+        (100, 3 * ALIGN - 100),
+        (0, 0),
+    ] {
         let got = f.read_at(offset, len).await.expect("unaligned read");
         assert_eq!(
             got,
@@ -91,22 +117,36 @@ pub async fn reads_may_be_unaligned<D: Disk>(disk: &D) {
 pub async fn read_past_end_is_out_of_bounds<D: Disk>(disk: &D) {
     let f = disk.open("conf-oob", true).await.expect("create");
     f.write_at(0, &pattern(ALIGN, 1)).await.expect("write");
-    for (offset, len) in [(0u64, ALIGN + 1), (ALIGN as u64, 1), (ALIGN as u64 - 1, 2), (1 << 40, 1)] {
+    for (offset, len) in [
+        (0u64, ALIGN + 1),
+        (ALIGN as u64, 1),
+        (ALIGN as u64 - 1, 2),
+        (1 << 40, 1),
+    ] {
         match f.read_at(offset, len).await {
             Err(IoError::OutOfBounds { size, .. }) => assert_eq!(size, ALIGN as u64),
             other => panic!("read at {offset} of {len} past a {ALIGN}-byte file: got {other:?}"),
         }
     }
-    assert!(f.read_at(ALIGN as u64, 0).await.expect("empty read at end").is_empty());
+    assert!(f
+        .read_at(ALIGN as u64, 0)
+        .await
+        .expect("empty read at end")
+        .is_empty());
 }
 
 pub async fn write_past_end_extends_with_zeros<D: Disk>(disk: &D) {
     let f = disk.open("conf-gap", true).await.expect("create");
     let data = pattern(ALIGN, 5);
-    f.write_at(2 * ALIGN as u64, &data).await.expect("write past end");
+    f.write_at(2 * ALIGN as u64, &data)
+        .await
+        .expect("write past end");
     assert_eq!(f.len(), 3 * ALIGN as u64);
     let back = f.read_at(0, 3 * ALIGN).await.expect("read");
-    assert!(back[..2 * ALIGN].iter().all(|&b| b == 0), "the gap reads as zeros");
+    assert!(
+        back[..2 * ALIGN].iter().all(|&b| b == 0),
+        "the gap reads as zeros"
+    );
     assert_eq!(&back[2 * ALIGN..], &data[..]);
 }
 
@@ -118,15 +158,23 @@ pub async fn allocate_extends_with_zeros_and_keeps_data<D: Disk>(disk: &D) {
     assert_eq!(f.len(), 16 * ALIGN as u64, "allocate sets the length");
     let back = f.read_at(0, 16 * ALIGN).await.expect("read");
     assert_eq!(&back[..ALIGN], &data[..], "allocate keeps existing data");
-    assert!(back[ALIGN..].iter().all(|&b| b == 0), "allocated space reads as zeros");
+    assert!(
+        back[ALIGN..].iter().all(|&b| b == 0),
+        "allocated space reads as zeros"
+    );
     // Allocating less than the length never shrinks.
     f.allocate(ALIGN as u64).await.expect("allocate smaller");
     assert_eq!(f.len(), 16 * ALIGN as u64, "allocate never shrinks");
     // Writes inside the allocation do not change the length.
-    f.write_at(8 * ALIGN as u64, &data).await.expect("write inside");
+    f.write_at(8 * ALIGN as u64, &data)
+        .await
+        .expect("write inside");
     assert_eq!(f.len(), 16 * ALIGN as u64);
     f.sync_data().await.expect("sync");
-    assert_eq!(f.read_at(8 * ALIGN as u64, ALIGN).await.expect("read"), data);
+    assert_eq!(
+        f.read_at(8 * ALIGN as u64, ALIGN).await.expect("read"),
+        data
+    );
 }
 
 pub async fn truncate_shrinks_and_extends<D: Disk>(disk: &D) {
@@ -141,8 +189,15 @@ pub async fn truncate_shrinks_and_extends<D: Disk>(disk: &D) {
     f.truncate(3 * ALIGN as u64).await.expect("truncate up");
     assert_eq!(f.len(), 3 * ALIGN as u64);
     let back = f.read_at(0, 3 * ALIGN).await.expect("read");
-    assert_eq!(&back[..ALIGN], &pattern(4 * ALIGN, 2)[..ALIGN], "kept prefix");
-    assert!(back[ALIGN..].iter().all(|&b| b == 0), "extension reads as zeros, old data gone");
+    assert_eq!(
+        &back[..ALIGN],
+        &pattern(4 * ALIGN, 2)[..ALIGN],
+        "kept prefix"
+    );
+    assert!(
+        back[ALIGN..].iter().all(|&b| b == 0),
+        "extension reads as zeros, old data gone"
+    );
     f.truncate(0).await.expect("truncate to zero");
     assert!(f.is_empty());
 }
@@ -155,11 +210,17 @@ pub async fn reopen_sees_written_data<D: Disk>(disk: &D) {
         f.sync_data().await.expect("sync");
     }
     disk.sync_dir().await.expect("sync_dir");
-    let f = disk.open("conf-reopen", false).await.expect("reopen without create");
+    let f = disk
+        .open("conf-reopen", false)
+        .await
+        .expect("reopen without create");
     assert_eq!(f.len(), ALIGN as u64);
     assert_eq!(f.read_at(0, ALIGN).await.expect("read"), data);
     // Opening with create does not truncate an existing file.
-    let g = disk.open("conf-reopen", true).await.expect("reopen with create");
+    let g = disk
+        .open("conf-reopen", true)
+        .await
+        .expect("reopen with create");
     assert_eq!(g.read_at(0, ALIGN).await.expect("read"), data);
 }
 
@@ -181,7 +242,10 @@ pub async fn list_is_sorted_and_remove_removes<D: Disk>(disk: &D) {
     disk.remove("conf-list-b").await.expect("remove");
     disk.sync_dir().await.expect("sync_dir");
     let names = disk.list().await.expect("list");
-    assert!(!names.iter().any(|n| n == "conf-list-b"), "removed file still listed");
+    assert!(
+        !names.iter().any(|n| n == "conf-list-b"),
+        "removed file still listed"
+    );
     assert!(matches!(
         disk.open("conf-list-b", false).await,
         Err(IoError::NotFound { .. })

@@ -212,7 +212,10 @@ fn apply_write(image: &mut Vec<u8>, offset: u64, data: &[u8]) {
 }
 
 fn set_len(image: &mut Vec<u8>, len: u64) {
-    image.resize(usize::try_from(len).expect("sim file length fits in memory"), 0);
+    image.resize(
+        usize::try_from(len).expect("sim file length fits in memory"),
+        0,
+    );
 }
 
 impl SimDisk {
@@ -353,7 +356,9 @@ impl SimDisk {
                         CrashPolicy::Random => rng.below(3),
                     };
                     match (op, choice) {
-                        (Unsynced::Write { offset, data }, 0) => apply_write(&mut image, *offset, data),
+                        (Unsynced::Write { offset, data }, 0) => {
+                            apply_write(&mut image, *offset, data)
+                        }
                         (Unsynced::Write { offset, data }, 2) => {
                             let sectors = data.len() / SECTOR;
                             let kept = rng.below(sectors as u64 + 1) as usize * SECTOR;
@@ -612,5 +617,242 @@ impl Disk for SimDisk {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::executor::block_on;
+
+    fn page(b: u8) -> Vec<u8> {
+        vec![b; ALIGN]
+    }
+
+    #[test]
+    fn passes_the_conformance_suite() {
+        block_on(crate::io::conformance::run_all(&SimDisk::new(1)));
+    }
+
+    #[test]
+    fn synced_data_survives_and_unsynced_data_may_not() {
+        block_on(async {
+            let d = SimDisk::new(7);
+            let f = d.open("a", true).await.unwrap();
+            d.sync_dir().await.unwrap();
+            f.write_at(0, &page(1)).await.unwrap();
+            f.sync_data().await.unwrap();
+            f.write_at(ALIGN as u64, &page(2)).await.unwrap();
+
+            let dropped = d.crash_with(CrashPolicy::DropAll);
+            assert_eq!(dropped.live_image("a").unwrap(), page(1));
+            let kept = d.crash_with(CrashPolicy::KeepAll);
+            assert_eq!(kept.live_image("a").unwrap(), [page(1), page(2)].concat());
+        });
+    }
+
+    #[test]
+    fn random_crashes_tear_at_sector_boundaries_and_cover_every_outcome() {
+        let mut outcomes = std::collections::BTreeSet::new();
+        for seed in 0..200 {
+            block_on(async {
+                let d = SimDisk::new(seed);
+                let f = d.open("a", true).await.unwrap();
+                f.write_at(0, &page(0)).await.unwrap();
+                f.sync_data().await.unwrap();
+                d.sync_dir().await.unwrap();
+                f.write_at(0, &page(9)).await.unwrap();
+                let img = d.crash().live_image("a").unwrap();
+                assert_eq!(img.len(), ALIGN);
+                // A prefix of whole sectors is new, the rest old.
+                let new = img.iter().take_while(|&&b| b == 9).count();
+                assert_eq!(new % SECTOR, 0, "seed {seed}: tear inside a sector");
+                assert!(
+                    img[new..].iter().all(|&b| b == 0),
+                    "seed {seed}: not a prefix"
+                );
+                outcomes.insert(new / SECTOR);
+            });
+        }
+        // Dropped (0), whole (8) and several torn lengths all happen.
+        assert!(outcomes.contains(&0) && outcomes.contains(&(ALIGN / SECTOR)));
+        assert!(outcomes.len() >= 5, "outcomes {outcomes:?}");
+    }
+
+    #[test]
+    fn crashes_are_deterministic_from_the_seed() {
+        let run = |seed| {
+            block_on(async {
+                let d = SimDisk::new(seed);
+                let f = d.open("a", true).await.unwrap();
+                for i in 0..8u8 {
+                    f.write_at(i as u64 * ALIGN as u64, &page(i + 1))
+                        .await
+                        .unwrap();
+                }
+                d.crash().live_image("a")
+            })
+        };
+        assert_eq!(run(3), run(3));
+        assert!(
+            (0..20).any(|s| run(s) != run(3)),
+            "the seed changes the outcome"
+        );
+    }
+
+    #[test]
+    fn directory_changes_need_sync_dir() {
+        block_on(async {
+            let d = SimDisk::new(1);
+            let f = d.open("new", true).await.unwrap();
+            f.write_at(0, &page(1)).await.unwrap();
+            f.sync_data().await.unwrap();
+            assert!(d
+                .crash_with(CrashPolicy::DropAll)
+                .live_image("new")
+                .is_none());
+            d.sync_dir().await.unwrap();
+            assert!(d
+                .crash_with(CrashPolicy::DropAll)
+                .live_image("new")
+                .is_some());
+            d.remove("new").await.unwrap();
+            // Not yet durable: the file comes back, with its synced content.
+            assert_eq!(
+                d.crash_with(CrashPolicy::DropAll)
+                    .live_image("new")
+                    .unwrap(),
+                page(1)
+            );
+            assert!(d
+                .crash_with(CrashPolicy::KeepAll)
+                .live_image("new")
+                .is_none());
+            // An open handle still works on the removed file.
+            assert_eq!(f.read_at(0, 4).await.unwrap(), vec![1; 4]);
+        });
+    }
+
+    #[test]
+    fn allocate_and_truncate_are_unsynced_until_sync() {
+        block_on(async {
+            let d = SimDisk::new(1);
+            let f = d.open("a", true).await.unwrap();
+            d.sync_dir().await.unwrap();
+            f.allocate(4 * ALIGN as u64).await.unwrap();
+            assert_eq!(
+                d.crash_with(CrashPolicy::DropAll)
+                    .live_image("a")
+                    .unwrap()
+                    .len(),
+                0
+            );
+            f.sync_data().await.unwrap();
+            f.truncate(ALIGN as u64).await.unwrap();
+            assert_eq!(
+                d.crash_with(CrashPolicy::DropAll)
+                    .live_image("a")
+                    .unwrap()
+                    .len(),
+                4 * ALIGN
+            );
+            assert_eq!(
+                d.crash_with(CrashPolicy::KeepAll)
+                    .live_image("a")
+                    .unwrap()
+                    .len(),
+                ALIGN
+            );
+        });
+    }
+
+    #[test]
+    fn injected_faults_hit_once_and_only_their_file() {
+        block_on(async {
+            let d = SimDisk::new(5);
+            let a = d.open("a", true).await.unwrap();
+            let b = d.open("b", true).await.unwrap();
+            d.fail_next("a", FaultOp::Write);
+            d.fail_next("a", FaultOp::Sync);
+            d.fail_next("a", FaultOp::Read);
+            b.write_at(0, &page(1)).await.unwrap();
+            assert!(matches!(
+                a.write_at(0, &page(1)).await,
+                Err(IoError::Injected { op: "write", .. })
+            ));
+            assert_eq!(a.len(), 0, "a failed write lands nothing");
+            a.write_at(0, &page(1)).await.unwrap();
+            assert!(matches!(
+                a.sync_data().await,
+                Err(IoError::Injected { op: "sync", .. })
+            ));
+            a.sync_data().await.unwrap();
+            assert!(matches!(
+                a.read_at(0, 1).await,
+                Err(IoError::Injected { op: "read", .. })
+            ));
+            assert_eq!(a.read_at(0, 8).await.unwrap(), vec![1; 8]);
+
+            d.fail_next("a", FaultOp::CorruptRead);
+            let bad = a.read_at(0, ALIGN).await.unwrap();
+            let diff = bad.iter().filter(|&&x| x != 1).count();
+            assert_eq!(diff, 1, "exactly one byte flipped");
+            assert_eq!(
+                a.read_at(0, ALIGN).await.unwrap(),
+                page(1),
+                "stored data intact"
+            );
+        });
+    }
+
+    #[test]
+    fn crash_at_op_lands_that_op_then_kills_the_disk() {
+        block_on(async {
+            let d = SimDisk::new(2);
+            let f = d.open("a", true).await.unwrap(); // mutation 1
+            d.crash_at_op(Some(3));
+            f.write_at(0, &page(1)).await.unwrap(); // 2
+            assert!(f.sync_data().await.is_err()); // 3: lands, then fails
+            assert!(d.is_dead());
+            assert!(f.write_at(0, &page(2)).await.is_err());
+            assert!(f.read_at(0, 1).await.is_err());
+            assert!(d.list().await.is_err());
+            assert_eq!(d.stats().mutations, 3);
+            // The sync landed: data durable (the name was never synced, so KeepAll for it).
+            let after = d.crash_with(CrashPolicy::KeepAll);
+            assert_eq!(after.live_image("a").unwrap(), page(1));
+            assert!(!after.is_dead());
+        });
+    }
+
+    #[test]
+    fn latency_advances_the_virtual_clock_and_ops_yield() {
+        use futures::task::LocalSpawnExt;
+        let d = SimDisk::new(1);
+        d.set_latency(SimLatency {
+            read_us: 10,
+            write_us: 100,
+            sync_us: 1000,
+        });
+        let mut pool = futures::executor::LocalPool::new();
+        let order = Rc::new(RefCell::new(Vec::new()));
+        for t in 0..2u8 {
+            let (d, order) = (d.clone(), order.clone());
+            pool.spawner()
+                .spawn_local(async move {
+                    let f = d.open(&format!("f{t}"), true).await.unwrap();
+                    order.borrow_mut().push((t, 0));
+                    f.write_at(0, &page(t)).await.unwrap();
+                    order.borrow_mut().push((t, 1));
+                    f.sync_data().await.unwrap();
+                    f.read_at(0, 1).await.unwrap();
+                })
+                .unwrap();
+        }
+        pool.run();
+        assert_eq!(d.clock_us(), 2 * (100 + 1000 + 10));
+        // Both tasks were inside their first operation before either finished its second.
+        let o = order.borrow();
+        assert_eq!(&o[..2], &[(0, 0), (1, 0)], "order {o:?}");
     }
 }

@@ -31,10 +31,20 @@ pub struct Slot<L> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LogError {
-    NonContiguous { expected: LogIndex, found: LogIndex },
-    TermRegressed { last: Term, found: Term },
+    NonContiguous {
+        expected: LogIndex,
+        found: LogIndex,
+    },
+    TermRegressed {
+        last: Term,
+        found: Term,
+    },
     /// A marker ends the log at an entry that exists with another term.
-    MarkerTermMismatch { index: LogIndex, log_term: Term, marker_term: Term },
+    MarkerTermMismatch {
+        index: LogIndex,
+        log_term: Term,
+        marker_term: Term,
+    },
 }
 
 impl std::fmt::Display for LogError {
@@ -244,7 +254,10 @@ mod tests {
         // The worked example of the module comment, continued: a cut past the end resets.
         l.cut_to(id(9, 3)).unwrap();
         assert!(l.is_empty());
-        assert_eq!((l.prev(), l.first_index(), l.last()), (id(9, 3), LogIndex(10), id(9, 3)));
+        assert_eq!(
+            (l.prev(), l.first_index(), l.last()),
+            (id(9, 3), LogIndex(10), id(9, 3))
+        );
     }
 
     #[test]

@@ -166,17 +166,30 @@ pub enum CorruptReason {
         valid_at: u64,
     },
     /// A zeroed record header with a valid record after it.
-    ZeroedBeforeValid { valid_at: u64 },
+    ZeroedBeforeValid {
+        valid_at: u64,
+    },
     /// A valid record that does not extend the log (index gap, term going back).
     Log(LogError),
     /// The segment's header says another sequence number than its name.
-    SegmentSeqMismatch { named: u64, header: u64 },
+    SegmentSeqMismatch {
+        named: u64,
+        header: u64,
+    },
     /// The segment does not start where the previous one ended.
-    Discontinuity { expected: LogId, found: LogId },
+    Discontinuity {
+        expected: LogId,
+        found: LogId,
+    },
     /// The file is shorter than its header or format requires.
-    TooShort { len: u64, expected: u64 },
+    TooShort {
+        len: u64,
+        expected: u64,
+    },
     /// A record read back for `read` is not the entry the index says is there.
-    ReadBack { expected: LogId },
+    ReadBack {
+        expected: LogId,
+    },
     Vote(SlotError),
 }
 

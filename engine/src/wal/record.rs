@@ -67,13 +67,23 @@ impl RecordRef<'_> {
 #[non_exhaustive]
 pub enum Invalid {
     /// Fewer than a header's bytes remain and they are not all zero.
-    ShortHeader { remaining: usize },
+    ShortHeader {
+        remaining: usize,
+    },
     /// The kind byte is 0 (with other header bytes set) or an unknown WAL kind.
-    BadKind { kind: u8 },
+    BadKind {
+        kind: u8,
+    },
     ReservedNotZero,
     /// The record would run past the end of the segment.
-    TooLong { payload_len: u32, remaining: usize },
-    ChecksumMismatch { stored: u32, computed: u32 },
+    TooLong {
+        payload_len: u32,
+        remaining: usize,
+    },
+    ChecksumMismatch {
+        stored: u32,
+        computed: u32,
+    },
 }
 
 impl std::fmt::Display for Invalid {

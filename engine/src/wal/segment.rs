@@ -36,7 +36,11 @@ pub fn segment_name(seq: u64) -> String {
 /// The sequence number of a segment file name, or `None` for other files.
 pub fn parse_segment_name(name: &str) -> Option<u64> {
     let hex = name.strip_prefix("wal-")?.strip_suffix(".seg")?;
-    if hex.len() != 16 || !hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+    if hex.len() != 16
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
         return None;
     }
     u64::from_str_radix(hex, 16).ok()
@@ -59,8 +63,13 @@ pub enum HeaderError {
     /// The page is all zeros: a creation that never became durable.
     Zeroed,
     BadMagic,
-    UnsupportedVersion { version: u32 },
-    ChecksumMismatch { stored: u32, computed: u32 },
+    UnsupportedVersion {
+        version: u32,
+    },
+    ChecksumMismatch {
+        stored: u32,
+        computed: u32,
+    },
     /// Reserved bytes set, or a segment size that is not a multiple of 4 KiB.
     BadField,
 }
@@ -164,7 +173,9 @@ pub struct Scan<'a> {
 /// Scans the records of `image` (a whole segment, header page included) from
 /// [`SEGMENT_HEADER_BYTES`] up to `min(image.len(), segment_bytes)`.
 pub fn scan(image: &[u8], segment_bytes: u64) -> Scan<'_> {
-    let end = image.len().min(usize::try_from(segment_bytes).unwrap_or(usize::MAX));
+    let end = image
+        .len()
+        .min(usize::try_from(segment_bytes).unwrap_or(usize::MAX));
     let data = &image[..end];
     let mut at = SEGMENT_HEADER_BYTES.min(end);
     let mut records = Vec::new();
@@ -269,7 +280,14 @@ mod tests {
     #[test]
     fn scan_reads_records_to_the_zero_end() {
         let recs: Vec<Vec<u8>> = (1..=5)
-            .map(|i| encode(1, Term(3), LogIndex(10 + i), &vec![i as u8; i as usize * 13]))
+            .map(|i| {
+                encode(
+                    1,
+                    Term(3),
+                    LogIndex(10 + i),
+                    &vec![i as u8; i as usize * 13],
+                )
+            })
             .collect();
         let img = image_with(&recs, 16 * 1024);
         let s = scan(&img, 16 * 1024);
@@ -304,7 +322,10 @@ mod tests {
         let s = scan(&img, 16 * 1024);
         assert_eq!(s.records.len(), 1);
         assert_eq!(s.stop, b_at as u64);
-        assert!(matches!(s.reason, StopReason::Invalid(Invalid::ChecksumMismatch { .. })));
+        assert!(matches!(
+            s.reason,
+            StopReason::Invalid(Invalid::ChecksumMismatch { .. })
+        ));
         assert_eq!(s.valid_after, None);
     }
 

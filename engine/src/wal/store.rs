@@ -99,7 +99,11 @@ pub struct WalStats {
 enum Loc {
     /// Queued or being written: the encoded record.
     Mem(Bytes),
-    Disk { seg: u64, offset: u64, size: u32 },
+    Disk {
+        seg: u64,
+        offset: u64,
+        size: u32,
+    },
 }
 
 /// A retained entry's location, tagged with the sequence number of the record that wrote it
@@ -157,7 +161,11 @@ impl<F> State<F> {
     }
 
     fn active_seq(&self) -> u64 {
-        *self.segments.keys().next_back().expect("a WAL always has a segment")
+        *self
+            .segments
+            .keys()
+            .next_back()
+            .expect("a WAL always has a segment")
     }
 }
 
@@ -352,7 +360,9 @@ impl<D: Disk> Inner<D> {
             }
             // Same rule as LogState::check_push, applied along the batch.
             let probe: LogState<()> = LogState::new(last);
-            probe.check_push(e.index, e.term).map_err(WalError::Append)?;
+            probe
+                .check_push(e.index, e.term)
+                .map_err(WalError::Append)?;
             last = e.log_id();
             bytes_total += record::record_size(e.payload.len());
         }
@@ -543,18 +553,23 @@ impl<D: Disk + 'static> Wal<D> {
         }
 
         // The last segment may be a creation that never became durable: its header is not
-        // valid and nothing was ever written after it (records follow only a synced header).
+        // valid or its preallocation is missing, and nothing was ever written after the
+        // header (records follow only a synced creation). Such a file is removed.
         let mut images: BTreeMap<u64, (D::File, Vec<u8>)> = BTreeMap::new();
         let mut fresh_seq = 1;
         if let Some(&last_seq) = seqs.last() {
             let name = segment_name(last_seq);
             let file = disk.open(&name, false).await?;
             let image = read_all(&file).await?;
-            let header_ok = image.len() >= SEGMENT_HEADER_BYTES
-                && SegmentHeader::decode(&image).is_ok();
+            // Complete = header valid and the preallocation durable; creation writes the
+            // header and allocates before one sync, so a crash may keep either without the
+            // other.
+            let complete = image.len() >= SEGMENT_HEADER_BYTES
+                && SegmentHeader::decode(&image)
+                    .is_ok_and(|h| image.len() as u64 >= h.segment_bytes);
             let body_zero = image.len() < SEGMENT_HEADER_BYTES
                 || nonzero_end(&image[SEGMENT_HEADER_BYTES..]) == 0;
-            if !header_ok && body_zero {
+            if !complete && body_zero {
                 drop(file);
                 disk.remove(&name).await?;
                 disk.sync_dir().await?;
@@ -684,8 +699,8 @@ impl<D: Disk + 'static> Wal<D> {
         let mut torn_tail = None;
         let (write_off, tail) = match active_end {
             None => {
-                let seg = create_segment(&disk, fresh_seq, LogId::ZERO, config.segment_bytes)
-                    .await?;
+                let seg =
+                    create_segment(&disk, fresh_seq, LogId::ZERO, config.segment_bytes).await?;
                 segments.insert(fresh_seq, seg);
                 stats.segments_created += 1;
                 (SEGMENT_HEADER_BYTES as u64, Vec::new())
@@ -849,7 +864,9 @@ impl<D: Disk + 'static> Wal<D> {
     /// `upto`, durably, and the next append must be `upto.index + 1`.
     pub async fn purge_upto(&self, upto: LogId) -> Result<(), WalError> {
         let inner = &*self.inner;
-        inner.wait_until(|st| !st.purging || st.failed.is_some()).await;
+        inner
+            .wait_until(|st| !st.purging || st.failed.is_some())
+            .await;
         let reset_target = {
             let mut st = inner.st.borrow_mut();
             st.check_failed()?;

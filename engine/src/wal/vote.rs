@@ -135,9 +135,15 @@ pub fn decode_slot(s: &[u8]) -> Result<(u64, Vote), SlotError> {
 pub enum VoteFile {
     /// Never saved, or the first save was torn.
     Empty,
-    Saved { seq: u64, vote: Vote },
+    Saved {
+        seq: u64,
+        vote: Vote,
+    },
     /// No valid slot and not a torn first save: `slot` is the first damaged one.
-    Corrupt { slot: usize, why: SlotError },
+    Corrupt {
+        slot: usize,
+        why: SlotError,
+    },
 }
 
 /// Picks the vote from a whole file image ([`VOTE_FILE_BYTES`]).
@@ -226,9 +232,15 @@ mod tests {
         let mut torn = file([None, Some((1, vote(1, None, false)))]);
         torn[VOTE_SLOT_BYTES + 20] ^= 1;
         assert_eq!(read_vote_file(&torn), VoteFile::Empty);
-        let mut both = file([Some((2, vote(1, None, false))), Some((1, vote(1, None, false)))]);
+        let mut both = file([
+            Some((2, vote(1, None, false))),
+            Some((1, vote(1, None, false))),
+        ]);
         both[20] ^= 1;
         both[VOTE_SLOT_BYTES + 20] ^= 1;
-        assert!(matches!(read_vote_file(&both), VoteFile::Corrupt { slot: 0, .. }));
+        assert!(matches!(
+            read_vote_file(&both),
+            VoteFile::Corrupt { slot: 0, .. }
+        ));
     }
 }

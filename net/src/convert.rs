@@ -31,15 +31,16 @@ pub fn event_to_pb(ev: engine::Event) -> mvccpb::Event {
     }
 }
 
-/// Converts a range request; `InvalidSortOption` when sort_order or sort_target is not one of
-/// etcd's values.
+/// Converts a range request; `InvalidSortOption` when sort_target is not one of etcd's values
+/// (etcd 3.4 has no sorter for it).
 pub fn range_request_from_pb(r: pb::RangeRequest) -> Result<engine::RangeRequest, engine::Error> {
     use pb::range_request::{SortOrder as O, SortTarget as T};
     let sort_order = match O::try_from(r.sort_order) {
         Ok(O::None) => engine::SortOrder::None,
         Ok(O::Ascend) => engine::SortOrder::Ascend,
         Ok(O::Descend) => engine::SortOrder::Descend,
-        Err(_) => return Err(engine::Error::InvalidSortOption),
+        // etcd 3.4 accepts an unknown order and returns the keys unsorted (key order).
+        Err(_) => engine::SortOrder::None,
     };
     let sort_target = match T::try_from(r.sort_target) {
         Ok(T::Key) => engine::SortTarget::Key,
@@ -178,33 +179,68 @@ pub fn delete_response_to_pb(
     }
 }
 
-/// etcd fills cluster and member ids and the raft term only in the top-level header; the
-/// responses nested in a txn carry the revision alone.
+/// Fills the headers nested in a txn response the way etcd does: only the revision is set
+/// (cluster and member ids and the term are for the top-level header), and each op's revision
+/// is the store revision as that op saw it: the revision before the txn, plus one once the txn
+/// has changed anything (a put always does; a delete when it deleted something). A nested txn's
+/// own header is left empty. `revision` is the header revision of the whole txn.
 pub fn txn_response_to_pb(r: engine::TxnResponse, header: pb::ResponseHeader) -> pb::TxnResponse {
-    use pb::response_op::Response;
-    let nested = pb::ResponseHeader {
-        revision: header.revision,
-        ..Default::default()
-    };
-    let responses = r
-        .responses
-        .into_iter()
-        .map(|op| pb::ResponseOp {
-            response: Some(match op {
-                engine::ResponseOp::Range(r) => {
-                    Response::ResponseRange(range_response_to_pb(r, nested))
-                }
-                engine::ResponseOp::Put(r) => Response::ResponsePut(put_response_to_pb(r, nested)),
-                engine::ResponseOp::DeleteRange(r) => {
-                    Response::ResponseDeleteRange(delete_response_to_pb(r, nested))
-                }
-                engine::ResponseOp::Txn(r) => Response::ResponseTxn(txn_response_to_pb(r, nested)),
-            }),
-        })
-        .collect();
+    let begin = header.revision - i64::from(txn_changed(&r));
+    let mut changed = false;
     pb::TxnResponse {
         header: Some(header),
         succeeded: r.succeeded,
-        responses,
+        responses: nested_responses(r.responses, begin, &mut changed),
+    }
+}
+
+fn txn_changed(r: &engine::TxnResponse) -> bool {
+    r.responses.iter().any(|op| match op {
+        engine::ResponseOp::Put(_) => true,
+        engine::ResponseOp::DeleteRange(d) => d.deleted > 0,
+        engine::ResponseOp::Txn(t) => txn_changed(t),
+        engine::ResponseOp::Range(_) => false,
+    })
+}
+
+fn nested_responses(
+    ops: Vec<engine::ResponseOp>,
+    begin: i64,
+    changed: &mut bool,
+) -> Vec<pb::ResponseOp> {
+    use pb::response_op::Response;
+    let mut out = Vec::with_capacity(ops.len());
+    for op in ops {
+        let response = match op {
+            engine::ResponseOp::Range(r) => {
+                let h = revision_header(begin + i64::from(*changed));
+                Response::ResponseRange(range_response_to_pb(r, h))
+            }
+            engine::ResponseOp::Put(r) => {
+                *changed = true;
+                Response::ResponsePut(put_response_to_pb(r, revision_header(begin + 1)))
+            }
+            engine::ResponseOp::DeleteRange(r) => {
+                *changed |= r.deleted > 0;
+                let h = revision_header(begin + i64::from(*changed));
+                Response::ResponseDeleteRange(delete_response_to_pb(r, h))
+            }
+            engine::ResponseOp::Txn(t) => Response::ResponseTxn(pb::TxnResponse {
+                header: Some(pb::ResponseHeader::default()),
+                succeeded: t.succeeded,
+                responses: nested_responses(t.responses, begin, changed),
+            }),
+        };
+        out.push(pb::ResponseOp {
+            response: Some(response),
+        });
+    }
+    out
+}
+
+fn revision_header(revision: i64) -> pb::ResponseHeader {
+    pb::ResponseHeader {
+        revision,
+        ..Default::default()
     }
 }

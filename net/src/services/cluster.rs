@@ -1,7 +1,6 @@
 //! `etcdserverpb.Cluster`: MemberList answers with this one member; membership changes answer
 //! Unimplemented until clustering exists.
 
-use ballast_consensus::Request;
 use ballast_proto::etcdserverpb as pb;
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 
@@ -45,9 +44,9 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         _request: GrpcRequest<pb::MemberListRequest>,
     ) -> Result<GrpcResponse<pb::MemberListResponse>, Status> {
-        let revision = self.ctx.call(Request::Status).await?.revision;
+        // etcd answers MemberList from its membership store, with no KV revision in the header.
         Ok(GrpcResponse::new(pb::MemberListResponse {
-            header: Some(self.ctx.header(revision)),
+            header: Some(self.ctx.header(0)),
             members: vec![self.ctx.pb_member()],
         }))
     }

@@ -30,6 +30,8 @@ const STREAM_MESSAGES_MAX: usize = 1024;
 const STREAM_RESPONSES_MAX: usize = 64;
 /// etcd's error text for a client-chosen watch id already in use on the stream.
 const DUPLICATE_WATCH_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
+/// etcd's error text for a watch whose key is not below its range end.
+const EMPTY_WATCH_RANGE: &str = "mvcc: watcher range is empty";
 
 static NEXT_STREAM: AtomicU64 = AtomicU64::new(1);
 
@@ -100,24 +102,40 @@ impl StreamState {
         }
     }
 
+    /// A create etcd refuses: it still answers `created`, with `canceled`, watch id -1 and
+    /// the reason.
+    async fn refuse_create(&self, reason: &str) -> bool {
+        let revision = match self.ctx.call(ballast_consensus::Request::Status).await {
+            Ok(reply) => reply.revision,
+            Err(_) => return false,
+        };
+        self.send(pb::WatchResponse {
+            header: Some(self.ctx.header(revision)),
+            watch_id: -1,
+            created: true,
+            canceled: true,
+            cancel_reason: reason.to_owned(),
+            ..Default::default()
+        })
+        .await
+    }
+
     async fn on_create(&mut self, create: pb::WatchCreateRequest) -> bool {
+        // etcd reads an empty key as "\0" (the smallest key) and a range end of "\0" as "every
+        // key from `key` on"; a key not below a given range end is an empty range.
+        let key = if create.key.is_empty() {
+            Bytes::from_static(b"\0")
+        } else {
+            create.key
+        };
+        let from_key = create.range_end.as_ref() == b"\0";
+        if !create.range_end.is_empty() && !from_key && key >= create.range_end {
+            return self.refuse_create(EMPTY_WATCH_RANGE).await;
+        }
+        if create.watch_id != 0 && self.watchers.contains_key(&create.watch_id) {
+            return self.refuse_create(DUPLICATE_WATCH_ID).await;
+        }
         let watch_id = if create.watch_id != 0 {
-            if self.watchers.contains_key(&create.watch_id) {
-                let revision = match self.ctx.call(ballast_consensus::Request::Status).await {
-                    Ok(reply) => reply.revision,
-                    Err(_) => return false,
-                };
-                return self
-                    .send(pb::WatchResponse {
-                        header: Some(self.ctx.header(revision)),
-                        watch_id: create.watch_id,
-                        created: true,
-                        canceled: true,
-                        cancel_reason: DUPLICATE_WATCH_ID.to_owned(),
-                        ..Default::default()
-                    })
-                    .await;
-            }
             create.watch_id
         } else {
             while self.watchers.contains_key(&self.next_auto_id) {
@@ -130,12 +148,6 @@ impl StreamState {
         use pb::watch_create_request::FilterType;
         let no_put = create.filters.contains(&(FilterType::Noput as i32));
         let no_delete = create.filters.contains(&(FilterType::Nodelete as i32));
-        // An empty key watches from the smallest key, "\0", as etcd reads it.
-        let key = if create.key.is_empty() {
-            Bytes::from_static(b"\0")
-        } else {
-            create.key
-        };
         let filter = WatchFilter {
             key,
             range_end: create.range_end,

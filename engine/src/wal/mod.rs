@@ -7,7 +7,8 @@
 //! - [`segment`]: the segment header page and the scan that finds where records stop;
 //! - [`log`]: the logical log a record stream describes (append, truncate, reset, purge);
 //! - [`vote`]: the double-slot vote file;
-//! - `store`: [`Wal`], which drives a [`crate::io::Disk`] with all of the above.
+//! - `store`: [`Wal`], which drives a [`crate::io::Disk`] with all of the above;
+//! - [`check`]: the decoders against a reference model (the fuzz target and a property test).
 //!
 //! Guarantees (tested on the simulator by `tests::crash`):
 //! - an append resolves `Ok` only after its records are covered by a `sync_data`;
@@ -18,6 +19,7 @@
 //! - a failed write or sync latches the WAL: every later call returns
 //!   [`WalError::FailStopped`].
 
+pub mod check;
 pub mod log;
 pub mod record;
 pub mod segment;

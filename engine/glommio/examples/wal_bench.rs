@@ -55,7 +55,10 @@ async fn bench(dir: std::path::PathBuf, ops: usize) {
     let disk = GlommioDisk::new(&dir).expect("bench dir");
 
     // Raw: 4 KiB O_DIRECT write into preallocated space + fdatasync, the same file system.
-    let raw_file = disk.open("raw-fdatasync.dat", true).await.expect("raw file");
+    let raw_file = disk
+        .open("raw-fdatasync.dat", true)
+        .await
+        .expect("raw file");
     raw_file
         .allocate((ops * ALIGN) as u64)
         .await
@@ -65,12 +68,18 @@ async fn bench(dir: std::path::PathBuf, ops: usize) {
     let mut raw = hist();
     for i in 0..ops {
         let t = Instant::now();
-        raw_file.write_at((i * ALIGN) as u64, &page).await.expect("write");
+        raw_file
+            .write_at((i * ALIGN) as u64, &page)
+            .await
+            .expect("write");
         raw_file.sync_data().await.expect("fdatasync");
-        raw.record(t.elapsed().as_micros().max(1) as u64).expect("record");
+        raw.record(t.elapsed().as_micros().max(1) as u64)
+            .expect("record");
     }
     drop(raw_file);
-    disk.remove("raw-fdatasync.dat").await.expect("remove raw file");
+    disk.remove("raw-fdatasync.dat")
+        .await
+        .expect("remove raw file");
 
     let config = WalConfig::default();
     let (wal, _) = Wal::open(disk.clone(), config).await.expect("open WAL");
@@ -82,7 +91,8 @@ async fn bench(dir: std::path::PathBuf, ops: usize) {
     for _ in 0..ops {
         let t = Instant::now();
         wal.append(vec![entry(next)]).await.expect("append");
-        one.record(t.elapsed().as_micros().max(1) as u64).expect("record");
+        one.record(t.elapsed().as_micros().max(1) as u64)
+            .expect("record");
         next += 1;
     }
     let one_rate = ops as f64 / started.elapsed().as_secs_f64();

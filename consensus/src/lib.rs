@@ -1,13 +1,26 @@
-//! ballast-consensus: runs shards over the engine. A shard is one thread that owns its
-//! `ballast_engine::Store` and applies commands in arrival order; callers reach it through a
-//! bounded channel ([`ShardHandle`]) and get answers on oneshots. Watchers of the shard are
-//! registered here ([`watchers`]) and fed from the events every write produces.
+//! ballast-consensus: runs shards. A shard is one Raft group (openraft) whose state machine is
+//! one `ballast_engine::Store`; it lives on a glommio executor thread (a "shard core") and is
+//! reached from any thread through a bounded channel ([`ShardHandle`]), answers coming back on
+//! oneshots. Watchers of the shard are registered here ([`watchers`]) and fed at apply time.
 //!
-//! This is the single-node runtime of the API issue: commands are applied directly. Raft per
-//! shard (openraft) slots in between the handle and the apply step without changing callers.
+//! Modules: [`shard`] (handle, request routing, the core's loop), [`state_machine`] (apply,
+//! snapshots), [`log_store`] (openraft's log storage over the [`log_store::LogBackend`] seam,
+//! in memory until the WAL plugs in), [`network`] (the [`network::PeerTransport`] seam; a
+//! single node refuses), [`runtime`] (openraft's runtime over glommio — with `engine::io`'s
+//! glommio crate, the only code naming glommio), [`codec`] (the log entry payload and its
+//! encoding), [`types`] (openraft's type configuration, `ShardId`).
 
+pub mod codec;
+pub mod log_store;
+pub mod network;
+pub mod runtime;
 pub mod shard;
+pub mod state_machine;
+pub mod stats;
+pub mod types;
 pub mod watchers;
 
+pub use codec::LogCommand;
 pub use shard::{Reply, Request, Response, ShardConfig, ShardError, ShardHandle, ShardStatus};
+pub use types::{NodeId, ShardId};
 pub use watchers::{StreamId, WatchCreate, WatchMessage};

@@ -1,24 +1,60 @@
-//! One shard's thread: the only owner of its `Store` and watcher registry. Commands arrive on a
-//! bounded channel and are applied one at a time in arrival order, so every write takes the next
-//! revision and every read sees all writes acknowledged before it. Lease expiry and watcher
-//! catch-up run on the same thread between commands, driven by a tick.
+//! One shard: its public handle ([`ShardHandle`]) and its core, a glommio executor thread
+//! running the shard's openraft group over the shard state (`state_machine`).
 //!
-//! The shard never blocks on a client: watch messages are `try_send`, and a command's reply is a
-//! oneshot whose receiver may already be gone.
+//! How a request is served (design.md §6):
+//! - a write (`Put`, `DeleteRange`, a `Txn` with a write anywhere in it, `Compact`,
+//!   `LeaseGrant`, `LeaseRevoke`) becomes a [`LogCommand`], is proposed with
+//!   `client_write_ff`, and is answered from the apply step once committed;
+//! - a linearizable read (`Range` with `serializable == false`, a read-only `Txn` with a
+//!   linearizable range) first waits for openraft's read index (`ensure_linearizable` with
+//!   `ReadPolicy::ReadIndex`: leadership confirmed by a quorum, the state machine applied up
+//!   to the commit index seen then) and is then served from the local store — no log write;
+//! - a serializable read is served from the local store at once;
+//! - `LeaseKeepAlive` and `LeaseTimeToLive` are answered by the leader without the log, as
+//!   etcd does: a lease's deadline is leader-local state (followers hold no timers and reset
+//!   every deadline when they become leader), so refreshing it needs no agreement; only the
+//!   facts every replica must share — that a lease exists, with which TTL, and that it is gone
+//!   with its keys — go through the log (grant, revoke). Compaction changes what every replica
+//!   can answer, so it goes through the log too;
+//! - expired leases are revoked by the leader proposing `LeaseRevoke`, never by a replica
+//!   deleting keys on its own.
+//!
+//! Invariants: the core never blocks on a client (watch messages are `try_send`, replies are
+//! oneshots whose receiver may be gone); no `RefCell` borrow of the shard state is held across
+//! an `.await`; every queue is bounded ([`COMMAND_QUEUE_MAX`], openraft's channel sizes).
 
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashSet};
+use std::rc::Rc;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ballast_engine::{
     DeleteRangeRequest, DeleteRangeResponse, Error as EngineError, LeaseId, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, Revision, Store, TxnRequest, TxnResponse,
+    PutResponse, RangeRequest, RangeResponse, RequestOp, Revision, Store, TxnRequest, TxnResponse,
 };
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::ClientWriteError;
+use openraft::impls::BasicNode;
+use openraft::raft::ClientWriteResult;
+use openraft::type_config::alias::WatchReceiverOf;
+use openraft::{Config, RaftMetrics, ReadPolicy, SnapshotPolicy};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::watchers::{Registry, StreamId, WatchCreate, WatchMessage};
+use crate::codec::LogCommand;
+use crate::log_store::{LogStore, MemLog};
+use crate::network::{Network, NoPeers};
+use crate::runtime::{spawn_executor, GlommioRuntime};
+use crate::state_machine::{ShardState, ShardStateMachine, Shared};
+use crate::types::{FnResponder, NodeId, Raft, ShardId, ShardRaft};
+use crate::watchers::{StreamId, WatchCreate, WatchMessage};
 
 /// Commands queued for one shard at most; a full queue makes callers wait (backpressure).
 pub const COMMAND_QUEUE_MAX: usize = 4096;
+/// How long a new single-node group may take to elect itself before the shard serves anyway
+/// (requests then fail with `NotLeader` until it has).
+const LEADERSHIP_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug)]
 pub struct ShardConfig {
@@ -26,8 +62,22 @@ pub struct ShardConfig {
     /// How often watchers that asked for it get a progress notification (etcd's
     /// `--experimental-watch-progress-notify-interval`, 10 minutes by default).
     pub progress_notify_interval: Duration,
-    /// How often slow watchers are caught up and leases checked when nothing else happens.
+    /// How often slow watchers are caught up and leases checked.
     pub tick: Duration,
+    pub shard_id: ShardId,
+    /// This node's id in the shard's Raft group (etcd's member id).
+    pub node_id: NodeId,
+    /// The core to pin the shard's executor to; `None` leaves it unbound (tests, or several
+    /// shards sharing a machine with other work). Pinning falls back to unbound if it fails.
+    pub core: Option<usize>,
+    /// Raft heartbeat (etcd's `--heartbeat-interval`, 100 ms).
+    pub heartbeat_interval: Duration,
+    /// Raft election timeout (etcd's `--election-timeout`, 1000 ms); openraft draws each
+    /// timeout between this and twice this.
+    pub election_timeout: Duration,
+    /// Entries applied between two snapshots (etcd's `--snapshot-count`). A snapshot copies
+    /// the whole store for now, so this stays large.
+    pub snapshot_count: u64,
 }
 
 impl Default for ShardConfig {
@@ -36,13 +86,19 @@ impl Default for ShardConfig {
             min_lease_ttl_secs: 2,
             progress_notify_interval: Duration::from_secs(600),
             tick: Duration::from_millis(50),
+            shard_id: ShardId(0),
+            node_id: 1,
+            core: None,
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(1000),
+            snapshot_count: 100_000,
         }
     }
 }
 
 /// A request for the shard. Writes (`Put`, `DeleteRange`, `Txn` with writes, `Compact`,
-/// `LeaseGrant`, `LeaseRevoke`) are what a Raft log will carry.
-#[derive(Debug)]
+/// `LeaseGrant`, `LeaseRevoke`) go through the shard's Raft log.
+#[derive(Clone, Debug)]
 pub enum Request {
     Range(RangeRequest),
     Put(PutRequest),
@@ -66,14 +122,22 @@ pub enum Response {
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
     Compact,
-    LeaseGrant { id: LeaseId, ttl: i64 },
+    LeaseGrant {
+        id: LeaseId,
+        ttl: i64,
+    },
     LeaseRevoke,
-    LeaseKeepAlive { ttl: i64 },
+    LeaseKeepAlive {
+        ttl: i64,
+    },
     LeaseTimeToLive(ballast_engine::LeaseTimeToLive),
     LeaseLeases(Vec<LeaseId>),
     HashKv(ballast_engine::HashKv),
     Hash(u32),
     Status(ShardStatus),
+    /// A log entry without a client payload (a leader's blank entry, a membership change) was
+    /// applied. No `Request` is answered with it.
+    Noop,
 }
 
 /// A response with the store revision for its header.
@@ -83,14 +147,38 @@ pub struct Reply {
     pub response: Response,
 }
 
+/// The shard's state and figures at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ShardStatus {
     pub revision: Revision,
     pub compact_revision: Revision,
     pub size_bytes: u64,
-    /// Commands that changed state, in apply order (what a Raft index will count).
+    /// Index of the last log entry applied to the store (Raft's applied index; blank and
+    /// membership entries count). Log indexes here count from 1, as etcd's raft and the WAL
+    /// do (openraft's first entry, index 0, is index 1 here).
     pub applied_index: u64,
     pub watchers: usize,
+    /// The current Raft term of the shard's group.
+    pub raft_term: u64,
+    /// Index of the last entry in the shard's log.
+    pub raft_index: u64,
+    /// Index of the last entry known committed.
+    pub raft_commit_index: u64,
+    /// The group's leader as this replica knows it (0: none known).
+    pub leader_id: NodeId,
+    pub is_leader: bool,
+    /// Commands waiting in the shard's queue.
+    pub queue_depth: usize,
+    /// Writes proposed and not yet answered.
+    pub writes_in_flight: usize,
+    /// Entries applied since the shard started.
+    pub entries_applied: u64,
+    /// Time to apply one entry to the store (and notify watchers), since start.
+    pub apply_latency_ns_p50: u64,
+    pub apply_latency_ns_p99: u64,
+    /// Time from a write reaching the shard to its answer (append, commit, apply), since start.
+    pub write_latency_us_p50: u64,
+    pub write_latency_us_p99: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -100,10 +188,15 @@ pub enum ShardError {
     Engine(#[from] EngineError),
     #[error("shard stopped")]
     Stopped,
+    /// This replica is not the shard's leader (`leader_id`: the one it knows of, if any).
+    #[error("etcdserver: not leader")]
+    NotLeader { leader_id: Option<NodeId> },
 }
 
+type ReplyTx = oneshot::Sender<Result<Reply, ShardError>>;
+
 enum Command {
-    Call(Request, oneshot::Sender<Result<Reply, EngineError>>),
+    Call(Request, ReplyTx),
     WatchCreate(WatchCreate),
     WatchCancel {
         stream: StreamId,
@@ -124,15 +217,15 @@ pub struct ShardHandle {
 }
 
 impl ShardHandle {
-    /// Starts the shard's thread. It stops when every handle is dropped.
+    /// Starts the shard's executor thread and its Raft group (a single-node group initializes
+    /// itself). It stops when every handle is dropped.
     pub fn spawn(
         name: &str,
         config: ShardConfig,
     ) -> std::io::Result<(ShardHandle, JoinHandle<()>)> {
         let (tx, rx) = flume::bounded(COMMAND_QUEUE_MAX);
-        let thread = std::thread::Builder::new()
-            .name(name.to_owned())
-            .spawn(move || ShardLoop::new(config).run(rx))?;
+        let core = config.core;
+        let thread = spawn_executor(name, core, move || shard_main(config, rx))?;
         Ok((ShardHandle { tx }, thread))
     }
 
@@ -142,10 +235,7 @@ impl ShardHandle {
             .send_async(Command::Call(request, reply_tx))
             .await
             .map_err(|_| ShardError::Stopped)?;
-        reply_rx
-            .await
-            .map_err(|_| ShardError::Stopped)?
-            .map_err(ShardError::Engine)
+        reply_rx.await.map_err(|_| ShardError::Stopped)?
     }
 
     pub async fn watch_create(&self, create: WatchCreate) -> Result<(), ShardError> {
@@ -190,163 +280,464 @@ impl ShardHandle {
     }
 }
 
-struct ShardLoop {
-    store: Store,
-    watchers: Registry,
-    config: ShardConfig,
-    started: Instant,
-    applied_index: u64,
-    next_progress: Instant,
+// ------------------------------------------------------------------ the shard core
+
+/// How a request is served.
+enum Route {
+    Write(LogCommand),
+    LinearizableRead(Request),
+    /// Served from the local store now: serializable reads and local facts.
+    Local(Request),
+    /// Served by the leader only, without the log.
+    LeaderLocal(Request),
 }
 
-impl ShardLoop {
-    fn new(config: ShardConfig) -> ShardLoop {
-        let mut store = Store::new();
-        store.set_min_lease_ttl(config.min_lease_ttl_secs);
-        let now = Instant::now();
-        ShardLoop {
-            store,
-            watchers: Registry::default(),
-            next_progress: now + config.progress_notify_interval,
-            config,
-            started: now,
-            applied_index: 0,
+fn route(request: Request) -> Route {
+    match request {
+        Request::Put(r) => Route::Write(LogCommand::Put(r)),
+        Request::DeleteRange(r) => Route::Write(LogCommand::DeleteRange(r)),
+        Request::Txn(t) if txn_writes(&t) => Route::Write(LogCommand::Txn(t)),
+        Request::Compact { revision } => Route::Write(LogCommand::Compact { revision }),
+        Request::LeaseGrant { id, ttl } => Route::Write(LogCommand::LeaseGrant { id, ttl }),
+        Request::LeaseRevoke { id } => Route::Write(LogCommand::LeaseRevoke { id }),
+        Request::Range(ref r) if !r.serializable => Route::LinearizableRead(request),
+        Request::Txn(ref t) if !txn_serializable(t) => Route::LinearizableRead(request),
+        Request::LeaseKeepAlive { .. } | Request::LeaseTimeToLive { .. } => {
+            Route::LeaderLocal(request)
+        }
+        other => Route::Local(other),
+    }
+}
+
+/// Whether any branch of the txn, at any depth, writes.
+fn txn_writes(t: &TxnRequest) -> bool {
+    t.success.iter().chain(&t.failure).any(|op| match op {
+        RequestOp::Range(_) => false,
+        RequestOp::Put(_) | RequestOp::DeleteRange(_) => true,
+        RequestOp::Txn(t) => txn_writes(t),
+    })
+}
+
+/// A read-only txn is serializable when every range in it is (etcd's `isTxnSerializable`).
+fn txn_serializable(t: &TxnRequest) -> bool {
+    t.success.iter().chain(&t.failure).all(|op| match op {
+        RequestOp::Range(r) => r.serializable,
+        RequestOp::Txn(t) => txn_serializable(t),
+        RequestOp::Put(_) | RequestOp::DeleteRange(_) => true,
+    })
+}
+
+struct Core {
+    raft: Raft,
+    shared: Shared,
+    metrics: WatchReceiverOf<ShardRaft, RaftMetrics<ShardRaft>>,
+    queue: flume::Receiver<Command>,
+    config: ShardConfig,
+    loop_state: RefCell<LoopState>,
+}
+
+/// What the command loop and housekeeping keep between calls.
+struct LoopState {
+    /// Leases whose revoke is proposed and not yet applied (not proposed twice).
+    revoking: HashSet<LeaseId>,
+    was_leader: bool,
+    next_progress: Instant,
+    writes_in_flight: usize,
+    write_latency_us: crate::stats::Histogram,
+}
+
+async fn shard_main(config: ShardConfig, rx: flume::Receiver<Command>) {
+    let core = match start(config, rx.clone()).await {
+        Ok(core) => Rc::new(core),
+        Err(err) => {
+            tracing::error!(%err, "shard failed to start; its callers see `shard stopped`");
+            return;
+        }
+    };
+    let housekeeping = glommio::spawn_local(housekeeping_loop(core.clone()));
+    while let Ok(cmd) = rx.recv_async().await {
+        core.handle(cmd).await;
+    }
+    // Dropping a glommio task cancels it.
+    drop(housekeeping);
+    if let Err(err) = core.raft.shutdown().await {
+        tracing::warn!(%err, "shard raft shutdown");
+    }
+}
+
+async fn start(config: ShardConfig, queue: flume::Receiver<Command>) -> Result<Core, String> {
+    let mut store = Store::new();
+    store.set_min_lease_ttl(config.min_lease_ttl_secs);
+    let shared: Shared = Rc::new(RefCell::new(ShardState::new(store)));
+    let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
+    let election = millis(config.election_timeout);
+    let raft_config = Config {
+        cluster_name: format!("ballast-{}", config.shard_id),
+        heartbeat_interval: millis(config.heartbeat_interval),
+        election_timeout_min: election,
+        election_timeout_max: election * 2,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_count),
+        ..Config::default()
+    }
+    .validate()
+    .map_err(|e| format!("raft config: {e}"))?;
+    let network = Network::new(config.shard_id, Rc::new(NoPeers));
+    let raft = Raft::new(
+        config.node_id,
+        Arc::new(raft_config),
+        network,
+        LogStore::new(MemLog::new()),
+        ShardStateMachine::new(shared.clone()),
+    )
+    .await
+    .map_err(|e| format!("raft start: {e}"))?;
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|e| format!("raft: {e}"))?;
+    if !initialized {
+        let members = BTreeMap::from([(config.node_id, BasicNode::default())]);
+        raft.initialize(members)
+            .await
+            .map_err(|e| format!("raft initialize: {e}"))?;
+    }
+    // A single-node group elects itself at once and commits a blank entry; wait until it has
+    // applied its whole log, so the first request finds a leader and a current store.
+    let node_id = config.node_id;
+    let _ = raft
+        .wait(Some(LEADERSHIP_WAIT))
+        .metrics(
+            move |m| {
+                m.current_leader == Some(node_id)
+                    && m.last_applied.map(|id| id.index) == m.last_log_index
+            },
+            "single-node shard elects itself and applies its log",
+        )
+        .await;
+    let metrics = raft.metrics();
+    let progress_interval = config.progress_notify_interval;
+    Ok(Core {
+        raft,
+        shared,
+        metrics,
+        queue,
+        config,
+        loop_state: RefCell::new(LoopState {
+            revoking: HashSet::new(),
+            was_leader: false,
+            next_progress: Instant::now() + progress_interval,
+            writes_in_flight: 0,
+            write_latency_us: crate::stats::Histogram::new(),
+        }),
+    })
+}
+
+fn write_answer(result: ClientWriteResult<ShardRaft>) -> Result<Reply, ShardError> {
+    match result {
+        Ok(response) => response.data.map_err(ShardError::Engine),
+        Err(ClientWriteError::ForwardToLeader(f)) | Err(ClientWriteError::LogEntryDiscarded(f)) => {
+            Err(ShardError::NotLeader {
+                leader_id: f.leader_id,
+            })
+        }
+        Err(other) => {
+            tracing::error!(%other, "unexpected write error");
+            Err(ShardError::Stopped)
         }
     }
+}
 
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    fn run(mut self, rx: flume::Receiver<Command>) {
-        loop {
-            let timeout = self.next_wakeup();
-            match rx.recv_timeout(timeout) {
-                Ok(cmd) => self.handle(cmd),
-                Err(flume::RecvTimeoutError::Timeout) => {}
-                Err(flume::RecvTimeoutError::Disconnected) => return,
-            }
-            self.housekeeping();
-        }
-    }
-
-    fn next_wakeup(&self) -> Duration {
-        let mut wait = self.config.tick;
-        if let Some(deadline) = self.store.next_lease_deadline_ms() {
-            let now = self.now_ms();
-            wait = wait.min(Duration::from_millis(deadline.saturating_sub(now)));
-        }
-        wait
-    }
-
-    fn housekeeping(&mut self) {
-        let now = self.now_ms();
-        for id in self.store.expired_leases(now) {
-            match self.store.lease_revoke(id) {
-                Ok(applied) => {
-                    self.applied_index += 1;
-                    self.watchers.notify(applied.revision, &applied.events);
-                }
-                Err(err) => tracing::warn!(lease_id = id, %err, "revoking an expired lease"),
-            }
-        }
-        self.watchers.sync(&self.store);
-        if Instant::now() >= self.next_progress {
-            self.watchers.notify_progress(&self.store);
-            self.next_progress = Instant::now() + self.config.progress_notify_interval;
-        }
-    }
-
-    fn handle(&mut self, cmd: Command) {
+impl Core {
+    async fn handle(self: &Rc<Self>, cmd: Command) {
         match cmd {
-            Command::Call(request, reply) => {
-                let result = self.apply(request);
-                let _ = reply.send(result);
+            Command::Call(request, reply) => self.call(request, reply).await,
+            Command::WatchCreate(create) => {
+                let mut st = self.shared.borrow_mut();
+                let ShardState {
+                    store, watchers, ..
+                } = &mut *st;
+                watchers.create(store, create);
             }
-            Command::WatchCreate(create) => self.watchers.create(&self.store, create),
             Command::WatchCancel {
                 stream,
                 watch_id,
                 done,
             } => {
-                self.watchers.cancel(stream, watch_id);
-                let _ = done.send(self.store.revision());
+                let mut st = self.shared.borrow_mut();
+                st.watchers.cancel(stream, watch_id);
+                let _ = done.send(st.store.revision());
             }
             Command::WatchProgress { stream, sender } => {
-                self.watchers
-                    .request_progress(&self.store, stream, Some(sender));
+                let mut st = self.shared.borrow_mut();
+                let ShardState {
+                    store, watchers, ..
+                } = &mut *st;
+                watchers.request_progress(store, stream, Some(sender));
             }
-            Command::StreamClosed(stream) => self.watchers.close_stream(stream),
+            Command::StreamClosed(stream) => self.shared.borrow_mut().watchers.close_stream(stream),
         }
     }
 
-    fn apply(&mut self, request: Request) -> Result<Reply, EngineError> {
-        let now = self.now_ms();
-        let store = &mut self.store;
-        let (revision, response) = match request {
-            Request::Range(r) => {
-                let response = store.range(&r)?;
-                (store.revision(), Response::Range(response))
+    async fn call(self: &Rc<Self>, request: Request, reply: ReplyTx) {
+        match route(request) {
+            Route::Write(cmd) => self.propose(cmd, reply).await,
+            Route::LinearizableRead(request) => {
+                let core = self.clone();
+                glommio::spawn_local(async move {
+                    let answer = match core.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+                        Ok(_) => core.serve_local(request),
+                        Err(_) => Err(core.not_leader()),
+                    };
+                    let _ = reply.send(answer);
+                })
+                .detach();
             }
-            Request::Put(r) => {
-                let a = store.put(&r)?;
-                self.applied_index += 1;
-                self.watchers.notify(a.revision, &a.events);
-                (a.revision, Response::Put(a.response))
-            }
-            Request::DeleteRange(r) => {
-                let a = store.delete_range(&r)?;
-                self.applied_index += 1;
-                self.watchers.notify(a.revision, &a.events);
-                (a.revision, Response::DeleteRange(a.response))
-            }
-            Request::Txn(r) => {
-                let a = store.txn(&r)?;
-                self.applied_index += 1;
-                self.watchers.notify(a.revision, &a.events);
-                (a.revision, Response::Txn(a.response))
-            }
-            Request::Compact { revision } => {
-                let a = store.compact(revision)?;
-                self.applied_index += 1;
-                (a.revision, Response::Compact)
-            }
-            Request::LeaseGrant { id, ttl } => {
-                let (id, ttl) = store.lease_grant(id, ttl, now)?;
-                self.applied_index += 1;
-                (store.revision(), Response::LeaseGrant { id, ttl })
-            }
-            Request::LeaseRevoke { id } => {
-                let a = store.lease_revoke(id)?;
-                self.applied_index += 1;
-                self.watchers.notify(a.revision, &a.events);
-                (a.revision, Response::LeaseRevoke)
-            }
-            Request::LeaseKeepAlive { id } => {
-                let ttl = store.lease_keep_alive(id, now)?;
-                (store.revision(), Response::LeaseKeepAlive { ttl })
-            }
-            Request::LeaseTimeToLive { id, keys } => {
-                let ttl = store.lease_time_to_live(id, keys, now)?;
-                (store.revision(), Response::LeaseTimeToLive(ttl))
-            }
-            Request::LeaseLeases => (store.revision(), Response::LeaseLeases(store.leases())),
-            Request::HashKv { revision } => {
-                let h = store.hash_kv(revision)?;
-                (store.revision(), Response::HashKv(h))
-            }
-            Request::Hash => (store.revision(), Response::Hash(store.hash())),
-            Request::Status => {
-                let status = ShardStatus {
-                    revision: store.revision(),
-                    compact_revision: store.compact_revision(),
-                    size_bytes: store.approximate_size_bytes(),
-                    applied_index: self.applied_index,
-                    watchers: self.watchers.len(),
+            Route::LeaderLocal(request) => {
+                let answer = if self.raft.is_leader() {
+                    self.serve_local(request)
+                } else {
+                    Err(self.not_leader())
                 };
-                (status.revision, Response::Status(status))
+                let _ = reply.send(answer);
+            }
+            Route::Local(request) => {
+                let _ = reply.send(self.serve_local(request));
+            }
+        }
+    }
+
+    fn not_leader(&self) -> ShardError {
+        ShardError::NotLeader {
+            leader_id: self.metrics.borrow_watched().current_leader,
+        }
+    }
+
+    /// Proposes a write; `reply` is answered from the apply step (or with the refusal).
+    async fn propose(self: &Rc<Self>, cmd: LogCommand, reply: ReplyTx) {
+        let received = Instant::now();
+        self.loop_state.borrow_mut().writes_in_flight += 1;
+        let core = Rc::downgrade(self);
+        let responder = FnResponder::new(move |result: ClientWriteResult<ShardRaft>| {
+            if let Some(core) = core.upgrade() {
+                let mut ls = core.loop_state.borrow_mut();
+                ls.writes_in_flight -= 1;
+                let micros = u64::try_from(received.elapsed().as_micros()).unwrap_or(u64::MAX);
+                ls.write_latency_us.record(micros);
+            }
+            let _ = reply.send(write_answer(result));
+        });
+        if let Err(fatal) = self.raft.client_write_ff(cmd, Some(responder)).await {
+            // The responder was dropped with the request; its caller sees `Stopped`.
+            self.loop_state.borrow_mut().writes_in_flight -= 1;
+            tracing::error!(%fatal, "shard raft stopped");
+        }
+    }
+
+    /// Serves a request from the local store (reads, lease facts, status).
+    fn serve_local(&self, request: Request) -> Result<Reply, ShardError> {
+        let mut st = self.shared.borrow_mut();
+        let now = st.now_ms();
+        let store = &mut st.store;
+        let current = store.revision();
+        let response = match request {
+            Request::Range(r) => Response::Range(store.range(&r)?),
+            // Only read-only txns are routed here: they change nothing and take no revision.
+            Request::Txn(t) => {
+                debug_assert!(!txn_writes(&t));
+                let a = store.txn(&t)?;
+                Response::Txn(a.response)
+            }
+            Request::LeaseKeepAlive { id } => Response::LeaseKeepAlive {
+                ttl: store.lease_keep_alive(id, now)?,
+            },
+            Request::LeaseTimeToLive { id, keys } => {
+                Response::LeaseTimeToLive(store.lease_time_to_live(id, keys, now)?)
+            }
+            Request::LeaseLeases => Response::LeaseLeases(store.leases()),
+            Request::HashKv { revision } => Response::HashKv(store.hash_kv(revision)?),
+            Request::Hash => Response::Hash(store.hash()),
+            Request::Status => {
+                drop(st);
+                Response::Status(self.status())
+            }
+            Request::Put(_)
+            | Request::DeleteRange(_)
+            | Request::Compact { .. }
+            | Request::LeaseGrant { .. }
+            | Request::LeaseRevoke { .. } => {
+                unreachable!("writes are routed through the log")
             }
         };
-        Ok(Reply { revision, response })
+        Ok(Reply {
+            revision: current,
+            response,
+        })
+    }
+
+    fn status(&self) -> ShardStatus {
+        let st = self.shared.borrow();
+        let ls = self.loop_state.borrow();
+        let m = self.metrics.borrow_watched();
+        ShardStatus {
+            revision: st.store.revision(),
+            compact_revision: st.store.compact_revision(),
+            size_bytes: st.store.approximate_size_bytes(),
+            applied_index: st.last_applied.map_or(0, |id| id.index + 1),
+            watchers: st.watchers.len(),
+            raft_term: m.current_term,
+            raft_index: m.last_log_index.map_or(0, |i| i + 1),
+            raft_commit_index: m.cluster_committed.map_or(0, |id| id.index + 1),
+            leader_id: m.current_leader.unwrap_or(0),
+            is_leader: m.state.is_leader(),
+            queue_depth: self.queue.len(),
+            writes_in_flight: ls.writes_in_flight,
+            entries_applied: st.entries_applied,
+            apply_latency_ns_p50: st.apply_latency_ns.quantile(0.5),
+            apply_latency_ns_p99: st.apply_latency_ns.quantile(0.99),
+            write_latency_us_p50: ls.write_latency_us.quantile(0.5),
+            write_latency_us_p99: ls.write_latency_us.quantile(0.99),
+        }
+    }
+
+    fn next_wakeup(&self) -> Duration {
+        let st = self.shared.borrow();
+        let mut wait = self.config.tick;
+        if let Some(deadline) = st.store.next_lease_deadline_ms() {
+            wait = wait.min(Duration::from_millis(deadline.saturating_sub(st.now_ms())));
+        }
+        wait.max(Duration::from_millis(1))
+    }
+
+    /// Lease expiry (leader only), watcher catch-up and progress notifications.
+    async fn housekeeping(self: &Rc<Self>) {
+        let is_leader = self.raft.is_leader();
+        let became_leader = is_leader && !self.loop_state.borrow().was_leader;
+        self.loop_state.borrow_mut().was_leader = is_leader;
+        let expired = {
+            let mut st = self.shared.borrow_mut();
+            let now = st.now_ms();
+            if became_leader {
+                // Deadlines restart on a new leader (etcd's lessor promotion): a follower's
+                // clock knew nothing of the old leader's refreshes.
+                let extend = u64::try_from(self.config.election_timeout.as_millis()).unwrap_or(0);
+                st.store.lease_refresh_all(now, extend);
+            }
+            if is_leader {
+                st.store.expired_leases(now)
+            } else {
+                Vec::new()
+            }
+        };
+        for id in expired {
+            if !self.loop_state.borrow_mut().revoking.insert(id) {
+                continue;
+            }
+            let core = Rc::downgrade(self);
+            let responder = FnResponder::new(move |result: ClientWriteResult<ShardRaft>| {
+                if let Err(err) = write_answer(result) {
+                    tracing::debug!(lease_id = id, %err, "revoking an expired lease");
+                }
+                if let Some(core) = core.upgrade() {
+                    core.loop_state.borrow_mut().revoking.remove(&id);
+                }
+            });
+            let cmd = LogCommand::LeaseRevoke { id };
+            if let Err(fatal) = self.raft.client_write_ff(cmd, Some(responder)).await {
+                tracing::error!(%fatal, "shard raft stopped");
+                return;
+            }
+        }
+        let mut st = self.shared.borrow_mut();
+        let ShardState {
+            store, watchers, ..
+        } = &mut *st;
+        watchers.sync(store);
+        let mut ls = self.loop_state.borrow_mut();
+        if Instant::now() >= ls.next_progress {
+            watchers.notify_progress(store);
+            ls.next_progress = Instant::now() + self.config.progress_notify_interval;
+        }
+    }
+}
+
+async fn housekeeping_loop(core: Rc<Core>) {
+    loop {
+        let wait = core.next_wakeup();
+        <GlommioRuntime as openraft::AsyncRuntime>::sleep(wait).await;
+        core.housekeeping().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ballast_engine::{Compare, CompareResult, CompareTarget, CompareValue};
+    use bytes::Bytes;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn writes_go_through_the_log_and_reads_do_not() {
+        let read_txn = TxnRequest {
+            compare: vec![Compare {
+                result: CompareResult::Equal,
+                target: CompareTarget::Version,
+                key: b("k"),
+                range_end: Bytes::new(),
+                target_union: Some(CompareValue::Version(0)),
+            }],
+            success: vec![RequestOp::Range(RangeRequest::default())],
+            failure: vec![RequestOp::Txn(TxnRequest::default())],
+        };
+        let mut write_txn = read_txn.clone();
+        write_txn.failure = vec![RequestOp::Txn(TxnRequest {
+            success: vec![RequestOp::DeleteRange(DeleteRangeRequest::default())],
+            ..TxnRequest::default()
+        })];
+        let serializable_txn = TxnRequest {
+            success: vec![RequestOp::Range(RangeRequest {
+                serializable: true,
+                ..RangeRequest::default()
+            })],
+            ..TxnRequest::default()
+        };
+        assert!(matches!(
+            route(Request::Txn(write_txn)),
+            Route::Write(LogCommand::Txn(_))
+        ));
+        assert!(matches!(
+            route(Request::Txn(read_txn)),
+            Route::LinearizableRead(_)
+        ));
+        assert!(matches!(
+            route(Request::Txn(serializable_txn)),
+            Route::Local(_)
+        ));
+        assert!(matches!(
+            route(Request::Range(RangeRequest::default())),
+            Route::LinearizableRead(_)
+        ));
+        assert!(matches!(
+            route(Request::Range(RangeRequest {
+                serializable: true,
+                ..RangeRequest::default()
+            })),
+            Route::Local(_)
+        ));
+        assert!(matches!(
+            route(Request::LeaseKeepAlive { id: 1 }),
+            Route::LeaderLocal(_)
+        ));
+        for write in [
+            Request::Put(PutRequest::default()),
+            Request::DeleteRange(DeleteRangeRequest::default()),
+            Request::Compact { revision: 1 },
+            Request::LeaseGrant { id: 0, ttl: 5 },
+            Request::LeaseRevoke { id: 1 },
+        ] {
+            assert!(matches!(route(write), Route::Write(_)));
+        }
     }
 }

@@ -114,6 +114,15 @@ impl Registry {
         self.progress_pending.remove(&stream);
     }
 
+    /// Marks every watcher behind: after the store was replaced wholesale (a snapshot was
+    /// installed) the live stream of writes skipped revisions, so each catches up from the
+    /// store's history on the next `sync` (or is canceled if that history is compacted).
+    pub fn resync_all(&mut self) {
+        for w in self.watchers.values_mut() {
+            w.unsynced = true;
+        }
+    }
+
     /// Delivers the events of one applied write (all at `revision`) to the synced watchers.
     pub fn notify(&mut self, revision: Revision, events: &[Event]) {
         if events.is_empty() {

@@ -1,0 +1,305 @@
+//! The glommio side of a shard core: openraft's [`AsyncRuntime`] over a glommio
+//! `LocalExecutor`, and the one function that starts such an executor on its own thread.
+//! Together with `engine::io`'s glommio crate this is the only code that names glommio.
+//!
+//! Invariants:
+//! - Everything here runs on the executor's thread: tasks are spawned with `spawn_local` and
+//!   never leave it (openraft is built `single-threaded`, so nothing asks for `Send`).
+//! - A spawned task is detached at once, so dropping openraft's join handle lets the task run
+//!   on, as tokio's handles do; cancellation goes through the handle's owner, not drop.
+//! - Channels, the watch and the mutex come from `openraft-rt-tokio`'s types, which are plain
+//!   `tokio::sync` primitives: they need no tokio runtime, and their wakers are glommio's.
+//! - Time is `std::time::Instant`; glommio's timers fire on that clock.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use glommio::timer::Timer;
+use glommio::{LocalExecutor, LocalExecutorBuilder, Placement};
+use openraft::{AsyncRuntime, OptionalSend};
+use openraft_rt_tokio::{TokioMpsc, TokioMutex, TokioOneshot, TokioWatch};
+
+/// Memory glommio reserves per executor for its I/O buffers. The locked-memory limit on the
+/// development machines is 8 MiB and glommio needs at least 512 KiB; 2 MiB was measured to work
+/// (design.md §11).
+pub const IO_MEMORY_BYTES: usize = 2 << 20;
+const _: () = assert!(IO_MEMORY_BYTES >= 512 << 10);
+
+/// openraft's runtime on a glommio executor. The value itself is only used by openraft's test
+/// helpers (`new`/`block_on`); a shard builds its executor with [`spawn_executor`].
+pub struct GlommioRuntime {
+    executor: LocalExecutor,
+}
+
+impl fmt::Debug for GlommioRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GlommioRuntime").finish_non_exhaustive()
+    }
+}
+
+/// A glommio task ended without an output: it panicked or was cancelled (glommio does not say
+/// which).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("glommio task ended without an output (panicked or cancelled)")]
+pub struct TaskLost;
+
+/// A deadline passed before the future completed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("deadline elapsed")]
+pub struct Elapsed;
+
+/// A detached glommio task's handle: resolves to its output, or [`TaskLost`].
+pub struct JoinHandle<T> {
+    inner: glommio::task::JoinHandle<T>,
+}
+
+impl<T> Future for JoinHandle<T> {
+    type Output = Result<T, TaskLost>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.inner)
+            .poll(cx)
+            .map(|out| out.ok_or(TaskLost))
+    }
+}
+
+/// glommio's timer with the unit output openraft expects.
+pub struct Sleep {
+    timer: Timer,
+}
+
+impl Future for Sleep {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.timer).poll(cx).map(|_| ())
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// `future` raced against a timer; the future is polled first, so an output that is ready
+    /// at the deadline still wins.
+    pub struct Timeout<F> {
+        #[pin]
+        future: F,
+        timer: Timer,
+    }
+}
+
+impl<F: Future> Future for Timeout<F> {
+    type Output = Result<F::Output, Elapsed>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(out) = this.future.poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        Pin::new(this.timer).poll(cx).map(|_| Err(Elapsed))
+    }
+}
+
+fn until(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}
+
+impl AsyncRuntime for GlommioRuntime {
+    type JoinError = TaskLost;
+    type JoinHandle<T: OptionalSend + 'static> = JoinHandle<T>;
+    type Sleep = Sleep;
+    type Instant = Instant;
+    type TimeoutError = Elapsed;
+    type Timeout<R, T: Future<Output = R> + OptionalSend> = Timeout<T>;
+    type ThreadLocalRng = rand_010::rngs::ThreadRng;
+
+    fn spawn<T>(future: T) -> Self::JoinHandle<T::Output>
+    where
+        T: Future + OptionalSend + 'static,
+        T::Output: OptionalSend + 'static,
+    {
+        JoinHandle {
+            inner: glommio::spawn_local(future).detach(),
+        }
+    }
+
+    fn sleep(duration: Duration) -> Sleep {
+        Sleep {
+            timer: Timer::new(duration),
+        }
+    }
+
+    fn sleep_until(deadline: Instant) -> Sleep {
+        Self::sleep(until(deadline))
+    }
+
+    fn timeout<R, F: Future<Output = R> + OptionalSend>(
+        duration: Duration,
+        future: F,
+    ) -> Timeout<F> {
+        Timeout {
+            future,
+            timer: Timer::new(duration),
+        }
+    }
+
+    fn timeout_at<R, F: Future<Output = R> + OptionalSend>(
+        deadline: Instant,
+        future: F,
+    ) -> Timeout<F> {
+        Self::timeout(until(deadline), future)
+    }
+
+    fn is_panic(_join_error: &TaskLost) -> bool {
+        // glommio reports a panicked and a cancelled task alike. Nothing here cancels a task
+        // openraft spawned, so a lost task is a panicked one.
+        true
+    }
+
+    fn thread_rng() -> Self::ThreadLocalRng {
+        rand_010::rng()
+    }
+
+    type Mpsc = TokioMpsc;
+    type Watch = TokioWatch;
+    type Oneshot = TokioOneshot;
+    type Mutex<T: OptionalSend + 'static> = TokioMutex<T>;
+
+    fn new(_threads: usize) -> Self {
+        let executor = build_executor("openraft-rt", None)
+            .unwrap_or_else(|err| panic!("creating a glommio executor: {err}"));
+        GlommioRuntime { executor }
+    }
+
+    fn block_on<F, T>(&mut self, future: F) -> T
+    where
+        F: Future<Output = T>,
+    {
+        self.executor.run(future)
+    }
+}
+
+/// Builds an executor on the calling thread: pinned to `core` when given and possible,
+/// otherwise unbound (pinning fails where the core does not exist or the affinity mask
+/// excludes it; a shard still runs, only without the cache locality).
+fn build_executor(name: &str, core: Option<usize>) -> std::io::Result<LocalExecutor> {
+    // glommio's error is not `Sync`; keep its text.
+    let make = |placement| {
+        LocalExecutorBuilder::new(placement)
+            .name(name)
+            .io_memory(IO_MEMORY_BYTES)
+            .make()
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    };
+    let pinned = core.map(|core| (core, make(Placement::Fixed(core))));
+    match pinned {
+        Some((_, Ok(executor))) => Ok(executor),
+        Some((core, Err(err))) => {
+            tracing::warn!(core, %err, "cannot pin a shard executor; running it unbound");
+            make(Placement::Unbound)
+        }
+        None => make(Placement::Unbound),
+    }
+}
+
+/// Starts a thread named `name` running a glommio executor (pinned to `core` when possible)
+/// and `main` on it; the thread ends when `main`'s future does. Returns once the executor
+/// exists, so a failure to create it (e.g. not enough locked memory) is the caller's error.
+pub fn spawn_executor<G, F>(
+    name: &str,
+    core: Option<usize>,
+    main: G,
+) -> std::io::Result<std::thread::JoinHandle<()>>
+where
+    G: FnOnce() -> F + Send + 'static,
+    F: Future<Output = ()> + 'static,
+{
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+    let exec_name = name.to_owned();
+    let thread = std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || match build_executor(&exec_name, core) {
+            Ok(executor) => {
+                let _ = ready_tx.send(Ok(()));
+                executor.run(main());
+            }
+            Err(err) => {
+                let _ = ready_tx.send(Err(err));
+            }
+        })?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(thread),
+        Ok(Err(err)) => {
+            let _ = thread.join();
+            Err(err)
+        }
+        Err(_) => {
+            let _ = thread.join();
+            Err(std::io::Error::other(
+                "shard executor thread died while starting",
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::async_runtime::{Mpsc, MpscReceiver, MpscSender};
+
+    fn run<F: Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
+        spawn_executor("rt-test", None, f)
+            .expect("executor starts")
+            .join()
+            .expect("no panic");
+    }
+
+    #[test]
+    fn spawn_sleep_and_join() {
+        run(|| async {
+            let started = Instant::now();
+            let handle = GlommioRuntime::spawn(async {
+                GlommioRuntime::sleep(Duration::from_millis(20)).await;
+                7
+            });
+            assert_eq!(handle.await, Ok(7));
+            assert!(started.elapsed() >= Duration::from_millis(20));
+        });
+    }
+
+    #[test]
+    fn timeout_expires_and_completes() {
+        run(|| async {
+            let slow = GlommioRuntime::timeout(
+                Duration::from_millis(10),
+                GlommioRuntime::sleep(Duration::from_secs(5)),
+            );
+            assert_eq!(slow.await, Err(Elapsed));
+            let fast = GlommioRuntime::timeout(Duration::from_secs(5), async { 3 });
+            assert_eq!(fast.await, Ok(3));
+        });
+    }
+
+    #[test]
+    fn detached_task_outlives_its_dropped_handle() {
+        run(|| async {
+            let (tx, mut rx) = <TokioMpsc as Mpsc>::channel::<u32>(4);
+            drop(GlommioRuntime::spawn(async move {
+                GlommioRuntime::sleep(Duration::from_millis(5)).await;
+                let _ = tx.send(9).await;
+            }));
+            assert_eq!(rx.recv().await, Some(9));
+        });
+    }
+
+    #[test]
+    fn cross_thread_wakeup_reaches_the_executor() {
+        let (tx, rx) = flume::bounded::<u32>(1);
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(10));
+            tx.send(5).expect("receiver alive");
+        });
+        run(move || async move {
+            assert_eq!(rx.recv_async().await, Ok(5));
+        });
+        sender.join().expect("sender thread");
+    }
+}

@@ -381,6 +381,7 @@ fn crash_at_every_step_recovers_every_acknowledged_record() {
     for seed in 1..=16 {
         points += crash_every_step(seed, 150, 1);
     }
+    eprintln!("{points} crash points in {:?}", started.elapsed());
     assert!(points >= 3000, "only {points} crash points");
     assert!(
         started.elapsed() < Duration::from_secs(60),
@@ -395,5 +396,6 @@ fn crash_at_every_step_with_long_workloads() {
     for seed in 100..=102 {
         points += crash_every_step(seed, 400, 3);
     }
+    eprintln!("{points} crash points (every third op)");
     assert!(points >= 500, "only {points} crash points");
 }

@@ -255,8 +255,17 @@ impl Normalizer {
             let identity = ["\"RaftTerm\" :", "\"ClusterID\" :", "\"MemberID\" :"]
                 .into_iter()
                 .find(|key| line.trim_start().starts_with(key));
+            let json_line = line.trim();
             match identity {
                 Some(key) => out.push_str(&format!("{key} <normalized>\n")),
+                // Interactive commands (txn -i) print prompts, then one JSON document.
+                None if json_line.starts_with('{')
+                    && serde_json::from_str::<Value>(json_line).is_ok() =>
+                {
+                    let mut v: Value = serde_json::from_str(json_line).expect("checked above");
+                    self.json(&mut v);
+                    out.push_str(&format!("{v}\n"));
+                }
                 None => out.push_str(&table_line(&self.replace(line))),
             }
         }

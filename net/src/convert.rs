@@ -35,13 +35,6 @@ pub fn event_to_pb(ev: engine::Event) -> mvccpb::Event {
 /// (etcd 3.4 has no sorter for it).
 pub fn range_request_from_pb(r: pb::RangeRequest) -> Result<engine::RangeRequest, engine::Error> {
     use pb::range_request::{SortOrder as O, SortTarget as T};
-    let sort_order = match O::try_from(r.sort_order) {
-        Ok(O::None) => engine::SortOrder::None,
-        Ok(O::Ascend) => engine::SortOrder::Ascend,
-        Ok(O::Descend) => engine::SortOrder::Descend,
-        // etcd 3.4 accepts an unknown order and returns the keys unsorted (key order).
-        Err(_) => engine::SortOrder::None,
-    };
     let sort_target = match T::try_from(r.sort_target) {
         Ok(T::Key) => engine::SortTarget::Key,
         Ok(T::Version) => engine::SortTarget::Version,
@@ -49,6 +42,14 @@ pub fn range_request_from_pb(r: pb::RangeRequest) -> Result<engine::RangeRequest
         Ok(T::Mod) => engine::SortTarget::Mod,
         Ok(T::Value) => engine::SortTarget::Value,
         Err(_) => return Err(engine::Error::InvalidSortOption),
+    };
+    let (sort_order, sort_target) = match O::try_from(r.sort_order) {
+        Ok(O::None) => (engine::SortOrder::None, sort_target),
+        Ok(O::Ascend) => (engine::SortOrder::Ascend, sort_target),
+        Ok(O::Descend) => (engine::SortOrder::Descend, sort_target),
+        // etcd 3.4 accepts an unknown order, picks a sorter for the target but then sorts
+        // neither way: the keys come back in key order, whatever the target.
+        Err(_) => (engine::SortOrder::None, engine::SortTarget::Key),
     };
     Ok(engine::RangeRequest {
         key: r.key,

@@ -218,7 +218,9 @@ impl StreamState {
                 revision,
                 compact_revision,
             } => {
-                if self.watchers.remove(&watch_id).is_none() {
+                // The id stays taken until the client cancels it or closes the stream, as in
+                // etcd: a later cancel of it is confirmed, and it is not handed out again.
+                if !self.watchers.contains_key(&watch_id) {
                     return true;
                 }
                 // etcd sends a compaction cancel with the revision of the watch response it

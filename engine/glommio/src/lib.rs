@@ -4,8 +4,9 @@
 //!
 //! Mapping of the contract: `write_at` copies into a DMA buffer and writes it whole (offsets
 //! and lengths are checked against 4 KiB before anything reaches the kernel); `sync_data` is
-//! fdatasync; `allocate` is fallocate (mode 0, so the size grows and later writes inside need
-//! no metadata update); `truncate` is ftruncate; `sync_dir` fsyncs the directory. The file
+//! fdatasync; `allocate` is fallocate (mode 0, so the size grows) followed by writing zeros over
+//! the new blocks (so later writes inside need no extent conversion, hence no metadata update);
+//! `truncate` is ftruncate; `sync_dir` fsyncs the directory. The file
 //! length is tracked in the handle (one handle per file per shard thread), so `len()` needs no
 //! system call.
 //!
@@ -215,7 +216,8 @@ impl DiskFile for GlommioFile {
     }
 
     async fn allocate(&self, len: u64) -> IoResult<()> {
-        if len <= self.len.get() {
+        let from = self.len.get();
+        if len <= from {
             return Ok(());
         }
         self.file
@@ -223,6 +225,32 @@ impl DiskFile for GlommioFile {
             .await
             .map_err(|e| os_error("fallocate", &self.name, len, e))?;
         self.len.set(len);
+        // fallocate leaves unwritten extents: the first write into each block then converts it,
+        // a metadata change the next fdatasync must journal (measured by wal_bench here: p50
+        // 2.2 ms instead of 0.075 ms). Writing the zeros now keeps later writes data-only, as
+        // the contract promises. Whole aligned blocks only; a partial first block is already
+        // written data or zeros from fallocate's size change.
+        let mut at = from.div_ceil(ALIGN as u64) * ALIGN as u64;
+        let end = len - len % ALIGN as u64;
+        while at < end {
+            let n = ((end - at) as usize).min(DMA_CHUNK_BYTES);
+            let mut buf = self.file.alloc_dma_buffer(n);
+            buf.as_bytes_mut().fill(0);
+            let written = self
+                .file
+                .write_at(buf, at)
+                .await
+                .map_err(|e| os_error("zero-fill", &self.name, at, e))?;
+            if written != n {
+                return Err(IoError::Os {
+                    op: "zero-fill",
+                    file: self.name.clone(),
+                    offset: at,
+                    detail: format!("short write: {written} of {n} bytes"),
+                });
+            }
+            at += n as u64;
+        }
         Ok(())
     }
 

@@ -60,6 +60,8 @@ pub struct Context {
     pub shard: ShardHandle,
     pub member: Member,
     pub limits: Limits,
+    /// The resolved configuration (profile, file, flags), reported in /metrics.
+    pub settings: std::sync::Arc<ballast_tuning::Config>,
 }
 
 /// The Raft term Ballast reports while each shard is applied without Raft (single node).

@@ -11,6 +11,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use ballast_tuning::config::{Config, ConfigFile};
+use ballast_tuning::settings::SETTINGS_KEYS;
+use ballast_tuning::ConfigError;
 use clap::parser::ValueSource;
 use clap::{ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser};
 
@@ -459,7 +462,8 @@ pub struct Flags {
     /// Disables fsync, unsafe, will cause data loss [not built yet].
     #[arg(long, env = "ETCD_UNSAFE_NO_FSYNC", default_value = "false", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, value_parser = go_bool!(), help_heading = "Unsafe")]
     pub unsafe_no_fsync: bool,
-    /// Path to the server configuration file [not built yet].
+    /// Path to the server configuration file (etcd's YAML keys plus Ballast's). Flags and
+    /// ETCD_* variables override the file, which overrides the profile.
     #[arg(long, env = "ETCD_CONFIG_FILE", help_heading = "Member")]
     pub config_file: Option<PathBuf>,
     /// Enable GRPC gateway [not built yet].
@@ -476,7 +480,7 @@ pub struct Flags {
     /// Number of shards (default: number of cores) [not built yet: one shard].
     #[arg(long, env = "BALLAST_SHARDS", help_heading = "Ballast")]
     pub shards: Option<usize>,
-    /// Capacity profile: small, medium, large or xlarge [not built yet].
+    /// Capacity profile: small, medium, large or xlarge (`ballast-tune profiles` lists them).
     #[arg(long, env = "BALLAST_PROFILE", help_heading = "Ballast")]
     pub profile: Option<String>,
     /// Pin a key prefix to a shard, PREFIX=SHARD (repeatable) [not built yet].
@@ -545,19 +549,56 @@ const NOT_BUILT: &[&str] = &[
     "experimental_enable_v2v3",
     "force_new_cluster",
     "unsafe_no_fsync",
-    "config_file",
     "enable_grpc_gateway",
     "socket_reuse_port",
     "socket_reuse_address",
     "shards",
-    "profile",
     "partition",
 ];
 
-/// The parsed command line and which flags the user set (on the command line or in `ETCD_*`).
+/// The parsed command line: the raw flags, the configuration resolved from profile, config
+/// file, `ETCD_*` variables and flags, and which flags the user set whose feature is not built.
 pub struct CommandLine {
     pub flags: Flags,
+    pub config: Config,
     pub set_but_not_built: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Clap(#[from] clap::Error),
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+}
+
+/// The command with every tuning key that the derive above does not declare (Ballast's own
+/// settings such as `--page-cache-bytes`), so `ballast-tune show NAME --format flags` output is
+/// accepted as it is.
+pub fn command() -> clap::Command {
+    let mut cmd = Flags::command();
+    let declared: std::collections::HashSet<String> = cmd
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_owned))
+        .collect();
+    for key in ConfigFile::keys() {
+        if declared.contains(&key) {
+            continue;
+        }
+        let help = SETTINGS_KEYS
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map_or("Ballast setting (see docs/tuning.md).", |(_, h)| *h);
+        let env = format!("BALLAST_{}", key.to_ascii_uppercase().replace('-', "_"));
+        cmd = cmd.arg(
+            clap::Arg::new(key.clone())
+                .long(key)
+                .env(env)
+                .help(help)
+                .help_heading("Ballast tuning"),
+        );
+    }
+    cmd
 }
 
 /// Go accepts `-flag` as well as `--flag`; clap wants two dashes.
@@ -579,12 +620,49 @@ fn normalize_go_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
         .collect()
 }
 
-pub fn parse(args: impl IntoIterator<Item = String>) -> Result<CommandLine, clap::Error> {
-    let matches = Flags::command().try_get_matches_from(normalize_go_args(args))?;
+pub fn parse(args: impl IntoIterator<Item = String>) -> Result<CommandLine, CliError> {
+    let cmd = command();
+    let matches = cmd.clone().try_get_matches_from(normalize_go_args(args))?;
     let flags = Flags::from_arg_matches(&matches)?;
+    let keys: std::collections::HashSet<String> = ConfigFile::keys().into_iter().collect();
+    let (mut env_layer, mut flag_layer) = (ConfigFile::default(), ConfigFile::default());
+    let mut set_but_not_built = not_built_set(&matches);
+    for arg in cmd.get_arguments() {
+        let (Some(long), id) = (arg.get_long(), arg.get_id().as_str()) else {
+            continue;
+        };
+        if !keys.contains(long) {
+            continue;
+        }
+        let layer = match matches.value_source(id) {
+            Some(ValueSource::CommandLine) => &mut flag_layer,
+            Some(ValueSource::EnvVariable) => &mut env_layer,
+            _ => continue,
+        };
+        let text: Vec<String> = matches
+            .get_raw(id)
+            .into_iter()
+            .flatten()
+            .map(|v| v.to_string_lossy().into_owned())
+            .collect();
+        layer.set(long, &text.join(","))?;
+        if !Flags::command()
+            .get_arguments()
+            .any(|a| a.get_long() == Some(long))
+        {
+            // A Ballast tuning key: the storage and shard machinery it tunes is not built yet.
+            set_but_not_built.push(format!("--{long}"));
+        }
+    }
+    let file_layer = match &flags.config_file {
+        Some(path) => ballast_tuning::config::from_yaml_file(path)?,
+        None => ConfigFile::default(),
+    };
+    let config = ballast_tuning::config::resolve(&[&env_layer, &file_layer, &flag_layer])?;
     Ok(CommandLine {
-        set_but_not_built: not_built_set(&matches),
         flags,
+        config,
+        set_but_not_built,
     })
 }
 
@@ -649,75 +727,40 @@ pub fn parse_listen_urls(list: &str) -> anyhow::Result<Vec<ListenUrl>> {
     Ok(out)
 }
 
-impl Flags {
-    pub fn data_dir(&self) -> PathBuf {
-        self.data_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(format!("{}.ballast", self.name)))
-    }
-
-    pub fn advertise_client_urls(&self) -> Vec<String> {
-        split_list(&self.advertise_client_urls)
-    }
-
-    pub fn peer_urls(&self) -> Vec<String> {
-        split_list(&self.initial_advertise_peer_urls)
-    }
-
-    /// etcd's minimum lease TTL: 1.5 election timeouts, rounded up to whole seconds.
-    pub fn min_lease_ttl_secs(&self) -> i64 {
-        let heartbeat = self.heartbeat_interval.max(1);
-        let election_ticks = self.election_timeout / heartbeat;
-        let min_ttl_ms = (3 * election_ticks / 2) * heartbeat;
-        i64::try_from(min_ttl_ms.div_ceil(1000)).unwrap_or(i64::MAX)
-    }
-
-    /// Refuses settings that a single node cannot honour without misapplying them.
-    pub fn check(&self) -> anyhow::Result<()> {
-        if let Some(cluster) = &self.initial_cluster {
-            let members: Vec<&str> = cluster
-                .split(',')
-                .filter(|m| !m.trim().is_empty())
-                .collect();
-            let names: std::collections::BTreeSet<&str> = members
-                .iter()
-                .filter_map(|m| m.split_once('=').map(|(n, _)| n.trim()))
-                .collect();
-            if names.len() > 1 {
-                bail!(
-                    "--initial-cluster names {} members; clustering is not built yet, so Ballast runs single-node only",
-                    names.len()
-                );
-            }
-            if let Some(name) = names.iter().next() {
-                if *name != self.name {
-                    bail!(
-                        "couldn't find local name {:?} in the initial cluster configuration",
-                        self.name
-                    );
-                }
-            }
-        }
-        if self.heartbeat_interval == 0 || self.election_timeout < 5 * self.heartbeat_interval {
-            bail!(
-                "--election-timeout[{}ms] should be at least as 5 times as --heartbeat-interval[{}ms]",
-                self.election_timeout,
-                self.heartbeat_interval
-            );
-        }
-        if self.max_txn_ops == 0 {
-            bail!("--max-txn-ops must be positive");
-        }
-        Ok(())
-    }
+/// etcd's minimum lease TTL: 1.5 election timeouts, rounded up to whole seconds.
+pub fn min_lease_ttl_secs(config: &Config) -> i64 {
+    let heartbeat = config.settings.heartbeat_interval_ms.max(1);
+    let election_ticks = config.settings.election_timeout_ms / heartbeat;
+    let min_ttl_ms = (3 * election_ticks / 2) * heartbeat;
+    i64::try_from(min_ttl_ms.div_ceil(1000)).unwrap_or(i64::MAX)
 }
 
-fn split_list(s: &str) -> Vec<String> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .map(str::to_owned)
-        .collect()
+/// Refuses settings that a single node cannot honour without misapplying them.
+pub fn check(config: &Config) -> anyhow::Result<()> {
+    let members: Vec<&str> = config
+        .initial_cluster
+        .split(',')
+        .filter(|m| !m.trim().is_empty())
+        .collect();
+    let names: std::collections::BTreeSet<&str> = members
+        .iter()
+        .filter_map(|m| m.split_once('=').map(|(n, _)| n.trim()))
+        .collect();
+    if names.len() > 1 {
+        bail!(
+            "--initial-cluster names {} members; clustering is not built yet, so Ballast runs single-node only",
+            names.len()
+        );
+    }
+    if let Some(name) = names.iter().next() {
+        if *name != config.name {
+            bail!(
+                "couldn't find local name {:?} in the initial cluster configuration",
+                config.name
+            );
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -734,13 +777,13 @@ mod tests {
     #[test]
     fn defaults_match_etcd() {
         let cl = parse(args(&[])).unwrap();
-        let f = cl.flags;
-        assert_eq!(f.name, "default");
-        assert_eq!(f.data_dir(), PathBuf::from("default.ballast"));
-        assert_eq!(f.max_txn_ops, 128);
-        assert_eq!(f.max_request_bytes, 1_572_864);
-        assert_eq!(f.min_lease_ttl_secs(), 2);
-        let urls = parse_listen_urls(&f.listen_client_urls).unwrap();
+        let c = &cl.config;
+        assert_eq!(c.name, "default");
+        assert_eq!(c.data_dir, "default.ballast");
+        assert_eq!(c.settings.max_txn_ops, 128);
+        assert_eq!(c.settings.max_request_bytes, 1_572_864);
+        assert_eq!(min_lease_ttl_secs(c), 2);
+        let urls = parse_listen_urls(&c.listen_client_urls.join(",")).unwrap();
         assert_eq!(urls[0].addr, "127.0.0.1:2379".parse().unwrap());
         assert!(cl.set_but_not_built.is_empty());
     }
@@ -796,15 +839,77 @@ mod tests {
             "a",
         ]))
         .unwrap();
-        assert!(cl
-            .flags
-            .check()
+        assert!(check(&cl.config)
             .unwrap_err()
             .to_string()
             .contains("clustering is not built"));
         assert!(parse_listen_urls("https://127.0.0.1:2379").is_err());
         let cl = parse(args(&["--initial-cluster", "other=http://127.0.0.1:2380"])).unwrap();
-        assert!(cl.flags.check().is_err());
+        assert!(check(&cl.config).is_err());
+    }
+
+    #[test]
+    fn profile_file_and_flags_layer_in_that_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ballast.yml");
+        std::fs::write(
+            &file,
+            "name: from-file\nmax-txn-ops: 64\nheartbeat-interval: 200\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let cl = parse(args(&[
+            "--profile",
+            "large",
+            "--config-file",
+            path,
+            "--max-txn-ops",
+            "32",
+        ]))
+        .unwrap();
+        assert_eq!(cl.config.profile.as_deref(), Some("large"));
+        assert_eq!(cl.config.name, "from-file");
+        assert_eq!(
+            cl.config.settings.max_txn_ops, 32,
+            "a flag overrides the file"
+        );
+        assert_eq!(
+            cl.config.settings.heartbeat_interval_ms, 200,
+            "the file overrides the profile"
+        );
+        let large = ballast_tuning::Profile::by_name("large")
+            .unwrap()
+            .settings();
+        assert_eq!(cl.config.settings.page_cache_bytes, large.page_cache_bytes);
+    }
+
+    #[test]
+    fn invalid_config_values_name_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.yml");
+        std::fs::write(&file, "heartbeat-interval: abc\n").unwrap();
+        let err = parse(args(&["--config-file", file.to_str().unwrap()]))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("heartbeat-interval"), "{err}");
+        let err = parse(args(&["--profile", "huge"])).err().unwrap();
+        assert!(err.to_string().contains("huge"), "{err}");
+    }
+
+    #[test]
+    fn ballast_tuning_keys_are_flags() {
+        let cl = parse(args(&[
+            "--page-cache-bytes",
+            "134217728",
+            "--group-commit-max-batch",
+            "8",
+        ]))
+        .unwrap();
+        assert_eq!(cl.config.settings.page_cache_bytes, 128 << 20);
+        assert_eq!(cl.config.settings.group_commit_max_batch, 8);
+        assert!(cl
+            .set_but_not_built
+            .contains(&"--page-cache-bytes".to_owned()));
     }
 
     #[test]
@@ -816,6 +921,6 @@ mod tests {
             "500",
         ]))
         .unwrap();
-        assert_eq!(cl.flags.min_lease_ttl_secs(), 8);
+        assert_eq!(min_lease_ttl_secs(&cl.config), 8);
     }
 }

@@ -100,5 +100,25 @@ async fn metrics(State(ctx): State<Context>) -> impl IntoResponse {
         "Which version is running. 1 for 'server_version' label with current version.",
         "1".into(),
     );
+    out.push_str(&settings_metrics(&ctx.settings));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// The resolved configuration: the profile it started from and every numeric setting.
+fn settings_metrics(config: &ballast_tuning::Config) -> String {
+    let profile = config.profile.as_deref().unwrap_or("none");
+    let mut out = format!(
+        "# HELP ballast_profile_info The capacity profile the settings started from.\n\
+         # TYPE ballast_profile_info gauge\nballast_profile_info{{profile=\"{profile}\"}} 1\n\
+         # HELP ballast_setting A numeric setting in effect (key as in ballast-tune show).\n\
+         # TYPE ballast_setting gauge\n"
+    );
+    for (key, _) in ballast_tuning::settings::SETTINGS_KEYS {
+        if let Some(value) = config.settings.value_of(key) {
+            if value.parse::<f64>().is_ok() {
+                out.push_str(&format!("ballast_setting{{key=\"{key}\"}} {value}\n"));
+            }
+        }
+    }
+    out
 }

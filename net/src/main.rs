@@ -11,7 +11,11 @@ static GLOBAL: MiMalloc = MiMalloc;
 fn main() -> anyhow::Result<()> {
     let cl = match ballast_net::flags::parse(std::env::args()) {
         Ok(cl) => cl,
-        Err(err) => err.exit(),
+        Err(ballast_net::flags::CliError::Clap(err)) => err.exit(),
+        Err(err) => {
+            eprintln!("ballast: {err}");
+            std::process::exit(2);
+        }
     };
     let level = if cl.flags.debug {
         "debug"
@@ -39,13 +43,12 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .thread_name("ballast-edge")
         .build()?;
-    runtime.block_on(ballast_net::server::run(cl.flags, shutdown_signal()))
+    runtime.block_on(ballast_net::server::run(cl, shutdown_signal()))
 }
 
 /// etcd warns about `ETCD_*` variables that name no flag; so does Ballast.
 fn warn_unknown_etcd_env() {
-    use clap::CommandFactory;
-    let cmd = ballast_net::flags::Flags::command();
+    let cmd = ballast_net::flags::command();
     let known: Vec<String> = cmd
         .get_arguments()
         .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))

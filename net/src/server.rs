@@ -9,42 +9,48 @@ use ballast_proto::etcdserverpb as pb;
 use tokio::sync::watch;
 
 use crate::context::{Context, Limits, Member};
-use crate::flags::{self, Flags};
+use crate::flags::{self, CommandLine};
 use crate::services::{cluster, election, kv, lease, lock, maintenance, watch as watch_svc};
 
 /// gRPC's own per-message limit sits this far above `--max-request-bytes`, as in etcd, so that
 /// a request just over the limit gets etcd's "request is too large" rather than a transport error.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
-pub async fn run(flags: Flags, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    flags.check()?;
-    let listen = flags::parse_listen_urls(&flags.listen_client_urls)?;
-    let data_dir = flags.data_dir();
+pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let CommandLine { flags, config, .. } = cl;
+    flags::check(&config)?;
+    for line in config.startup_report() {
+        tracing::info!("config {line}");
+    }
+    let listen = flags::parse_listen_urls(&config.listen_client_urls.join(","))?;
+    let data_dir = std::path::PathBuf::from(&config.data_dir);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
 
     let shard_config = ShardConfig {
-        min_lease_ttl_secs: flags.min_lease_ttl_secs(),
+        min_lease_ttl_secs: flags::min_lease_ttl_secs(&config),
         progress_notify_interval: flags.experimental_watch_progress_notify_interval,
         ..ShardConfig::default()
     };
     let (shard, shard_thread) = ShardHandle::spawn("shard-0", shard_config)?;
     let member = Member::new(
-        &flags.name,
-        flags.peer_urls(),
-        flags.advertise_client_urls(),
-        &flags.initial_cluster_token,
+        &config.name,
+        config.initial_advertise_peer_urls.clone(),
+        config.advertise_client_urls.clone(),
+        &config.initial_cluster_token,
     );
     let ctx = Context {
         shard,
         member,
         limits: Limits {
-            max_txn_ops: flags.max_txn_ops,
-            max_request_bytes: flags.max_request_bytes,
+            max_txn_ops: usize::try_from(config.settings.max_txn_ops).unwrap_or(usize::MAX),
+            max_request_bytes: usize::try_from(config.settings.max_request_bytes)
+                .unwrap_or(usize::MAX),
         },
+        settings: std::sync::Arc::new(config.clone()),
     };
     tracing::info!(
-        name = %flags.name,
+        name = %config.name,
         member_id = format_args!("{:x}", ctx.member.id),
         data_dir = %data_dir.display(),
         "starting ballast (data is kept in memory until durable storage lands)"
@@ -53,7 +59,7 @@ pub async fn run(flags: Flags, shutdown: impl Future<Output = ()>) -> anyhow::Re
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = Vec::new();
     for url in &listen {
-        let routes = routes(&ctx, &flags);
+        let routes = routes(&ctx);
         let mut stop = stop_rx.clone();
         let listener = tokio::net::TcpListener::bind(url.addr)
             .await
@@ -89,8 +95,11 @@ pub async fn run(flags: Flags, shutdown: impl Future<Output = ()>) -> anyhow::Re
     Ok(())
 }
 
-fn routes(ctx: &Context, flags: &Flags) -> tonic::service::Routes {
-    let max = flags.max_request_bytes + GRPC_OVERHEAD_BYTES;
+fn routes(ctx: &Context) -> tonic::service::Routes {
+    let max = ctx
+        .limits
+        .max_request_bytes
+        .saturating_add(GRPC_OVERHEAD_BYTES);
     let mut routes = tonic::service::Routes::builder();
     routes
         .add_service(

@@ -38,7 +38,10 @@ impl WatchFilter {
             _ => {}
         }
         let mut out = ev.clone();
-        if !self.prev_kv {
+        // etcd never attaches a previous value to a create event (a put whose create revision
+        // is its mod revision), even when a txn deleted the key earlier in the same revision.
+        let create = ev.kind == EventKind::Put && ev.kv.create_revision == ev.kv.mod_revision;
+        if !self.prev_kv || create {
             out.prev_kv = None;
         }
         Some(out)
@@ -49,6 +52,46 @@ impl WatchFilter {
 mod tests {
     use super::*;
     use crate::types::KeyValue;
+
+    #[test]
+    fn create_events_carry_no_prev_kv_even_after_a_delete_in_the_same_txn() {
+        // Revision 42 of a txn that deleted "b/1" (last put at 41) and put it again: the put
+        // creates a new generation, so etcd sends it without prev_kv.
+        let prev = KeyValue {
+            key: Bytes::from_static(b"b/1"),
+            create_revision: 35,
+            mod_revision: 41,
+            version: 3,
+            ..Default::default()
+        };
+        let create = Event {
+            kind: EventKind::Put,
+            kv: KeyValue {
+                key: Bytes::from_static(b"b/1"),
+                create_revision: 42,
+                mod_revision: 42,
+                version: 1,
+                ..Default::default()
+            },
+            prev_kv: Some(prev.clone()),
+        };
+        let filter = WatchFilter {
+            key: Bytes::from_static(b"b/"),
+            range_end: Bytes::from_static(b"b0"),
+            prev_kv: true,
+            ..Default::default()
+        };
+        assert_eq!(filter.shape(&create).unwrap().prev_kv, None);
+        let update = Event {
+            kv: KeyValue {
+                create_revision: 35,
+                version: 4,
+                ..create.kv.clone()
+            },
+            ..create
+        };
+        assert_eq!(filter.shape(&update).unwrap().prev_kv, Some(prev));
+    }
 
     fn ev(kind: EventKind, key: &'static [u8]) -> Event {
         let kv = KeyValue {

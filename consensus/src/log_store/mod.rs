@@ -2,7 +2,8 @@
 //! our own, [`LogBackend`], shaped like the WAL (`ballast_engine::wal::Wal`): records of
 //! `(term, index, kind, payload)`, appends visible at once and durable when their future
 //! resolves, Raft's truncate and purge, and the vote in the same store. [`MemLog`] is the
-//! in-memory backend; the WAL replaces it behind the same trait.
+//! in-memory backend a shard uses today; [`WalLog`] is the backend over the engine's WAL,
+//! checked against the same contract and ready to replace it.
 //!
 //! Entry kinds and payloads (the payload is what a backend stores, opaque to it):
 //! ```text
@@ -22,6 +23,7 @@
 //! write (vote included) is applied to the backend in call order.
 
 mod memory;
+mod wal;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
@@ -37,6 +39,7 @@ use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::{EntryPayload, LogState, OptionalSend, RaftLogReader};
 
 pub use memory::MemLog;
+pub use wal::WalLog;
 
 use crate::codec;
 use crate::types::{CommittedLeaderId, Entry, LeaderId, LogId, Membership, ShardRaft, Vote};

@@ -13,7 +13,9 @@ fn main() {
         println!("cargo:rerun-if-changed={p}");
     }
     if std::env::var_os("PROTOC").is_none() && which("protoc").is_none() {
-        panic!("protoc not found: run scripts/install-deps.sh (installs Debian's protobuf-compiler)");
+        panic!(
+            "protoc not found: run scripts/install-deps.sh (installs Debian's protobuf-compiler)"
+        );
     }
     tonic_prost_build::configure()
         .build_server(true)

@@ -64,7 +64,8 @@ pub struct Context {
     pub settings: std::sync::Arc<ballast_tuning::Config>,
 }
 
-/// The Raft term Ballast reports while each shard is applied without Raft (single node).
+/// The Raft term in response headers. A single-node shard elects itself once, in term 1, and
+/// keeps it; Status reports the shard's live term. Per-reply terms come with clustering.
 pub const RAFT_TERM: u64 = 1;
 
 impl Context {
@@ -78,10 +79,7 @@ impl Context {
     }
 
     pub async fn call(&self, request: Request) -> Result<Reply, Status> {
-        self.shard.call(request).await.map_err(|e| match e {
-            ShardError::Engine(err) => status::from_engine(&err),
-            _ => status::shard_stopped(),
-        })
+        self.shard.call(request).await.map_err(shard_error)
     }
 
     /// etcd refuses a write whose encoded request exceeds `--max-request-bytes`.
@@ -100,5 +98,14 @@ impl Context {
             client_ur_ls: self.member.client_urls.clone(),
             is_learner: false,
         }
+    }
+}
+
+/// A shard's error as the client sees it.
+pub fn shard_error(err: ShardError) -> Status {
+    match err {
+        ShardError::Engine(err) => status::from_engine(&err),
+        ShardError::NotLeader { .. } => status::not_leader(),
+        _ => status::shard_stopped(),
     }
 }

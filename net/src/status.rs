@@ -63,6 +63,10 @@ pub fn request_too_large() -> Status {
     Status::invalid_argument(REQUEST_TOO_LARGE)
 }
 
+pub fn not_leader() -> Status {
+    Status::unavailable("etcdserver: not leader")
+}
+
 pub fn shard_stopped() -> Status {
     Status::unavailable(SHARD_STOPPED)
 }

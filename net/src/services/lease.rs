@@ -12,8 +12,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status, Streaming};
 
-use crate::context::Context;
-use crate::status::{self, unexpected_reply};
+use crate::context::{shard_error, Context};
+use crate::status::unexpected_reply;
 
 /// Keep-alive responses buffered per stream before the stream applies backpressure.
 const KEEPALIVE_RESPONSES_MAX: usize = 64;
@@ -46,8 +46,7 @@ async fn keep_alive_once(ctx: &Context, id: i64) -> Result<pb::LeaseKeepAliveRes
                 ttl: 0,
             })
         }
-        Err(ShardError::Engine(e)) => Err(status::from_engine(&e)),
-        Err(_) => Err(status::shard_stopped()),
+        Err(e) => Err(shard_error(e)),
     }
 }
 
@@ -153,8 +152,7 @@ impl pb::lease_server::Lease for LeaseService {
                     keys: Vec::new(),
                 }
             }
-            Err(ShardError::Engine(e)) => return Err(status::from_engine(&e)),
-            Err(_) => return Err(status::shard_stopped()),
+            Err(e) => return Err(shard_error(e)),
         };
         Ok(GrpcResponse::new(resp))
     }

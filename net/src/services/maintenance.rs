@@ -8,7 +8,7 @@ use ballast_proto::etcdserverpb as pb;
 use futures::Stream;
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 
-use crate::context::{Context, ETCD_VERSION, RAFT_TERM};
+use crate::context::{Context, ETCD_VERSION};
 use crate::status::{self, unexpected_reply};
 
 pub struct MaintenanceService {
@@ -54,9 +54,10 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
             header: Some(self.ctx.header(reply.revision)),
             version: ETCD_VERSION.to_owned(),
             db_size: size,
-            leader: self.ctx.member.id,
-            raft_index: s.applied_index,
-            raft_term: RAFT_TERM,
+            // One member: when its shard leads, the leader is this member.
+            leader: if s.is_leader { self.ctx.member.id } else { 0 },
+            raft_index: s.raft_index,
+            raft_term: s.raft_term,
             raft_applied_index: s.applied_index,
             errors: Vec::new(),
             db_size_in_use: size,

@@ -344,34 +344,13 @@ impl Store {
             .entry(key.clone())
             .or_insert_with(KeyIndex::new)
             .put(rev);
-        ctx.undo.push(Undo::Index {
-            key: key.clone(),
-            rev,
-        });
-        self.history.insert(
-            rev,
-            Record {
-                kv: kv.clone(),
-                tombstone: false,
-            },
-        );
-        if old_lease != 0 && self.lessor.detach(old_lease, key) {
-            ctx.undo.push(Undo::Detached {
-                lease: old_lease,
-                key: key.clone(),
-            });
-        }
+        self.record_change(ctx, rev, kv, prev_kv, EventKind::Put, old_lease);
         if lease != 0 && self.lessor.attach(lease, key) {
             ctx.undo.push(Undo::Attached {
                 lease,
                 key: key.clone(),
             });
         }
-        ctx.events.push(Event {
-            kind: EventKind::Put,
-            kv,
-            prev_kv,
-        });
     }
 
     fn write_delete(&mut self, ctx: &mut WriteCtx, key: &Bytes) {
@@ -390,6 +369,21 @@ impl Store {
             .get_mut(key)
             .expect("live key is indexed")
             .tombstone(rev);
+        self.record_change(ctx, rev, kv, prev_kv, EventKind::Delete, old_lease);
+    }
+
+    /// What a put and a delete share once the key index has the new revision: the undo entry,
+    /// the history record, the key leaving its old lease, and the event.
+    fn record_change(
+        &mut self,
+        ctx: &mut WriteCtx,
+        rev: Rev,
+        kv: KeyValue,
+        prev_kv: Option<KeyValue>,
+        kind: EventKind,
+        old_lease: LeaseId,
+    ) {
+        let key = kv.key.clone();
         ctx.undo.push(Undo::Index {
             key: key.clone(),
             rev,
@@ -398,20 +392,16 @@ impl Store {
             rev,
             Record {
                 kv: kv.clone(),
-                tombstone: true,
+                tombstone: kind == EventKind::Delete,
             },
         );
-        if old_lease != 0 && self.lessor.detach(old_lease, key) {
+        if old_lease != 0 && self.lessor.detach(old_lease, &key) {
             ctx.undo.push(Undo::Detached {
                 lease: old_lease,
-                key: key.clone(),
+                key,
             });
         }
-        ctx.events.push(Event {
-            kind: EventKind::Delete,
-            kv,
-            prev_kv,
-        });
+        ctx.events.push(Event { kind, kv, prev_kv });
     }
 
     fn apply_put(&mut self, ctx: &mut WriteCtx, req: &PutRequest) -> Result<PutResponse> {

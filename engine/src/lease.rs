@@ -48,6 +48,9 @@ pub(crate) struct Lessor {
     /// Counter behind generated ids: deterministic, so replicas applying the same grants pick
     /// the same ids.
     id_seq: u64,
+    /// Leases granted or removed since the journal was last taken (`None`: not kept), for
+    /// checkpoints. Deadlines are not journaled: they are leader-local.
+    journal: Option<BTreeSet<LeaseId>>,
 }
 
 fn deadline(now_ms: u64, ttl_secs: i64) -> u64 {
@@ -69,6 +72,7 @@ impl Default for Lessor {
             by_expiry: BTreeSet::new(),
             min_ttl_secs: DEFAULT_MIN_LEASE_TTL_SECS,
             id_seq: 0,
+            journal: None,
         }
     }
 }
@@ -121,7 +125,50 @@ impl Lessor {
             },
         );
         self.by_expiry.insert((expiry_ms, id));
+        if let Some(j) = &mut self.journal {
+            j.insert(id);
+        }
         Ok((id, ttl_secs))
+    }
+
+    /// Puts back a lease read from a checkpoint, with a fresh deadline (`now + ttl`, as etcd
+    /// renews every lease when a member starts) and no keys yet.
+    pub(crate) fn restore(&mut self, id: LeaseId, ttl_secs: i64, now_ms: u64) {
+        let expiry_ms = deadline(now_ms, ttl_secs);
+        let old = self.leases.insert(
+            id,
+            Lease {
+                ttl_secs,
+                expiry_ms,
+                keys: BTreeSet::new(),
+            },
+        );
+        assert!(old.is_none(), "lease {id} restored twice");
+        self.by_expiry.insert((expiry_ms, id));
+    }
+
+    pub(crate) fn id_seq(&self) -> u64 {
+        self.id_seq
+    }
+
+    pub(crate) fn set_id_seq(&mut self, seq: u64) {
+        self.id_seq = seq;
+    }
+
+    pub(crate) fn keep_journal(&mut self) {
+        self.journal.get_or_insert_with(BTreeSet::new);
+    }
+
+    /// Leases granted or removed since the last call.
+    pub(crate) fn take_journal(&mut self) -> BTreeSet<LeaseId> {
+        match &mut self.journal {
+            Some(j) => std::mem::take(j),
+            None => BTreeSet::new(),
+        }
+    }
+
+    pub(crate) fn journal_len(&self) -> usize {
+        self.journal.as_ref().map_or(0, BTreeSet::len)
     }
 
     /// Removes the lease and returns it (its keys are the caller's to delete).
@@ -131,6 +178,9 @@ impl Lessor {
             .remove(&id)
             .ok_or(Error::LeaseNotFound { lease_id: id })?;
         self.by_expiry.remove(&(lease.expiry_ms, id));
+        if let Some(j) = &mut self.journal {
+            j.insert(id);
+        }
         Ok(lease)
     }
 

@@ -60,6 +60,7 @@
 //! Invariant: every revision held by a key index has exactly one history record and vice versa.
 
 mod history;
+pub mod image;
 mod key_index;
 #[cfg(test)]
 mod tests;

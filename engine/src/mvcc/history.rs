@@ -4,9 +4,14 @@
 //!
 //! Invariant: a record exists for exactly the revisions the key indexes hold; a tombstone
 //! record's `kv` carries only the key and the deletion's `mod_revision` (as etcd's delete
-//! events do). A durable B-tree replaces this map later behind the same methods.
+//! events do).
+//!
+//! When journaling is on (a durable shard), every revision inserted or removed since the last
+//! [`History::take_journal`] is remembered, so a checkpoint writes exactly the records that
+//! changed to the page log (`mvcc::image`). Records are immutable, so "changed" means "now
+//! present" or "now gone".
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeBounds;
 
 use super::Rev;
@@ -23,6 +28,10 @@ pub(super) struct History {
     records: BTreeMap<Rev, Record>,
     /// Sum of key and value lengths of all records, for size estimates.
     payload_bytes: u64,
+    /// Revisions inserted or removed since the journal was last taken (`None`: not kept).
+    journal: Option<BTreeSet<Rev>>,
+    /// Key and value bytes inserted since the journal was last taken.
+    journal_bytes: u64,
 }
 
 /// Per-record overhead assumed by `approximate_size_bytes`: the revision, the numeric fields
@@ -30,8 +39,41 @@ pub(super) struct History {
 const RECORD_OVERHEAD_BYTES: u64 = 96;
 
 impl History {
+    /// Starts remembering changed revisions (from an empty journal).
+    pub(super) fn keep_journal(&mut self) {
+        self.journal.get_or_insert_with(BTreeSet::new);
+    }
+
+    /// The revisions changed since the last call, and their inserted key and value bytes.
+    pub(super) fn take_journal(&mut self) -> (BTreeSet<Rev>, u64) {
+        let taken = match &mut self.journal {
+            Some(j) => std::mem::take(j),
+            None => BTreeSet::new(),
+        };
+        (taken, std::mem::take(&mut self.journal_bytes))
+    }
+
+    /// How many revisions and inserted bytes the journal holds.
+    pub(super) fn journal_size(&self) -> (usize, u64) {
+        (
+            self.journal.as_ref().map_or(0, BTreeSet::len),
+            self.journal_bytes,
+        )
+    }
+
+    fn note(&mut self, rev: Rev) {
+        if let Some(j) = &mut self.journal {
+            j.insert(rev);
+        }
+    }
+
     pub(super) fn insert(&mut self, rev: Rev, record: Record) {
-        self.payload_bytes += (record.kv.key.len() + record.kv.value.len()) as u64;
+        let len = (record.kv.key.len() + record.kv.value.len()) as u64;
+        self.payload_bytes += len;
+        if self.journal.is_some() {
+            self.journal_bytes += len;
+        }
+        self.note(rev);
         let old = self.records.insert(rev, record);
         assert!(old.is_none(), "revision {rev:?} written twice");
     }
@@ -53,6 +95,7 @@ impl History {
         for (rev, record) in tail {
             if rev.main == main {
                 self.payload_bytes -= (record.kv.key.len() + record.kv.value.len()) as u64;
+                self.note(rev);
             } else {
                 self.records.insert(rev, record);
             }
@@ -71,6 +114,7 @@ impl History {
                 self.records.insert(rev, record);
             } else {
                 self.payload_bytes -= (record.kv.key.len() + record.kv.value.len()) as u64;
+                self.note(rev);
             }
         }
     }

@@ -5,12 +5,13 @@
 //!
 //! Modules: [`shard`] (handle, request routing, the core's loop), [`state_machine`] (apply,
 //! snapshots), [`log_store`] (openraft's log storage over the [`log_store::LogBackend`] seam,
-//! in memory until the WAL plugs in), [`network`] (the [`network::PeerTransport`] seam; a
+//! in memory or on the engine's WAL), [`durable`] (a shard's WAL and page-log image, checkpoints), [`network`] (the [`network::PeerTransport`] seam; a
 //! single node refuses), [`runtime`] (openraft's runtime over glommio — with `engine::io`'s
 //! glommio crate, the only code naming glommio), [`codec`] (the log entry payload and its
 //! encoding), [`types`] (openraft's type configuration, `ShardId`).
 
 pub mod codec;
+pub mod durable;
 pub mod log_store;
 pub mod network;
 pub mod runtime;

@@ -43,7 +43,8 @@ use openraft::{Config, RaftMetrics, ReadPolicy, SnapshotPolicy};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::codec::LogCommand;
-use crate::log_store::{LogStore, MemLog};
+use crate::durable::ShardStorage;
+use crate::log_store::{LogBackend, LogStore, MemLog};
 use crate::network::{Network, NoPeers};
 use crate::runtime::{spawn_executor, GlommioRuntime};
 use crate::state_machine::{ShardState, ShardStateMachine, Shared};
@@ -75,9 +76,13 @@ pub struct ShardConfig {
     /// Raft election timeout (etcd's `--election-timeout`, 1000 ms); openraft draws each
     /// timeout between this and twice this.
     pub election_timeout: Duration,
-    /// Entries applied between two snapshots (etcd's `--snapshot-count`). A snapshot copies
-    /// the whole store for now, so this stays large.
+    /// Entries applied between two snapshots (etcd's `--snapshot-count`). On a durable shard
+    /// a snapshot is a checkpoint of the changes since the last one; in memory it copies the
+    /// whole store, so this stays large.
     pub snapshot_count: u64,
+    /// Where the shard keeps its log and state (`None`: in memory only, for tests and
+    /// examples; nothing survives the process).
+    pub storage: Option<ShardStorage>,
 }
 
 impl Default for ShardConfig {
@@ -92,6 +97,7 @@ impl Default for ShardConfig {
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: Duration::from_millis(1000),
             snapshot_count: 100_000,
+            storage: None,
         }
     }
 }
@@ -148,7 +154,7 @@ pub struct Reply {
 }
 
 /// The shard's state and figures at one moment.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ShardStatus {
     pub revision: Revision,
     pub compact_revision: Revision,
@@ -179,6 +185,22 @@ pub struct ShardStatus {
     /// Time from a write reaching the shard to its answer (append, commit, apply), since start.
     pub write_latency_us_p50: u64,
     pub write_latency_us_p99: u64,
+    /// Whether the shard keeps its data on disk.
+    pub durable: bool,
+    /// Checkpoints completed since start, and the log index of the last one (1-based).
+    pub checkpoints: u64,
+    pub checkpoint_index: u64,
+    pub checkpoint_duration_ms_last: u64,
+    /// Changes (revisions, leases) waiting for the next checkpoint.
+    pub checkpoint_pending_changes: u64,
+    /// Page-log size on disk (every segment, live and dead pages) and its cache.
+    pub page_log_bytes: u64,
+    pub page_cache_bytes: u64,
+    /// WAL group-commit writes (each one fdatasync) and the records they carried, since start.
+    pub wal_syncs: u64,
+    pub wal_records: u64,
+    /// Why the shard stopped, when it did (fail-stop).
+    pub failure: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -191,6 +213,10 @@ pub enum ShardError {
     /// This replica is not the shard's leader (`leader_id`: the one it knows of, if any).
     #[error("etcdserver: not leader")]
     NotLeader { leader_id: Option<NodeId> },
+    /// The shard stopped after a storage failure (fail-stop); it serves nothing until the
+    /// process restarts and recovers from disk.
+    #[error("shard stopped after a storage failure: {cause}")]
+    Failed { cause: String },
 }
 
 type ReplyTx = oneshot::Sender<Result<Reply, ShardError>>;
@@ -217,16 +243,29 @@ pub struct ShardHandle {
 }
 
 impl ShardHandle {
-    /// Starts the shard's executor thread and its Raft group (a single-node group initializes
-    /// itself). It stops when every handle is dropped.
+    /// Starts the shard's executor thread, opens its storage (recovering the log and the last
+    /// checkpoint) and its Raft group (a single-node group initializes itself), and returns
+    /// once it serves — blocking the caller meanwhile — or with the reason it could not start
+    /// (e.g. a corrupt log, named by file and offset). It stops when every handle is dropped.
     pub fn spawn(
         name: &str,
         config: ShardConfig,
     ) -> std::io::Result<(ShardHandle, JoinHandle<()>)> {
         let (tx, rx) = flume::bounded(COMMAND_QUEUE_MAX);
+        let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
         let core = config.core;
-        let thread = spawn_executor(name, core, move || shard_main(config, rx))?;
-        Ok((ShardHandle { tx }, thread))
+        let thread = spawn_executor(name, core, move || shard_main(config, rx, started_tx))?;
+        match started_rx.recv() {
+            Ok(Ok(())) => Ok((ShardHandle { tx }, thread)),
+            Ok(Err(reason)) => {
+                let _ = thread.join();
+                Err(std::io::Error::other(reason))
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(std::io::Error::other("shard thread died while starting"))
+            }
+        }
     }
 
     pub async fn call(&self, request: Request) -> Result<Reply, ShardError> {
@@ -346,14 +385,19 @@ struct LoopState {
     write_latency_us: crate::stats::Histogram,
 }
 
-async fn shard_main(config: ShardConfig, rx: flume::Receiver<Command>) {
+async fn shard_main(
+    config: ShardConfig,
+    rx: flume::Receiver<Command>,
+    started: std::sync::mpsc::SyncSender<Result<(), String>>,
+) {
     let core = match start(config, rx.clone()).await {
         Ok(core) => Rc::new(core),
         Err(err) => {
-            tracing::error!(%err, "shard failed to start; its callers see `shard stopped`");
+            let _ = started.send(Err(err));
             return;
         }
     };
+    let _ = started.send(Ok(()));
     let housekeeping = glommio::spawn_local(housekeeping_loop(core.clone()));
     while let Ok(cmd) = rx.recv_async().await {
         core.handle(cmd).await;
@@ -366,9 +410,6 @@ async fn shard_main(config: ShardConfig, rx: flume::Receiver<Command>) {
 }
 
 async fn start(config: ShardConfig, queue: flume::Receiver<Command>) -> Result<Core, String> {
-    let mut store = Store::new();
-    store.set_min_lease_ttl(config.min_lease_ttl_secs);
-    let shared: Shared = Rc::new(RefCell::new(ShardState::new(store)));
     let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
     let election = millis(config.election_timeout);
     let raft_config = Config {
@@ -381,16 +422,43 @@ async fn start(config: ShardConfig, queue: flume::Receiver<Command>) -> Result<C
     }
     .validate()
     .map_err(|e| format!("raft config: {e}"))?;
-    let network = Network::new(config.shard_id, Rc::new(NoPeers));
-    let raft = Raft::new(
-        config.node_id,
-        Arc::new(raft_config),
-        network,
-        LogStore::new(MemLog::new()),
-        ShardStateMachine::new(shared.clone()),
-    )
-    .await
-    .map_err(|e| format!("raft start: {e}"))?;
+    let raft_config = Arc::new(raft_config);
+    let (shared, raft) = match &config.storage {
+        None => {
+            let shared: Shared = Rc::new(RefCell::new(ShardState::new(Store::new())));
+            let raft = new_raft(&config, raft_config, MemLog::new(), &shared).await?;
+            (shared, raft)
+        }
+        Some(storage) => {
+            let disk = |sub: &str| {
+                ballast_engine_glommio::GlommioDisk::new(storage.dir.join(sub))
+                    .map_err(|e| format!("{}: {e}", storage.dir.display()))
+            };
+            let opened = crate::durable::open(disk("wal")?, disk("pages")?, storage)
+                .await
+                .map_err(|e| e.to_string())?;
+            tracing::info!(
+                shard = %config.shard_id,
+                dir = %storage.dir.display(),
+                revision = opened.store.revision(),
+                checkpoint_index = opened.last_applied.map_or(0, |id| id.index + 1),
+                "opened shard storage"
+            );
+            let state = ShardState::durable(
+                opened.store,
+                opened.last_applied,
+                opened.membership,
+                opened.durability,
+            );
+            let shared: Shared = Rc::new(RefCell::new(state));
+            let raft = new_raft(&config, raft_config, opened.log, &shared).await?;
+            (shared, raft)
+        }
+    };
+    shared
+        .borrow_mut()
+        .store
+        .set_min_lease_ttl(config.min_lease_ttl_secs);
     let initialized = raft
         .is_initialized()
         .await
@@ -430,6 +498,24 @@ async fn start(config: ShardConfig, queue: flume::Receiver<Command>) -> Result<C
             write_latency_us: crate::stats::Histogram::new(),
         }),
     })
+}
+
+async fn new_raft<B: LogBackend>(
+    config: &ShardConfig,
+    raft_config: Arc<Config>,
+    log: B,
+    shared: &Shared,
+) -> Result<Raft, String> {
+    let network = Network::new(config.shard_id, Rc::new(NoPeers));
+    Raft::new(
+        config.node_id,
+        raft_config,
+        network,
+        LogStore::new(log),
+        ShardStateMachine::new(shared.clone()),
+    )
+    .await
+    .map_err(|e| format!("raft start: {e}"))
 }
 
 fn write_answer(result: ClientWriteResult<ShardRaft>) -> Result<Reply, ShardError> {
@@ -478,7 +564,30 @@ impl Core {
         }
     }
 
+    /// Why the shard stopped, if it did: a failed checkpoint, a failed WAL write or sync, or
+    /// openraft's fatal stop (which a log-store error causes).
+    fn failure(&self) -> Option<String> {
+        let st = self.shared.borrow();
+        if let Some(f) = &st.failure {
+            return Some(f.clone());
+        }
+        if let Some(f) = st.durable.as_ref().and_then(|d| d.wal_failure()) {
+            return Some(format!("log write failed: {f}"));
+        }
+        match &self.metrics.borrow_watched().running_state {
+            Ok(()) => None,
+            Err(fatal) => Some(format!("raft stopped: {fatal}")),
+        }
+    }
+
     async fn call(self: &Rc<Self>, request: Request, reply: ReplyTx) {
+        // A stopped shard still reports its status (that is how /health learns of the stop).
+        if !matches!(request, Request::Status) {
+            if let Some(cause) = self.failure() {
+                let _ = reply.send(Err(ShardError::Failed { cause }));
+                return;
+            }
+        }
         match route(request) {
             Route::Write(cmd) => self.propose(cmd, reply).await,
             Route::LinearizableRead(request) => {
@@ -575,9 +684,18 @@ impl Core {
     }
 
     fn status(&self) -> ShardStatus {
+        let failure = self.failure();
+        let mut status = self.figures();
+        status.failure = failure;
+        status
+    }
+
+    fn figures(&self) -> ShardStatus {
         let st = self.shared.borrow();
         let ls = self.loop_state.borrow();
         let m = self.metrics.borrow_watched();
+        let pages = st.durable.as_ref().map(|d| d.page_stats());
+        let wal = st.durable.as_ref().map(|d| d.wal_stats());
         ShardStatus {
             revision: st.store.revision(),
             compact_revision: st.store.compact_revision(),
@@ -596,6 +714,16 @@ impl Core {
             apply_latency_ns_p99: st.apply_latency_ns.quantile(0.99),
             write_latency_us_p50: ls.write_latency_us.quantile(0.5),
             write_latency_us_p99: ls.write_latency_us.quantile(0.99),
+            durable: st.durable.is_some(),
+            checkpoints: st.checkpoints.count,
+            checkpoint_index: st.checkpoints.last_index,
+            checkpoint_duration_ms_last: st.checkpoints.last_duration_ms,
+            checkpoint_pending_changes: st.store.pending_changes().changes as u64,
+            page_log_bytes: pages.as_ref().map_or(0, |p| p.written_bytes),
+            page_cache_bytes: pages.as_ref().map_or(0, |p| p.cache_bytes),
+            wal_syncs: wal.map_or(0, |w| w.flushes),
+            wal_records: wal.map_or(0, |w| w.records_flushed),
+            failure: None,
         }
     }
 
@@ -647,6 +775,12 @@ impl Core {
                 return;
             }
         }
+        if self.checkpoint_due() {
+            if let Err(fatal) = self.raft.trigger().snapshot().await {
+                tracing::error!(%fatal, "shard raft stopped");
+                return;
+            }
+        }
         let mut st = self.shared.borrow_mut();
         let ShardState {
             store, watchers, ..
@@ -657,6 +791,25 @@ impl Core {
             watchers.notify_progress(store);
             ls.next_progress = Instant::now() + self.config.progress_notify_interval;
         }
+    }
+}
+
+impl Core {
+    /// Whether a durable shard should checkpoint now: enough changed data, or changes older
+    /// than the interval (openraft itself snapshots every `snapshot_count` entries).
+    fn checkpoint_due(&self) -> bool {
+        let (Some(storage), st) = (&self.config.storage, self.shared.borrow()) else {
+            return false;
+        };
+        if st.checkpoints.running || st.failure.is_some() {
+            return false;
+        }
+        let pending = st.store.pending_changes();
+        if pending.changes == 0 {
+            return false;
+        }
+        let since = st.checkpoints.last_at.unwrap_or(st.started).elapsed();
+        pending.payload_bytes >= storage.checkpoint_bytes || since >= storage.checkpoint_interval
     }
 }
 

@@ -8,9 +8,12 @@
 //!   watchers of its events before the reply is sent, so a client that sees a write's reply
 //!   and then creates a watch never misses that write's events.
 //! - A refused write (an engine error) still consumes its log index and changes nothing.
-//! - A snapshot is a full copy of the store (the engine's `Store` is `Clone`) plus the applied
-//!   log id and membership; installing one replaces the store and makes every watcher catch up
-//!   from history.
+//! - On a durable shard (`durable.rs`) a snapshot is a checkpoint: the store's changes since
+//!   the last one are written to the page log as of the last applied entry, and the snapshot's
+//!   data is that checkpoint ([`SnapshotData::Checkpoint`]). In memory, a snapshot is a full
+//!   copy of the store ([`SnapshotData::Store`]) plus the applied log id and membership.
+//!   Installing a copy replaces the store and makes every watcher catch up from history.
+//! - A failed checkpoint latches [`ShardState::failure`]: the shard is stopped (fail-stop).
 
 use std::cell::RefCell;
 use std::io;
@@ -23,14 +26,22 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 
 use crate::codec::LogCommand;
+use crate::durable::{encode_app, Durability};
 use crate::network::ShardSnapshot;
 use crate::shard::{Reply, Response};
 use crate::stats::Histogram;
 use crate::types::{ApplyResult, LogId, ShardRaft, SnapshotMeta, StoredMembership};
 use crate::watchers::Registry;
 
-/// What a snapshot carries besides its metadata: the whole store.
-pub type SnapshotData = Store;
+/// What a snapshot carries besides its metadata.
+#[derive(Clone, Debug)]
+pub enum SnapshotData {
+    /// The durable checkpoint at the snapshot's last log id, in this shard's page log.
+    /// Streaming its pages to a follower comes with the peer transport.
+    Checkpoint,
+    /// A whole copy of the store (in-memory shards).
+    Store(Box<Store>),
+}
 
 /// The state a shard's core owns.
 pub struct ShardState {
@@ -44,6 +55,24 @@ pub struct ShardState {
     pub apply_latency_ns: Histogram,
     pub entries_applied: u64,
     current_snapshot: Option<ShardSnapshot>,
+    /// The page-log image and WAL of a durable shard (`None`: in memory only).
+    pub durable: Option<Rc<dyn Durability>>,
+    pub checkpoints: CheckpointFigures,
+    /// Why the shard stopped (a failed checkpoint); every later request is refused with it.
+    pub failure: Option<String>,
+}
+
+/// What the shard's checkpoints did so far.
+#[derive(Clone, Debug, Default)]
+pub struct CheckpointFigures {
+    pub running: bool,
+    pub count: u64,
+    pub last_at: Option<Instant>,
+    /// Backend (1-based) log index of the last checkpoint.
+    pub last_index: u64,
+    pub last_duration_ms: u64,
+    pub last_pages_written: u64,
+    pub last_changes: usize,
 }
 
 pub type Shared = Rc<RefCell<ShardState>>;
@@ -59,7 +88,33 @@ impl ShardState {
             apply_latency_ns: Histogram::new(),
             entries_applied: 0,
             current_snapshot: None,
+            durable: None,
+            checkpoints: CheckpointFigures::default(),
+            failure: None,
         }
+    }
+
+    /// The state of a durable shard as opened: the store and the Raft facts of its last
+    /// checkpoint, which is also its current snapshot.
+    pub fn durable(
+        store: Store,
+        last_applied: Option<LogId>,
+        membership: StoredMembership,
+        durable: Rc<dyn Durability>,
+    ) -> ShardState {
+        let mut st = ShardState::new(store);
+        st.current_snapshot = last_applied.map(|_| ShardSnapshot {
+            meta: SnapshotMeta {
+                last_log_id: last_applied,
+                last_membership: membership.clone(),
+            },
+            snapshot: SnapshotData::Checkpoint,
+        });
+        st.checkpoints.last_index = last_applied.map_or(0, |id| id.index + 1);
+        st.last_applied = last_applied;
+        st.last_membership = membership;
+        st.durable = Some(durable);
+        st
     }
 
     pub fn now_ms(&self) -> u64 {
@@ -137,10 +192,65 @@ impl ShardState {
                 last_log_id: self.last_applied,
                 last_membership: self.last_membership.clone(),
             },
-            snapshot: self.store.clone(),
+            snapshot: SnapshotData::Store(Box::new(self.store.clone())),
         };
         self.current_snapshot = Some(snapshot.clone());
         snapshot
+    }
+}
+
+/// Checkpoints a durable shard as of its last applied entry (see the module comment).
+async fn checkpoint(
+    shared: &Shared,
+    durable: Rc<dyn Durability>,
+) -> Result<ShardSnapshot, io::Error> {
+    let started = Instant::now();
+    let (changes, meta) = {
+        let mut st = shared.borrow_mut();
+        if let Some(failure) = &st.failure {
+            return Err(io::Error::other(failure.clone()));
+        }
+        st.checkpoints.running = true;
+        let meta = SnapshotMeta {
+            last_log_id: st.last_applied,
+            last_membership: st.last_membership.clone(),
+        };
+        (st.store.take_changes(), meta)
+    };
+    let n_changes = changes.len();
+    let applied_index = meta.last_log_id.map_or(0, |id| id.index + 1);
+    let app = encode_app(meta.last_log_id.as_ref(), &meta.last_membership);
+    let result = durable.checkpoint(changes, applied_index, app).await;
+    let mut st = shared.borrow_mut();
+    st.checkpoints.running = false;
+    match result {
+        Ok(report) => {
+            let c = &mut st.checkpoints;
+            c.count += 1;
+            c.last_at = Some(Instant::now());
+            c.last_index = applied_index;
+            c.last_duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            c.last_pages_written = report.pages_written;
+            c.last_changes = n_changes;
+            let snapshot = ShardSnapshot {
+                meta,
+                snapshot: SnapshotData::Checkpoint,
+            };
+            st.current_snapshot = Some(snapshot.clone());
+            tracing::debug!(
+                applied_index,
+                changes = n_changes,
+                pages = report.pages_written,
+                "checkpoint"
+            );
+            Ok(snapshot)
+        }
+        Err(err) => {
+            let failure = format!("checkpoint failed: {err}");
+            tracing::error!(%failure, "shard stops (fail-stop)");
+            st.failure = Some(failure.clone());
+            Err(io::Error::other(failure))
+        }
     }
 }
 
@@ -165,7 +275,11 @@ impl RaftSnapshotBuilder<ShardRaft> for SnapshotBuilder {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<ShardSnapshot, io::Error> {
-        Ok(self.shared.borrow_mut().snapshot())
+        let durable = self.shared.borrow().durable.clone();
+        match durable {
+            Some(durable) => checkpoint(&self.shared, durable).await,
+            None => Ok(self.shared.borrow_mut().snapshot()),
+        }
     }
 }
 
@@ -208,7 +322,17 @@ impl RaftStateMachine<ShardRaft> for ShardStateMachine {
         snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
         let mut st = self.shared.borrow_mut();
-        st.store = snapshot.clone();
+        let SnapshotData::Store(store) = &snapshot else {
+            return Err(io::Error::other(
+                "a checkpoint snapshot cannot be installed from another node yet",
+            ));
+        };
+        if st.durable.is_some() {
+            return Err(io::Error::other(
+                "installing a snapshot on a durable shard comes with the peer transport",
+            ));
+        }
+        st.store = (**store).clone();
         st.last_applied = meta.last_log_id;
         st.last_membership = meta.last_membership.clone();
         st.current_snapshot = Some(ShardSnapshot {
@@ -270,13 +394,16 @@ mod tests {
         st.apply_entry(EntryPayload::Normal(put("b")), log_id(1, 2))
             .expect("put");
         assert_eq!(snap.meta.last_log_id, Some(log_id(1, 1)));
-        assert_eq!(snap.snapshot.revision(), 2);
+        let SnapshotData::Store(copy) = &snap.snapshot else {
+            panic!("an in-memory shard's snapshot is a copy");
+        };
+        assert_eq!(copy.revision(), 2);
         let all = RangeRequest {
             key: Bytes::from_static(b"\0"),
             range_end: Bytes::from_static(b"\0"),
             ..RangeRequest::default()
         };
-        assert_eq!(snap.snapshot.range(&all).expect("range").count, 1);
+        assert_eq!(copy.range(&all).expect("range").count, 1);
         assert_eq!(st.store.range(&all).expect("range").count, 2);
     }
 }

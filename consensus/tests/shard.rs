@@ -5,10 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use ballast_consensus::{
-    Reply, Request, Response, ShardConfig, ShardError, ShardHandle, ShardStatus, WatchCreate,
-    WatchMessage,
-};
+use ballast_consensus::{Request, Response, ShardConfig, ShardError, WatchCreate, WatchMessage};
 use ballast_engine::{
     Compare, CompareResult, CompareTarget, CompareValue, DeleteRangeRequest, Error as EngineError,
     EventKind, PutRequest, RangeRequest, RequestOp, TxnRequest, WatchFilter,
@@ -16,91 +13,8 @@ use ballast_engine::{
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-const WAIT: Duration = Duration::from_secs(10);
-
-struct Shard {
-    handle: Option<ShardHandle>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Shard {
-    fn start(config: ShardConfig) -> Shard {
-        // `RUST_LOG=debug cargo test ...` shows the shard's and openraft's logs.
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-        let (handle, thread) = ShardHandle::spawn("test-shard", config).expect("shard starts");
-        Shard {
-            handle: Some(handle),
-            thread: Some(thread),
-        }
-    }
-
-    fn h(&self) -> &ShardHandle {
-        self.handle.as_ref().expect("running")
-    }
-
-    async fn call(&self, request: Request) -> Result<Reply, ShardError> {
-        tokio::time::timeout(WAIT, self.h().call(request))
-            .await
-            .expect("shard answers in time")
-    }
-
-    async fn status(&self) -> ShardStatus {
-        match self.call(Request::Status).await.expect("status").response {
-            Response::Status(s) => s,
-            other => panic!("status answered {other:?}"),
-        }
-    }
-
-    fn stop(&mut self) {
-        drop(self.handle.take());
-        if let Some(thread) = self.thread.take() {
-            let deadline = Instant::now() + WAIT;
-            while !thread.is_finished() {
-                assert!(Instant::now() < deadline, "shard thread did not stop");
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            thread.join().expect("shard thread ends without panic");
-        }
-    }
-}
-
-impl Drop for Shard {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            self.stop();
-        }
-    }
-}
-
-fn b(s: &str) -> Bytes {
-    Bytes::copy_from_slice(s.as_bytes())
-}
-
-fn put(key: &str, value: &str) -> Request {
-    Request::Put(PutRequest {
-        key: b(key),
-        value: b(value),
-        ..PutRequest::default()
-    })
-}
-
-fn get(key: &str, serializable: bool) -> Request {
-    Request::Range(RangeRequest {
-        key: b(key),
-        serializable,
-        ..RangeRequest::default()
-    })
-}
-
-fn range_values(reply: Reply) -> Vec<Bytes> {
-    match reply.response {
-        Response::Range(r) => r.kvs.into_iter().map(|kv| kv.value).collect(),
-        other => panic!("range answered {other:?}"),
-    }
-}
+mod common;
+use common::*;
 
 #[tokio::test]
 async fn puts_commit_through_raft_and_reads_see_them() {

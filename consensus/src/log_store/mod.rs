@@ -165,7 +165,7 @@ fn id_of(p: LogPosition) -> Option<LogId> {
     p.index.checked_sub(1).map(|index| log_id(p.term, index))
 }
 
-fn encode_membership(m: &Membership) -> Bytes {
+pub(crate) fn encode_membership(m: &Membership) -> Bytes {
     let mut out = Vec::new();
     out.put_u8(MEMBERSHIP_FORMAT_VERSION);
     let configs = m.get_joint_config();
@@ -186,7 +186,7 @@ fn encode_membership(m: &Membership) -> Bytes {
     Bytes::from(out)
 }
 
-fn decode_membership(b: &[u8]) -> Option<Membership> {
+pub(crate) fn decode_membership(b: &[u8]) -> Option<Membership> {
     let mut at = 0usize;
     let mut take = |n: usize| -> Option<&[u8]> {
         let s = b.get(at..at.checked_add(n)?)?;

@@ -200,6 +200,12 @@ fn build_executor(name: &str, core: Option<usize>) -> std::io::Result<LocalExecu
     }
 }
 
+/// Lets the executor run other tasks if this one has used its time slice (long loops on the
+/// shard's thread, like a checkpoint writing its records, call it now and then).
+pub async fn yield_now() {
+    glommio::yield_if_needed().await;
+}
+
 /// Starts a thread named `name` running a glommio executor (pinned to `core` when possible)
 /// and `main` on it; the thread ends when `main`'s future does. Returns once the executor
 /// exists, so a failure to create it (e.g. not enough locked memory) is the caller's error.

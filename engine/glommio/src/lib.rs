@@ -10,23 +10,24 @@
 //! length is tracked in the handle (one handle per file per shard thread), so `len()` needs no
 //! system call.
 //!
-//! The poll-ring probe: glommio decides once per block device and process whether O_DIRECT
-//! I/O may go through io_uring's polled ring, by reading the first `DmaFile` it opens on that
-//! device. When that file is empty the read returns 0 without reaching the device, glommio
+//! The poll-ring probe: glommio decides once per block device and thread (its device table is
+//! thread-local, so every executor decides anew) whether O_DIRECT I/O may go through
+//! io_uring's polled ring, by reading the first `DmaFile` it opens on that device. When that file is empty the read returns 0 without reaching the device, glommio
 //! concludes "pollable", and every later read fails with EOPNOTSUPP on devices without poll
-//! queues (seen on these machines). So before the first open on a device, [`GlommioDisk`]
-//! opens a 4 KiB scratch file of its own to make the probe real.
+//! queues (seen on these machines). So before the first open on a device in each thread,
+//! [`GlommioDisk`] opens a 4 KiB scratch file of its own to make the probe real. (A
+//! process-wide "probed" set was wrong: a second shard thread skipped its probe and then
+//! failed every read with EOPNOTSUPP.)
 //!
 //! Executors: glommio needs locked memory for its I/O buffers and the limit on these machines
 //! is 8 MiB, so build executors with [`executor_builder`] (2 MiB of I/O memory) rather than the
 //! defaults.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use ballast_engine::io::{Disk, DiskFile, IoError, IoResult, ALIGN};
 use glommio::io::{DmaFile, OpenOptions};
@@ -59,8 +60,11 @@ fn os_error(op: &'static str, file: &str, offset: u64, e: impl Into<io::Error>) 
     }
 }
 
-/// Devices whose poll-ring probe already ran with a non-empty file (see the module comment).
-static PROBED_DEVICES: Mutex<BTreeSet<u64>> = Mutex::new(BTreeSet::new());
+thread_local! {
+    /// Devices whose poll-ring probe already ran with a non-empty file on this thread (see the
+    /// module comment).
+    static PROBED_DEVICES: RefCell<BTreeSet<u64>> = const { RefCell::new(BTreeSet::new()) };
+}
 const PROBE_FILE: &str = ".ballast-dma-probe";
 
 /// A directory on a real file system.
@@ -89,11 +93,7 @@ impl GlommioDisk {
         let dev = std::fs::metadata(&self.dir)
             .map_err(|e| os_error("stat dir", &dir, 0, e))?
             .dev();
-        if PROBED_DEVICES
-            .lock()
-            .map(|s| s.contains(&dev))
-            .unwrap_or(false)
-        {
+        if PROBED_DEVICES.with(|s| s.borrow().contains(&dev)) {
             return Ok(());
         }
         let path = self.dir.join(PROBE_FILE);
@@ -108,9 +108,7 @@ impl GlommioDisk {
             .await
             .map_err(|e| os_error("close", PROBE_FILE, 0, e))?;
         removed?;
-        if let Ok(mut s) = PROBED_DEVICES.lock() {
-            s.insert(dev);
-        }
+        PROBED_DEVICES.with(|s| s.borrow_mut().insert(dev));
         Ok(())
     }
 }

@@ -1,0 +1,232 @@
+//! A durable shard on real files (glommio DMA, O_DIRECT) end to end: what was acknowledged is
+//! there after a restart, with the same revisions; checkpoints run on their thresholds, the
+//! log is purged behind them and a restart replays only the log after the last one; a damaged
+//! log refuses to start with a message naming the file.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ballast_consensus::durable::ShardStorage;
+use ballast_consensus::{Request, Response, ShardConfig, ShardHandle};
+use ballast_engine::btree;
+use ballast_engine::wal::WalConfig;
+use ballast_engine::{DeleteRangeRequest, PutRequest, RangeRequest};
+use bytes::Bytes;
+
+mod common;
+use common::*;
+
+/// Small files, so a test crosses several WAL segments and page-log segments.
+fn storage(dir: &Path) -> ShardStorage {
+    ShardStorage {
+        wal: WalConfig {
+            segment_bytes: 1 << 20,
+            record_payload_bytes_max: 256 << 10,
+            ..WalConfig::default()
+        },
+        pages: btree::Config {
+            segment_bytes: 1 << 20,
+            cache_bytes: 4 << 20,
+            ..btree::Config::default()
+        },
+        ..ShardStorage::new(dir)
+    }
+}
+
+fn config(storage: ShardStorage) -> ShardConfig {
+    ShardConfig {
+        storage: Some(storage),
+        ..ShardConfig::default()
+    }
+}
+
+fn everything() -> Request {
+    Request::Range(RangeRequest {
+        key: Bytes::from_static(b"\0"),
+        range_end: Bytes::from_static(b"\0"),
+        ..RangeRequest::default()
+    })
+}
+
+/// Every key-value with its revisions, and the store revision.
+async fn dump(shard: &Shard) -> (i64, Vec<(Bytes, Bytes, i64, i64, i64)>) {
+    let reply = shard.call(everything()).await.expect("range");
+    let Response::Range(r) = reply.response else {
+        panic!("range answered otherwise")
+    };
+    let kvs = r
+        .kvs
+        .into_iter()
+        .map(|kv| {
+            (
+                kv.key,
+                kv.value,
+                kv.create_revision,
+                kv.mod_revision,
+                kv.version,
+            )
+        })
+        .collect();
+    (reply.revision, kvs)
+}
+
+fn files(dir: &Path, suffix: &str) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().ends_with(suffix))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_a_restart_with_their_revisions() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut shard = Shard::start(config(storage(dir.path())));
+    for i in 0..200 {
+        shard
+            .call(put(&format!("key/{i:03}"), &format!("value {i}")))
+            .await
+            .expect("put");
+    }
+    shard
+        .call(Request::DeleteRange(DeleteRangeRequest {
+            key: b("key/010"),
+            range_end: b("key/020"),
+            ..DeleteRangeRequest::default()
+        }))
+        .await
+        .expect("delete");
+    let granted = shard
+        .call(Request::LeaseGrant { id: 77, ttl: 600 })
+        .await
+        .expect("lease grant");
+    assert!(matches!(
+        granted.response,
+        Response::LeaseGrant { id: 77, .. }
+    ));
+    shard
+        .call(Request::Put(PutRequest {
+            key: b("leased"),
+            value: b("v"),
+            lease: 77,
+            ..PutRequest::default()
+        }))
+        .await
+        .expect("put with lease");
+    shard
+        .call(Request::Compact { revision: 50 })
+        .await
+        .expect("compact");
+    let before = dump(&shard).await;
+    let status = shard.status().await;
+    assert!(status.durable);
+    assert_eq!(
+        status.checkpoints, 0,
+        "no threshold reached: all in the log"
+    );
+    shard.stop();
+
+    let shard = Shard::start(config(storage(dir.path())));
+    assert_eq!(
+        dump(&shard).await,
+        before,
+        "the log replays to the same store"
+    );
+    let status = shard.status().await;
+    assert_eq!(status.compact_revision, 50);
+    let ttl = shard
+        .call(Request::LeaseTimeToLive { id: 77, keys: true })
+        .await
+        .expect("the lease survives");
+    let Response::LeaseTimeToLive(t) = ttl.response else {
+        panic!("ttl answered otherwise")
+    };
+    assert_eq!(t.granted_ttl, 600);
+    assert_eq!(t.keys, vec![b("leased")]);
+    // Revisions go on from where they were.
+    let reply = shard.call(put("after", "restart")).await.expect("put");
+    assert_eq!(reply.revision, before.0 + 1);
+}
+
+#[tokio::test]
+async fn checkpoints_purge_the_log_and_restart_replays_only_the_tail() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let st = ShardStorage {
+        checkpoint_bytes: 256 << 10,
+        ..storage(dir.path())
+    };
+    let mut shard = Shard::start(ShardConfig {
+        snapshot_count: 1_000_000,
+        ..config(st.clone())
+    });
+    let value = "x".repeat(2000);
+    // ~8 MB of values through 1 MiB WAL segments: checkpoints must purge the log as it goes.
+    for i in 0..4000 {
+        shard
+            .call(put(&format!("big/{:04}", i % 1500), &value))
+            .await
+            .expect("put");
+    }
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        let s = shard.status().await;
+        if s.checkpoints >= 2 || Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        status.checkpoints >= 2,
+        "checkpoints ran on size: {status:?}"
+    );
+    assert!(status.checkpoint_index > 1000, "{status:?}");
+    assert!(status.page_log_bytes > 0);
+    let wal_segments = files(&dir.path().join("wal"), ".seg");
+    assert!(
+        wal_segments < 8,
+        "the log is purged behind checkpoints: {wal_segments} segments of 1 MiB for ~8 MB written"
+    );
+    let before = dump(&shard).await;
+    let checkpoint_index = status.checkpoint_index;
+    shard.stop();
+
+    let shard = Shard::start(config(st));
+    let status = shard.status().await;
+    assert_eq!(
+        status.checkpoint_index, checkpoint_index,
+        "opened at the last checkpoint"
+    );
+    assert_eq!(dump(&shard).await, before);
+}
+
+#[tokio::test]
+async fn a_damaged_log_refuses_to_start_and_names_the_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut shard = Shard::start(config(storage(dir.path())));
+    for i in 0..100 {
+        shard.call(put(&format!("k{i}"), "v")).await.expect("put");
+    }
+    shard.stop();
+    // Flip a byte in the middle of the records of the first segment.
+    let wal = dir.path().join("wal");
+    let mut segments: Vec<_> = std::fs::read_dir(&wal)
+        .expect("wal dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segments.sort();
+    let first = segments.first().expect("a segment");
+    let mut bytes = std::fs::read(first).expect("read segment");
+    let at = 4096 + 3000;
+    bytes[at] ^= 0x40;
+    std::fs::write(first, &bytes).expect("write segment");
+    let err = ShardHandle::spawn("damaged", config(storage(dir.path())))
+        .err()
+        .expect("a damaged log refuses to start");
+    let msg = err.to_string();
+    let name = first.file_name().unwrap().to_string_lossy().to_string();
+    assert!(msg.contains(&name), "the error names the file: {msg}");
+}

@@ -1,6 +1,7 @@
 //! The page: the unit of the page log. Owns the byte layout of one 4 KiB page (header + body)
-//! and the pure function pair [`encode_page`] / [`decode_page`], which a fuzz target can drive
-//! directly. Layout is drawn in `docs/storage-format.md` ("Page log").
+//! and the pure function pair [`encode_page`] / [`decode_page`]. Layout is drawn in
+//! `docs/storage-format.md` ("Page log"). [`check`] holds the reference model both are checked
+//! against (the `page` fuzz target and a seeded test).
 //!
 //! Invariants:
 //! - Every page is exactly [`PAGE_SIZE`] bytes; bytes `[4, PAGE_SIZE)` are covered by the
@@ -11,10 +12,17 @@
 //!   fit in [`BODY_MAX`]. For an uncompressed page, `decode` returns `Ok` only for bytes that
 //!   `encode` reproduces exactly. For a compressed page the round trip is on content
 //!   (`decode(encode(decode(b))) == decode(b)`): requiring byte equality would tie old pages to
-//!   one lz4 encoder's choices and make a dependency upgrade refuse valid data.
+//!   one lz4 encoder's choices and make a dependency upgrade refuse valid data. The one
+//!   exception: a block from another lz4 writer can be smaller than ours for the same body, so
+//!   `encode` may answer `TooLarge` for a page that decoded; whoever rewrites a node unchanged
+//!   (the cleaner, or a tree reopened with lz4 off) must be ready to split it.
 //! - `decode` never panics, whatever the input.
 
 use std::rc::Rc;
+
+/// The reference model (file `btree/check.rs`; it also checks the superblock slot decoder).
+#[path = "check.rs"]
+pub mod check;
 
 /// Size of every page, on disk and in the cache's accounting.
 pub const PAGE_SIZE: usize = 4096;

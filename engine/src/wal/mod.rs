@@ -17,7 +17,10 @@
 //! - a damaged record with valid records after it refuses `open` with
 //!   [`WalError::Corrupt`] naming the file and offset; a torn tail is cut and zeroed;
 //! - a failed write or sync latches the WAL: every later call returns
-//!   [`WalError::FailStopped`].
+//!   [`WalError::FailStopped`];
+//! - the next segment is prepared (allocated, zero-filled, synced) while the active one fills,
+//!   so a roll does not wait for allocation; a prepared file left by a crash is reused or
+//!   removed at `open`, and purge never removes it.
 
 pub mod check;
 pub mod log;
@@ -33,7 +36,7 @@ use bytes::Bytes;
 
 use crate::io::{IoError, ALIGN};
 pub use log::{LogError, LogState};
-pub use segment::{HeaderError, WAL_FORMAT_VERSION};
+pub use segment::{HeaderError, PreparedHeader, WAL_FORMAT_VERSION};
 pub use store::{Recovered, TornTail, Wal, WalStats};
 pub use vote::{SlotError, Vote, VOTE_FORMAT_VERSION};
 
@@ -118,6 +121,11 @@ pub struct WalConfig {
     /// Most encoded bytes waiting for a write; `append` past it returns
     /// [`WalError::QueueFull`] (wait for an earlier append, then retry).
     pub queue_bytes_max: usize,
+    /// When the active segment is filled to this percentage (0..=100) of its size, the next
+    /// segment file starts being prepared (created, allocated, zero-filled, synced) alongside
+    /// the appends, so that the roll only switches to it. `None`: no preparation; the append
+    /// that crosses the segment end creates the next segment itself.
+    pub prepare_next_at_fill_percent: Option<u8>,
 }
 
 impl Default for WalConfig {
@@ -128,6 +136,7 @@ impl Default for WalConfig {
             batch_bytes_max: 1 << 20,
             record_payload_bytes_max: 8 << 20,
             queue_bytes_max: 64 << 20,
+            prepare_next_at_fill_percent: Some(50),
         }
     }
 }
@@ -149,6 +158,9 @@ impl WalConfig {
         }
         if self.queue_bytes_max < record::record_size(self.record_payload_bytes_max) {
             return bad("queue_bytes_max must hold at least one largest record");
+        }
+        if self.prepare_next_at_fill_percent.is_some_and(|p| p > 100) {
+            return bad("prepare_next_at_fill_percent must be at most 100");
         }
         Ok(())
     }

@@ -9,23 +9,36 @@
 //! - the bytes after the last record of a segment are zero (preallocation gives zeros, and
 //!   recovery zeroes a torn tail before appending over it).
 //!
+//! A segment file may also be *prepared* ahead of need: allocated, zero-filled and given a
+//! [`PreparedHeader`] page (its own magic, no `prev`, since the log position it will follow is
+//! not known yet). A prepared file holds no record; the roll to it overwrites that page with
+//! the [`SegmentHeader`] and syncs before any record goes in. A reader of format 1 that
+//! predates prepared files sees a bad magic over a zero body in the last file and removes it
+//! as an unfinished creation, so the addition needs no new format version.
+//!
 //! `scan` stops at the first offset that is not a valid record and then probes every later
 //! 8-byte-aligned offset for a valid record: if one exists, the stop is corruption in the
 //! middle of the log (a damaged record with acknowledged records after it), never a torn tail.
 
 use super::record::{decode, Decoded, Invalid, RecordRef, RECORD_ALIGN};
 use super::{LogId, LogIndex, Term};
-use crate::io::ALIGN;
+use crate::io::{ALIGN, SECTOR};
 
 /// The header page; records start right after it.
 pub const SEGMENT_HEADER_BYTES: usize = ALIGN;
 pub const SEGMENT_MAGIC: [u8; 8] = *b"BLSTWAL\0";
-/// Version of the segment and record layout. 1: first layout (this file and `record.rs`).
+/// Magic of a prepared segment's header page (see the module comment).
+pub const PREPARED_MAGIC: [u8; 8] = *b"BLSTPREP";
+/// Version of the segment and record layout. 1: first layout (this file and `record.rs`);
+/// prepared headers ([`PREPARED_MAGIC`]) were added within 1, as older readers remove them.
 pub const WAL_FORMAT_VERSION: u32 = 1;
 /// Bytes of the header page that carry fields (the rest is zero).
 const HEADER_FIELDS_BYTES: usize = 64;
 
 const _: () = assert!(SEGMENT_HEADER_BYTES.is_multiple_of(ALIGN));
+// Every header field sits in the first sector, so a torn write of a header page (sealing a
+// prepared file) leaves either the old or the new header, never a mix.
+const _: () = assert!(HEADER_FIELDS_BYTES <= SECTOR);
 const _: () = assert!(SEGMENT_HEADER_BYTES.is_multiple_of(RECORD_ALIGN));
 
 /// Name of segment `seq`: fixed-width hex, so names sort in sequence order.
@@ -99,8 +112,13 @@ fn header_crc(page: &[u8]) -> u32 {
 impl SegmentHeader {
     /// The 4 KiB header page.
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_with(&SEGMENT_MAGIC)
+    }
+
+    /// The page with `magic` (sealed or prepared).
+    fn encode_with(&self, magic: &[u8; 8]) -> Vec<u8> {
         let mut p = vec![0u8; SEGMENT_HEADER_BYTES];
-        p[0..8].copy_from_slice(&SEGMENT_MAGIC);
+        p[0..8].copy_from_slice(magic);
         p[8..12].copy_from_slice(&WAL_FORMAT_VERSION.to_le_bytes());
         p[16..24].copy_from_slice(&self.seq.to_le_bytes());
         p[24..32].copy_from_slice(&self.prev.index.0.to_le_bytes());
@@ -113,12 +131,16 @@ impl SegmentHeader {
 
     /// Decodes the header page (at least [`SEGMENT_HEADER_BYTES`] bytes).
     pub fn decode(page: &[u8]) -> Result<SegmentHeader, HeaderError> {
+        Self::decode_with(page, &SEGMENT_MAGIC)
+    }
+
+    fn decode_with(page: &[u8], magic: &[u8; 8]) -> Result<SegmentHeader, HeaderError> {
         assert!(page.len() >= SEGMENT_HEADER_BYTES, "a whole header page");
         let page = &page[..SEGMENT_HEADER_BYTES];
         if page.iter().all(|&b| b == 0) {
             return Err(HeaderError::Zeroed);
         }
-        if page[0..8] != SEGMENT_MAGIC {
+        if page[0..8] != *magic {
             return Err(HeaderError::BadMagic);
         }
         let u64_at = |at: usize| u64::from_le_bytes(page[at..at + 8].try_into().expect("8"));
@@ -146,6 +168,40 @@ impl SegmentHeader {
                 term: Term(u64_at(32)),
             },
             segment_bytes,
+        })
+    }
+}
+
+/// The header page of a prepared segment: a file allocated and zero-filled for sequence number
+/// `seq`, holding no record yet. Laid out as [`SegmentHeader`] with [`PREPARED_MAGIC`] and a
+/// zero `prev`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PreparedHeader {
+    pub seq: u64,
+    pub segment_bytes: u64,
+}
+
+impl PreparedHeader {
+    /// The 4 KiB header page.
+    pub fn encode(&self) -> Vec<u8> {
+        SegmentHeader {
+            seq: self.seq,
+            prev: LogId::ZERO,
+            segment_bytes: self.segment_bytes,
+        }
+        .encode_with(&PREPARED_MAGIC)
+    }
+
+    /// Decodes a prepared header page (at least [`SEGMENT_HEADER_BYTES`] bytes); a sealed
+    /// segment's header is [`HeaderError::BadMagic`] here.
+    pub fn decode(page: &[u8]) -> Result<PreparedHeader, HeaderError> {
+        let h = SegmentHeader::decode_with(page, &PREPARED_MAGIC)?;
+        if h.prev != LogId::ZERO {
+            return Err(HeaderError::BadField);
+        }
+        Ok(PreparedHeader {
+            seq: h.seq,
+            segment_bytes: h.segment_bytes,
         })
     }
 }
@@ -275,6 +331,31 @@ mod tests {
         let mut c = p.clone();
         c[1000] = 1;
         assert_eq!(SegmentHeader::decode(&c), Err(HeaderError::BadField));
+    }
+
+    #[test]
+    fn prepared_header_roundtrip_and_distinct_from_sealed() {
+        let p = PreparedHeader {
+            seq: 9,
+            segment_bytes: 64 * 1024,
+        };
+        let page = p.encode();
+        assert_eq!(page.len(), SEGMENT_HEADER_BYTES);
+        assert_eq!(PreparedHeader::decode(&page), Ok(p));
+        assert_eq!(SegmentHeader::decode(&page), Err(HeaderError::BadMagic));
+        assert_eq!(
+            PreparedHeader::decode(&header(9).encode()),
+            Err(HeaderError::BadMagic)
+        );
+        assert_eq!(
+            PreparedHeader::decode(&[0; SEGMENT_HEADER_BYTES]),
+            Err(HeaderError::Zeroed)
+        );
+        for at in 0..HEADER_FIELDS_BYTES {
+            let mut c = page.clone();
+            c[at] ^= 0x10;
+            assert!(PreparedHeader::decode(&c).is_err(), "flip at {at} accepted");
+        }
     }
 
     #[test]

@@ -20,13 +20,38 @@
 //! with zero padding. Rewriting equal bytes is harmless even if torn, and a cancelled flush
 //! (its future dropped mid-write) is redone by the next flusher at the same offset.
 //!
+//! The next segment is prepared ahead of need, still without a background task. Once the
+//! active segment is filled past [`WalConfig::prepare_next_at_fill_percent`], the flusher
+//! starts a preparation future for segment `active + 1` (create, allocate — which zero-fills
+//! on glommio —, write a *prepared* header page, `sync_data`, `sync_dir`) and keeps it in
+//! `Inner::prep`. Every poll of a flush round polls that future first, then the round's own
+//! write and sync, so the preparation's I/O is in flight alongside the appends' and no append
+//! waits for it; it advances only while flushes run, which is when a roll can come. The roll
+//! then seals the prepared file — its final header (with `prev`, known only now) written over
+//! the prepared one and synced: one 4 KiB write and one sync on the append path, no create,
+//! no allocation, no directory sync. A roll that finds the preparation still running waits
+//! for it (driving it meanwhile); a roll with nothing prepared (preparation disabled, or the
+//! threshold not reached before a large record) creates the segment inline as before.
+//! Example (defaults, 64 MiB segments): the flush round that ends past 32 MiB starts
+//! preparing segment N+1; its ~70-100 ms of zero-filling overlap the next rounds; the append
+//! that crosses 64 MiB writes N+1's header, syncs, and writes its batch there.
+//!
+//! A prepared file holds no record until its seal is durable, so after a crash recovery may
+//! keep it (prepared header valid, full size, zero body: it becomes `prepared` again) or
+//! remove it (anything less), and a half-written seal reads as either header over a zero
+//! body. Purge only removes segments below the active one, never the prepared file.
+//!
 //! Invariants:
 //! - at most one flush is in flight (`flushing`); the queue is in log order;
 //! - records with `seq < durable_seq` are durable; `written_last` is the last log id of the
 //!   durable record stream, which a new segment's header records as its `prev`;
-//! - a segment is created (header written, synced, directory synced) only when no write is
-//!   pending, so only the last segment can hold a torn write;
-//! - after `failed` is set no byte is written again.
+//! - a segment becomes active (header with `prev` written, synced, name durable) only when no
+//!   write is pending, so only the last segment can hold a torn write;
+//! - at most one preparation exists (`preparing` iff `Inner::prep` holds a future); `prepared`
+//!   and a running preparation are both for `active_seq() + 1` and exclude each other; the
+//!   prepared file is not in `segments` and never holds a record;
+//! - after `failed` is set no byte is written again: the flush path stops, and a running
+//!   preparation is dropped at its next poll.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
@@ -41,7 +66,7 @@ use bytes::Bytes;
 use super::log::LogState;
 use super::record::{self, decode, Decoded, KIND_TAIL_MARKER};
 use super::segment::{
-    nonzero_end, parse_segment_name, scan, segment_name, SegmentHeader, StopReason,
+    nonzero_end, parse_segment_name, scan, segment_name, PreparedHeader, SegmentHeader, StopReason,
     SEGMENT_HEADER_BYTES,
 };
 use super::vote::{self, Vote, VoteFile, VOTE_FILE, VOTE_FILE_BYTES, VOTE_SLOT_BYTES};
@@ -72,7 +97,10 @@ pub struct Recovered {
     pub vote: Option<Vote>,
     /// Set when the last segment ended in a torn write that was cut and zeroed.
     pub torn_tail: Option<TornTail>,
+    /// Segments holding the log (a prepared file is not counted).
     pub segments: usize,
+    /// A prepared segment file found after the last segment and kept for the next roll.
+    pub prepared_segment: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,9 +118,21 @@ pub struct WalStats {
     /// Group-commit writes (each followed by one `sync_data`).
     pub flushes: u64,
     pub records_flushed: u64,
+    /// Bytes of group-commit writes (segment headers and preparation not included).
     pub bytes_written: u64,
+    /// Segment files created, on the write path or by preparation.
     pub segments_created: u64,
+    /// Preparations of a next segment started, and completed.
+    pub preparations_started: u64,
+    pub segments_prepared: u64,
     pub segments_purged: u64,
+    /// Times the active segment moved on to the next one.
+    pub rolls: u64,
+    /// Rolls that switched to a prepared file (one header write and one sync on the append
+    /// path); the others created the segment there.
+    pub rolls_to_prepared: u64,
+    /// Rolls that found the preparation still running and waited for it.
+    pub rolls_waited: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -125,8 +165,12 @@ struct Queued {
 struct Segment<F> {
     file: Rc<F>,
     name: String,
+    /// For a prepared file: its seq and size, with `prev` zero until the roll seals it.
     header: SegmentHeader,
 }
+
+/// A preparation in progress (see [`prepare_segment`]); `Err` names the failed operation.
+type PrepFuture<F> = Pin<Box<dyn Future<Output = Result<Segment<F>, (&'static str, IoError)>>>>;
 
 struct State<F> {
     failed: Option<WalError>,
@@ -141,6 +185,11 @@ struct State<F> {
     /// Bumped whenever something a waiter may be waiting for changes.
     epoch: u64,
     segments: BTreeMap<u64, Segment<F>>,
+    /// The next segment, prepared (allocated, zero-filled, prepared header synced, name
+    /// synced) and not yet part of the log: its seq is `active_seq() + 1`.
+    prepared: Option<Segment<F>>,
+    /// A preparation future sits in `Inner::prep`.
+    preparing: bool,
     /// End of the records in the active (last) segment.
     write_off: u64,
     /// The active segment's bytes in `[align_down(write_off), write_off)`.
@@ -170,10 +219,12 @@ impl<F> State<F> {
 }
 
 struct Inner<D: Disk> {
-    disk: D,
+    disk: Rc<D>,
     config: WalConfig,
     st: RefCell<State<D::File>>,
     waiters: RefCell<Vec<Waker>>,
+    /// The preparation in progress, polled by the flusher (see the module comment).
+    prep: RefCell<Option<PrepFuture<D::File>>>,
 }
 
 /// The WAL handle. Cheap to clone; every clone is the same log. `!Send`: it lives on the
@@ -281,6 +332,41 @@ async fn create_segment<D: Disk>(
         file: Rc::new(file),
         name,
         header,
+    })
+}
+
+/// Prepares segment `seq` ahead of need: created, allocated (zero-filled by the disk), given a
+/// [`PreparedHeader`] page, synced, and its name synced. It holds no record, so a crash at any
+/// point leaves a file that recovery keeps (when complete) or removes.
+async fn prepare_segment<D: Disk>(
+    disk: Rc<D>,
+    seq: u64,
+    segment_bytes: u64,
+) -> Result<Segment<D::File>, (&'static str, IoError)> {
+    let name = segment_name(seq);
+    let file = disk
+        .open(&name, true)
+        .await
+        .map_err(|e| ("create segment", e))?;
+    file.allocate(segment_bytes)
+        .await
+        .map_err(|e| ("allocate segment", e))?;
+    let page = PreparedHeader { seq, segment_bytes }.encode();
+    file.write_at(0, &page)
+        .await
+        .map_err(|e| ("write prepared header", e))?;
+    file.sync_data()
+        .await
+        .map_err(|e| ("sync prepared segment", e))?;
+    disk.sync_dir().await.map_err(|e| ("sync dir", e))?;
+    Ok(Segment {
+        file: Rc::new(file),
+        name,
+        header: SegmentHeader {
+            seq,
+            prev: LogId::ZERO,
+            segment_bytes,
+        },
     })
 }
 
@@ -397,7 +483,10 @@ impl<D: Disk> Inner<D> {
         let bytes = Bytes::from(record::encode(KIND_TAIL_MARKER, id.term, id.index, &[]));
         Ok(Self::queue(st, vec![(bytes, id, true)]))
     }
+}
 
+/// The flush path; `'static` because it boxes the preparation future.
+impl<D: Disk + 'static> Inner<D> {
     /// Waits until every record below `target` is durable, flushing when nobody else is.
     async fn wait_durable(&self, target: u64) -> Result<(), WalError> {
         loop {
@@ -421,10 +510,148 @@ impl<D: Disk> Inner<D> {
         }
     }
 
-    /// One group commit: [roll a segment,] write one batch, sync once.
+    /// The seq of the segment to prepare now, if a preparation is due: enabled, none prepared
+    /// or running, not failed, and the active segment filled past the threshold.
+    fn prep_due(&self) -> Option<u64> {
+        let percent = u64::from(self.config.prepare_next_at_fill_percent?);
+        let st = self.st.borrow();
+        if st.failed.is_some() || st.prepared.is_some() || st.preparing {
+            return None;
+        }
+        let active = st.active_seq();
+        let cap = st.segments[&active].header.segment_bytes;
+        (st.write_off * 100 >= cap * percent).then_some(active + 1)
+    }
+
+    /// Starts a preparation when one is due and advances the one in progress; called by the
+    /// flusher on each of its polls, before it polls its own I/O.
+    fn poll_prep(&self, cx: &mut Context<'_>) {
+        let Ok(mut slot) = self.prep.try_borrow_mut() else {
+            return;
+        };
+        if self.st.borrow().failed.is_some() {
+            // Fail-stop: nothing more is written, a preparation included.
+            if slot.take().is_some() {
+                self.st.borrow_mut().preparing = false;
+            }
+            return;
+        }
+        if slot.is_none() {
+            let Some(seq) = self.prep_due() else {
+                return;
+            };
+            {
+                let mut st = self.st.borrow_mut();
+                st.preparing = true;
+                st.stats.preparations_started += 1;
+            }
+            *slot = Some(Box::pin(prepare_segment(
+                self.disk.clone(),
+                seq,
+                self.config.segment_bytes,
+            )));
+        }
+        let fut = slot.as_mut().expect("a preparation is in progress");
+        let Poll::Ready(result) = fut.as_mut().poll(cx) else {
+            return;
+        };
+        *slot = None;
+        drop(slot);
+        match result {
+            Ok(seg) => {
+                {
+                    let mut st = self.st.borrow_mut();
+                    debug_assert_eq!(seg.header.seq, st.active_seq() + 1);
+                    st.preparing = false;
+                    st.prepared = Some(seg);
+                    st.stats.segments_created += 1;
+                    st.stats.segments_prepared += 1;
+                    st.epoch += 1;
+                }
+                self.wake_all();
+            }
+            Err((op, e)) => {
+                self.st.borrow_mut().preparing = false;
+                self.fail(op, e);
+            }
+        }
+    }
+
+    /// One group commit, with the preparation of the next segment (if any) advanced on every
+    /// poll alongside it.
     async fn flush_round(&self) -> Result<(), WalError> {
+        let mut round = std::pin::pin!(self.flush_round_io());
+        std::future::poll_fn(|cx| {
+            self.poll_prep(cx);
+            round.as_mut().poll(cx)
+        })
+        .await
+    }
+
+    /// Moves the active segment on to `active + 1`: seals the prepared file (waiting for its
+    /// preparation if it is running), or creates the segment here when none is prepared.
+    async fn roll(&self) -> Result<(), WalError> {
+        let waited = self.st.borrow().preparing;
+        if waited {
+            self.wait_until(|st| !st.preparing || st.failed.is_some())
+                .await;
+            self.st.borrow().check_failed()?;
+        }
+        let (seq, prev, prepared) = {
+            let st = self.st.borrow();
+            let prepared = st.prepared.as_ref().map(|p| (p.file.clone(), p.header));
+            (st.active_seq() + 1, st.written_last, prepared)
+        };
+        let seg = match prepared {
+            Some((file, header)) => {
+                assert_eq!(
+                    header.seq, seq,
+                    "the prepared segment follows the active one"
+                );
+                // The prepared file and its name are durable; only the header changes. It is
+                // synced before any record goes in, as for a segment created here.
+                let sealed = SegmentHeader {
+                    seq,
+                    prev,
+                    segment_bytes: header.segment_bytes,
+                };
+                if let Err(e) = file.write_at(0, &sealed.encode()).await {
+                    return Err(self.fail("seal segment", e));
+                }
+                if let Err(e) = file.sync_data().await {
+                    return Err(self.fail("sync segment", e));
+                }
+                let mut st = self.st.borrow_mut();
+                let mut seg = st.prepared.take().expect("still prepared");
+                seg.header = sealed;
+                st.stats.rolls_to_prepared += 1;
+                seg
+            }
+            None => match create_segment(&*self.disk, seq, prev, self.config.segment_bytes).await {
+                Ok(seg) => {
+                    self.st.borrow_mut().stats.segments_created += 1;
+                    seg
+                }
+                Err(e) => return Err(self.fail("create segment", e)),
+            },
+        };
+        let mut st = self.st.borrow_mut();
+        st.segments.insert(seq, seg);
+        st.write_off = SEGMENT_HEADER_BYTES as u64;
+        st.tail.clear();
+        st.stats.rolls += 1;
+        if waited {
+            st.stats.rolls_waited += 1;
+        }
+        Ok(())
+    }
+
+    /// One group commit: [roll a segment,] write one batch, sync once.
+    async fn flush_round_io(&self) -> Result<(), WalError> {
         let need_roll = {
             let mut st = self.st.borrow_mut();
+            // A preparation polled just before this may have latched fail-stop.
+            st.check_failed()?;
             assert!(!st.flushing, "one flush at a time");
             st.flushing = true;
             let first = st.queue.front().expect("flush_round needs a queued record");
@@ -437,20 +664,7 @@ impl<D: Disk> Inner<D> {
             armed: true,
         };
         if need_roll {
-            let (seq, prev) = {
-                let st = self.st.borrow();
-                (st.active_seq() + 1, st.written_last)
-            };
-            match create_segment(&self.disk, seq, prev, self.config.segment_bytes).await {
-                Ok(seg) => {
-                    let mut st = self.st.borrow_mut();
-                    st.segments.insert(seq, seg);
-                    st.write_off = SEGMENT_HEADER_BYTES as u64;
-                    st.tail.clear();
-                    st.stats.segments_created += 1;
-                }
-                Err(e) => return Err(self.fail("create segment", e)),
-            }
+            self.roll().await?;
         }
         let (file, seg_seq, page_start, buf, placed) = {
             let mut st = self.st.borrow_mut();
@@ -552,11 +766,15 @@ impl<D: Disk + 'static> Wal<D> {
             }
         }
 
-        // The last segment may be a creation that never became durable: its header is not
-        // valid or its preallocation is missing, and nothing was ever written after the
-        // header (records follow only a synced creation). Such a file is removed.
+        // The last file may be a prepared segment (prepared header, zero body, full size):
+        // it holds no record and is kept for the next roll, unless it is the only file or
+        // was prepared for another segment size. Otherwise the last file may be a creation or
+        // preparation that never became durable: its header is not valid or its
+        // preallocation is missing, and nothing was ever written after the header (records
+        // follow only a synced creation or sealing). Such a file is removed.
         let mut images: BTreeMap<u64, (D::File, Vec<u8>)> = BTreeMap::new();
         let mut fresh_seq = 1;
+        let mut prepared = None;
         if let Some(&last_seq) = seqs.last() {
             let name = segment_name(last_seq);
             let file = disk.open(&name, false).await?;
@@ -569,7 +787,26 @@ impl<D: Disk + 'static> Wal<D> {
                     .is_ok_and(|h| image.len() as u64 >= h.segment_bytes);
             let body_zero = image.len() < SEGMENT_HEADER_BYTES
                 || nonzero_end(&image[SEGMENT_HEADER_BYTES..]) == 0;
-            if !complete && body_zero {
+            let reusable = body_zero
+                && seqs.len() > 1
+                && image.len() >= SEGMENT_HEADER_BYTES
+                && PreparedHeader::decode(&image).is_ok_and(|p| {
+                    p.seq == last_seq
+                        && p.segment_bytes == config.segment_bytes
+                        && image.len() as u64 == p.segment_bytes
+                });
+            if reusable {
+                prepared = Some(Segment {
+                    file: Rc::new(file),
+                    name,
+                    header: SegmentHeader {
+                        seq: last_seq,
+                        prev: LogId::ZERO,
+                        segment_bytes: config.segment_bytes,
+                    },
+                });
+                seqs.pop();
+            } else if !complete && body_zero {
                 drop(file);
                 disk.remove(&name).await?;
                 disk.sync_dir().await?;
@@ -735,6 +972,10 @@ impl<D: Disk + 'static> Wal<D> {
         };
 
         let (vote_file, vote_seq, vote) = open_vote(&disk).await?;
+        // Every name found is made durable before anything is appended: a process killed
+        // between a segment's sync and its directory sync leaves a name the OS still holds
+        // but a power loss would not.
+        disk.sync_dir().await?;
 
         let recovered = Recovered {
             first_index: log.first_index(),
@@ -743,6 +984,7 @@ impl<D: Disk + 'static> Wal<D> {
             vote,
             torn_tail,
             segments: segments.len(),
+            prepared_segment: prepared.as_ref().map(|p: &Segment<D::File>| p.name.clone()),
         };
         let st = State {
             failed: None,
@@ -756,6 +998,8 @@ impl<D: Disk + 'static> Wal<D> {
             vote_busy: false,
             epoch: 0,
             segments,
+            prepared,
+            preparing: false,
             write_off,
             tail,
             written_last,
@@ -766,10 +1010,11 @@ impl<D: Disk + 'static> Wal<D> {
         };
         let wal = Wal {
             inner: Rc::new(Inner {
-                disk,
+                disk: Rc::new(disk),
                 config,
                 st: RefCell::new(st),
                 waiters: RefCell::new(Vec::new()),
+                prep: RefCell::new(None),
             }),
         };
         Ok((wal, recovered))

@@ -258,11 +258,16 @@ fn segments_roll_and_purge_drops_whole_segments_only() {
     assert_eq!(rec.first_index, first);
     assert_eq!(rec.prev, LogId::new(1, first.0 - 1));
     assert_eq!(read_all(&wal2), want[first.0 as usize - 1..].to_vec());
-    // Purging everything keeps the active segment and its entries.
+    // Purging everything keeps the active segment and its entries, and the prepared next
+    // segment when there is one.
+    assert!(rec.prepared_segment.is_some(), "{rec:?}");
     block_on(wal2.purge_upto(LogId::new(1, 200))).unwrap();
+    let after = disk2.crash_with(CrashPolicy::DropAll);
+    assert_eq!(segment_files(&after).len(), 2);
+    let (_, rec3) = open(&after).unwrap();
     assert_eq!(
-        segment_files(&disk2.crash_with(CrashPolicy::DropAll)).len(),
-        1
+        (rec3.segments, rec3.prepared_segment),
+        (1, rec.prepared_segment)
     );
     assert_eq!(wal2.last(), LogId::new(1, 200));
 }

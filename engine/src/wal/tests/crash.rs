@@ -399,3 +399,87 @@ fn crash_at_every_step_with_long_workloads() {
     eprintln!("{points} crash points (every third op)");
     assert!(points >= 500, "only {points} crash points");
 }
+
+/// Sequential appends of 700-byte entries on small segments, so that the next segment is
+/// prepared (at half fill) and sealed several times. Returns the WAL (if it opened) and how
+/// many appends were acknowledged before the disk died.
+fn sequential_appends(disk: &SimDisk, count: u64) -> u64 {
+    let Ok((wal, _)) = open(disk) else {
+        assert!(disk.is_dead(), "fresh open failed on a live disk");
+        return 0;
+    };
+    for i in 1..=count {
+        if futures::executor::block_on(wal.append(vec![entry(i, 1, 700)])).is_err() {
+            assert!(disk.is_dead(), "append {i} failed on a live disk");
+            return i - 1;
+        }
+    }
+    count
+}
+
+/// Crash at every mutation of a workload that prepares and rolls segments: a crash during a
+/// preparation (create, allocate, prepared header, sync, directory sync) or during the seal
+/// of a prepared file recovers every acknowledged entry; the file is either reused for the
+/// next roll or removed; and the reopened WAL rolls on and recovers again.
+#[test]
+fn crash_during_segment_preparation_recovers_and_reuses_or_removes_the_file() {
+    const COUNT: u64 = 60;
+    let (mut points, mut reused, mut removed) = (0u64, 0u64, 0u64);
+    for seed in 1..=4u64 {
+        let full = SimDisk::new(seed);
+        assert_eq!(sequential_appends(&full, COUNT), COUNT);
+        let mutations = full.stats().mutations;
+        for n in 1..=mutations {
+            let disk = SimDisk::new(seed.wrapping_mul(7919) ^ n);
+            disk.crash_at_op(Some(n));
+            let acked = sequential_appends(&disk, COUNT);
+            let what = format!("seed {seed}, crash at op {n}");
+            let after = disk.crash();
+            let files_before = futures::executor::block_on(crate::io::Disk::list(&after))
+                .unwrap()
+                .iter()
+                .filter(|f| f.ends_with(".seg"))
+                .count();
+            let (wal, rec) = open(&after).unwrap_or_else(|e| panic!("{what}: open: {e}"));
+            let got = read_all(&wal);
+            assert!(
+                got.len() as u64 >= acked,
+                "{what}: lost an acknowledged entry"
+            );
+            for (k, e) in got.iter().enumerate() {
+                assert_eq!(*e, entry(k as u64 + 1, 1, 700), "{what}");
+            }
+            let kept = rec.segments + usize::from(rec.prepared_segment.is_some());
+            reused += u64::from(rec.prepared_segment.is_some());
+            removed += u64::from(files_before > kept);
+
+            // Roll on past the recovered state (sealing a reused file), crash, check again.
+            let start = got.len() as u64 + 1;
+            let rolls_before = wal.stats().rolls;
+            let more: Vec<Entry> = (start..start + 30).map(|i| entry(i, 1, 700)).collect();
+            for e in &more {
+                futures::executor::block_on(wal.append(vec![e.clone()]))
+                    .unwrap_or_else(|err| panic!("{what}: append after recovery: {err}"));
+            }
+            assert!(
+                wal.stats().rolls > rolls_before,
+                "{what}: no roll after recovery"
+            );
+            if rec.prepared_segment.is_some() {
+                assert!(wal.stats().rolls_to_prepared >= 1, "{what}: not reused");
+            }
+            let (wal2, _) = open(&after.crash()).unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
+            let want: Vec<Entry> = got.into_iter().chain(more).collect();
+            assert_eq!(read_all(&wal2), want, "{what}: second crash");
+            points += 1;
+        }
+    }
+    eprintln!(
+        "{points} crash points: prepared file reused {reused}, unfinished file removed {removed}"
+    );
+    assert!(points >= 400, "only {points} crash points");
+    assert!(
+        reused > 0 && removed > 0,
+        "reused {reused}, removed {removed}"
+    );
+}

@@ -1,9 +1,11 @@
-//! WAL tests on the simulator: behaviour (`basic`), damaged files (`corruption`), and the
-//! crash-at-every-step model check (`crash`). Shared helpers live here.
+//! WAL tests on the simulator: behaviour (`basic`), damaged files (`corruption`), the
+//! crash-at-every-step model check (`crash`), and preparing the next segment ahead of need
+//! (`prepare`). Shared helpers live here.
 
 mod basic;
 mod corruption;
 mod crash;
+mod prepare;
 
 use bytes::Bytes;
 use futures::executor::block_on;
@@ -19,6 +21,7 @@ pub(super) fn small_config() -> WalConfig {
         batch_bytes_max: 6 * 1024,
         record_payload_bytes_max: 3000,
         queue_bytes_max: 1 << 20,
+        prepare_next_at_fill_percent: Some(50),
     }
 }
 

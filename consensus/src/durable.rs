@@ -2,7 +2,7 @@
 //! state machine's image in the page log, both in the shard's own directory:
 //!
 //! ```text
-//! <dir>/wal/     WAL segments and the vote file   (ballast_engine::wal)
+//! <dir>/wal/     WAL segments and the vote file   (ballast_engine::wal; or `wal_dir`)
 //! <dir>/pages/   page-log segments and superblock (ballast_engine::btree, mvcc::image)
 //! ```
 //!
@@ -51,6 +51,8 @@ pub const CHECKPOINT_META_VERSION: u8 = 1;
 pub struct ShardStorage {
     /// The shard's directory (created when missing).
     pub dir: PathBuf,
+    /// Where the WAL goes instead of `<dir>/wal` (etcd's `--wal-dir`, for a separate disk).
+    pub wal_dir: Option<PathBuf>,
     pub wal: WalConfig,
     pub pages: btree::Config,
     /// A checkpoint starts when this much key and value data changed since the last one...
@@ -64,6 +66,7 @@ impl ShardStorage {
     pub fn new(dir: impl Into<PathBuf>) -> ShardStorage {
         ShardStorage {
             dir: dir.into(),
+            wal_dir: None,
             wal: WalConfig::default(),
             pages: btree::Config::default(),
             checkpoint_bytes: 64 << 20,

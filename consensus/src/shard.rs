@@ -430,13 +430,18 @@ async fn start(config: ShardConfig, queue: flume::Receiver<Command>) -> Result<C
             (shared, raft)
         }
         Some(storage) => {
-            let disk = |sub: &str| {
-                ballast_engine_glommio::GlommioDisk::new(storage.dir.join(sub))
-                    .map_err(|e| format!("{}: {e}", storage.dir.display()))
+            let disk = |dir: std::path::PathBuf| {
+                ballast_engine_glommio::GlommioDisk::new(&dir)
+                    .map_err(|e| format!("{}: {e}", dir.display()))
             };
-            let opened = crate::durable::open(disk("wal")?, disk("pages")?, storage)
-                .await
-                .map_err(|e| e.to_string())?;
+            let wal_dir = storage
+                .wal_dir
+                .clone()
+                .unwrap_or_else(|| storage.dir.join("wal"));
+            let opened =
+                crate::durable::open(disk(wal_dir)?, disk(storage.dir.join("pages"))?, storage)
+                    .await
+                    .map_err(|e| e.to_string())?;
             tracing::info!(
                 shard = %config.shard_id,
                 dir = %storage.dir.display(),

@@ -106,6 +106,7 @@ pub fn shard_error(err: ShardError) -> Status {
     match err {
         ShardError::Engine(err) => status::from_engine(&err),
         ShardError::NotLeader { .. } => status::not_leader(),
+        ShardError::Failed { cause } => status::shard_failed(&cause),
         _ => status::shard_stopped(),
     }
 }

@@ -87,10 +87,10 @@ pub struct Flags {
     /// Path to the data directory [default: <name>.ballast].
     #[arg(long, env = "ETCD_DATA_DIR", help_heading = "Member")]
     pub data_dir: Option<PathBuf>,
-    /// Path to the dedicated WAL directory [not built yet].
+    /// Path to the dedicated WAL directory (each shard's log goes in `shard-<n>` under it).
     #[arg(long, env = "ETCD_WAL_DIR", help_heading = "Member")]
     pub wal_dir: Option<PathBuf>,
-    /// Committed transactions that trigger a snapshot to disk [not built yet].
+    /// Applied entries that trigger a checkpoint of the state (and a log purge behind it).
     #[arg(
         long,
         env = "ETCD_SNAPSHOT_COUNT",
@@ -490,8 +490,6 @@ pub struct Flags {
 
 /// Flags that are accepted but whose feature is not built yet.
 const NOT_BUILT: &[&str] = &[
-    "wal_dir",
-    "snapshot_count",
     "initial_election_tick_advance",
     "listen_peer_urls",
     "max_snapshots",

@@ -6,7 +6,7 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use ballast_consensus::{Request, Response};
+use ballast_consensus::{Reply, Request, Response, ShardStatus};
 
 use crate::context::{Context, ETCD_CLUSTER_VERSION, ETCD_VERSION};
 
@@ -18,7 +18,8 @@ pub fn router(ctx: Context) -> Router {
         .with_state(ctx)
 }
 
-/// Healthy when the shard answers a read, as etcd's /health checks that a request goes through.
+/// Healthy when the shard answers and has not stopped after a storage failure (then the
+/// reason names the failure), as etcd's /health checks that a request goes through.
 async fn health(State(ctx): State<Context>) -> impl IntoResponse {
     let json = |ok: bool, reason: &str| {
         format!(
@@ -28,6 +29,20 @@ async fn health(State(ctx): State<Context>) -> impl IntoResponse {
         )
     };
     match ctx.call(Request::Status).await {
+        Ok(Reply {
+            response:
+                Response::Status(ShardStatus {
+                    failure: Some(cause),
+                    ..
+                }),
+            ..
+        }) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json(
+                false,
+                &format!("shard 0 stopped after a storage failure: {cause}").replace('"', "'"),
+            ),
+        ),
         Ok(_) => (StatusCode::OK, json(true, "")),
         Err(status) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -73,7 +88,12 @@ async fn metrics(State(ctx): State<Context>) -> impl IntoResponse {
     gauge(
         "etcd_mvcc_db_total_size_in_bytes",
         "Total size of the underlying database physically allocated in bytes.",
-        s.size_bytes.to_string(),
+        if s.durable {
+            s.page_log_bytes
+        } else {
+            s.size_bytes
+        }
+        .to_string(),
     );
     gauge(
         "etcd_mvcc_db_total_size_in_use_in_bytes",
@@ -100,8 +120,107 @@ async fn metrics(State(ctx): State<Context>) -> impl IntoResponse {
         "Which version is running. 1 for 'server_version' label with current version.",
         "1".into(),
     );
+    out.push_str(&shard_metrics(0, &s));
     out.push_str(&settings_metrics(&ctx.settings));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// One shard's own figures, labelled with its id.
+fn shard_metrics(shard: u32, s: &ShardStatus) -> String {
+    let rows: [(&str, &str, u64); 16] = [
+        (
+            "ballast_shard_failed",
+            "1 when the shard stopped after a storage failure.",
+            u64::from(s.failure.is_some()),
+        ),
+        (
+            "ballast_shard_durable",
+            "1 when the shard keeps its data on disk.",
+            u64::from(s.durable),
+        ),
+        (
+            "ballast_shard_applied_index",
+            "Last log index applied to the store.",
+            s.applied_index,
+        ),
+        (
+            "ballast_shard_queue_depth",
+            "Requests waiting in the shard's queue.",
+            s.queue_depth as u64,
+        ),
+        (
+            "ballast_shard_writes_in_flight",
+            "Writes proposed and not yet answered.",
+            s.writes_in_flight as u64,
+        ),
+        (
+            "ballast_shard_write_latency_p50_microseconds",
+            "Write latency inside the shard (append, commit, apply), median since start.",
+            s.write_latency_us_p50,
+        ),
+        (
+            "ballast_shard_write_latency_p99_microseconds",
+            "Write latency inside the shard, 99th percentile since start.",
+            s.write_latency_us_p99,
+        ),
+        (
+            "ballast_shard_apply_latency_p99_nanoseconds",
+            "Time to apply one entry, 99th percentile since start.",
+            s.apply_latency_ns_p99,
+        ),
+        (
+            "ballast_shard_wal_syncs_total",
+            "WAL group-commit writes, each one fdatasync.",
+            s.wal_syncs,
+        ),
+        (
+            "ballast_shard_wal_records_total",
+            "Log records written by those writes.",
+            s.wal_records,
+        ),
+        (
+            "ballast_shard_checkpoints_total",
+            "Checkpoints completed since start.",
+            s.checkpoints,
+        ),
+        (
+            "ballast_shard_checkpoint_index",
+            "Log index of the last checkpoint.",
+            s.checkpoint_index,
+        ),
+        (
+            "ballast_shard_checkpoint_last_duration_milliseconds",
+            "Duration of the last checkpoint.",
+            s.checkpoint_duration_ms_last,
+        ),
+        (
+            "ballast_shard_checkpoint_pending_changes",
+            "Changes waiting for the next checkpoint.",
+            s.checkpoint_pending_changes,
+        ),
+        (
+            "ballast_shard_page_log_bytes",
+            "Page-log segment bytes on disk.",
+            s.page_log_bytes,
+        ),
+        (
+            "ballast_shard_page_cache_bytes",
+            "Clean pages held in the page cache.",
+            s.page_cache_bytes,
+        ),
+    ];
+    let mut out = String::new();
+    for (name, help, value) in rows {
+        let kind = if name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{shard=\"{shard}\"}} {value}\n"
+        ));
+    }
+    out
 }
 
 /// The resolved configuration: the profile it started from and every numeric setting.

@@ -71,6 +71,15 @@ pub fn shard_stopped() -> Status {
     Status::unavailable(SHARD_STOPPED)
 }
 
+/// A shard that stopped after a storage failure (fail-stop): nothing is served until the
+/// process restarts and recovers from disk. etcd itself would exit; the code is the one
+/// clients retry elsewhere on.
+pub fn shard_failed(cause: &str) -> Status {
+    Status::unavailable(format!(
+        "etcdserver: ballast shard stopped after a storage failure: {cause}"
+    ))
+}
+
 /// The shard answered with a response of another kind than the request: a broken invariant
 /// reported to the client rather than a panic in the server.
 pub fn unexpected_reply(method: &str) -> Status {

@@ -79,7 +79,7 @@ pub struct Settings {
     /// Applied entries between two checkpoints (etcd: entries between snapshots); the WAL is
     /// purged up to the last checkpoint.
     pub snapshot_count: u64,
-    /// A checkpoint also starts when this many bytes of pages are dirty.
+    /// A checkpoint also starts when this many bytes of keys and values changed since the last.
     pub checkpoint_dirty_bytes: u64,
     /// A checkpoint also starts when the last one is this old and anything is dirty.
     pub checkpoint_interval_ms: u64,
@@ -152,7 +152,7 @@ pub const SETTINGS_KEYS: &[(&str, &str)] = &[
     ),
     (
         "checkpoint-dirty-bytes",
-        "A checkpoint also starts when this many page bytes are dirty.",
+        "A checkpoint also starts when this many bytes of keys and values changed since the last.",
     ),
     (
         "checkpoint-interval-ms",

@@ -49,7 +49,12 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         let Response::Status(s) = reply.response else {
             return Err(unexpected_reply("Status"));
         };
-        let size = i64::try_from(s.size_bytes).unwrap_or(i64::MAX);
+        let size = i64::try_from(if s.durable {
+            s.page_log_bytes
+        } else {
+            s.size_bytes
+        })
+        .unwrap_or(i64::MAX);
         Ok(GrpcResponse::new(pb::StatusResponse {
             header: Some(self.ctx.header(reply.revision)),
             version: ETCD_VERSION.to_owned(),
@@ -59,7 +64,11 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
             raft_index: s.raft_index,
             raft_term: s.raft_term,
             raft_applied_index: s.applied_index,
-            errors: Vec::new(),
+            errors: s
+                .failure
+                .iter()
+                .map(|f| format!("shard 0 stopped after a storage failure: {f}"))
+                .collect(),
             db_size_in_use: size,
             is_learner: false,
             storage_version: String::new(),

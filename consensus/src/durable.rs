@@ -87,6 +87,9 @@ pub trait Durability {
     ) -> LocalFuture<Result<CheckpointReport, ImageError>>;
     /// The page log's figures.
     fn page_stats(&self) -> btree::Stats;
+    /// Bytes the page log's files take on disk (preallocated segments and the superblock
+    /// file).
+    fn page_log_bytes(&self) -> u64;
     /// Why the WAL stopped, if it did.
     fn wal_failure(&self) -> Option<String>;
     fn wal_stats(&self) -> ballast_engine::wal::WalStats;
@@ -96,6 +99,7 @@ struct Parts<D: Disk> {
     /// Taken out while a checkpoint runs (one at a time: openraft builds one snapshot at once).
     image: Rc<RefCell<Option<StoreImage<D>>>>,
     stats: Rc<RefCell<btree::Stats>>,
+    segment_bytes: u64,
     wal: Wal<D>,
 }
 
@@ -121,6 +125,11 @@ impl<D: Disk + 'static> Durability for Parts<D> {
 
     fn page_stats(&self) -> btree::Stats {
         self.stats.borrow().clone()
+    }
+
+    fn page_log_bytes(&self) -> u64 {
+        let segments = self.stats.borrow().segments as u64;
+        segments * self.segment_bytes + 2 * btree::SLOT_SIZE as u64
     }
 
     fn wal_failure(&self) -> Option<String> {
@@ -202,6 +211,7 @@ pub async fn open<D: Disk + 'static>(
     let durability = Rc::new(Parts {
         image: Rc::new(RefCell::new(Some(image))),
         stats,
+        segment_bytes: storage.pages.segment_bytes,
         wal: wal.clone(),
     });
     Ok(Opened {

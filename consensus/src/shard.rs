@@ -193,7 +193,7 @@ pub struct ShardStatus {
     pub checkpoint_duration_ms_last: u64,
     /// Changes (revisions, leases) waiting for the next checkpoint.
     pub checkpoint_pending_changes: u64,
-    /// Page-log size on disk (every segment, live and dead pages) and its cache.
+    /// Page-log size on disk (preallocated segments and the superblock file) and its cache.
     pub page_log_bytes: u64,
     pub page_cache_bytes: u64,
     /// WAL group-commit writes (each one fdatasync) and the records they carried, since start.
@@ -724,7 +724,7 @@ impl Core {
             checkpoint_index: st.checkpoints.last_index,
             checkpoint_duration_ms_last: st.checkpoints.last_duration_ms,
             checkpoint_pending_changes: st.store.pending_changes().changes as u64,
-            page_log_bytes: pages.as_ref().map_or(0, |p| p.written_bytes),
+            page_log_bytes: st.durable.as_ref().map_or(0, |d| d.page_log_bytes()),
             page_cache_bytes: pages.as_ref().map_or(0, |p| p.cache_bytes),
             wal_syncs: wal.map_or(0, |w| w.flushes),
             wal_records: wal.map_or(0, |w| w.records_flushed),

@@ -46,12 +46,12 @@ use crate::io::{Disk, DiskFile, IoError};
 
 pub use checkpoint::CheckpointReport;
 pub use page::{decode_page, encode_page, PageError, PageId, MAX_KEY_LEN, PAGE_SIZE};
-pub use superblock::{FORMAT_VERSION, MAX_SEGMENTS};
+pub use superblock::{FORMAT_VERSION, MAX_SEGMENTS, SLOT_SIZE};
 pub use tree::Range;
 
 use cache::PageCache;
 use page::{Child, Node, PageBody};
-use superblock::{SegmentInfo, SlotError, Superblock, SLOT_SIZE};
+use superblock::{SegmentInfo, SlotError, Superblock};
 
 /// Number of logical trees one page log can hold.
 pub const MAX_TREES: usize = 4;

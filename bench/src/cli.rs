@@ -1,5 +1,5 @@
 //! Command-line arguments of `ballast-bench` (clap derive): one subcommand per workload plus
-//! `disk`, `compare` and `report`.
+//! `disk`, `compare`, `report`, and the server-process benchmarks `restart` and `memory`.
 //!
 //! Invariant: parsing only; no I/O happens here. Durations take humantime syntax (`500ms`,
 //! `10s`, `2m`).
@@ -30,6 +30,11 @@ pub enum Command {
     Compare(CompareArgs),
     /// Renders JSON results into one self-contained HTML page with SVG plots.
     Report(ReportArgs),
+    /// Restart time with data: load, stop (kill -9 / SIGTERM), start again on the same data
+    /// dir; time to the first linearizable Range and to `/health` true, per server.
+    Restart(RestartArgs),
+    /// Resident memory per key: load keys, then read VmRSS/VmHWM of the server process.
+    Memory(MemoryArgs),
 }
 
 /// The workloads.
@@ -302,4 +307,143 @@ pub struct ReportArgs {
     pub out: PathBuf,
     #[arg(long, default_value = "ballast-bench report")]
     pub title: String,
+}
+
+/// A server `restart` and `memory` start themselves.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerArg {
+    /// The reference etcd (`--etcd-bin`).
+    Etcd,
+    /// Ballast (`--ballast-bin`).
+    Ballast,
+}
+
+/// How `restart` stops a server before starting it again.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopArg {
+    /// SIGKILL (`kill -9`): a crash.
+    Kill,
+    /// SIGTERM: a clean shutdown (SIGKILL after `--stop-grace`).
+    Term,
+}
+
+/// Options `restart` and `memory` share: which servers, how to start them, how to load.
+#[derive(Args, Debug, Clone)]
+pub struct ServerBenchArgs {
+    /// Servers to measure, one after the other, each on its own fresh data dir.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "etcd,ballast"
+    )]
+    pub servers: Vec<ServerArg>,
+    /// The etcd binary.
+    #[arg(long, default_value = "etcd")]
+    pub etcd_bin: PathBuf,
+    /// The Ballast binary (required when `ballast` is among --servers).
+    #[arg(long)]
+    pub ballast_bin: Option<PathBuf>,
+    /// Extra flag for etcd (repeatable), e.g. `--etcd-arg=--snapshot-count=10000`.
+    #[arg(long, allow_hyphen_values = true)]
+    pub etcd_arg: Vec<String>,
+    /// Extra flag for Ballast (repeatable).
+    #[arg(long, allow_hyphen_values = true)]
+    pub ballast_arg: Vec<String>,
+    /// Directory the temporary data dirs are created in (removed afterwards); the system's
+    /// temp dir by default.
+    #[arg(long)]
+    pub tmp_dir: Option<PathBuf>,
+    /// Concurrent loading clients (each with one Put in flight).
+    #[arg(long, default_value_t = 256)]
+    pub clients: usize,
+    /// gRPC connections the loading clients share.
+    #[arg(long, default_value_t = 16)]
+    pub conns: usize,
+    /// Key size in bytes (keys are `/registry/<resource>/ns-<nn>/<number>`, padded).
+    #[arg(long, default_value_t = 40)]
+    pub key_size: usize,
+    /// Bound on loading one server.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30m")]
+    pub load_timeout: Duration,
+    /// Bound on a server becoming ready after a start.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
+    pub ready_timeout: Duration,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RestartArgs {
+    #[command(flatten)]
+    pub servers: ServerBenchArgs,
+    /// Bytes of values to load (`100MB`, `1GB`, `2MiB`; KB/MB/GB are powers of 1000, KiB/MiB/GiB
+    /// of 1024); keys = size / --val-size.
+    #[arg(long, value_parser = parse_size, default_value = "100MB")]
+    pub size: u64,
+    /// Value size in bytes (every value distinct and incompressible).
+    #[arg(long, default_value_t = 1024)]
+    pub val_size: usize,
+    /// Stops to measure, in order, on the same data dir: each stops the server, then starts it
+    /// again and times it.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "kill,term")]
+    pub stop: Vec<StopArg>,
+    /// After SIGTERM, how long to wait for the server to exit before SIGKILL.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    pub stop_grace: Duration,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MemoryArgs {
+    #[command(flatten)]
+    pub servers: ServerBenchArgs,
+    /// Keys to load.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub keys: u64,
+    /// Value size in bytes (every value distinct and incompressible).
+    #[arg(long, default_value_t = 256)]
+    pub val_size: usize,
+    /// Idle time after loading before the memory is read.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    pub settle: Duration,
+}
+
+/// A byte count with an optional unit: `1024`, `100MB`, `1GB`, `2MiB`, `1.5GiB`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number with an optional unit"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "m" | "mb" => 1_000_000,
+        "g" | "gb" => 1_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        other => return Err(format!("{s:?}: unknown unit {other:?}")),
+    };
+    Ok((n * mult as f64).round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("100MB"), Ok(100_000_000));
+        assert_eq!(parse_size("1GB"), Ok(1_000_000_000));
+        assert_eq!(parse_size("2MiB"), Ok(2 << 20));
+        assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
+        assert!(parse_size("1XB").is_err());
+        assert!(parse_size("MB").is_err());
+    }
 }

@@ -1,7 +1,8 @@
 //! ballast-bench: load generator, disk check, side-by-side comparison and reports for any etcd
 //! v3 endpoint (Ballast or etcd). The binary is `src/main.rs`; everything else is library, so
 //! `ballast-tuning` can call the disk probe (`disk::run_disk_probe`) and tests can drive
-//! workloads directly.
+//! workloads directly. `server_bench` measures the server process itself (restart time,
+//! resident memory per key) on servers it starts.
 
 pub mod cli;
 pub mod compare;
@@ -19,5 +20,6 @@ pub mod ratio;
 pub mod report;
 pub mod result;
 pub mod runner;
+pub mod server_bench;
 pub mod tally;
 pub mod workload;

@@ -1,16 +1,19 @@
 //! Starts an etcd-compatible server (the reference etcd, or Ballast, which takes etcd's flags)
-//! as a single-node cluster on free 127.0.0.1 ports with a fresh data directory, and stops it.
+//! as a single-node cluster on free 127.0.0.1 ports with a fresh data directory, stops it
+//! (SIGTERM or SIGKILL), and starts it again on the same data directory and ports.
 //!
-//! Invariants: the process is killed and reaped when the `LocalServer` is dropped (also on
-//! panic), and its temporary data directory removed; `start` returns only once the server
-//! answered a Range, or fails with the tail of the server's log.
+//! Invariants: at most one process per `LocalServer` runs at a time; it is killed and reaped
+//! when the `LocalServer` is dropped (also on panic and on an error path), and the temporary
+//! directory holding the data dir and the log is removed then; `start` returns only once the
+//! server answered a Range, or fails with the tail of the server's log. Every restart appends
+//! to the same log file, so its tail shows the last run.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use ballast_proto::etcdserverpb::RangeRequest;
 use bytes::Bytes;
 use tempfile::TempDir;
@@ -19,11 +22,25 @@ use crate::conn::Pool;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A running single-node server.
+/// How to stop a server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopSignal {
+    /// SIGTERM: the server may shut down cleanly.
+    Term,
+    /// SIGKILL (`kill -9`): a crash as far as the server's files are concerned.
+    Kill,
+}
+
+/// A single-node server, running or stopped.
 pub struct LocalServer {
-    child: Child,
+    child: Option<Child>,
+    binary: PathBuf,
+    name: String,
+    extra_args: Vec<String>,
     /// `http://127.0.0.1:<port>`.
     pub client_url: String,
+    peer_url: String,
+    pub data_dir: PathBuf,
     pub log_path: PathBuf,
     _dir: TempDir,
 }
@@ -38,48 +55,140 @@ impl LocalServer {
     /// Starts `binary` (e.g. `etcd` from PATH or a Ballast binary) named `name`, and waits
     /// until it serves.
     pub async fn start(binary: &Path, name: &str) -> Result<LocalServer> {
-        let dir = tempfile::Builder::new()
-            .prefix("ballast-bench-")
-            .tempdir()?;
-        let data_dir = dir.path().join("data");
-        let log_path = dir.path().join("server.log");
-        let client_url = format!("http://127.0.0.1:{}", free_port()?);
-        let peer_url = format!("http://127.0.0.1:{}", free_port()?);
-        let log = std::fs::File::create(&log_path)?;
-        let child = Command::new(binary)
-            .arg("--name")
-            .arg(name)
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .arg("--listen-client-urls")
-            .arg(&client_url)
-            .arg("--advertise-client-urls")
-            .arg(&client_url)
-            .arg("--listen-peer-urls")
-            .arg(&peer_url)
-            .arg("--initial-advertise-peer-urls")
-            .arg(&peer_url)
-            .arg("--initial-cluster")
-            .arg(format!("{name}={peer_url}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
+        Self::start_with(binary, name, &[], None).await
+    }
+
+    /// Like [`LocalServer::start`], with `extra_args` after the cluster flags and the temporary
+    /// directory created under `parent` (the system's temp dir when `None`).
+    pub async fn start_with(
+        binary: &Path,
+        name: &str,
+        extra_args: &[String],
+        parent: Option<&Path>,
+    ) -> Result<LocalServer> {
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("ballast-bench-");
+        let dir = match parent {
+            Some(p) => builder
+                .tempdir_in(p)
+                .with_context(|| format!("creating a temp dir in {}", p.display()))?,
+            None => builder.tempdir()?,
+        };
         let mut server = LocalServer {
-            child,
-            client_url,
-            log_path,
+            child: None,
+            binary: binary.to_path_buf(),
+            name: name.to_string(),
+            extra_args: extra_args.to_vec(),
+            client_url: format!("http://127.0.0.1:{}", free_port()?),
+            peer_url: format!("http://127.0.0.1:{}", free_port()?),
+            data_dir: dir.path().join("data"),
+            log_path: dir.path().join("server.log"),
             _dir: dir,
         };
-        server.wait_ready().await?;
+        server.spawn()?;
+        server.wait_ready(READY_TIMEOUT).await?;
         Ok(server)
     }
 
-    async fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + READY_TIMEOUT;
+    /// Starts the process (again) on the same data dir and ports, without waiting for it to
+    /// serve; returns the instant just before the spawn, the origin of restart timings.
+    pub fn spawn(&mut self) -> Result<Instant> {
+        if self.is_running()? {
+            bail!("{} is already running", self.name);
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)?;
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("--name")
+            .arg(&self.name)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--listen-client-urls")
+            .arg(&self.client_url)
+            .arg("--advertise-client-urls")
+            .arg(&self.client_url)
+            .arg("--listen-peer-urls")
+            .arg(&self.peer_url)
+            .arg("--initial-advertise-peer-urls")
+            .arg(&self.peer_url)
+            .arg("--initial-cluster")
+            .arg(format!("{}={}", self.name, self.peer_url))
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let t0 = Instant::now();
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", self.binary.display()))?;
+        self.child = Some(child);
+        Ok(t0)
+    }
+
+    /// The running process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// True while the process has not exited.
+    pub fn is_running(&mut self) -> Result<bool> {
+        match &mut self.child {
+            None => Ok(false),
+            Some(c) => Ok(c.try_wait()?.is_none()),
+        }
+    }
+
+    /// The process's exit status once it has exited (reaping it), `None` while it runs.
+    pub fn exited(&mut self) -> Result<Option<ExitStatus>> {
+        match &mut self.child {
+            None => Ok(None),
+            Some(c) => Ok(c.try_wait()?),
+        }
+    }
+
+    /// Stops the process with `signal` and waits until it has exited. After SIGTERM it waits
+    /// up to `grace`, then sends SIGKILL; returns how long the stop took and whether SIGKILL
+    /// was needed after a SIGTERM.
+    pub async fn stop(&mut self, signal: StopSignal, grace: Duration) -> Result<(Duration, bool)> {
+        let Some(child) = self.child.as_mut() else {
+            bail!("{} is not running", self.name);
+        };
+        let t0 = Instant::now();
+        let mut forced = false;
+        match signal {
+            StopSignal::Kill => {
+                child.kill().context("sending SIGKILL")?;
+                child.wait()?;
+            }
+            StopSignal::Term => {
+                send_sigterm(child.id())?;
+                let deadline = t0 + grace;
+                loop {
+                    if child.try_wait()?.is_some() {
+                        break;
+                    }
+                    if Instant::now() >= deadline {
+                        forced = true;
+                        child.kill().context("sending SIGKILL after SIGTERM")?;
+                        child.wait()?;
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }
+        let took = t0.elapsed();
+        self.child = None;
+        Ok((took, forced))
+    }
+
+    /// Waits until the server answers a Range, at most `timeout`.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
         loop {
-            if let Some(status) = self.child.try_wait()? {
+            if let Some(status) = self.exited()? {
                 return Err(anyhow!(
                     "server exited with {status}; log:\n{}",
                     self.log_tail()
@@ -90,7 +199,7 @@ impl LocalServer {
             }
             if Instant::now() >= deadline {
                 return Err(anyhow!(
-                    "server not ready after {READY_TIMEOUT:?}; log:\n{}",
+                    "server not ready after {timeout:?}; log:\n{}",
                     self.log_tail()
                 ));
             }
@@ -120,9 +229,24 @@ impl LocalServer {
     }
 }
 
+/// SIGTERM through the `kill` utility: the crate denies unsafe code, and `libc::kill` is an
+/// unsafe call (std's `Child::kill` only sends SIGKILL).
+fn send_sigterm(pid: u32) -> Result<()> {
+    let status = Command::new("kill")
+        .args(["-s", "TERM", &pid.to_string()])
+        .status()
+        .context("running kill -s TERM")?;
+    if !status.success() {
+        bail!("kill -s TERM {pid} failed with {status}");
+    }
+    Ok(())
+}
+
 impl Drop for LocalServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

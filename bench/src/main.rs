@@ -6,8 +6,8 @@ use std::io::IsTerminal;
 use anyhow::{Context, Result};
 use ballast_bench::cli::{Cli, Command, DiskArgs, ReportArgs, WorkloadCmd};
 use ballast_bench::disk::{self, fio, DiskConfig};
-use ballast_bench::output::{hdr_log, table};
-use ballast_bench::{compare, report, runner};
+use ballast_bench::output::{hdr_log, server_table, table};
+use ballast_bench::{compare, report, runner, server_bench};
 use clap::Parser;
 
 #[global_allocator]
@@ -30,6 +30,28 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Command::Report(args) => report_page(&args),
+        Command::Restart(args) => {
+            let out =
+                server_bench::until_interrupted(server_bench::restart::run_restart(&args, true))
+                    .await?;
+            if args.servers.json {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                print!("{}", server_table::restart_table(&out));
+            }
+            Ok(())
+        }
+        Command::Memory(args) => {
+            let out =
+                server_bench::until_interrupted(server_bench::memory::run_memory(&args, true))
+                    .await?;
+            if args.servers.json {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                print!("{}", server_table::memory_table(&out));
+            }
+            Ok(())
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 //!
 //! Invariant: nothing here listens beyond 127.0.0.1, and every wait is bounded.
 
+pub mod crash;
 pub mod diff;
 pub mod etcdctl;
 pub mod gen;

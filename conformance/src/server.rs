@@ -9,14 +9,17 @@
 //!   dir) so a failing test shows what the server said.
 //! - Only 127.0.0.1 is used. Startup is bounded ([`READY_TIMEOUT`]); a server that exits early
 //!   because its port was taken between probing and binding is retried on fresh ports.
+//! - [`Server::kill9`] and [`Server::restart`] let a crash test SIGKILL the server and start it
+//!   again on the same data dir (and the same ports while they are free); the log is appended
+//!   to across restarts, so the tail shows the latest start.
 //! - `BALLAST_CONFORMANCE_BOTH_ETCD=1` makes the "ballast" side a second etcd, which is how the
 //!   harness itself is validated: with etcd on both sides every comparison must pass.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -34,6 +37,8 @@ const START_ATTEMPTS: usize = 3;
 pub const MEMBER_NAME: &str = "conformance";
 /// Lines of the server log printed when a test fails.
 const LOG_TAIL_LINES: usize = 200;
+/// How long a SIGKILLed server may take to be reaped.
+const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Which implementation a [`Server`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +113,16 @@ pub fn free_port() -> Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// Two distinct free ports: (client, peer).
+fn free_port_pair() -> Result<(u16, u16)> {
+    let client_port = free_port()?;
+    let mut peer_port = free_port()?;
+    while peer_port == client_port {
+        peer_port = free_port()?;
+    }
+    Ok((client_port, peer_port))
+}
+
 impl Server {
     /// Starts a server of `kind` and waits until it answers a Range.
     pub async fn start(kind: Kind) -> Result<Server> {
@@ -152,15 +167,24 @@ impl Server {
             ))
             .tempdir()
             .context("creating a temp dir")?;
-        let client_port = free_port()?;
-        let mut peer_port = free_port()?;
-        while peer_port == client_port {
-            peer_port = free_port()?;
-        }
-        let data_dir = dir.path().join("data");
+        let (client_port, peer_port) = free_port_pair()?;
         let log_path = dir.path().join("server.log");
-        let log = File::create(&log_path).context("creating the server log")?;
-        let program = match kind {
+        File::create(&log_path).context("creating the server log")?;
+        let mut server = Server {
+            kind,
+            child: None,
+            client_port,
+            peer_port,
+            log_path,
+            dir: Some(dir),
+        };
+        server.spawn_child()?;
+        Ok(server)
+    }
+
+    /// The program to run for `kind`.
+    fn program(kind: Kind) -> Result<PathBuf> {
+        Ok(match kind {
             Kind::Etcd => PathBuf::from("etcd"),
             Kind::Ballast if both_etcd() => PathBuf::from("etcd"),
             Kind::Ballast => {
@@ -175,14 +199,31 @@ impl Server {
                 }
                 bin
             }
-        };
-        let client_url = format!("http://127.0.0.1:{client_port}");
-        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        })
+    }
+
+    /// Spawns the server process on this server's dir, data dir and ports, its output appended
+    /// to the log.
+    fn spawn_child(&mut self) -> Result<()> {
+        let dir = self
+            .dir
+            .as_ref()
+            .ok_or_else(|| anyhow!("the server's temp dir is gone"))?
+            .path()
+            .to_path_buf();
+        let program = Server::program(self.kind)?;
+        let log = File::options()
+            .append(true)
+            .create(true)
+            .open(&self.log_path)
+            .context("opening the server log")?;
+        let client_url = self.client_url();
+        let peer_url = format!("http://127.0.0.1:{}", self.peer_port);
         let mut cmd = Command::new(&program);
         cmd.arg("--name")
             .arg(MEMBER_NAME)
             .arg("--data-dir")
-            .arg(&data_dir)
+            .arg(self.data_dir())
             .arg("--listen-client-urls")
             .arg(&client_url)
             .arg("--advertise-client-urls")
@@ -193,7 +234,7 @@ impl Server {
             .arg(&peer_url)
             .arg("--initial-cluster")
             .arg(format!("{MEMBER_NAME}={peer_url}"))
-            .current_dir(dir.path())
+            .current_dir(&dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -206,14 +247,113 @@ impl Server {
         let child = cmd
             .spawn()
             .with_context(|| format!("spawning {}", program.display()))?;
-        Ok(Server {
-            kind,
-            child: Some(child),
-            client_port,
-            peer_port,
-            log_path,
-            dir: Some(dir),
-        })
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// The server's data dir (`<temp dir>/data`); it survives [`Server::kill9`].
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir
+            .as_ref()
+            .map(|d| d.path().join("data"))
+            .unwrap_or_default()
+    }
+
+    /// The server process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Kills the server process with SIGKILL and reaps it (bounded by [`KILL_TIMEOUT`]). The
+    /// data dir and log stay, for [`Server::restart`].
+    pub fn kill9(&mut self) -> Result<ExitStatus> {
+        let mut child = self
+            .child
+            .take()
+            .ok_or_else(|| anyhow!("{} is not running", self.kind.label()))?;
+        // `Child::kill` sends SIGKILL on Unix; it fails only if the process was already reaped.
+        child.kill().context("sending SIGKILL")?;
+        let deadline = Instant::now() + KILL_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait().context("waiting for the killed server")? {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                // Keep it owned so `Drop` tries again.
+                self.child = Some(child);
+                bail!(
+                    "{} did not exit within {KILL_TIMEOUT:?} of SIGKILL",
+                    self.kind.label()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Starts the server again on the same data dir after [`Server::kill9`] and waits until it
+    /// answers a Range (at most [`READY_TIMEOUT`]). The same ports are used unless the server
+    /// reports them taken, then fresh ones.
+    pub async fn restart(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            bail!("{} is still running; kill it first", self.kind.label());
+        }
+        let mut last_err = None;
+        for attempt in 0..START_ATTEMPTS {
+            if attempt > 0 {
+                (self.client_port, self.peer_port) = free_port_pair()?;
+            }
+            let log_start = self.append_log_marker("restart")?;
+            self.spawn_child()?;
+            match self.wait_ready().await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    let exited = self
+                        .child
+                        .as_mut()
+                        .map(|c| matches!(c.try_wait(), Ok(Some(_))))
+                        .unwrap_or(true);
+                    let log = self.log_since(log_start);
+                    let err = anyhow!(
+                        "{} failed to restart on {}: {e:#}\n--- log ---\n{log}",
+                        self.kind.label(),
+                        self.data_dir().display()
+                    );
+                    if let Some(mut child) = self.child.take() {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                    }
+                    if exited && log.contains("address already in use") {
+                        last_err = Some(err);
+                        continue;
+                    }
+                    return Err(err);
+                }
+            }
+        }
+        Err(last_err.unwrap_or_else(|| anyhow!("{} failed to restart", self.kind.label())))
+    }
+
+    /// Appends a marker line to the log and returns the offset after it.
+    fn append_log_marker(&self, what: &str) -> Result<u64> {
+        let mut f = File::options()
+            .append(true)
+            .create(true)
+            .open(&self.log_path)
+            .context("opening the server log")?;
+        writeln!(f, "===== conformance harness: {what} =====")?;
+        Ok(f.metadata()?.len())
+    }
+
+    /// The log written since `offset` (at most its last 256 KiB).
+    fn log_since(&self, offset: u64) -> String {
+        let mut buf = Vec::new();
+        if let Ok(mut f) = File::open(&self.log_path) {
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            let start = offset.max(len.saturating_sub(256 * 1024));
+            let _ = f.seek(SeekFrom::Start(start));
+            let _ = f.read_to_end(&mut buf);
+        }
+        String::from_utf8_lossy(&buf).into_owned()
     }
 
     async fn wait_ready(&mut self) -> Result<()> {

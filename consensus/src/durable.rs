@@ -31,9 +31,11 @@
 use std::cell::RefCell;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ballast_engine::btree::{self, CheckpointReport};
+use ballast_engine::io::sim::SimDisk;
 use ballast_engine::io::Disk;
 use ballast_engine::mvcc::image::{Changes, ImageError, StoreImage};
 use ballast_engine::wal::{Wal, WalConfig};
@@ -46,9 +48,31 @@ use crate::types::{LogId, StoredMembership};
 /// Version of the app bytes saved with each checkpoint. 1: first layout.
 pub const CHECKPOINT_META_VERSION: u8 = 1;
 
+/// Which disks a durable shard uses.
+#[derive(Clone, Default)]
+pub enum Disks {
+    /// Files under the shard's directory, through glommio DMA (O_DIRECT) — the server's.
+    #[default]
+    Files,
+    /// Simulated disks `(wal, pages)` made on the shard's thread by the function (they are
+    /// `!Send`): tests use it to inject faults (`SimDisk::crash_at_op`, `fail_next`) into a
+    /// running shard. `dir` then only names the shard in messages.
+    Sim(Arc<dyn Fn() -> (SimDisk, SimDisk) + Send + Sync>),
+}
+
+impl std::fmt::Debug for Disks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Disks::Files => f.write_str("Files"),
+            Disks::Sim(_) => f.write_str("Sim"),
+        }
+    }
+}
+
 /// Where and how a shard keeps its data.
 #[derive(Clone, Debug)]
 pub struct ShardStorage {
+    pub disks: Disks,
     /// The shard's directory (created when missing).
     pub dir: PathBuf,
     /// Where the WAL goes instead of `<dir>/wal` (etcd's `--wal-dir`, for a separate disk).
@@ -65,6 +89,7 @@ pub struct ShardStorage {
 impl ShardStorage {
     pub fn new(dir: impl Into<PathBuf>) -> ShardStorage {
         ShardStorage {
+            disks: Disks::Files,
             dir: dir.into(),
             wal_dir: None,
             wal: WalConfig::default(),

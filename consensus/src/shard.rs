@@ -429,36 +429,24 @@ async fn start(config: ShardConfig, queue: flume::Receiver<Command>) -> Result<C
             let raft = new_raft(&config, raft_config, MemLog::new(), &shared).await?;
             (shared, raft)
         }
-        Some(storage) => {
-            let disk = |dir: std::path::PathBuf| {
-                ballast_engine_glommio::GlommioDisk::new(&dir)
-                    .map_err(|e| format!("{}: {e}", dir.display()))
-            };
-            let wal_dir = storage
-                .wal_dir
-                .clone()
-                .unwrap_or_else(|| storage.dir.join("wal"));
-            let opened =
-                crate::durable::open(disk(wal_dir)?, disk(storage.dir.join("pages"))?, storage)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            tracing::info!(
-                shard = %config.shard_id,
-                dir = %storage.dir.display(),
-                revision = opened.store.revision(),
-                checkpoint_index = opened.last_applied.map_or(0, |id| id.index + 1),
-                "opened shard storage"
-            );
-            let state = ShardState::durable(
-                opened.store,
-                opened.last_applied,
-                opened.membership,
-                opened.durability,
-            );
-            let shared: Shared = Rc::new(RefCell::new(state));
-            let raft = new_raft(&config, raft_config, opened.log, &shared).await?;
-            (shared, raft)
-        }
+        Some(storage) => match &storage.disks {
+            crate::durable::Disks::Files => {
+                let disk = |dir: std::path::PathBuf| {
+                    ballast_engine_glommio::GlommioDisk::new(&dir)
+                        .map_err(|e| format!("{}: {e}", dir.display()))
+                };
+                let wal_dir = storage
+                    .wal_dir
+                    .clone()
+                    .unwrap_or_else(|| storage.dir.join("wal"));
+                let (wal, pages) = (disk(wal_dir)?, disk(storage.dir.join("pages"))?);
+                start_durable(&config, storage, raft_config, wal, pages).await?
+            }
+            crate::durable::Disks::Sim(make) => {
+                let (wal, pages) = make();
+                start_durable(&config, storage, raft_config, wal, pages).await?
+            }
+        },
     };
     shared
         .borrow_mut()
@@ -505,6 +493,35 @@ async fn start(config: ShardConfig, queue: flume::Receiver<Command>) -> Result<C
     })
 }
 
+/// Opens a durable shard's storage on `wal` and `pages` and starts its Raft group on it.
+async fn start_durable<D: ballast_engine::io::Disk + 'static>(
+    config: &ShardConfig,
+    storage: &ShardStorage,
+    raft_config: Arc<Config>,
+    wal: D,
+    pages: D,
+) -> Result<(Shared, Raft), String> {
+    let opened = crate::durable::open(wal, pages, storage)
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(
+        shard = %config.shard_id,
+        dir = %storage.dir.display(),
+        revision = opened.store.revision(),
+        checkpoint_index = opened.last_applied.map_or(0, |id| id.index + 1),
+        "opened shard storage"
+    );
+    let state = ShardState::durable(
+        opened.store,
+        opened.last_applied,
+        opened.membership,
+        opened.durability,
+    );
+    let shared: Shared = Rc::new(RefCell::new(state));
+    let raft = new_raft(config, raft_config, opened.log, &shared).await?;
+    Ok((shared, raft))
+}
+
 async fn new_raft<B: LogBackend>(
     config: &ShardConfig,
     raft_config: Arc<Config>,
@@ -521,6 +538,38 @@ async fn new_raft<B: LogBackend>(
     )
     .await
     .map_err(|e| format!("raft start: {e}"))
+}
+
+/// A write's reply channel. Dropped unanswered (openraft stopped and dropped the write's
+/// responder), it answers with the shard's failure, so the caller learns why.
+struct Answer {
+    reply: Option<ReplyTx>,
+    core: std::rc::Weak<Core>,
+}
+
+impl Answer {
+    fn send(&mut self, result: Result<Reply, ShardError>) {
+        if let Some(reply) = self.reply.take() {
+            let _ = reply.send(result);
+        }
+    }
+
+    /// `Failed` with the cause when the shard stopped on a storage failure, else `Stopped`.
+    fn stopped(&self) -> ShardError {
+        match self.core.upgrade().and_then(|core| core.failure()) {
+            Some(cause) => ShardError::Failed { cause },
+            None => ShardError::Stopped,
+        }
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        if self.reply.is_some() {
+            let err = self.stopped();
+            self.send(Err(err));
+        }
+    }
 }
 
 fn write_answer(result: ClientWriteResult<ShardRaft>) -> Result<Reply, ShardError> {
@@ -600,7 +649,10 @@ impl Core {
                 glommio::spawn_local(async move {
                     let answer = match core.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
                         Ok(_) => core.serve_local(request),
-                        Err(_) => Err(core.not_leader()),
+                        Err(_) => Err(match core.failure() {
+                            Some(cause) => ShardError::Failed { cause },
+                            None => core.not_leader(),
+                        }),
                     };
                     let _ = reply.send(answer);
                 })
@@ -631,6 +683,10 @@ impl Core {
         let received = Instant::now();
         self.loop_state.borrow_mut().writes_in_flight += 1;
         let core = Rc::downgrade(self);
+        let mut answer = Answer {
+            reply: Some(reply),
+            core: core.clone(),
+        };
         let responder = FnResponder::new(move |result: ClientWriteResult<ShardRaft>| {
             if let Some(core) = core.upgrade() {
                 let mut ls = core.loop_state.borrow_mut();
@@ -638,10 +694,14 @@ impl Core {
                 let micros = u64::try_from(received.elapsed().as_micros()).unwrap_or(u64::MAX);
                 ls.write_latency_us.record(micros);
             }
-            let _ = reply.send(write_answer(result));
+            let answer_now = match write_answer(result) {
+                Err(ShardError::Stopped) => Err(answer.stopped()),
+                other => other,
+            };
+            answer.send(answer_now);
         });
         if let Err(fatal) = self.raft.client_write_ff(cmd, Some(responder)).await {
-            // The responder was dropped with the request; its caller sees `Stopped`.
+            // The responder was dropped with the request: its `Answer` tells the caller why.
             self.loop_state.borrow_mut().writes_in_flight -= 1;
             tracing::error!(%fatal, "shard raft stopped");
         }

@@ -1,14 +1,18 @@
 //! A durable shard on real files (glommio DMA, O_DIRECT) end to end: what was acknowledged is
 //! there after a restart, with the same revisions; checkpoints run on their thresholds, the
 //! log is purged behind them and a restart replays only the log after the last one; a damaged
-//! log refuses to start with a message naming the file.
+//! log refuses to start with a message naming the file. On simulated disks with an injected
+//! fault: a failed log write or checkpoint stops the shard (fail-stop).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ballast_consensus::durable::ShardStorage;
-use ballast_consensus::{Request, Response, ShardConfig, ShardHandle};
+use std::sync::Arc;
+
+use ballast_consensus::durable::{Disks, ShardStorage};
+use ballast_consensus::{Request, Response, ShardConfig, ShardError, ShardHandle};
 use ballast_engine::btree;
+use ballast_engine::io::sim::{FaultOp, SimDisk};
 use ballast_engine::wal::WalConfig;
 use ballast_engine::{DeleteRangeRequest, PutRequest, RangeRequest};
 use bytes::Bytes;
@@ -229,4 +233,90 @@ async fn a_damaged_log_refuses_to_start_and_names_the_file() {
     let msg = err.to_string();
     let name = first.file_name().unwrap().to_string_lossy().to_string();
     assert!(msg.contains(&name), "the error names the file: {msg}");
+}
+
+/// A shard on simulated disks whose `file` fails its next `op`: the fault is armed when the
+/// disks are made, so it hits the first such operation on that file.
+fn faulty(file: &'static str, op: FaultOp, pages_fault: bool) -> ShardStorage {
+    let make = move || {
+        let (wal, pages) = (SimDisk::new(1), SimDisk::new(2));
+        if pages_fault {
+            pages.fail_next(file, op);
+        } else {
+            wal.fail_next(file, op);
+        }
+        (wal, pages)
+    };
+    ShardStorage {
+        disks: Disks::Sim(Arc::new(make)),
+        wal: WalConfig {
+            segment_bytes: 64 << 10,
+            record_payload_bytes_max: 16 << 10,
+            ..WalConfig::default()
+        },
+        pages: btree::Config {
+            segment_bytes: 64 * btree::PAGE_SIZE as u64,
+            ..btree::Config::default()
+        },
+        checkpoint_bytes: 16 << 10,
+        checkpoint_interval: Duration::from_millis(20),
+        ..ShardStorage::new("sim")
+    }
+}
+
+/// Writes until the shard refuses one; then every request but Status is refused with the
+/// failure, which Status reports too.
+async fn assert_fail_stop(shard: &Shard, names: &str) {
+    let mut acknowledged = 0;
+    let failure = loop {
+        assert!(acknowledged < 5000, "the fault never hit");
+        match shard
+            .call(put(&format!("k{acknowledged}"), &"v".repeat(500)))
+            .await
+        {
+            Ok(_) => acknowledged += 1,
+            Err(ShardError::Failed { cause }) => break cause,
+            Err(other) => panic!("unexpected error {other:?}"),
+        }
+        // Let checkpoints run between writes.
+        if acknowledged % 20 == 0 {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    };
+    assert!(failure.contains(names), "{failure}");
+    for request in [
+        put("later", "v"),
+        get("k0", true),
+        get("k0", false),
+        Request::LeaseGrant { id: 0, ttl: 60 },
+        Request::Hash,
+    ] {
+        match shard.call(request).await {
+            Err(ShardError::Failed { cause }) => assert!(cause.contains(names), "{cause}"),
+            other => panic!("a stopped shard answered {other:?}"),
+        }
+    }
+    let status = shard.status().await;
+    assert!(
+        status.failure.as_deref().is_some_and(|f| f.contains(names)),
+        "{status:?}"
+    );
+    assert!(acknowledged > 0, "the shard served before the fault");
+}
+
+#[tokio::test]
+async fn a_failed_log_write_stops_the_shard() {
+    // The WAL's second segment: its preparation (or creation) writes it first.
+    let shard = Shard::start(config(faulty(
+        "wal-0000000000000002.seg",
+        FaultOp::Write,
+        false,
+    )));
+    assert_fail_stop(&shard, "wal-0000000000000002.seg").await;
+}
+
+#[tokio::test]
+async fn a_failed_checkpoint_stops_the_shard() {
+    let shard = Shard::start(config(faulty("pages-00000001.seg", FaultOp::Write, true)));
+    assert_fail_stop(&shard, "checkpoint failed").await;
 }

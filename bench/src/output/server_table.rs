@@ -43,10 +43,10 @@ impl Table {
         };
         let mut head = format!("{:<34}", "");
         for n in &t.names {
-            let _ = write!(head, "{n:>16}");
+            let _ = write!(head, "{n:>18}");
         }
         if t.with_ratio {
-            let _ = write!(head, "{:>16}", "ballast/etcd");
+            let _ = write!(head, "{:>18}", "ballast/etcd");
         }
         let _ = writeln!(t.text, "{}", head.trim_end());
         t
@@ -55,10 +55,10 @@ impl Table {
     fn row(&mut self, label: &str, cells: Vec<String>, ratio: Option<f64>) {
         let mut line = format!("{label:<34}");
         for c in &cells {
-            let _ = write!(line, "{c:>16}");
+            let _ = write!(line, "{c:>18}");
         }
         if self.with_ratio {
-            let _ = write!(line, "{:>16}", ratio_cell(ratio));
+            let _ = write!(line, "{:>18}", ratio_cell(ratio));
         }
         let _ = writeln!(self.text, "{}", line.trim_end());
     }

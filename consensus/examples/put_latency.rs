@@ -2,7 +2,9 @@
 //! from a tokio task (the way a gRPC handler reaches its shard), reported as HDR percentiles.
 //! A benchmark prints figures; it asserts nothing about time.
 //!
-//! Run: `cargo run --release -p ballast-consensus --example put_latency [-- COUNT]`
+//! Run: `cargo run --release -p ballast-consensus --example put_latency [-- COUNT [DIR]]`
+//! With DIR the shard is durable there (WAL fdatasync on every write, checkpoints); without,
+//! its log and state are in memory.
 
 use std::time::Instant;
 
@@ -19,7 +21,15 @@ fn main() -> anyhow::Result<()> {
         .map(|s| s.parse())
         .transpose()?
         .unwrap_or(2000);
-    let (shard, thread) = ShardHandle::spawn("bench-shard", ShardConfig::default())?;
+    let storage = std::env::args()
+        .nth(2)
+        .map(ballast_consensus::durable::ShardStorage::new);
+    let durable = storage.is_some();
+    let config = ShardConfig {
+        storage,
+        ..ShardConfig::default()
+    };
+    let (shard, thread) = ShardHandle::spawn("bench-shard", config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -46,7 +56,8 @@ fn main() -> anyhow::Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("shard thread panicked"))?;
     println!(
-        "put x{count} sequential via ShardHandle::call: p50 {} us, p90 {} us, p99 {} us, p99.9 {} us, max {} us, mean {:.1} us",
+        "put x{count} sequential via ShardHandle::call ({}): p50 {} us, p90 {} us, p99 {} us, p99.9 {} us, max {} us, mean {:.1} us",
+        if durable { "durable" } else { "in memory" },
         hist.value_at_quantile(0.50),
         hist.value_at_quantile(0.90),
         hist.value_at_quantile(0.99),

@@ -1,7 +1,7 @@
 //! Tests of the page-log B+tree against a `BTreeMap` model, on the simulated disk: seeded
 //! random operations (splits and merges at every level), checkpoint and reopen, crashes at
 //! every mutating disk operation of a checkpoint, a bounded cache, the cleaner, corruption and
-//! fail-stop. Page encode/decode tests, including the decode-of-random-bytes property, are in
+//! fail-stop, and ascending loads (left-full splits at the right edge: page fill). Page encode/decode tests, including the decode-of-random-bytes property, are in
 //! `page_tests`.
 
 use std::collections::BTreeMap;
@@ -631,5 +631,107 @@ fn key_and_value_limits_are_enforced() {
         bt.insert(T0, b"v", &v).await.expect("insert");
         bt.checkpoint(1, 1).await.expect("ckpt");
         assert_eq!(bt.get(T0, b"v").await.expect("get"), Some(v));
+    });
+}
+
+/// Loads `n` keys in ascending order (16-byte big-endian, like the image's revision keys) with
+/// values of `value_len` bytes, checkpoints, checks the tree, and returns its live pages.
+async fn sequential_load(n: u64, value_len: usize, lz4: bool) -> u64 {
+    let cfg = Config {
+        segment_bytes: 1024 * PAGE_SIZE as u64,
+        lz4,
+        ..small_config()
+    };
+    let disk = SimDisk::new(n);
+    let mut bt = BTree::open(disk.clone(), cfg.clone()).await.expect("open");
+    let mut model = Model::new();
+    for i in 0..n {
+        let k = u128::from(i).to_be_bytes().to_vec();
+        let v: Vec<u8> = (0..value_len).map(|j| (i as u8) ^ (j as u8)).collect();
+        assert!(!bt.insert(T0, &k, &v).await.expect("insert"));
+        model.insert(k, v);
+    }
+    bt.checkpoint(1, 1).await.expect("ckpt");
+    bt.check_invariants().await.expect("invariants");
+    let live = bt.stats().live_pages;
+    drop(bt);
+    let mut bt = BTree::open(disk.crash(), cfg).await.expect("reopen");
+    bt.check_invariants()
+        .await
+        .expect("invariants after reopen");
+    let mut rng = StdRng::seed_from_u64(n);
+    assert_model(&mut bt, T0, &model, &mut rng).await;
+    live
+}
+
+#[test]
+fn sequential_appends_fill_leaves_left_full() {
+    block_on(async {
+        let n = 3000u64;
+        // 980-byte values: four entries fit a page (a balanced split leaves two per leaf);
+        // 1024: three fit; 2000: two fit (a balanced split leaves one).
+        for value_len in [980usize, 1024, 2000] {
+            let entry = page::LEAF_ENTRY_FIXED + 16 + page::INLINE_LEN_SIZE + value_len;
+            let per_leaf = (page::BODY_MAX / entry) as u64;
+            let full_leaves = n.div_ceil(per_leaf);
+            let payload_pages = (n * (16 + value_len as u64)).div_ceil(PAGE_SIZE as u64);
+            let live = sequential_load(n, value_len, false).await;
+            println!(
+                "sequential {n} x {value_len} B: {live} live pages, {full_leaves} full leaves, \
+                 payload {payload_pages} pages ({:.2}x)",
+                live as f64 / payload_pages as f64
+            );
+            // Every leaf but the last is full; branches add about 1%.
+            assert!(
+                live * 100 <= full_leaves * 103,
+                "{value_len} B: {live} live pages for {full_leaves} full leaves"
+            );
+            if value_len == 980 {
+                assert!(
+                    live * 10 <= payload_pages * 13,
+                    "{live} live pages for {payload_pages} payload pages"
+                );
+            }
+        }
+        // With lz4 a page holds more than BODY_MAX plain bytes; the split must still fit.
+        let live = sequential_load(n, 1024, true).await;
+        println!("sequential {n} x 1024 B, lz4: {live} live pages");
+    });
+}
+
+/// Ascending keys with a long shared prefix (small fan-out) split branches at every level on
+/// the right edge; then random removals merge the left-full nodes back down to nothing.
+#[test]
+fn right_edge_splits_at_every_level_then_merge_away() {
+    block_on(async {
+        let mut rng = StdRng::seed_from_u64(61);
+        let disk = SimDisk::new(61);
+        let mut bt = BTree::open(disk.clone(), small_config())
+            .await
+            .expect("open");
+        let mut model = Model::new();
+        for i in 0..4000u32 {
+            let k = key(i * 3 + 2, 600);
+            let v = value(&mut rng);
+            bt.insert(T0, &k, &v).await.expect("insert");
+            model.insert(k, v);
+            if i % 1000 == 999 {
+                bt.check_invariants().await.expect("invariants");
+                bt.checkpoint(u64::from(i), 0).await.expect("ckpt");
+            }
+        }
+        assert!(height(&mut bt, T0).await >= 4, "a deep tree");
+        assert_model(&mut bt, T0, &model, &mut rng).await;
+        while !model.is_empty() {
+            let k = model.keys().nth(rng.gen_range(0..model.len())).cloned();
+            let k = k.expect("non-empty");
+            assert!(bt.remove(T0, &k).await.expect("remove"));
+            model.remove(&k);
+            if model.len().is_multiple_of(500) {
+                bt.check_invariants().await.expect("invariants");
+                assert_model(&mut bt, T0, &model, &mut rng).await;
+            }
+        }
+        assert_eq!(height(&mut bt, T0).await, 0);
     });
 }

@@ -2,13 +2,16 @@
 //! insert with splits, remove with merges/redistribution, all copy-on-write through the dirty
 //! arena.
 //!
-//! Shape rules kept here: a node that no longer fits its page is split into pieces that do
-//! (`split_to_fit`); a non-root node that falls below a quarter page (or a branch below two
-//! children) is merged with a sibling, or the pair is re-split evenly when the merge would not
-//! fit; a root branch with one child is replaced by that child, and an empty root leaf by an
-//! empty tree. Separators are the shortest prefix of the right piece's first key that is
-//! greater than the left piece's last key (suffix truncation), so a separator always lies in
-//! the range of the child to its right.
+//! Shape rules kept here: a node that no longer fits its page is split into pieces that do,
+//! evenly (`split_to_fit`), except on an append at the right edge (a new key after every key
+//! of the tree), which splits "left-full" (`split_left_full`): the left piece keeps as much as
+//! fits and the right piece takes the rest, so ascending loads (the image's revision-keyed
+//! history) leave full leaves behind instead of half-full ones. A non-root node that falls
+//! below a quarter page (or a branch below two children) is merged with a sibling, or the pair
+//! is re-split evenly when the merge would not fit; a root branch with one child is replaced
+//! by that child, and an empty root leaf by an empty tree. Separators are the shortest prefix
+//! of the right piece's first key that is greater than the left piece's last key (suffix
+//! truncation), so a separator always lies in the range of the child to its right.
 
 use std::collections::VecDeque;
 use std::ops::Bound;
@@ -54,6 +57,44 @@ fn split_to_fit(node: Node, lz4: bool) -> Vec<(Option<Vec<u8>>, Node)> {
     out
 }
 
+/// Splits `node` into pieces that each fit a page, every piece but the last holding as much
+/// as fits (a leaf piece at least one entry, a branch piece at least two children), with the
+/// separator in front of every piece but the first. A node that fits comes back whole.
+///
+/// Example: a rightmost leaf holding three entries of 1,040 bytes (a page body holds 4,064)
+/// gets a fourth appended. An even split leaves 2 + 2, and the left leaf never grows again
+/// (later keys are larger): every leaf ends half full. Here it is 3 + 1, and the next two
+/// appends fill the right leaf.
+fn split_left_full(node: Node, lz4: bool) -> Vec<(Option<Vec<u8>>, Node)> {
+    if node_fits(&node, lz4) {
+        return vec![(None, node)];
+    }
+    let (left, sep, right) = split_at(node, Cut::LeftFull { lz4 });
+    debug_assert!(node_fits(&left, lz4));
+    let mut out = vec![(None, left)];
+    let mut rest = split_left_full(right, lz4);
+    rest[0].0 = Some(sep);
+    out.extend(rest);
+    out
+}
+
+/// The largest index in `lo..=hi` whose prefix `fits` (never below `lo`: a prefix of `lo`
+/// items always fits). `sizes` are plain encoded sizes: a prefix within `BODY_MAX` fits
+/// without asking `fits`, so `fits` (an lz4 compression) is only asked about longer prefixes,
+/// from the longest down.
+fn full_cut(sizes: &[usize], lo: usize, hi: usize, fits: impl Fn(usize) -> bool) -> usize {
+    let mut acc = 0;
+    let mut plain = lo;
+    for (i, size) in sizes.iter().enumerate().take(hi + 1) {
+        // `acc` is the size of the prefix `..i`.
+        if i >= lo && acc <= BODY_MAX {
+            plain = i;
+        }
+        acc += size;
+    }
+    (plain + 1..=hi).rev().find(|&c| fits(c)).unwrap_or(plain)
+}
+
 /// Index in `1..n` (leaves) or `lo..=hi` that splits `sizes` closest to half its total.
 fn balanced_cut(sizes: &[usize], lo: usize, hi: usize) -> usize {
     let total: usize = sizes.iter().sum();
@@ -70,12 +111,53 @@ fn balanced_cut(sizes: &[usize], lo: usize, hi: usize) -> usize {
 }
 
 fn split_half(node: Node) -> (Node, Vec<u8>, Node) {
+    split_at(node, Cut::Balanced)
+}
+
+/// Where `split_at` cuts.
+#[derive(Clone, Copy)]
+enum Cut {
+    /// Closest to half the body.
+    Balanced,
+    /// As far right as the left piece still fits a page (compressed, with `lz4`).
+    LeftFull { lz4: bool },
+}
+
+impl Cut {
+    /// The cut in `lo..=hi`, where `sizes[i]` is what item `i` adds to the body and `fits(c)`
+    /// says whether the left piece of a cut at `c` fits a page.
+    fn choose(self, sizes: &[usize], lo: usize, hi: usize, fits: impl Fn(usize) -> bool) -> usize {
+        match self {
+            Cut::Balanced => balanced_cut(sizes, lo, hi),
+            Cut::LeftFull { .. } => full_cut(sizes, lo, hi, fits),
+        }
+    }
+
+    /// Whether a piece whose plain body exceeds `BODY_MAX` can still fit (compressed).
+    fn may_compress(self) -> bool {
+        matches!(self, Cut::LeftFull { lz4: true })
+    }
+}
+
+/// Splits `node` in two where `cut` says. Leaves cut in `1..n` (both pieces non-empty),
+/// branches in `2..=n-2` (both pieces keep two children).
+fn split_at(node: Node, cut: Cut) -> (Node, Vec<u8>, Node) {
     match node {
         Node::Leaf(mut l) => {
             let n = l.entries.len();
             assert!(n >= 2, "a one-entry leaf always fits");
             let sizes: Vec<usize> = l.entries.iter().map(Entry::encoded_len).collect();
-            let cut = balanced_cut(&sizes, 1, n - 1);
+            let fits = |c: usize| {
+                cut.may_compress()
+                    && node_fits(
+                        &Node::Leaf(Leaf {
+                            entries: l.entries[..c].to_vec(),
+                        }),
+                        true,
+                    )
+            };
+            let cut = cut.choose(&sizes, 1, n - 1, fits);
+            assert!((1..n).contains(&cut));
             let right = l.entries.split_off(cut);
             let sep = separator(&l.entries[cut - 1].key, &right[0].key);
             (Node::Leaf(l), sep, Node::Leaf(Leaf { entries: right }))
@@ -87,7 +169,19 @@ fn split_half(node: Node) -> (Node, Vec<u8>, Node) {
             let sizes: Vec<usize> = (0..n)
                 .map(|i| 8 + if i == 0 { 0 } else { 2 + b.keys[i - 1].len() })
                 .collect();
-            let cut = balanced_cut(&sizes, 2, n - 2);
+            let fits = |c: usize| {
+                cut.may_compress()
+                    && node_fits(
+                        &Node::Branch(Branch {
+                            level: b.level,
+                            keys: b.keys[..c - 1].to_vec(),
+                            children: b.children[..c].to_vec(),
+                        }),
+                        true,
+                    )
+            };
+            let cut = cut.choose(&sizes, 2, n - 2, fits);
+            assert!((2..=n - 2).contains(&cut));
             let right_children = b.children.split_off(cut);
             let right_keys = b.keys.split_off(cut);
             let sep = b.keys.pop().expect("cut >= 2 leaves a separator");
@@ -425,13 +519,20 @@ impl<D: Disk> BTree<D> {
             Value::Pending(Rc::from(value))
         };
         let (ids, idxs) = self.dirty_path(t, key, 0).await?;
+        // The rightmost node at every level: the last child taken at every branch.
+        let rightmost = ids
+            .iter()
+            .zip(&idxs)
+            .all(|(d, &i)| matches!(&*self.dirty[d], Node::Branch(b) if i + 1 == b.children.len()));
         let leaf_id = *ids.last().expect("path is never empty");
         let Node::Leaf(leaf) = self.dirty_mut(leaf_id) else {
             unreachable!("dirty_path to level 0 ends at a leaf")
         };
+        let mut append = false;
         let old = match leaf.entries.binary_search_by(|e| e.key.as_slice().cmp(key)) {
             Ok(i) => Some(std::mem::replace(&mut leaf.entries[i].value, value)),
             Err(i) => {
+                append = i == leaf.entries.len();
                 leaf.entries.insert(
                     i,
                     Entry {
@@ -447,7 +548,16 @@ impl<D: Disk> BTree<D> {
             Some(v) => self.free_value(&v),
             None => self.keys[usize::from(t)] += 1,
         }
-        self.fix_overfull(t, &ids, &idxs);
+        // A key after every key of the tree: splits along the path leave their left pieces
+        // full, since later appends will only go further right.
+        let cut = if rightmost && append {
+            Cut::LeftFull {
+                lz4: self.config.lz4,
+            }
+        } else {
+            Cut::Balanced
+        };
+        self.fix_overfull(t, &ids, &idxs, cut);
         Ok(existed)
     }
 
@@ -487,8 +597,9 @@ impl<D: Disk> BTree<D> {
         }
     }
 
-    /// Splits, bottom-up along `ids`, every node that no longer fits its page.
-    fn fix_overfull(&mut self, t: u8, ids: &[u64], idxs: &[usize]) {
+    /// Splits, bottom-up along `ids`, every node that no longer fits its page, where `cut`
+    /// says.
+    fn fix_overfull(&mut self, t: u8, ids: &[u64], idxs: &[usize], cut: Cut) {
         let lz4 = self.config.lz4;
         for lvl in (0..ids.len()).rev() {
             let d = ids[lvl];
@@ -497,7 +608,11 @@ impl<D: Disk> BTree<D> {
             }
             let node = Rc::unwrap_or_clone(self.dirty.remove(&d).expect("dirty node exists"));
             let level = node.level();
-            let mut pieces = split_to_fit(node, lz4).into_iter();
+            let pieces = match cut {
+                Cut::Balanced => split_to_fit(node, lz4),
+                Cut::LeftFull { .. } => split_left_full(node, lz4),
+            };
+            let mut pieces = pieces.into_iter();
             let (_, first) = pieces.next().expect("at least one piece");
             self.dirty.insert(d, Rc::new(first));
             let mut seps = Vec::new();
@@ -517,7 +632,7 @@ impl<D: Disk> BTree<D> {
                 self.roots[usize::from(t)] = Some(Child::Dirty(root));
                 // A new root of two or more fitting pieces: each separator is at most
                 // MAX_KEY_LEN, but many pieces could still overflow it; loop on it.
-                self.fix_overfull(t, &[root], &[]);
+                self.fix_overfull(t, &[root], &[], cut);
                 return;
             }
             let idx = idxs[lvl - 1];
@@ -596,7 +711,7 @@ impl<D: Disk> BTree<D> {
             if !node_fits(&self.dirty[&parent_id], lz4) {
                 // Longer separators can overfill the parent; split it and stop here (a node
                 // that was just split is not underfull).
-                self.fix_overfull(t, &ids[..lvl], &idxs[..lvl - 1]);
+                self.fix_overfull(t, &ids[..lvl], &idxs[..lvl - 1], Cut::Balanced);
                 break;
             }
             lvl -= 1;

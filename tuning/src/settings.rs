@@ -115,7 +115,7 @@ impl Default for Settings {
             partition: Vec::new(),
             page_cache_bytes: 512 * MIB,
             snapshot_count: 100_000,
-            checkpoint_dirty_bytes: 64 * MIB,
+            checkpoint_dirty_bytes: 8 * MIB,
             checkpoint_interval_ms: 30_000,
             heartbeat_interval_ms: 100,
             election_timeout_ms: 1000,

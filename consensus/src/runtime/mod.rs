@@ -200,10 +200,13 @@ fn build_executor(name: &str, core: Option<usize>) -> std::io::Result<LocalExecu
     }
 }
 
-/// Lets the executor run other tasks if this one has used its time slice (long loops on the
-/// shard's thread, like a checkpoint writing its records, call it now and then).
+/// Lets the executor poll its I/O and run other tasks now (long loops on the shard's thread,
+/// like a checkpoint writing its records, call it every few hundred steps). Unconditional:
+/// glommio's `yield_if_needed` yields only after the queue's preemption slice (100 ms by
+/// default), and a checkpoint holding the thread that long showed up as ~400 ms write stalls
+/// at p99.9 under 256 clients.
 pub async fn yield_now() {
-    glommio::yield_if_needed().await;
+    glommio::executor().yield_task_queue_now().await;
 }
 
 /// Starts a thread named `name` running a glommio executor (pinned to `core` when possible)

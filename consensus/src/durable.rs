@@ -79,7 +79,8 @@ pub struct ShardStorage {
     pub wal_dir: Option<PathBuf>,
     pub wal: WalConfig,
     pub pages: btree::Config,
-    /// A checkpoint starts when this much key and value data changed since the last one...
+    /// A checkpoint starts when this much key and value data changed since the last one
+    /// (defaults as the server's `checkpoint-dirty-bytes` and `checkpoint-interval-ms`)...
     pub checkpoint_bytes: u64,
     /// ...or when this much time passed with any change. (openraft also snapshots every
     /// `snapshot_count` entries.)
@@ -94,8 +95,8 @@ impl ShardStorage {
             wal_dir: None,
             wal: WalConfig::default(),
             pages: btree::Config::default(),
-            checkpoint_bytes: 64 << 20,
-            checkpoint_interval: Duration::from_secs(60),
+            checkpoint_bytes: 8 << 20,
+            checkpoint_interval: Duration::from_secs(30),
         }
     }
 }

@@ -370,6 +370,25 @@ struct Model {
 }
 
 impl Model {
+    /// Records that `op` took effect at `revision` (acknowledged, or in flight and found
+    /// applied): its keys must be present from now on.
+    fn make_durable(&mut self, op: &Write, revision: i64) {
+        match op {
+            Write::Put { key } => {
+                self.durable.insert(key.clone(), revision);
+            }
+            Write::TxnPair { a, b } => {
+                self.durable.insert(a.clone(), revision);
+                self.durable.insert(b.clone(), revision);
+            }
+            Write::HotPut { hot, value } => self.hot[*hot].make_durable(value, revision),
+            Write::TxnHot { a, hot, value } => {
+                self.durable.insert(a.clone(), revision);
+                self.hot[*hot].make_durable(value, revision);
+            }
+        }
+    }
+
     fn new() -> Model {
         Model {
             hot: (0..HOT_KEYS).map(|_| HotModel::default()).collect(),
@@ -796,20 +815,7 @@ fn absorb(
             }
             previous = previous.max(revision);
             model.note_revision(revision, &format!("{op:?}"), &mut out);
-            match &op {
-                Write::Put { key } => {
-                    model.durable.insert(key.clone(), revision);
-                }
-                Write::TxnPair { a, b } => {
-                    model.durable.insert(a.clone(), revision);
-                    model.durable.insert(b.clone(), revision);
-                }
-                Write::HotPut { hot, value } => model.hot[*hot].make_durable(value, revision),
-                Write::TxnHot { a, hot, value } => {
-                    model.durable.insert(a.clone(), revision);
-                    model.hot[*hot].make_durable(value, revision);
-                }
-            }
+            model.make_durable(&op, revision);
         }
         model.unknown.extend(log.unknown);
     }
@@ -1138,20 +1144,7 @@ fn check(
         };
         summary.in_flight_applied += 1;
         model.note_revision(revision, &format!("in-flight {op:?}"), &mut out);
-        match op {
-            Write::Put { key } => {
-                model.durable.insert(key.clone(), revision);
-            }
-            Write::TxnPair { a, b } => {
-                model.durable.insert(a.clone(), revision);
-                model.durable.insert(b.clone(), revision);
-            }
-            Write::HotPut { hot, value } => model.hot[*hot].make_durable(value, revision),
-            Write::TxnHot { a, hot, value } => {
-                model.durable.insert(a.clone(), revision);
-                model.hot[*hot].make_durable(value, revision);
-            }
-        }
+        model.make_durable(op, revision);
     }
     // Hot values still unknown are not current now: they must never be current again.
     for m in &mut model.hot {

@@ -71,8 +71,6 @@ pub struct CheckpointFigures {
     /// Backend (1-based) log index of the last checkpoint.
     pub last_index: u64,
     pub last_duration_ms: u64,
-    pub last_pages_written: u64,
-    pub last_changes: usize,
 }
 
 pub type Shared = Rc<RefCell<ShardState>>;
@@ -230,8 +228,6 @@ async fn checkpoint(
             c.last_at = Some(Instant::now());
             c.last_index = applied_index;
             c.last_duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-            c.last_pages_written = report.pages_written;
-            c.last_changes = n_changes;
             let snapshot = ShardSnapshot {
                 meta,
                 snapshot: SnapshotData::Checkpoint,

@@ -3,6 +3,11 @@
 //! until a checkpoint writes them), so eviction can never lose data: an evicted node is read
 //! back from the page log and verified by checksum on its next use.
 //!
+//! One cache serves a tree and all its [`Reader`](super::Reader)s (`Rc<RefCell<_>>`, borrowed
+//! only between awaits): a page id names one content for as long as the page log is open, so
+//! an entry is valid for every epoch that names it. It may hold pages no current tree
+//! references (read by a reader of an older epoch); they age out like any other.
+//!
 //! Invariants: `bytes == entries * PAGE_SIZE` (every node is charged one page, its size on
 //! disk and roughly its decoded size); after `insert`, `bytes <= capacity` unless the capacity
 //! is below one page, in which case nothing stays cached.

@@ -11,8 +11,13 @@
 //!    table, which is asserted to count no live page in them.
 //! 3. write: new segment files are created and preallocated, pages appended, every touched
 //!    segment `sync_data`ed (and the directory synced if files were created), then the
-//!    superblock slot `sequence % 2` is written and synced: that is the commit point. Only
-//!    then are the victims' files removed. Any failure in this phase stops the tree.
+//!    superblock slot `sequence % 2` is written and synced: that is the commit point, where
+//!    the tree's durable epoch (what [`BTree::reader`] hands out) is replaced. Only then are
+//!    the victims' files removed; readers of older epochs hold their own handles on them. Any
+//!    failure in this phase stops the tree.
+//!
+//! Pages written by a checkpoint enter the shared cache while it plans, before its commit:
+//! harmless to readers of the previous epoch, which never name those fresh page ids.
 //!
 //! Example: segments 3 (capacity 64 pages, 10 live) and 7 (active). With a threshold of 0.5,
 //! segment 3 is a victim; its 10 live pages (and the branches above them) are rewritten into
@@ -27,7 +32,9 @@ use super::page::{
     encode_page, node_fits, overflow_head_chunk, overflow_pages, Child, Node, OverflowRef, Page,
     PageBody, PageId, Value, BODY_MAX, PAGE_SIZE,
 };
+use super::reader::Epoch;
 use super::superblock::{SegmentInfo, Superblock, TreeRoot, MAX_SEGMENTS, SLOT_SIZE};
+use super::tree::PageSource;
 use super::{decode_page, segment_name, BTree, Error, Result, MAX_TREES};
 use crate::io::{Disk, DiskFile};
 
@@ -146,7 +153,7 @@ impl<D: Disk> BTree<D> {
             };
         }
         let sb = Superblock {
-            sequence: self.sequence + 1,
+            sequence: self.durable.sequence + 1,
             applied_index,
             revision,
             next_segment: self.next_segment,
@@ -165,9 +172,6 @@ impl<D: Disk> BTree<D> {
             self.stopped = Some(Box::new(e.clone()));
             return Err(e);
         }
-        self.sequence = sb.sequence;
-        self.applied_index = applied_index;
-        self.revision = revision;
         self.segments_cleaned += victims.len() as u64;
         self.pages_relocated += relocated;
         Ok(CheckpointReport {
@@ -188,7 +192,7 @@ impl<D: Disk> BTree<D> {
         for &seg in &plan.new_segments {
             let f = self.disk.open(&segment_name(&prefix, seg), true).await?;
             f.allocate(self.config.segment_bytes).await?;
-            self.files.insert(seg, f);
+            self.files.insert(seg, Rc::new(f));
         }
         let mut touched = BTreeSet::new();
         for (first, buf) in &plan.runs {
@@ -207,6 +211,9 @@ impl<D: Disk> BTree<D> {
             .write_at((sb.slot() * SLOT_SIZE) as u64, &bytes)
             .await?;
         self.super_file.sync_data().await?;
+        // Committed: readers from now on see this superblock. Readers of older ones keep
+        // their own handles on the victims' files, so removing them below loses them nothing.
+        self.durable = Rc::new(Epoch::new(sb, &self.files));
         // Durable: the victims are referenced by no superblock open could choose.
         for v in victims {
             self.files.remove(v);
@@ -297,7 +304,7 @@ impl<D: Disk> BTree<D> {
         let PageBody::Node(node) = page.body else {
             unreachable!()
         };
-        self.cache.insert(id, Rc::new(node));
+        self.cache.borrow_mut().insert(id, Rc::new(node));
         id
     }
 

@@ -17,6 +17,12 @@
 //! Several logical trees (up to [`MAX_TREES`], e.g. the MVCC key index and revision index)
 //! share one page log and one superblock: each [`TreeId`] has its own root slot in it.
 //!
+//! Readers: [`BTree::reader`] hands out a [`Reader`] of the last durable superblock (the
+//! "epoch"): it reads that superblock's trees and nothing newer, borrows nothing from the tree,
+//! and keeps its epoch's segment files open, so it may run interleaved with inserts, removes
+//! and checkpoints on the same thread, and outlive the cleaner's removal of its segments (see
+//! `reader.rs`). The clean-page cache is shared by the tree and all its readers.
+//!
 //! Invariants:
 //! - A page is written once and never overwritten while any durable superblock slot that
 //!   could be chosen at open references it; segments are append-only and ids never reused.
@@ -26,19 +32,25 @@
 //! - Every node fits in one page; non-root leaves are non-empty and non-root branches have at
 //!   least two children.
 //! - After a failed write or sync the tree is stopped: every later call returns
-//!   [`Error::Stopped`].
+//!   [`Error::Stopped`] (readers of the durable epoch go on reading).
+//! - The durable epoch is replaced only at a checkpoint's commit point (its superblock
+//!   synced); a page id names one content for as long as the page log is open.
+//! - No `RefCell` borrow (the shared cache's) is held across an `.await`.
 //!
-//! Single-threaded: futures are `!Send`, calls take `&mut self`.
+//! Single-threaded: futures are `!Send`; mutations and checkpoints take `&mut self`, reads
+//! (`get`, `scan`, the readers' methods) take `&self`.
 
 mod cache;
 mod checkpoint;
 pub mod page;
+mod reader;
 mod superblock;
 mod tree;
 
 #[cfg(test)]
 mod tests;
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
@@ -46,12 +58,15 @@ use crate::io::{Disk, DiskFile, IoError};
 
 pub use checkpoint::CheckpointReport;
 pub use page::{decode_page, encode_page, PageError, PageId, MAX_KEY_LEN, PAGE_SIZE};
+pub use reader::Reader;
 pub use superblock::{FORMAT_VERSION, MAX_SEGMENTS, SLOT_SIZE};
 pub use tree::Range;
 
 use cache::PageCache;
-use page::{Child, Node, PageBody};
+use page::{Child, Node};
+use reader::Epoch;
 use superblock::{SegmentInfo, SlotError, Superblock};
+use tree::PageSource;
 
 /// Number of logical trees one page log can hold.
 pub const MAX_TREES: usize = 4;
@@ -214,19 +229,22 @@ pub struct BTree<D: Disk> {
     disk: D,
     config: Config,
     super_file: D::File,
-    files: HashMap<u32, D::File>,
+    /// Open segment files. Shared with the [`Epoch`]s that name them, so a [`Reader`] keeps
+    /// reading a segment the cleaner has since removed.
+    files: HashMap<u32, Rc<D::File>>,
     segments: BTreeMap<u32, SegmentInfo>,
     next_segment: u32,
     /// Segment appends go to; 0 = open a new one at the next append.
     active: u32,
-    sequence: u64,
-    applied_index: u64,
-    revision: i64,
+    /// The last durable superblock (sequence, applied index, revision, roots): what
+    /// [`reader`](Self::reader) hands out. Replaced at each checkpoint's commit point.
+    durable: Rc<Epoch<D>>,
     roots: [Option<Child>; MAX_TREES],
     keys: [u64; MAX_TREES],
     dirty: HashMap<u64, Rc<Node>>,
     next_dirty: u64,
-    cache: PageCache,
+    /// Clean decoded pages, shared with every [`Reader`]: a page id names one content forever.
+    cache: Rc<RefCell<PageCache>>,
     stopped: Option<Box<Error>>,
     segments_cleaned: u64,
     pages_relocated: u64,
@@ -313,7 +331,7 @@ impl<D: Disk> BTree<D> {
             let f = disk
                 .open(&segment_name(&config.file_prefix, s.id), false)
                 .await?;
-            files.insert(s.id, f);
+            files.insert(s.id, Rc::new(f));
         }
         let mut removed = false;
         for id in seg_files {
@@ -332,16 +350,14 @@ impl<D: Disk> BTree<D> {
             keys[i] = t.keys;
         }
         Ok(BTree {
-            cache: PageCache::new(config.cache_bytes),
+            cache: Rc::new(RefCell::new(PageCache::new(config.cache_bytes))),
+            durable: Rc::new(Epoch::new(&sb, &files)),
             disk,
             super_file,
             files,
             segments: sb.segments.iter().map(|s| (s.id, *s)).collect(),
             next_segment: sb.next_segment,
             active: sb.active_segment,
-            sequence: sb.sequence,
-            applied_index: sb.applied_index,
-            revision: sb.revision,
             roots,
             keys,
             dirty: HashMap::new(),
@@ -355,12 +371,19 @@ impl<D: Disk> BTree<D> {
 
     /// Applied log index of the last durable checkpoint (or the one opened from).
     pub fn applied_index(&self) -> u64 {
-        self.applied_index
+        self.durable.applied_index
     }
 
     /// Revision of the last durable checkpoint (or the one opened from).
     pub fn revision(&self) -> i64 {
-        self.revision
+        self.durable.revision
+    }
+
+    /// A read-only view of the trees as the last durable superblock describes them (see
+    /// [`Reader`]). Cheap: it shares that superblock's description, the open segment files
+    /// and the page cache. Works on a stopped tree too: the durable state is still sound.
+    pub fn reader(&self) -> Reader<D> {
+        Reader::new(self.durable.clone(), self.cache.clone())
     }
 
     pub fn config(&self) -> &Config {
@@ -376,7 +399,9 @@ impl<D: Disk> BTree<D> {
         Ok(self.len(tree)? == 0)
     }
 
+    /// Counters of the tree; the cache's count the readers' lookups too (they share it).
     pub fn stats(&self) -> Stats {
+        let cache = self.cache.borrow();
         let live_pages: u64 = self
             .segments
             .values()
@@ -392,80 +417,17 @@ impl<D: Disk> BTree<D> {
                 .sum(),
             segments: self.segments.len(),
             dirty_nodes: self.dirty.len(),
-            cached_pages: self.cache.len(),
-            cache_bytes: self.cache.bytes(),
-            cache_hits: self.cache.hits,
-            cache_misses: self.cache.misses,
-            cache_evictions: self.cache.evictions,
+            cached_pages: cache.len(),
+            cache_bytes: cache.bytes(),
+            cache_hits: cache.hits,
+            cache_misses: cache.misses,
+            cache_evictions: cache.evictions,
             keys: self.keys,
-            checkpoint_sequence: self.sequence,
-            applied_index: self.applied_index,
-            revision: self.revision,
+            checkpoint_sequence: self.durable.sequence,
+            applied_index: self.durable.applied_index,
+            revision: self.durable.revision,
             segments_cleaned: self.segments_cleaned,
             pages_relocated: self.pages_relocated,
-        }
-    }
-
-    fn check_running(&self) -> Result<()> {
-        match &self.stopped {
-            Some(cause) => Err(Error::Stopped {
-                cause: cause.clone(),
-            }),
-            None => Ok(()),
-        }
-    }
-
-    /// Reads `count` consecutive pages starting at `first`.
-    async fn read_pages(&self, first: PageId, count: u32) -> Result<Vec<u8>> {
-        let seg = self
-            .segments
-            .get(&first.segment())
-            .ok_or(Error::MissingSegment {
-                segment: first.segment(),
-            })?;
-        if u64::from(first.index()) + u64::from(count) > u64::from(seg.written_pages) {
-            return Err(Error::UnexpectedPage {
-                page: first,
-                reason: "pointer past the written end of its segment",
-            });
-        }
-        let file = self
-            .files
-            .get(&first.segment())
-            .ok_or(Error::MissingSegment {
-                segment: first.segment(),
-            })?;
-        Ok(file
-            .read_at(first.offset(), count as usize * PAGE_SIZE)
-            .await?)
-    }
-
-    /// A node of `tree`, from the dirty arena or the cache, reading and verifying it on a miss.
-    async fn node(&mut self, tree: u8, child: Child) -> Result<Rc<Node>> {
-        match child {
-            Child::Dirty(d) => Ok(self.dirty[&d].clone()),
-            Child::Page(id) => {
-                if let Some(n) = self.cache.get(id) {
-                    return Ok(n);
-                }
-                let bytes = self.read_pages(id, 1).await?;
-                let page = decode_page(id, &bytes)?;
-                if page.tree != tree {
-                    return Err(Error::UnexpectedPage {
-                        page: id,
-                        reason: "page belongs to another tree",
-                    });
-                }
-                let PageBody::Node(node) = page.body else {
-                    return Err(Error::UnexpectedPage {
-                        page: id,
-                        reason: "overflow page where a node was expected",
-                    });
-                };
-                let node = Rc::new(node);
-                self.cache.insert(id, node.clone());
-                Ok(node)
-            }
         }
     }
 
@@ -480,7 +442,8 @@ impl<D: Disk> BTree<D> {
             "freeing page {id} of a segment with no live pages"
         );
         seg.live_pages -= 1;
-        self.cache.remove(id);
+        // An older reader may still reach the page: it reads it back from its file.
+        self.cache.borrow_mut().remove(id);
     }
 
     fn alloc_dirty(&mut self, node: Node) -> u64 {
@@ -506,6 +469,65 @@ impl<D: Disk> BTree<D> {
     fn dirty_mut(&mut self, d: u64) -> &mut Node {
         Rc::make_mut(self.dirty.get_mut(&d).expect("dirty node exists"))
     }
+}
+
+/// The tree reads its current state: dirty nodes from the arena, clean pages through the shared
+/// cache or from the current segments.
+impl<D: Disk> PageSource for BTree<D> {
+    fn check_running(&self) -> Result<()> {
+        match &self.stopped {
+            Some(cause) => Err(Error::Stopped {
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn root(&self, t: u8) -> Option<Child> {
+        self.roots[usize::from(t)]
+    }
+
+    fn dirty(&self, d: u64) -> Rc<Node> {
+        self.dirty[&d].clone()
+    }
+
+    fn cache(&self) -> &RefCell<PageCache> {
+        &self.cache
+    }
+
+    async fn read_pages(&self, first: PageId, count: u32) -> Result<Vec<u8>> {
+        let s = first.segment();
+        let segment = self
+            .segments
+            .get(&s)
+            .zip(self.files.get(&s))
+            .map(|(info, file)| (&**file, info.written_pages));
+        read_segment_pages(segment, first, count).await
+    }
+}
+
+/// Reads `count` consecutive pages starting at `first` from `segment`, its open file and the
+/// number of pages written to it as the reading side knows it (`None`: no such segment).
+/// Verifies only that the run lies within the written pages; decoding verifies the rest.
+async fn read_segment_pages<F: DiskFile>(
+    segment: Option<(&F, u32)>,
+    first: PageId,
+    count: u32,
+) -> Result<Vec<u8>> {
+    let Some((file, written_pages)) = segment else {
+        return Err(Error::MissingSegment {
+            segment: first.segment(),
+        });
+    };
+    if u64::from(first.index()) + u64::from(count) > u64::from(written_pages) {
+        return Err(Error::UnexpectedPage {
+            page: first,
+            reason: "pointer past the written end of its segment",
+        });
+    }
+    Ok(file
+        .read_at(first.offset(), count as usize * PAGE_SIZE)
+        .await?)
 }
 
 fn tree_index(tree: TreeId) -> Result<usize> {

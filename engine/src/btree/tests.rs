@@ -1,8 +1,9 @@
 //! Tests of the page-log B+tree against a `BTreeMap` model, on the simulated disk: seeded
 //! random operations (splits and merges at every level), checkpoint and reopen, crashes at
 //! every mutating disk operation of a checkpoint, a bounded cache, the cleaner, corruption and
-//! fail-stop, and ascending loads (left-full splits at the right edge: page fill). Page encode/decode tests, including the decode-of-random-bytes property, are in
-//! `page_tests`.
+//! fail-stop, and ascending loads (left-full splits at the right edge: page fill). Page
+//! encode/decode tests, including the decode-of-random-bytes property, are in `page_tests`;
+//! tests of [`Reader`] (durable epochs read beside a changing tree) in `reader_tests`.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -16,6 +17,7 @@ use super::*;
 use crate::io::sim::{CrashPolicy, FaultOp, SimDisk};
 
 mod page_tests;
+mod reader_tests;
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 const T0: TreeId = TreeId(0);
@@ -513,7 +515,7 @@ fn corrupt_page_is_reported_as_checksum_mismatch() {
         drop(bt);
         let name = segment_name("pages", root.segment());
         disk.flip_byte(&name, root.offset() + 100, 0x01);
-        let mut bt = BTree::open(disk.clone(), small_config())
+        let bt = BTree::open(disk.clone(), small_config())
             .await
             .expect("open");
         match bt.get(T0, &key(1, 10)).await {
@@ -582,7 +584,7 @@ fn torn_first_superblock_write_keeps_the_empty_state_and_bad_config_is_refused()
         disk.crash_at_op(Some(m + 6));
         assert!(bt.checkpoint(1, 1).await.is_err());
         drop(bt);
-        let mut bt = BTree::open(disk.crash_with(CrashPolicy::DropAll), small_config())
+        let bt = BTree::open(disk.crash_with(CrashPolicy::DropAll), small_config())
             .await
             .expect("reopen");
         assert_eq!(bt.applied_index(), 0);

@@ -2,6 +2,12 @@
 //! insert with splits, remove with merges/redistribution, all copy-on-write through the dirty
 //! arena.
 //!
+//! The read-only walks (descent to a key, the [`Range`] cursor, overflow values, page
+//! verification) are written once, over [`PageSource`]: the tree implements it with its current
+//! state (dirty nodes included), a [`Reader`](super::Reader) with one durable epoch. They
+//! borrow the shared page cache only between awaits, so readers and the tree interleave freely
+//! on one thread.
+//!
 //! Shape rules kept here: a node that no longer fits its page is split into pieces that do,
 //! evenly (`split_to_fit`), except on an append at the right edge (a new key after every key
 //! of the tree), which splits "left-full" (`split_left_full`): the left piece keeps as much as
@@ -13,10 +19,12 @@
 //! of the right piece's first key that is greater than the left piece's last key (suffix
 //! truncation), so a separator always lies in the range of the child to its right.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::ops::Bound;
 use std::rc::Rc;
 
+use super::cache::PageCache;
 use super::page::{
     node_fits, overflow_pages, Branch, Child, Entry, Leaf, Node, OverflowRef, PageBody, PageId,
     Value, BODY_MAX, INLINE_LEN_SIZE, LEAF_ENTRY_FIXED, MAX_ENTRY, MAX_KEY_LEN, PAGE_SIZE,
@@ -195,192 +203,64 @@ fn split_at(node: Node, cut: Cut) -> (Node, Vec<u8>, Node) {
     }
 }
 
-/// Forward: where a cursor at `lower` continues. Reverse: at `upper`.
-fn after_lower(lower: &Bound<Vec<u8>>, key: &[u8]) -> bool {
-    match lower {
-        Bound::Included(s) => key >= s.as_slice(),
-        Bound::Excluded(s) => key > s.as_slice(),
-        Bound::Unbounded => true,
-    }
-}
+/// What the read-only walks of this file (point lookup, range cursor, overflow values) read
+/// from: the tree itself (its current state, dirty nodes included) or a
+/// [`Reader`](super::Reader) (one durable epoch, clean pages only). One copy of the descent,
+/// the cursor and the page verification serves both.
+///
+/// Contract for implementers:
+/// - `root` and `dirty` answer from memory; `dirty` is only asked about ids the source's own
+///   nodes name (a page read from disk never names a dirty node);
+/// - `read_pages` returns the raw bytes of a run of pages within the written part of a
+///   segment the source knows, or an error; the provided methods verify what they decode;
+/// - nothing holds a `RefCell` borrow (the shared cache's included) across an `.await`, so
+///   walks of several sources may interleave on one thread.
+#[allow(async_fn_in_trait)]
+pub(super) trait PageSource {
+    /// `Err` when reads must not proceed (a stopped tree).
+    fn check_running(&self) -> Result<()>;
+    /// The root of tree `t` as this source sees it.
+    fn root(&self, t: u8) -> Option<Child>;
+    /// A node changed since the last checkpoint.
+    fn dirty(&self, d: u64) -> Rc<Node>;
+    /// The clean-page cache (shared by the tree and its readers).
+    fn cache(&self) -> &RefCell<PageCache>;
+    /// `count` consecutive raw pages starting at `first`.
+    async fn read_pages(&self, first: PageId, count: u32) -> Result<Vec<u8>>;
 
-fn before_upper(upper: &Bound<Vec<u8>>, key: &[u8]) -> bool {
-    match upper {
-        Bound::Included(e) => key <= e.as_slice(),
-        Bound::Excluded(e) => key < e.as_slice(),
-        Bound::Unbounded => true,
-    }
-}
-
-/// A cursor over the keys of one tree within bounds, in key order (or reverse). It holds no
-/// borrow of the tree: each step re-descends from the root to the next leaf, so the tree may be
-/// changed between steps (a key inserted behind the cursor, or into the leaf it has already
-/// buffered, is not seen). Values are read when their leaf is buffered.
-#[derive(Debug, Clone)]
-pub struct Range {
-    tree: TreeId,
-    lower: Bound<Vec<u8>>,
-    upper: Bound<Vec<u8>>,
-    reverse: bool,
-    buf: VecDeque<(Vec<u8>, Vec<u8>)>,
-    exhausted: bool,
-}
-
-impl Range {
-    pub fn new(tree: TreeId, lower: Bound<&[u8]>, upper: Bound<&[u8]>, reverse: bool) -> Self {
-        let own = |b: Bound<&[u8]>| b.map(<[u8]>::to_vec);
-        Range {
-            tree,
-            lower: own(lower),
-            upper: own(upper),
-            reverse,
-            buf: VecDeque::new(),
-            exhausted: false,
-        }
-    }
-
-    /// The next key and value, or `None` at the end.
-    pub async fn next<D: Disk>(
-        &mut self,
-        tree: &mut BTree<D>,
-    ) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
-        loop {
-            if let Some(kv) = self.buf.pop_front() {
-                return Ok(Some(kv));
-            }
-            if self.exhausted {
-                return Ok(None);
-            }
-            self.fill(tree).await?;
-        }
-    }
-
-    /// Buffers the matching entries of the next leaf.
-    async fn fill<D: Disk>(&mut self, bt: &mut BTree<D>) -> Result<()> {
-        bt.check_running()?;
-        let t = tree_index(self.tree)? as u8;
-        if let (Bound::Included(s) | Bound::Excluded(s), Bound::Included(e) | Bound::Excluded(e)) =
-            (&self.lower, &self.upper)
-        {
-            if s > e {
-                self.exhausted = true;
-                return Ok(());
-            }
-        }
-        let Some(mut cur) = bt.roots[usize::from(t)] else {
-            self.exhausted = true;
-            return Ok(());
+    /// A node of tree `t`, from the dirty arena or the cache, reading and verifying it on a
+    /// miss (and caching it: a page id names one content forever).
+    async fn node(&self, t: u8, child: Child) -> Result<Rc<Node>> {
+        let id = match child {
+            Child::Dirty(d) => return Ok(self.dirty(d)),
+            Child::Page(id) => id,
         };
-        // The leaf's range is [lo, hi) as its ancestors' separators bound it.
-        let (mut lo, mut hi): (Option<Vec<u8>>, Option<Vec<u8>>) = (None, None);
-        let leaf = loop {
-            let node = bt.node(t, cur).await?;
-            match &*node {
-                Node::Branch(b) => {
-                    let idx = if self.reverse {
-                        match &self.upper {
-                            Bound::Included(k) => child_index(&b.keys, k),
-                            Bound::Excluded(k) => {
-                                b.keys.partition_point(|s| s.as_slice() < k.as_slice())
-                            }
-                            Bound::Unbounded => b.keys.len(),
-                        }
-                    } else {
-                        match &self.lower {
-                            Bound::Included(k) | Bound::Excluded(k) => child_index(&b.keys, k),
-                            Bound::Unbounded => 0,
-                        }
-                    };
-                    if idx > 0 {
-                        lo = Some(b.keys[idx - 1].clone());
-                    }
-                    if idx < b.keys.len() {
-                        hi = Some(b.keys[idx].clone());
-                    }
-                    cur = b.children[idx];
-                }
-                Node::Leaf(_) => break node,
-            }
+        let cached = self.cache().borrow_mut().get(id);
+        if let Some(n) = cached {
+            return Ok(n);
+        }
+        let bytes = self.read_pages(id, 1).await?;
+        let page = decode_page(id, &bytes)?;
+        if page.tree != t {
+            return Err(Error::UnexpectedPage {
+                page: id,
+                reason: "page belongs to another tree",
+            });
+        }
+        let PageBody::Node(node) = page.body else {
+            return Err(Error::UnexpectedPage {
+                page: id,
+                reason: "overflow page where a node was expected",
+            });
         };
-        let Node::Leaf(leaf) = &*leaf else {
-            unreachable!()
-        };
-        let matching: Vec<&Entry> = leaf
-            .entries
-            .iter()
-            .filter(|e| after_lower(&self.lower, &e.key) && before_upper(&self.upper, &e.key))
-            .collect();
-        let mut out = Vec::with_capacity(matching.len());
-        for e in matching {
-            out.push((e.key.clone(), bt.value_bytes(t, e).await?));
-        }
-        if self.reverse {
-            out.reverse();
-            // Keys left to visit are below `l`; some may pass the lower bound only if it is
-            // below `l`.
-            let more = match (&lo, &self.lower) {
-                (None, _) => false,
-                (Some(_), Bound::Unbounded) => true,
-                (Some(l), Bound::Included(s) | Bound::Excluded(s)) => s < l,
-            };
-            match lo {
-                Some(l) if more => self.upper = Bound::Excluded(l),
-                _ => self.exhausted = true,
-            }
-        } else {
-            match hi {
-                Some(h) if before_upper(&self.upper, &h) => self.lower = Bound::Included(h),
-                _ => self.exhausted = true,
-            }
-        }
-        self.buf.extend(out);
-        Ok(())
-    }
-}
-
-impl<D: Disk> BTree<D> {
-    /// The value of `key` in `tree`.
-    pub async fn get(&mut self, tree: TreeId, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.check_running()?;
-        let t = tree_index(tree)? as u8;
-        match self.find(t, key).await? {
-            Some(e) => Ok(Some(self.value_bytes(t, &e).await?)),
-            None => Ok(None),
-        }
+        let node = Rc::new(node);
+        self.cache().borrow_mut().insert(id, node.clone());
+        Ok(node)
     }
 
-    /// A cursor over `tree`'s keys in `[lower, upper]` as the bounds say, ascending.
-    pub fn range(&self, tree: TreeId, lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> Range {
-        Range::new(tree, lower, upper, false)
-    }
-
-    /// As [`range`](Self::range), descending.
-    pub fn range_rev(&self, tree: TreeId, lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> Range {
-        Range::new(tree, lower, upper, true)
-    }
-
-    /// Collects up to `limit` entries of a range (0 = no limit).
-    pub async fn scan(
-        &mut self,
-        tree: TreeId,
-        lower: Bound<&[u8]>,
-        upper: Bound<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let mut r = self.range(tree, lower, upper);
-        let mut out = Vec::new();
-        while limit == 0 || out.len() < limit {
-            match r.next(self).await? {
-                Some(kv) => out.push(kv),
-                None => break,
-            }
-        }
-        Ok(out)
-    }
-
-    /// The leaf entry of `key`, without copying any path.
-    async fn find(&mut self, t: u8, key: &[u8]) -> Result<Option<Entry>> {
-        let Some(mut cur) = self.roots[usize::from(t)] else {
+    /// The leaf entry of `key` in `t`, without copying any path.
+    async fn find(&self, t: u8, key: &[u8]) -> Result<Option<Entry>> {
+        let Some(mut cur) = self.root(t) else {
             return Ok(None);
         };
         loop {
@@ -398,7 +278,17 @@ impl<D: Disk> BTree<D> {
         }
     }
 
-    pub(super) async fn value_bytes(&mut self, t: u8, e: &Entry) -> Result<Vec<u8>> {
+    /// The value of `key` in `tree`.
+    async fn lookup(&self, tree: TreeId, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.check_running()?;
+        let t = tree_index(tree)? as u8;
+        match self.find(t, key).await? {
+            Some(e) => Ok(Some(self.value_bytes(t, &e).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn value_bytes(&self, t: u8, e: &Entry) -> Result<Vec<u8>> {
         match &e.value {
             Value::Inline(v) => Ok(v.clone()),
             Value::Pending(v) => Ok(v.to_vec()),
@@ -407,12 +297,7 @@ impl<D: Disk> BTree<D> {
     }
 
     /// Reads and verifies a large value's run of overflow pages.
-    pub(super) async fn read_overflow(
-        &mut self,
-        t: u8,
-        key: &[u8],
-        r: OverflowRef,
-    ) -> Result<Vec<u8>> {
+    async fn read_overflow(&self, t: u8, key: &[u8], r: OverflowRef) -> Result<Vec<u8>> {
         let bytes = self.read_pages(r.first, r.pages).await?;
         let mut out = Vec::with_capacity(r.len as usize);
         for i in 0..r.pages {
@@ -449,7 +334,218 @@ impl<D: Disk> BTree<D> {
         }
         Ok(out)
     }
+}
 
+/// Forward: where a cursor at `lower` continues. Reverse: at `upper`.
+fn after_lower(lower: &Bound<Vec<u8>>, key: &[u8]) -> bool {
+    match lower {
+        Bound::Included(s) => key >= s.as_slice(),
+        Bound::Excluded(s) => key > s.as_slice(),
+        Bound::Unbounded => true,
+    }
+}
+
+fn before_upper(upper: &Bound<Vec<u8>>, key: &[u8]) -> bool {
+    match upper {
+        Bound::Included(e) => key <= e.as_slice(),
+        Bound::Excluded(e) => key < e.as_slice(),
+        Bound::Unbounded => true,
+    }
+}
+
+/// A cursor over the keys of one tree within bounds, in key order (or reverse). It holds no
+/// borrow of the tree: each step re-descends from the root to the next leaf, so the tree may be
+/// changed between steps (a key inserted behind the cursor, or into the leaf it has already
+/// buffered, is not seen). Values are read when their entries are buffered: a refill takes the
+/// matching entries of one leaf, or only the first few of them when the caller needs no more
+/// (then the next refill resumes right after the last one taken).
+#[derive(Debug, Clone)]
+pub struct Range {
+    tree: TreeId,
+    lower: Bound<Vec<u8>>,
+    upper: Bound<Vec<u8>>,
+    reverse: bool,
+    buf: VecDeque<(Vec<u8>, Vec<u8>)>,
+    exhausted: bool,
+}
+
+impl Range {
+    pub fn new(tree: TreeId, lower: Bound<&[u8]>, upper: Bound<&[u8]>, reverse: bool) -> Self {
+        let own = |b: Bound<&[u8]>| b.map(<[u8]>::to_vec);
+        Range {
+            tree,
+            lower: own(lower),
+            upper: own(upper),
+            reverse,
+            buf: VecDeque::new(),
+            exhausted: false,
+        }
+    }
+
+    /// The next key and value, or `None` at the end.
+    pub async fn next<D: Disk>(
+        &mut self,
+        tree: &mut BTree<D>,
+    ) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        self.next_in(&*tree, usize::MAX).await
+    }
+
+    /// The next key and value from `src`; a refill buffers at most `want` entries (and reads
+    /// only their values), so a caller that needs few does not read a whole leaf's values.
+    pub(super) async fn next_in<S: PageSource>(
+        &mut self,
+        src: &S,
+        want: usize,
+    ) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        loop {
+            if let Some(kv) = self.buf.pop_front() {
+                return Ok(Some(kv));
+            }
+            if self.exhausted {
+                return Ok(None);
+            }
+            self.fill(src, want.max(1)).await?;
+        }
+    }
+
+    /// Collects up to `limit` entries (0 = no limit) from `src`.
+    pub(super) async fn collect<S: PageSource>(
+        mut self,
+        src: &S,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let limit = if limit == 0 { usize::MAX } else { limit };
+        let mut out = Vec::new();
+        while out.len() < limit {
+            match self.next_in(src, limit - out.len()).await? {
+                Some(kv) => out.push(kv),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Buffers the matching entries of the next leaf, at most `want` of them.
+    async fn fill<S: PageSource>(&mut self, src: &S, want: usize) -> Result<()> {
+        src.check_running()?;
+        let t = tree_index(self.tree)? as u8;
+        if let (Bound::Included(s) | Bound::Excluded(s), Bound::Included(e) | Bound::Excluded(e)) =
+            (&self.lower, &self.upper)
+        {
+            if s > e {
+                self.exhausted = true;
+                return Ok(());
+            }
+        }
+        let Some(mut cur) = src.root(t) else {
+            self.exhausted = true;
+            return Ok(());
+        };
+        // The leaf's range is [lo, hi) as its ancestors' separators bound it.
+        let (mut lo, mut hi): (Option<Vec<u8>>, Option<Vec<u8>>) = (None, None);
+        let leaf = loop {
+            let node = src.node(t, cur).await?;
+            match &*node {
+                Node::Branch(b) => {
+                    let idx = if self.reverse {
+                        match &self.upper {
+                            Bound::Included(k) => child_index(&b.keys, k),
+                            Bound::Excluded(k) => {
+                                b.keys.partition_point(|s| s.as_slice() < k.as_slice())
+                            }
+                            Bound::Unbounded => b.keys.len(),
+                        }
+                    } else {
+                        match &self.lower {
+                            Bound::Included(k) | Bound::Excluded(k) => child_index(&b.keys, k),
+                            Bound::Unbounded => 0,
+                        }
+                    };
+                    if idx > 0 {
+                        lo = Some(b.keys[idx - 1].clone());
+                    }
+                    if idx < b.keys.len() {
+                        hi = Some(b.keys[idx].clone());
+                    }
+                    cur = b.children[idx];
+                }
+                Node::Leaf(_) => break node,
+            }
+        };
+        let Node::Leaf(leaf) = &*leaf else {
+            unreachable!()
+        };
+        let mut matching: Vec<&Entry> = leaf
+            .entries
+            .iter()
+            .filter(|e| after_lower(&self.lower, &e.key) && before_upper(&self.upper, &e.key))
+            .collect();
+        if self.reverse {
+            matching.reverse();
+        }
+        // Taking fewer than the leaf matches: resume right after the last entry taken.
+        let cut_short = matching.len() > want;
+        matching.truncate(want);
+        let mut out = Vec::with_capacity(matching.len());
+        for e in &matching {
+            out.push((e.key.clone(), src.value_bytes(t, e).await?));
+        }
+        if cut_short {
+            let last = Bound::Excluded(matching[matching.len() - 1].key.clone());
+            if self.reverse {
+                self.upper = last;
+            } else {
+                self.lower = last;
+            }
+        } else if self.reverse {
+            // Keys left to visit are below `l`; some may pass the lower bound only if it is
+            // below `l`.
+            let more = match (&lo, &self.lower) {
+                (None, _) => false,
+                (Some(_), Bound::Unbounded) => true,
+                (Some(l), Bound::Included(s) | Bound::Excluded(s)) => s < l,
+            };
+            match lo {
+                Some(l) if more => self.upper = Bound::Excluded(l),
+                _ => self.exhausted = true,
+            }
+        } else {
+            match hi {
+                Some(h) if before_upper(&self.upper, &h) => self.lower = Bound::Included(h),
+                _ => self.exhausted = true,
+            }
+        }
+        self.buf.extend(out);
+        Ok(())
+    }
+}
+
+impl<D: Disk> BTree<D> {
+    /// The value of `key` in `tree`.
+    pub async fn get(&self, tree: TreeId, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.lookup(tree, key).await
+    }
+
+    /// A cursor over `tree`'s keys in `[lower, upper]` as the bounds say, ascending.
+    pub fn range(&self, tree: TreeId, lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> Range {
+        Range::new(tree, lower, upper, false)
+    }
+
+    /// As [`range`](Self::range), descending.
+    pub fn range_rev(&self, tree: TreeId, lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> Range {
+        Range::new(tree, lower, upper, true)
+    }
+
+    /// Collects up to `limit` entries of a range (0 = no limit).
+    pub async fn scan(
+        &self,
+        tree: TreeId,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.range(tree, lower, upper).collect(self, limit).await
+    }
     /// Largest value storable with a key of `key_len` bytes under this config.
     pub fn max_value_len(&self, key_len: usize) -> usize {
         let seg = self.config.segment_pages() as usize;

@@ -37,7 +37,8 @@ use std::time::Duration;
 use ballast_engine::btree::{self, CheckpointReport};
 use ballast_engine::io::sim::SimDisk;
 use ballast_engine::io::Disk;
-use ballast_engine::mvcc::image::{Changes, ImageError, StoreImage};
+use ballast_engine::mvcc::image::{Changes, ImageError, ImageReader, StoreImage};
+use ballast_engine::mvcc::paging::{Loaded, Missing};
 use ballast_engine::wal::{Wal, WalConfig};
 use ballast_engine::Store;
 use bytes::{BufMut, Bytes};
@@ -111,6 +112,12 @@ pub trait Durability {
         applied_index: u64,
         app: Bytes,
     ) -> LocalFuture<Result<CheckpointReport, ImageError>>;
+    /// Reads what the store is missing from the image as of its last checkpoint (runs while
+    /// a checkpoint does).
+    fn fetch(&self, missing: Missing) -> LocalFuture<Result<Loaded, ImageError>>;
+    /// Bytes the store's in-memory cache of the image may keep (clean data; changes not yet
+    /// checkpointed come on top).
+    fn store_cache_bytes(&self) -> u64;
     /// The page log's figures.
     fn page_stats(&self) -> btree::Stats;
     /// Bytes the page log's files take on disk (preallocated segments and the superblock
@@ -124,6 +131,9 @@ pub trait Durability {
 struct Parts<D: Disk> {
     /// Taken out while a checkpoint runs (one at a time: openraft builds one snapshot at once).
     image: Rc<RefCell<Option<StoreImage<D>>>>,
+    /// Reads the last durable checkpoint; replaced when a checkpoint commits.
+    reader: Rc<RefCell<ImageReader<D>>>,
+    store_cache_bytes: u64,
     stats: Rc<RefCell<btree::Stats>>,
     segment_bytes: u64,
     wal: Wal<D>,
@@ -138,15 +148,28 @@ impl<D: Disk + 'static> Durability for Parts<D> {
     ) -> LocalFuture<Result<CheckpointReport, ImageError>> {
         let slot = self.image.clone();
         let stats = self.stats.clone();
+        let reader = self.reader.clone();
         Box::pin(async move {
             let mut image = slot.borrow_mut().take().expect("one checkpoint at a time");
             let result = image
                 .checkpoint(changes, applied_index, &app, crate::runtime::yield_now)
                 .await;
             *stats.borrow_mut() = image.stats();
+            if result.is_ok() {
+                *reader.borrow_mut() = image.reader();
+            }
             *slot.borrow_mut() = Some(image);
             result
         })
+    }
+
+    fn fetch(&self, missing: Missing) -> LocalFuture<Result<Loaded, ImageError>> {
+        let reader = self.reader.borrow().clone();
+        Box::pin(async move { reader.fetch(&missing).await })
+    }
+
+    fn store_cache_bytes(&self) -> u64 {
+        self.store_cache_bytes
     }
 
     fn page_stats(&self) -> btree::Stats {
@@ -235,6 +258,8 @@ pub async fn open<D: Disk + 'static>(
     store.keep_journal();
     let stats = Rc::new(RefCell::new(image.stats()));
     let durability = Rc::new(Parts {
+        reader: Rc::new(RefCell::new(image.reader())),
+        store_cache_bytes: storage.pages.cache_bytes,
         image: Rc::new(RefCell::new(Some(image))),
         stats,
         segment_bytes: storage.pages.segment_bytes,

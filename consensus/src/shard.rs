@@ -47,9 +47,10 @@ use crate::durable::ShardStorage;
 use crate::log_store::{LogBackend, LogStore, MemLog};
 use crate::network::{Network, NoPeers};
 use crate::runtime::{spawn_executor, GlommioRuntime};
-use crate::state_machine::{ShardState, ShardStateMachine, Shared};
+use crate::state_machine::{make_resident, ShardState, ShardStateMachine, Shared};
 use crate::types::{FnResponder, NodeId, Raft, ShardId, ShardRaft};
 use crate::watchers::{StreamId, WatchCreate, WatchMessage};
+use ballast_engine::mvcc::paging::Access;
 
 /// Commands queued for one shard at most; a full queue makes callers wait (backpressure).
 pub const COMMAND_QUEUE_MAX: usize = 4096;
@@ -191,8 +192,13 @@ pub struct ShardStatus {
     pub checkpoints: u64,
     pub checkpoint_index: u64,
     pub checkpoint_duration_ms_last: u64,
-    /// Changes (revisions, leases) waiting for the next checkpoint.
+    /// Changes (revisions, key indexes, leases) waiting for the next checkpoint.
     pub checkpoint_pending_changes: u64,
+    /// Key indexes and history records in memory (a durable shard's memory caches its page
+    /// log), and how many loads from the page log filled it.
+    pub cached_keys: u64,
+    pub cached_records: u64,
+    pub cache_loads: u64,
     /// Page-log size on disk (preallocated segments and the superblock file) and its cache.
     pub page_log_bytes: u64,
     pub page_cache_bytes: u64,
@@ -383,6 +389,9 @@ struct LoopState {
     next_progress: Instant,
     writes_in_flight: usize,
     write_latency_us: crate::stats::Histogram,
+    /// Checkpoint count and image loads at the last eviction of the store's cache.
+    evicted_at: (u64, u64),
+    last_eviction: Instant,
 }
 
 async fn shard_main(
@@ -489,6 +498,8 @@ async fn start(config: ShardConfig, queue: flume::Receiver<Command>) -> Result<C
             next_progress: Instant::now() + progress_interval,
             writes_in_flight: 0,
             write_latency_us: crate::stats::Histogram::new(),
+            evicted_at: (0, 0),
+            last_eviction: Instant::now(),
         }),
     })
 }
@@ -592,6 +603,16 @@ impl Core {
         match cmd {
             Command::Call(request, reply) => self.call(request, reply).await,
             Command::WatchCreate(create) => {
+                let start = create.start_revision;
+                let access = Access::Events {
+                    key: &create.filter.key,
+                    range_end: &create.filter.range_end,
+                    from: start,
+                };
+                if start > 0 && make_resident(&self.shared, &access).await.is_err() {
+                    // The shard stopped: the stream ends when the shard does.
+                    return;
+                }
                 let mut st = self.shared.borrow_mut();
                 let ShardState {
                     store, watchers, ..
@@ -648,7 +669,7 @@ impl Core {
                 let core = self.clone();
                 glommio::spawn_local(async move {
                     let answer = match core.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
-                        Ok(_) => core.serve_local(request),
+                        Ok(_) => core.serve_local(request).await,
                         Err(_) => Err(match core.failure() {
                             Some(cause) => ShardError::Failed { cause },
                             None => core.not_leader(),
@@ -660,14 +681,14 @@ impl Core {
             }
             Route::LeaderLocal(request) => {
                 let answer = if self.raft.is_leader() {
-                    self.serve_local(request)
+                    self.serve_local(request).await
                 } else {
                     Err(self.not_leader())
                 };
                 let _ = reply.send(answer);
             }
             Route::Local(request) => {
-                let _ = reply.send(self.serve_local(request));
+                let _ = reply.send(self.serve_local(request).await);
             }
         }
     }
@@ -707,8 +728,21 @@ impl Core {
         }
     }
 
-    /// Serves a request from the local store (reads, lease facts, status).
-    fn serve_local(&self, request: Request) -> Result<Reply, ShardError> {
+    /// Serves a request from the local store (reads, lease facts, status), once the store
+    /// holds what it reads.
+    async fn serve_local(&self, request: Request) -> Result<Reply, ShardError> {
+        let access = match &request {
+            Request::Range(r) => Some(Access::Range(r)),
+            Request::Txn(t) => Some(Access::Txn(t)),
+            Request::HashKv { .. } | Request::Hash => Some(Access::Everything),
+            _ => None,
+        };
+        if let Some(access) = access {
+            make_resident(&self.shared, &access)
+                .await
+                .map_err(|cause| ShardError::Failed { cause })?;
+        }
+        // No `.await` from here: the store still holds what was made resident.
         let mut st = self.shared.borrow_mut();
         let now = st.now_ms();
         let store = &mut st.store;
@@ -761,6 +795,7 @@ impl Core {
         let m = self.metrics.borrow_watched();
         let pages = st.durable.as_ref().map(|d| d.page_stats());
         let wal = st.durable.as_ref().map(|d| d.wal_stats());
+        let cache = st.store.cache_figures();
         ShardStatus {
             revision: st.store.revision(),
             compact_revision: st.store.compact_revision(),
@@ -784,6 +819,9 @@ impl Core {
             checkpoint_index: st.checkpoints.last_index,
             checkpoint_duration_ms_last: st.checkpoints.last_duration_ms,
             checkpoint_pending_changes: st.store.pending_changes().changes as u64,
+            cached_keys: cache.keys,
+            cached_records: cache.records,
+            cache_loads: cache.loads,
             page_log_bytes: st.durable.as_ref().map_or(0, |d| d.page_log_bytes()),
             page_cache_bytes: pages.as_ref().map_or(0, |p| p.cache_bytes),
             wal_syncs: wal.map_or(0, |w| w.flushes),
@@ -846,6 +884,19 @@ impl Core {
                 return;
             }
         }
+        self.page_housekeeping().await;
+        let targets = self.shared.borrow().watchers.catch_up_targets();
+        for (key, range_end, from) in targets {
+            let access = Access::Events {
+                key: &key,
+                range_end: &range_end,
+                from,
+            };
+            if make_resident(&self.shared, &access).await.is_err() {
+                return;
+            }
+        }
+        // Watchers whose history was evicted during the loads above catch up next time.
         let mut st = self.shared.borrow_mut();
         let ShardState {
             store, watchers, ..
@@ -860,6 +911,54 @@ impl Core {
 }
 
 impl Core {
+    /// A paged store's upkeep: one step of the background compaction pass (while the changes
+    /// waiting for a checkpoint stay few), and eviction of clean data beyond the cache bound
+    /// after each checkpoint or after loads (at most once a second then).
+    async fn page_housekeeping(&self) {
+        let Some(budget) = self
+            .shared
+            .borrow()
+            .durable
+            .as_ref()
+            .map(|d| d.store_cache_bytes())
+        else {
+            return;
+        };
+        let step = {
+            let mut st = self.shared.borrow_mut();
+            let pending = st.store.pending_changes().changes;
+            if pending < COMPACTION_PENDING_MAX && st.failure.is_none() {
+                st.store
+                    .compaction_missing()
+                    .map(|m| (m, st.durable.clone().expect("durable")))
+            } else {
+                None
+            }
+        };
+        if let Some((missing, durable)) = step {
+            match durable.fetch(missing).await {
+                Ok(loaded) => self.shared.borrow_mut().store.compaction_loaded(loaded),
+                Err(err) => {
+                    let failure = format!("page log read failed: {err}");
+                    tracing::error!(%failure, "shard stops (fail-stop)");
+                    self.shared.borrow_mut().failure = Some(failure);
+                    return;
+                }
+            }
+        }
+        let mut st = self.shared.borrow_mut();
+        let mut ls = self.loop_state.borrow_mut();
+        let now = (st.checkpoints.count, st.store.cache_figures().loads);
+        let after_checkpoint = now.0 != ls.evicted_at.0;
+        let after_loads =
+            now.1 != ls.evicted_at.1 && ls.last_eviction.elapsed() >= EVICT_AFTER_LOADS;
+        if after_checkpoint || after_loads {
+            st.store.evict(budget);
+            ls.evicted_at = now;
+            ls.last_eviction = Instant::now();
+        }
+    }
+
     /// Whether a durable shard should checkpoint now: enough changed data, or changes older
     /// than the interval (openraft itself snapshots every `snapshot_count` entries).
     fn checkpoint_due(&self) -> bool {
@@ -877,6 +976,11 @@ impl Core {
         pending.payload_bytes >= storage.checkpoint_bytes || since >= storage.checkpoint_interval
     }
 }
+
+/// The compaction pass waits while this many changes wait for a checkpoint.
+const COMPACTION_PENDING_MAX: usize = 50_000;
+/// Loads alone (no checkpoint) trigger an eviction at most this often.
+const EVICT_AFTER_LOADS: Duration = Duration::from_secs(1);
 
 async fn housekeeping_loop(core: Rc<Core>) {
     loop {

@@ -20,6 +20,7 @@ use std::io;
 use std::rc::Rc;
 use std::time::Instant;
 
+use ballast_engine::mvcc::paging::Access;
 use ballast_engine::{Error as EngineError, Store};
 use futures::{Stream, StreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
@@ -197,6 +198,48 @@ impl ShardState {
     }
 }
 
+/// What applying `cmd` reads from the store.
+pub fn access_of(cmd: &LogCommand) -> Option<Access<'_>> {
+    match cmd {
+        LogCommand::Put(r) => Some(Access::Put(r)),
+        LogCommand::DeleteRange(r) => Some(Access::DeleteRange(r)),
+        LogCommand::Txn(r) => Some(Access::Txn(r)),
+        LogCommand::LeaseRevoke { id } => Some(Access::LeaseRevoke(*id)),
+        LogCommand::Compact { .. } | LogCommand::LeaseGrant { .. } => None,
+    }
+}
+
+/// Brings into memory what `access` reads (`ballast_engine::mvcc::paging`). When this returns
+/// `Ok`, the store held all of it at its last synchronous check, so a caller that runs the
+/// request before its next `.await` reads only memory. A failed page-log read stops the shard
+/// (fail-stop): the failure is latched and returned.
+pub async fn make_resident(shared: &Shared, access: &Access<'_>) -> Result<(), String> {
+    loop {
+        let (missing, durable) = {
+            let mut st = shared.borrow_mut();
+            if let Some(failure) = &st.failure {
+                return Err(failure.clone());
+            }
+            match st.store.missing(access) {
+                None => return Ok(()),
+                Some(m) => (m, st.durable.clone()),
+            }
+        };
+        let durable = durable.expect("a paged store belongs to a durable shard");
+        let fetched = durable.fetch(missing).await;
+        let mut st = shared.borrow_mut();
+        match fetched {
+            Ok(loaded) => st.store.insert_loaded(loaded),
+            Err(err) => {
+                let failure = format!("page log read failed: {err}");
+                tracing::error!(%failure, "shard stops (fail-stop)");
+                st.failure = Some(failure.clone());
+                return Err(failure);
+            }
+        }
+    }
+}
+
 /// Checkpoints a durable shard as of its last applied entry (see the module comment).
 async fn checkpoint(
     shared: &Shared,
@@ -223,6 +266,7 @@ async fn checkpoint(
     st.checkpoints.running = false;
     match result {
         Ok(report) => {
+            st.store.checkpoint_done(report.sequence);
             let c = &mut st.checkpoints;
             c.count += 1;
             c.last_at = Some(Instant::now());
@@ -294,6 +338,14 @@ impl RaftStateMachine<ShardRaft> for ShardStateMachine {
     {
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
+            if let EntryPayload::Normal(cmd) = &entry.payload {
+                if let Some(access) = access_of(cmd) {
+                    make_resident(&self.shared, &access)
+                        .await
+                        .map_err(io::Error::other)?;
+                }
+            }
+            // No `.await` from the residency check to the apply: nothing is evicted between.
             let result = self
                 .shared
                 .borrow_mut()

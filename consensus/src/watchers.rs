@@ -12,6 +12,7 @@ use std::collections::HashMap;
 
 use ballast_engine::watch::WatchFilter;
 use ballast_engine::{Event, Revision, Store};
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
 /// Identifies one client watch stream (unique within the process).
@@ -212,6 +213,22 @@ impl Registry {
         }
     }
 
+    /// `(key, range_end, next revision)` of every watcher that must catch up from history:
+    /// what a paged store must hold before [`Registry::sync`] can move them on.
+    pub fn catch_up_targets(&self) -> Vec<(Bytes, Bytes, Revision)> {
+        self.watchers
+            .values()
+            .filter(|w| w.unsynced)
+            .map(|w| {
+                (
+                    w.filter.key.clone(),
+                    w.filter.range_end.clone(),
+                    w.next_revision,
+                )
+            })
+            .collect()
+    }
+
     fn sync_one(&mut self, store: &Store, key: (StreamId, i64)) {
         let watch_id = key.1;
         let current = store.revision();
@@ -233,13 +250,18 @@ impl Registry {
                 w.unsynced = false;
                 break;
             }
-            let events = match store.events_since(
+            if !store.events_resident(&w.filter.key, &w.filter.range_end, w.next_revision) {
+                // A paged store must first load this history: the shard's housekeeping does,
+                // then syncs again.
+                return;
+            }
+            let chunk = match store.events_chunk(
                 &w.filter.key,
                 &w.filter.range_end,
                 w.next_revision,
                 CATCH_UP_EVENTS_MAX,
             ) {
-                Ok(events) => events,
+                Ok(chunk) => chunk,
                 Err(ballast_engine::Error::Compacted { compact_revision }) => {
                     let msg = WatchMessage::Canceled {
                         watch_id,
@@ -257,12 +279,12 @@ impl Registry {
                 }
             };
             // The store never splits a revision, so a chunk ends on a revision boundary.
-            let next = if events.len() < CATCH_UP_EVENTS_MAX {
-                current + 1
-            } else {
-                events.last().map_or(current + 1, |e| e.kv.mod_revision + 1)
-            };
-            let batch: Vec<Event> = events.iter().filter_map(|e| w.filter.shape(e)).collect();
+            let next = chunk.next_revision;
+            let batch: Vec<Event> = chunk
+                .events
+                .iter()
+                .filter_map(|e| w.filter.shape(e))
+                .collect();
             if !batch.is_empty() {
                 let msg = WatchMessage::Events {
                     watch_id,

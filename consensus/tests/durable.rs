@@ -320,3 +320,81 @@ async fn a_failed_checkpoint_stops_the_shard() {
     let shard = Shard::start(config(faulty("pages-00000001.seg", FaultOp::Write, true)));
     assert_fail_stop(&shard, "checkpoint failed").await;
 }
+
+/// A restarted shard opens without reading its data: the store's memory starts nearly empty,
+/// reads load what they need from the page log, and memory is brought back within the cache
+/// bound afterwards, while every answer stays the same.
+#[tokio::test]
+async fn a_restarted_shard_reads_its_page_log_within_a_bounded_memory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cache = 256 << 10;
+    let st = ShardStorage {
+        checkpoint_bytes: 256 << 10,
+        pages: btree::Config {
+            segment_bytes: 1 << 20,
+            cache_bytes: cache,
+            ..btree::Config::default()
+        },
+        ..storage(dir.path())
+    };
+    let mut shard = Shard::start(ShardConfig {
+        snapshot_count: 1_000_000,
+        ..config(st.clone())
+    });
+    let value = "v".repeat(1000);
+    // ~4 MB of values over 2,000 keys (1,000 of them written twice), far above the bound.
+    for i in 0..3000 {
+        shard
+            .call(put(&format!("k/{:04}", i % 2000), &value))
+            .await
+            .expect("put");
+    }
+    let before = dump(&shard).await;
+    let old = shard
+        .call(Request::Range(RangeRequest {
+            key: b("k/0500"),
+            revision: 600,
+            ..RangeRequest::default()
+        }))
+        .await
+        .expect("old read");
+    shard.stop();
+
+    let shard = Shard::start(config(st));
+    let opened = shard.status().await;
+    // Replaying the log after the checkpoint loads the keys those entries touch; nothing else.
+    let tail = opened.applied_index - opened.checkpoint_index;
+    assert!(
+        opened.cached_keys <= tail && opened.cached_keys < 1000,
+        "opening reads no key index beyond the log tail: {opened:?}"
+    );
+    assert_eq!(
+        dump(&shard).await,
+        before,
+        "every key, loaded from the page log"
+    );
+    let again = shard
+        .call(Request::Range(RangeRequest {
+            key: b("k/0500"),
+            revision: 600,
+            ..RangeRequest::default()
+        }))
+        .await
+        .expect("old read after restart");
+    assert_eq!(range_values(again), range_values(old));
+    // After the loads, housekeeping evicts clean data down to the bound (within a second).
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        let s = shard.status().await;
+        if s.size_bytes <= cache || Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.cache_loads > 0, "{status:?}");
+    assert!(
+        status.size_bytes <= cache,
+        "memory held by the store comes back within {cache} bytes: {status:?}"
+    );
+    assert_eq!(dump(&shard).await, before, "answers after eviction");
+}

@@ -51,6 +51,8 @@ pub(crate) struct Lessor {
     /// Leases granted or removed since the journal was last taken (`None`: not kept), for
     /// checkpoints. Deadlines are not journaled: they are leader-local.
     journal: Option<BTreeSet<LeaseId>>,
+    /// `(lease, key)` attachments made or undone since the journal was last taken.
+    attach_journal: BTreeSet<(LeaseId, Bytes)>,
 }
 
 fn deadline(now_ms: u64, ttl_secs: i64) -> u64 {
@@ -73,6 +75,7 @@ impl Default for Lessor {
             min_ttl_secs: DEFAULT_MIN_LEASE_TTL_SECS,
             id_seq: 0,
             journal: None,
+            attach_journal: BTreeSet::new(),
         }
     }
 }
@@ -159,16 +162,33 @@ impl Lessor {
         self.journal.get_or_insert_with(BTreeSet::new);
     }
 
-    /// Leases granted or removed since the last call.
-    pub(crate) fn take_journal(&mut self) -> BTreeSet<LeaseId> {
+    /// Leases granted or removed, and attachments changed, since the last call.
+    pub(crate) fn take_journal(&mut self) -> (BTreeSet<LeaseId>, BTreeSet<(LeaseId, Bytes)>) {
         match &mut self.journal {
-            Some(j) => std::mem::take(j),
-            None => BTreeSet::new(),
+            Some(j) => (std::mem::take(j), std::mem::take(&mut self.attach_journal)),
+            None => (BTreeSet::new(), BTreeSet::new()),
         }
     }
 
     pub(crate) fn journal_len(&self) -> usize {
-        self.journal.as_ref().map_or(0, BTreeSet::len)
+        self.journal.as_ref().map_or(0, BTreeSet::len) + self.attach_journal.len()
+    }
+
+    /// Journals every lease and attachment (the whole table is to be written).
+    pub(crate) fn journal_everything(&mut self) {
+        let j = self.journal.get_or_insert_with(BTreeSet::new);
+        for (id, lease) in &self.leases {
+            j.insert(*id);
+            for k in &lease.keys {
+                self.attach_journal.insert((*id, k.clone()));
+            }
+        }
+    }
+
+    fn note_attachment(&mut self, id: LeaseId, key: &Bytes) {
+        if self.journal.is_some() {
+            self.attach_journal.insert((id, key.clone()));
+        }
     }
 
     /// Removes the lease and returns it (its keys are the caller's to delete).
@@ -252,14 +272,23 @@ impl Lessor {
 
     /// Attaches `key`; returns whether it was newly attached. No-op on an unknown lease.
     pub(crate) fn attach(&mut self, id: LeaseId, key: &Bytes) -> bool {
-        self.leases
+        let attached = self
+            .leases
             .get_mut(&id)
-            .is_some_and(|l| l.keys.insert(key.clone()))
+            .is_some_and(|l| l.keys.insert(key.clone()));
+        if attached {
+            self.note_attachment(id, key);
+        }
+        attached
     }
 
     /// Detaches `key`; returns whether it was attached.
     pub(crate) fn detach(&mut self, id: LeaseId, key: &Bytes) -> bool {
-        self.leases.get_mut(&id).is_some_and(|l| l.keys.remove(key))
+        let detached = self.leases.get_mut(&id).is_some_and(|l| l.keys.remove(key));
+        if detached {
+            self.note_attachment(id, key);
+        }
+        detached
     }
 
     /// `(id, granted ttl)` of every lease in id order, for hashing.

@@ -62,11 +62,12 @@
 mod history;
 pub mod image;
 mod key_index;
+pub mod paging;
 #[cfg(test)]
 mod tests;
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
@@ -76,12 +77,20 @@ use crate::lease::{LeaseTimeToLive, Lessor};
 use crate::types::*;
 use history::{History, Record};
 use key_index::KeyIndex;
+use paging::Paging;
 
 /// A revision with its sub revision: the position of one change inside a write request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct Rev {
     pub(crate) main: Revision,
     pub(crate) sub: i64,
+}
+
+/// Events read from history, and where the next read resumes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventsChunk {
+    pub events: Vec<Event>,
+    pub next_revision: Revision,
 }
 
 /// One shard's MVCC state and lease table.
@@ -93,6 +102,8 @@ pub struct Store {
     /// etcd's `compactMainRev`: -1 until the first compaction.
     compact_main: Revision,
     lessor: Lessor,
+    /// `Some` on a durable store: memory is a cache of the image (`mvcc/paging.rs`).
+    paging: Option<Paging>,
 }
 
 /// What one write request has done so far, so it can be committed or undone.
@@ -129,6 +140,16 @@ impl Store {
             current_revision: 1,
             compact_main: -1,
             lessor: Lessor::default(),
+            paging: None,
+        }
+    }
+
+    /// Notes that a key's index changed (journal of a durable store).
+    fn key_changed(&mut self, key: &Bytes) {
+        if let Some(p) = &mut self.paging {
+            if !p.keys_changed.contains(key) {
+                p.keys_changed.insert(key.clone());
+            }
         }
     }
 
@@ -297,6 +318,7 @@ impl Store {
                     if ki.is_empty() {
                         self.index.remove(&key);
                     }
+                    self.key_changed(&key);
                 }
                 Undo::Attached { lease, key } => {
                     self.lessor.detach(lease, &key);
@@ -345,6 +367,7 @@ impl Store {
             .entry(key.clone())
             .or_insert_with(KeyIndex::new)
             .put(rev);
+        self.key_changed(key);
         self.record_change(ctx, rev, kv, prev_kv, EventKind::Put, old_lease);
         if lease != 0 && self.lessor.attach(lease, key) {
             ctx.undo.push(Undo::Attached {
@@ -370,6 +393,7 @@ impl Store {
             .get_mut(key)
             .expect("live key is indexed")
             .tombstone(rev);
+        self.key_changed(key);
         self.record_change(ctx, rev, kv, prev_kv, EventKind::Delete, old_lease);
     }
 
@@ -597,18 +621,25 @@ impl Store {
             });
         }
         self.compact_main = revision;
-        let mut kept = HashSet::new();
-        let mut emptied = Vec::new();
+        // Every key in memory now; on a paged store the others follow as they are loaded.
+        let mut changed = Vec::new();
+        let mut dropped = Vec::new();
         for (key, ki) in self.index.iter_mut() {
-            kept.extend(ki.compact(revision));
-            if ki.is_empty() {
-                emptied.push(key.clone());
+            let gone = ki.compact_dropping(revision);
+            if !gone.is_empty() {
+                dropped.extend(gone);
+                changed.push((key.clone(), ki.is_empty()));
             }
         }
-        for key in emptied {
-            self.index.remove(&key);
+        for (key, emptied) in changed {
+            if emptied {
+                self.index.remove(&key);
+            }
+            self.key_changed(&key);
         }
-        self.history.compact(revision, |rev| kept.contains(rev));
+        for rev in dropped {
+            self.history.remove(rev);
+        }
         Ok(Applied {
             response: (),
             revision: self.current_revision,
@@ -634,6 +665,21 @@ impl Store {
         from_revision: Revision,
         max_events: usize,
     ) -> Result<Vec<Event>> {
+        Ok(self
+            .events_chunk(key, range_end, from_revision, max_events)?
+            .events)
+    }
+
+    /// [`Store::events_since`], with the revision to resume from. On a paged store the chunk
+    /// also stops where the history in memory stops (after [`Store::missing`] with
+    /// `Access::Events` returned `None`, it starts at `from_revision`).
+    pub fn events_chunk(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        from_revision: Revision,
+        max_events: usize,
+    ) -> Result<EventsChunk> {
         if from_revision < self.compact_main {
             return Err(Error::Compacted {
                 compact_revision: self.compact_revision(),
@@ -641,18 +687,20 @@ impl Store {
         }
         let kr = KeyRange::new(key, range_end);
         let mut events: Vec<Event> = Vec::new();
-        for (rev, record) in self.history.range(
-            Rev {
-                main: from_revision.max(0),
-                sub: 0,
-            }..,
-        ) {
+        let from = Rev {
+            main: from_revision.max(0),
+            sub: 0,
+        };
+        let end = self.events_end(from);
+        let mut full = false;
+        for (rev, record) in self.history.range((std::ops::Bound::Included(from), end)) {
             if !kr.contains(&record.kv.key) {
                 continue;
             }
             if events.len() >= max_events
                 && events.last().is_some_and(|e| e.kv.mod_revision != rev.main)
             {
+                full = true;
                 break;
             }
             // Readable when mod_revision - 1 >= the compact revision.
@@ -672,7 +720,15 @@ impl Store {
                 prev_kv,
             });
         }
-        Ok(events)
+        let next = match (full, end) {
+            (true, _) => events.last().map_or(from.main, |e| e.kv.mod_revision + 1),
+            (false, std::ops::Bound::Excluded(hi)) => hi.main,
+            (false, _) => self.current_revision + 1,
+        };
+        Ok(EventsChunk {
+            events,
+            next_revision: next,
+        })
     }
 
     // ---------------------------------------------------------------- leases

@@ -127,7 +127,7 @@ async fn metrics(State(ctx): State<Context>) -> impl IntoResponse {
 
 /// One shard's own figures, labelled with its id.
 fn shard_metrics(shard: u32, s: &ShardStatus) -> String {
-    let rows: [(&str, &str, u64); 16] = [
+    let rows: [(&str, &str, u64); 19] = [
         (
             "ballast_shard_failed",
             "1 when the shard stopped after a storage failure.",
@@ -207,6 +207,21 @@ fn shard_metrics(shard: u32, s: &ShardStatus) -> String {
             "ballast_shard_page_cache_bytes",
             "Clean pages held in the page cache.",
             s.page_cache_bytes,
+        ),
+        (
+            "ballast_shard_store_cached_keys",
+            "Key indexes held in memory.",
+            s.cached_keys,
+        ),
+        (
+            "ballast_shard_store_cached_records",
+            "History records held in memory.",
+            s.cached_records,
+        ),
+        (
+            "ballast_shard_store_loads_total",
+            "Reads of key indexes and records from the page log.",
+            s.cache_loads,
         ),
     ];
     let mut out = String::new();

@@ -61,6 +61,11 @@ impl History {
         )
     }
 
+    /// Journals a revision as changed (the whole history is to be written).
+    pub(super) fn note_changed(&mut self, rev: Rev) {
+        self.note(rev);
+    }
+
     fn note(&mut self, rev: Rev) {
         if let Some(j) = &mut self.journal {
             j.insert(rev);
@@ -76,6 +81,38 @@ impl History {
         self.note(rev);
         let old = self.records.insert(rev, record);
         assert!(old.is_none(), "revision {rev:?} written twice");
+    }
+
+    /// Puts back a record read from the image: not a change, so not journaled.
+    pub(super) fn insert_clean(&mut self, rev: Rev, record: Record) {
+        let len = (record.kv.key.len() + record.kv.value.len()) as u64;
+        if self.records.insert(rev, record).is_none() {
+            self.payload_bytes += len;
+        }
+    }
+
+    /// Removes a record that compaction dropped, whether it is in memory or only in the image.
+    pub(super) fn remove(&mut self, rev: Rev) {
+        if let Some(record) = self.records.remove(&rev) {
+            self.payload_bytes -= (record.kv.key.len() + record.kv.value.len()) as u64;
+        }
+        self.note(rev);
+    }
+
+    /// Drops a clean record from memory (it stays in the image).
+    pub(super) fn evict(&mut self, rev: Rev) -> Option<Record> {
+        let record = self.records.remove(&rev)?;
+        self.payload_bytes -= (record.kv.key.len() + record.kv.value.len()) as u64;
+        Some(record)
+    }
+
+    /// The revision changed since the journal was last taken.
+    pub(super) fn is_journaled(&self, rev: Rev) -> bool {
+        self.journal.as_ref().is_some_and(|j| j.contains(&rev))
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.records.len()
     }
 
     pub(super) fn get(&self, rev: Rev) -> Option<&Record> {
@@ -98,23 +135,6 @@ impl History {
                 self.note(rev);
             } else {
                 self.records.insert(rev, record);
-            }
-        }
-    }
-
-    /// Drops every record with `main <= at` that `keep` rejects.
-    pub(super) fn compact(&mut self, at: i64, keep: impl Fn(&Rev) -> bool) {
-        let tail = self.records.split_off(&Rev {
-            main: at + 1,
-            sub: 0,
-        });
-        let head = std::mem::replace(&mut self.records, tail);
-        for (rev, record) in head {
-            if keep(&rev) {
-                self.records.insert(rev, record);
-            } else {
-                self.payload_bytes -= (record.kv.key.len() + record.kv.value.len()) as u64;
-                self.note(rev);
             }
         }
     }

@@ -1,5 +1,6 @@
-//! The store's durable image: the MVCC history, the lease table and a few counters kept in the
-//! page log (`btree`), written by checkpoints and read back when a shard opens (design.md §7).
+//! The store's durable image: the MVCC history, the key index, the lease table and a few
+//! counters kept in the page log (`btree`), written by checkpoints and read by a shard while it
+//! runs (design.md §7, `paging.rs`).
 //!
 //! Trees of the page log (layouts byte by byte in `docs/storage-format.md`):
 //!
@@ -9,28 +10,41 @@
 //!                          | create_revision:i64 LE | version:i64 LE | lease:i64 LE
 //!                          | key_len:u32 LE | key | value
 //! tree 1  leases    key: lease_id:i64 BE    value: format:u8 = 1 | ttl_secs:i64 LE
+//!                   key: lease_id:i64 BE | stored key (below)   value: attachment (below)
 //! tree 2  meta      "compact"   -> compact_main:i64 LE (etcd's compactMainRev, -1 = never)
+//!                   "compacted" -> i64 LE: every key index of the image is compacted to it
 //!                   "lease_seq" -> u64 LE (the generator of lease ids)
+//!                   "format"    -> u8 = 2 (absent: format 1, which had no key index tree)
 //!                   "app"       -> bytes the caller keeps with the image (the shard's Raft
 //!                                  applied log id and membership)
+//! tree 3  keys      key: stored key      value: format:u8 = 1 | flags:u8 (bit 0 long key)
+//!                          | [key_len:u32 LE | key, when long] | key index (key_index.rs)
 //! superblock        applied_index, revision (the store's current revision)
 //! ```
 //!
-//! A checkpoint writes what changed since the previous one — the store's journal (see
-//! `history.rs` and `lease.rs`): each changed revision is written when still present and
-//! removed when gone, each changed lease likewise — then the counters, then
-//! [`BTree::checkpoint`], whose superblock write is the commit point. The journal is taken in
-//! one synchronous step on the shard's thread, so the image is the store exactly as of one
-//! applied index; the writes after it (possibly many, interleaved with new applies) touch only
-//! the page log. A failed checkpoint leaves the previous superblock in force: the shard must
-//! stop (the page log latches itself stopped) and restart from the last good image plus the
-//! log.
+//! A *stored key* is the etcd key itself when it has at most [`SHORT_KEY_MAX`] bytes (the
+//! page log bounds keys); a longer key is stored as its first `SHORT_KEY_MAX` bytes, `0xff`,
+//! and a 16-byte SipHash of the whole key, with the whole key in the value. Stored keys keep
+//! etcd's order except among long keys and their neighbours, so a range read scans a slightly
+//! wider stored range, filters by the whole key and sorts (proof in `stored_bounds`).
 //!
-//! Opening reads the whole history tree in revision order and rebuilds the in-memory key index
-//! from it: restart time grows with the data size until reads go to the page log directly.
+//! A checkpoint writes what changed since the previous one — the store's journal (see
+//! `history.rs`, `paging.rs` and `lease.rs`): each changed revision and key index is written
+//! when still present and removed when gone, each changed lease and attachment likewise — then
+//! the counters, then [`BTree::checkpoint`], whose superblock write is the commit point. The
+//! journal is taken in one synchronous step on the shard's thread, so the image is the store
+//! exactly as of one applied index; the writes after it (possibly many, interleaved with new
+//! applies) touch only the page log. A failed checkpoint leaves the previous superblock in
+//! force: the shard must stop (the page log latches itself stopped) and restart from the last
+//! good image plus the log.
+//!
+//! Opening reads the superblock, the counters and the lease table (with attachments): no
+//! history or key index is read, so restart time does not grow with the data. A format-1
+//! image (written before the key index tree existed) is read whole once and rewritten by the
+//! next checkpoint.
 //!
 //! Invariants: the image at superblock S is exactly the store after applying log index
-//! `S.applied_index`; every history record decodes (a record that does not is reported as
+//! `S.applied_index`; every value decodes (one that does not is reported as
 //! [`ImageError::Corrupt`], never skipped).
 
 use std::collections::BTreeMap;
@@ -41,6 +55,7 @@ use bytes::Bytes;
 
 use super::history::{History, Record};
 use super::key_index::KeyIndex;
+use super::paging::{Loaded, Missing, Paging, Span, WINDOW_RECORDS};
 use super::{Rev, Store};
 use crate::btree::{self, BTree, CheckpointReport, TreeId};
 use crate::io::Disk;
@@ -50,6 +65,15 @@ use crate::types::{KeyValue, LeaseId, Revision};
 const HISTORY: TreeId = TreeId(0);
 const LEASES: TreeId = TreeId(1);
 const META: TreeId = TreeId(2);
+const KEYS: TreeId = TreeId(3);
+
+/// Longest etcd key stored as itself (see the module comment).
+pub const SHORT_KEY_MAX: usize = 1024;
+/// Format of the image as a whole (meta "format"). 2: key index tree and lease attachments.
+pub const IMAGE_FORMAT_VERSION: u8 = 2;
+/// Format of a key index value. 1: first layout.
+pub const KEY_FORMAT_VERSION: u8 = 1;
+const FLAG_LONG_KEY: u8 = 1;
 
 /// Format of a history record's value. 1: first layout.
 pub const RECORD_FORMAT_VERSION: u8 = 1;
@@ -59,6 +83,8 @@ const FLAG_TOMBSTONE: u8 = 1;
 const RECORD_HEADER_BYTES: usize = 1 + 1 + 8 * 3 + 4;
 
 const META_COMPACT: &[u8] = b"compact";
+const META_COMPACTED: &[u8] = b"compacted";
+const META_FORMAT: &[u8] = b"format";
 const META_LEASE_SEQ: &[u8] = b"lease_seq";
 const META_APP: &[u8] = b"app";
 
@@ -81,17 +107,20 @@ pub type Result<T, E = ImageError> = std::result::Result<T, E>;
 #[derive(Debug, Default)]
 pub struct Changes {
     records: Vec<(Rev, Option<Record>)>,
+    keys: Vec<(Bytes, Option<Vec<u8>>)>,
     leases: Vec<(LeaseId, Option<i64>)>,
+    attachments: Vec<(LeaseId, Bytes, bool)>,
     revision: Revision,
     compact_main: Revision,
+    image_compacted: Revision,
     lease_seq: u64,
     payload_bytes: u64,
 }
 
 impl Changes {
-    /// Changed revisions and leases.
+    /// Changed revisions, key indexes, leases and attachments.
     pub fn len(&self) -> usize {
-        self.records.len() + self.leases.len()
+        self.records.len() + self.keys.len() + self.leases.len() + self.attachments.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -117,48 +146,78 @@ pub struct Pending {
 }
 
 impl Store {
-    /// Starts journaling changes for [`Store::take_changes`] (a durable shard calls this once,
-    /// right after opening or creating its store).
+    /// Starts journaling changes for [`Store::take_changes`], with everything of the store in
+    /// memory (a new durable store; an opened one journals from the start).
     pub fn keep_journal(&mut self) {
         self.history.keep_journal();
         self.lessor.keep_journal();
+        if self.paging.is_none() {
+            self.paging = Some(Paging::complete(0, self.compact_main));
+        }
     }
 
     /// What the journal holds now.
     pub fn pending_changes(&self) -> Pending {
         let (records, payload_bytes) = self.history.journal_size();
+        let keys = self.paging.as_ref().map_or(0, |p| p.keys_changed.len());
         Pending {
-            changes: records + self.lessor.journal_len(),
+            changes: records + keys + self.lessor.journal_len(),
             payload_bytes,
         }
     }
 
-    /// Takes the journal: every change since the previous call, with the records as they are
-    /// now. Cheap (records share their bytes), so it can run between two applies.
+    /// Takes the journal: every change since the previous call, with the records and key
+    /// indexes as they are now. Until [`Store::checkpoint_done`], memory keeps (pins) what it
+    /// took. Runs between two applies; its cost is that of the changes.
     pub fn take_changes(&mut self) -> Changes {
         let (revs, payload_bytes) = self.history.take_journal();
         let records = revs
-            .into_iter()
-            .map(|rev| (rev, self.history.get(rev).cloned()))
+            .iter()
+            .map(|rev| (*rev, self.history.get(*rev).cloned()))
             .collect();
-        let leases = self
-            .lessor
-            .take_journal()
+        let (leases, attached) = self.lessor.take_journal();
+        let leases = leases
             .into_iter()
             .map(|id| (id, self.lessor.get(id).map(|l| l.ttl_secs)))
             .collect();
+        let attachments = attached
+            .into_iter()
+            .map(|(id, key)| {
+                let on = self.lessor.get(id).is_some_and(|l| l.keys.contains(&key));
+                (id, key, on)
+            })
+            .collect();
+        let mut keys = Vec::new();
+        let mut image_compacted = self.compact_main;
+        if let Some(p) = self.paging.as_mut() {
+            let changed = std::mem::take(&mut p.keys_changed);
+            for key in &changed {
+                let encoded = self.index.get(key).map(|ki| {
+                    let mut v = Vec::new();
+                    ki.encode(&mut v);
+                    v
+                });
+                keys.push((key.clone(), encoded));
+            }
+            p.keys_inflight.extend(changed);
+            p.revs_inflight.extend(revs);
+            image_compacted = p.image_compacted;
+        }
         Changes {
             records,
+            keys,
             leases,
+            attachments,
             revision: self.current_revision,
             compact_main: self.compact_main,
+            image_compacted,
             lease_seq: self.lessor.id_seq(),
             payload_bytes,
         }
     }
 
-    /// Rebuilds a store from its image: records in revision order, the lease table and the
-    /// counters. Lease deadlines start at `now_ms + ttl`.
+    /// Rebuilds a whole store from a format-1 image: records in revision order, the lease
+    /// table and the counters. Lease deadlines start at `now_ms + ttl`.
     fn restore(
         records: Vec<(Rev, Record)>,
         leases: Vec<(LeaseId, i64)>,
@@ -206,6 +265,7 @@ impl Store {
             current_revision: revision,
             compact_main,
             lessor,
+            paging: None,
         };
         // A key is attached to the lease its current version names (lease.rs invariant).
         let attached: Vec<(LeaseId, Bytes)> = store
@@ -227,6 +287,20 @@ impl Store {
         }
         Ok(store)
     }
+
+    /// Journals the whole store, so the next checkpoint writes all of it (format upgrade).
+    fn journal_everything(&mut self) {
+        self.keep_journal();
+        let revs: Vec<Rev> = self.history.iter().map(|(r, _)| *r).collect();
+        for rev in revs {
+            self.history.note_changed(rev);
+        }
+        self.lessor.journal_everything();
+        let keys: Vec<Bytes> = self.index.keys().cloned().collect();
+        let p = self.paging.as_mut().expect("journal kept");
+        p.keys_changed.extend(keys);
+        p.image_compacted = self.compact_main;
+    }
 }
 
 /// What opening an image found besides the store.
@@ -243,25 +317,28 @@ pub struct StoreImage<D: Disk> {
     pages: BTree<D>,
 }
 
+/// Reads a store image as of its last durable checkpoint, while checkpoints run.
+pub struct ImageReader<D: Disk> {
+    pages: btree::Reader<D>,
+}
+
+impl<D: Disk> Clone for ImageReader<D> {
+    fn clone(&self) -> Self {
+        ImageReader {
+            pages: self.pages.clone(),
+        }
+    }
+}
+
 impl<D: Disk> StoreImage<D> {
-    /// Opens (or creates) the page log in `disk` and rebuilds the store it holds.
+    /// Opens (or creates) the page log in `disk` and the store it holds, with only its
+    /// counters and lease table in memory (see the module comment). The store journals.
     pub async fn open(
         disk: D,
         config: btree::Config,
         now_ms: u64,
     ) -> Result<(StoreImage<D>, Store, ImageMeta)> {
         let mut pages = BTree::open(disk, config).await?;
-        let mut records = Vec::new();
-        let mut cursor = pages.range(HISTORY, Bound::Unbounded, Bound::Unbounded);
-        while let Some((k, v)) = cursor.next(&mut pages).await? {
-            let rev = decode_rev(&k)?;
-            records.push((rev, decode_record(rev, &v)?));
-        }
-        let mut leases = Vec::new();
-        let mut cursor = pages.range(LEASES, Bound::Unbounded, Bound::Unbounded);
-        while let Some((k, v)) = cursor.next(&mut pages).await? {
-            leases.push(decode_lease(&k, &v)?);
-        }
         let compact_main = match pages.get(META, META_COMPACT).await? {
             Some(v) => i64::from_le_bytes(fixed(&v, "meta compact")?),
             None => -1,
@@ -270,15 +347,112 @@ impl<D: Disk> StoreImage<D> {
             Some(v) => u64::from_le_bytes(fixed(&v, "meta lease_seq")?),
             None => 0,
         };
+        let format = match pages.get(META, META_FORMAT).await? {
+            Some(v) => u8::from_le_bytes(fixed(&v, "meta format")?),
+            None if pages.is_empty(HISTORY)? && pages.is_empty(LEASES)? => IMAGE_FORMAT_VERSION,
+            None => 1,
+        };
         let app = pages.get(META, META_APP).await?.unwrap_or_default();
         // A new page log records revision 0; an empty store's revision is 1.
         let revision = pages.revision().max(1);
-        let store = Store::restore(records, leases, revision, compact_main, lease_seq, now_ms)?;
         let meta = ImageMeta {
             applied_index: pages.applied_index(),
             app: Bytes::from(app),
         };
+        let store = match format {
+            1 => {
+                let mut store =
+                    Self::open_format_1(&mut pages, revision, compact_main, lease_seq, now_ms)
+                        .await?;
+                store.journal_everything();
+                store
+            }
+            IMAGE_FORMAT_VERSION => {
+                let image_compacted = match pages.get(META, META_COMPACTED).await? {
+                    Some(v) => i64::from_le_bytes(fixed(&v, "meta compacted")?),
+                    None => -1,
+                };
+                let mut lessor = Lessor::default();
+                let mut attachments = Vec::new();
+                let mut cursor = pages.range(LEASES, Bound::Unbounded, Bound::Unbounded);
+                while let Some((k, v)) = cursor.next(&mut pages).await? {
+                    match decode_lease_entry(&k, &v)? {
+                        LeaseEntry::Lease(id, ttl) => lessor.restore(id, ttl, now_ms),
+                        LeaseEntry::Attached(id, key) => attachments.push((id, key)),
+                    }
+                }
+                for (id, key) in attachments {
+                    if !lessor.attach(id, &key) {
+                        return Err(ImageError::Corrupt {
+                            what: format!("lease {id} attachment"),
+                            reason: "names a lease the image does not hold",
+                        });
+                    }
+                }
+                lessor.set_id_seq(lease_seq);
+                lessor.keep_journal();
+                let mut history = History::default();
+                history.keep_journal();
+                let epoch = pages.stats().checkpoint_sequence;
+                let paging = if pages.is_empty(KEYS)? && pages.is_empty(HISTORY)? {
+                    // Nothing to read: everything (nothing) is in memory.
+                    Paging::complete(epoch, compact_main)
+                } else {
+                    Paging::opened(revision, epoch, image_compacted)
+                };
+                Store {
+                    index: BTreeMap::new(),
+                    history,
+                    current_revision: revision,
+                    compact_main,
+                    lessor,
+                    paging: Some(paging),
+                }
+            }
+            _ => {
+                return Err(ImageError::Corrupt {
+                    what: "meta format".to_string(),
+                    reason: "unknown image format (written by a newer Ballast?)",
+                })
+            }
+        };
         Ok((StoreImage { pages }, store, meta))
+    }
+
+    async fn open_format_1(
+        pages: &mut BTree<D>,
+        revision: Revision,
+        compact_main: Revision,
+        lease_seq: u64,
+        now_ms: u64,
+    ) -> Result<Store> {
+        let mut records = Vec::new();
+        let mut cursor = pages.range(HISTORY, Bound::Unbounded, Bound::Unbounded);
+        while let Some((k, v)) = cursor.next(pages).await? {
+            let rev = decode_rev(&k)?;
+            records.push((rev, decode_record(rev, &v)?));
+        }
+        let mut leases = Vec::new();
+        let mut cursor = pages.range(LEASES, Bound::Unbounded, Bound::Unbounded);
+        while let Some((k, v)) = cursor.next(pages).await? {
+            match decode_lease_entry(&k, &v)? {
+                LeaseEntry::Lease(id, ttl) => leases.push((id, ttl)),
+                LeaseEntry::Attached(..) => {
+                    return Err(ImageError::Corrupt {
+                        what: "lease tree".to_string(),
+                        reason: "attachment in a format-1 image",
+                    })
+                }
+            }
+        }
+        Store::restore(records, leases, revision, compact_main, lease_seq, now_ms)
+    }
+
+    /// A reader of the image as of its last durable checkpoint.
+    pub fn reader(&self) -> ImageReader<D> {
+        ImageReader {
+            pages: self.pages.reader(),
+        }
     }
 
     /// Writes `changes` and commits them as the state after `applied_index`, with `app` saved
@@ -295,8 +469,13 @@ impl<D: Disk> StoreImage<D> {
         F: Future<Output = ()>,
     {
         let mut value = Vec::new();
-        for (i, (rev, record)) in changes.records.iter().enumerate() {
-            if i % RECORDS_PER_PAUSE == RECORDS_PER_PAUSE - 1 {
+        let mut n = 0usize;
+        let mut tick = || {
+            n += 1;
+            n.is_multiple_of(RECORDS_PER_PAUSE)
+        };
+        for (rev, record) in &changes.records {
+            if tick() {
                 pause().await;
             }
             let key = encode_rev(*rev);
@@ -308,6 +487,30 @@ impl<D: Disk> StoreImage<D> {
                 }
                 None => {
                     self.pages.remove(HISTORY, &key).await?;
+                }
+            }
+        }
+        for (key, index) in &changes.keys {
+            if tick() {
+                pause().await;
+            }
+            let stored = stored_key(key);
+            match index {
+                Some(index) => {
+                    value.clear();
+                    value.push(KEY_FORMAT_VERSION);
+                    if key.len() > SHORT_KEY_MAX {
+                        value.push(FLAG_LONG_KEY);
+                        value.extend_from_slice(&(key.len() as u32).to_le_bytes());
+                        value.extend_from_slice(key);
+                    } else {
+                        value.push(0);
+                    }
+                    value.extend_from_slice(index);
+                    self.pages.insert(KEYS, &stored, &value).await?;
+                }
+                None => {
+                    self.pages.remove(KEYS, &stored).await?;
                 }
             }
         }
@@ -324,13 +527,36 @@ impl<D: Disk> StoreImage<D> {
                 }
             }
         }
-        self.pages
-            .insert(META, META_COMPACT, &changes.compact_main.to_le_bytes())
-            .await?;
-        self.pages
-            .insert(META, META_LEASE_SEQ, &changes.lease_seq.to_le_bytes())
-            .await?;
-        self.pages.insert(META, META_APP, app).await?;
+        for (id, key, on) in &changes.attachments {
+            if tick() {
+                pause().await;
+            }
+            let mut k = id.to_be_bytes().to_vec();
+            k.extend_from_slice(&stored_key(key));
+            if *on {
+                let v = if key.len() > SHORT_KEY_MAX {
+                    &key[..]
+                } else {
+                    &[][..]
+                };
+                self.pages.insert(LEASES, &k, v).await?;
+            } else {
+                self.pages.remove(LEASES, &k).await?;
+            }
+        }
+        let metas: [(&[u8], Vec<u8>); 5] = [
+            (META_COMPACT, changes.compact_main.to_le_bytes().to_vec()),
+            (
+                META_COMPACTED,
+                changes.image_compacted.to_le_bytes().to_vec(),
+            ),
+            (META_LEASE_SEQ, changes.lease_seq.to_le_bytes().to_vec()),
+            (META_FORMAT, vec![IMAGE_FORMAT_VERSION]),
+            (META_APP, app.to_vec()),
+        ];
+        for (k, v) in metas {
+            self.pages.insert(META, k, &v).await?;
+        }
         Ok(self
             .pages
             .checkpoint(applied_index, changes.revision)
@@ -346,6 +572,263 @@ impl<D: Disk> StoreImage<D> {
     pub fn applied_index(&self) -> u64 {
         self.pages.applied_index()
     }
+}
+
+/// Stored-key entries one scan of the keys tree reads.
+const SCAN_BATCH: usize = 1024;
+
+impl<D: Disk> ImageReader<D> {
+    /// The checkpoint sequence this reader reads.
+    pub fn epoch(&self) -> u64 {
+        self.pages.epoch()
+    }
+
+    /// Reads what `missing` names (see `paging.rs`).
+    pub async fn fetch(&self, missing: &Missing) -> Result<Loaded> {
+        let mut loaded = Loaded {
+            epoch: self.epoch(),
+            ..Loaded::default()
+        };
+        if loaded.epoch != missing.epoch {
+            // The store will ask again with the new epoch.
+            return Ok(loaded);
+        }
+        for (span, limit) in &missing.spans {
+            loaded.spans.push(self.key_span(span, *limit).await?);
+        }
+        for rev in &missing.revs {
+            match self.pages.get(HISTORY, &encode_rev(*rev)).await? {
+                Some(v) => loaded.records.push((*rev, decode_record(*rev, &v)?)),
+                None => {
+                    return Err(ImageError::Corrupt {
+                        what: format!("history record {}.{}", rev.main, rev.sub),
+                        reason: "named by a key index but absent",
+                    })
+                }
+            }
+        }
+        if let Some((from, to)) = missing.history {
+            let (records, hi) = self.history_window(from, to).await?;
+            loaded.records.extend(records);
+            loaded.window = Some((from, hi));
+        }
+        if missing.all_history {
+            let (records, _) = self
+                .history_window(
+                    Rev { main: 0, sub: 0 },
+                    Rev {
+                        main: i64::MAX,
+                        sub: 0,
+                    },
+                )
+                .await?;
+            loaded.records.extend(records);
+            loaded.all_history = true;
+        }
+        Ok(loaded)
+    }
+
+    /// The records of `[from, to)`, at most about [`WINDOW_RECORDS`] (never splitting a
+    /// revision, `to == i64::MAX` meaning all), and the revision they are complete below.
+    async fn history_window(&self, from: Rev, to: Rev) -> Result<(Vec<(Rev, Record)>, Rev)> {
+        let bounded = to.main != i64::MAX;
+        let mut out = Vec::new();
+        let mut lower = encode_rev(from).to_vec();
+        let mut lower_incl = true;
+        let upper = encode_rev(to);
+        loop {
+            let lo = if lower_incl {
+                Bound::Included(&lower[..])
+            } else {
+                Bound::Excluded(&lower[..])
+            };
+            let batch = self
+                .pages
+                .scan(HISTORY, lo, Bound::Excluded(&upper[..]), false, SCAN_BATCH)
+                .await?;
+            let done = batch.len() < SCAN_BATCH;
+            for (k, v) in &batch {
+                let rev = decode_rev(k)?;
+                if bounded && out.len() >= WINDOW_RECORDS {
+                    let last: Rev = out.last().map_or(from, |(r, _): &(Rev, Record)| *r);
+                    if rev.main != last.main {
+                        return Ok((
+                            out,
+                            Rev {
+                                main: rev.main,
+                                sub: 0,
+                            },
+                        ));
+                    }
+                }
+                out.push((rev, decode_record(rev, v)?));
+            }
+            match batch.last() {
+                Some((k, _)) if !done => {
+                    lower = k.clone();
+                    lower_incl = false;
+                }
+                _ => return Ok((out, to)),
+            }
+        }
+    }
+
+    /// The key indexes of `span` (at most about `limit`, cut at a short stored key so the
+    /// span stays exact), and the span they cover.
+    async fn key_span(
+        &self,
+        span: &Span,
+        limit: Option<usize>,
+    ) -> Result<(Span, Vec<(Bytes, KeyIndex)>)> {
+        let (lower, upper) = stored_bounds(span);
+        let mut lower = lower;
+        let mut keys = Vec::new();
+        let mut covered = span.clone();
+        'scan: loop {
+            let lo = match &lower {
+                Bound::Included(k) => Bound::Included(&k[..]),
+                Bound::Excluded(k) => Bound::Excluded(&k[..]),
+                Bound::Unbounded => Bound::Unbounded,
+            };
+            let hi = match &upper {
+                Bound::Excluded(k) => Bound::Excluded(&k[..]),
+                _ => Bound::Unbounded,
+            };
+            let batch = self.pages.scan(KEYS, lo, hi, false, SCAN_BATCH).await?;
+            let done = batch.len() < SCAN_BATCH;
+            for (stored, v) in &batch {
+                if limit.is_some_and(|l| keys.len() >= l) && stored.len() <= SHORT_KEY_MAX {
+                    // Cut here: every key below this short stored key has been read.
+                    covered.end = Some(Bytes::copy_from_slice(stored));
+                    break 'scan;
+                }
+                let (key, ki) = decode_key_entry(stored, v)?;
+                if span.contains(&key) {
+                    keys.push((key, ki));
+                }
+            }
+            match batch.last() {
+                Some((k, _)) if !done => lower = Bound::Excluded(k.clone()),
+                _ => break,
+            }
+        }
+        keys.sort_by(|a, b| a.0.cmp(&b.0));
+        if covered.end.as_ref().is_some_and(|e| *e <= covered.start) {
+            covered.end = Some(covered.start.clone());
+        }
+        Ok((covered, keys))
+    }
+}
+
+/// How an etcd key is stored in the keys tree (module comment).
+fn stored_key(key: &[u8]) -> Vec<u8> {
+    if key.len() <= SHORT_KEY_MAX {
+        return key.to_vec();
+    }
+    let mut out = Vec::with_capacity(SHORT_KEY_MAX + 17);
+    out.extend_from_slice(&key[..SHORT_KEY_MAX]);
+    out.push(0xff);
+    for seed in [0u8, 1] {
+        let mut h = std::hash::DefaultHasher::new();
+        std::hash::Hasher::write_u8(&mut h, seed);
+        std::hash::Hasher::write(&mut h, key);
+        out.extend_from_slice(&std::hash::Hasher::finish(&h).to_be_bytes());
+    }
+    out
+}
+
+/// Stored-key bounds holding every stored key of `span`'s keys.
+///
+/// Why they do, for a key `k` in `[a, b)`: a short `k` is stored as itself, and the bounds
+/// are at most `a` and at least `b`. A long `k` is stored as `p = k[..SHORT_KEY_MAX] | ff |
+/// hash`. Lower: if `a` is short, either `a` is a prefix of `k[..SHORT_KEY_MAX]` (so `a <= p`)
+/// or they differ within `a`'s length, where `a < k` (so `a < p`); if `a` is long, the bound
+/// is `a[..SHORT_KEY_MAX] <= k[..SHORT_KEY_MAX] <= p`. Upper: if `b` is short, `k < b` differ
+/// within `b`'s length (a longer `k` is not a prefix of `b`), so `p < b`; if `b` is long, the
+/// bound is the successor of the prefix `b[..SHORT_KEY_MAX]`, above every key starting with
+/// a prefix `<= b[..SHORT_KEY_MAX]`.
+fn stored_bounds(span: &Span) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let lower = Bound::Included(span.start[..span.start.len().min(SHORT_KEY_MAX)].to_vec());
+    let upper = match &span.end {
+        None => Bound::Unbounded,
+        Some(e) if e.len() <= SHORT_KEY_MAX => Bound::Excluded(e.to_vec()),
+        Some(e) => {
+            let mut p = e[..SHORT_KEY_MAX].to_vec();
+            while let Some(last) = p.pop() {
+                if last < 0xff {
+                    p.push(last + 1);
+                    return (lower, Bound::Excluded(p));
+                }
+            }
+            Bound::Unbounded
+        }
+    };
+    (lower, upper)
+}
+
+fn decode_key_entry(stored: &[u8], v: &[u8]) -> Result<(Bytes, KeyIndex)> {
+    let corrupt = |reason| ImageError::Corrupt {
+        what: format!(
+            "key index {:?}",
+            String::from_utf8_lossy(&stored[..stored.len().min(64)])
+        ),
+        reason,
+    };
+    if v.len() < 2 {
+        return Err(corrupt("shorter than its header"));
+    }
+    if v[0] != KEY_FORMAT_VERSION {
+        return Err(corrupt("unknown format version"));
+    }
+    let (key, rest) = match v[1] {
+        0 => (Bytes::copy_from_slice(stored), &v[2..]),
+        FLAG_LONG_KEY => {
+            if v.len() < 6 {
+                return Err(corrupt("long key without its length"));
+            }
+            let n = u32::from_le_bytes(v[2..6].try_into().expect("4 bytes")) as usize;
+            if v.len() < 6 + n || n <= SHORT_KEY_MAX || stored_key(&v[6..6 + n]) != stored {
+                return Err(corrupt("long key does not match its stored form"));
+            }
+            (Bytes::copy_from_slice(&v[6..6 + n]), &v[6 + n..])
+        }
+        _ => return Err(corrupt("unknown flags")),
+    };
+    let ki = KeyIndex::decode(rest).map_err(corrupt)?;
+    Ok((key, ki))
+}
+
+enum LeaseEntry {
+    Lease(LeaseId, i64),
+    Attached(LeaseId, Bytes),
+}
+
+fn decode_lease_entry(k: &[u8], v: &[u8]) -> Result<LeaseEntry> {
+    if k.len() == 8 {
+        let (id, ttl) = decode_lease(k, v)?;
+        return Ok(LeaseEntry::Lease(id, ttl));
+    }
+    let corrupt = |reason| ImageError::Corrupt {
+        what: "lease attachment".to_string(),
+        reason,
+    };
+    if k.len() < 8 {
+        return Err(corrupt("key shorter than a lease id"));
+    }
+    let id = i64::from_be_bytes(k[..8].try_into().expect("8 bytes"));
+    let stored = &k[8..];
+    let key = if stored.len() > SHORT_KEY_MAX {
+        if stored_key(v) != stored {
+            return Err(corrupt("long key does not match its stored form"));
+        }
+        Bytes::copy_from_slice(v)
+    } else {
+        if !v.is_empty() {
+            return Err(corrupt("value on a short key"));
+        }
+        Bytes::copy_from_slice(stored)
+    };
+    Ok(LeaseEntry::Attached(id, key))
 }
 
 fn encode_rev(rev: Rev) -> [u8; 16] {

@@ -107,6 +107,84 @@ impl KeyIndex {
         None
     }
 
+    /// [`KeyIndex::compact`], returning the revisions it dropped.
+    pub(super) fn compact_dropping(&mut self, at: i64) -> Vec<Rev> {
+        let before: Vec<Rev> = self.all_revs().take_while(|r| r.main <= at).collect();
+        self.compact(at);
+        let first = self.all_revs().next();
+        before.into_iter().filter(|r| Some(*r) != first).collect()
+    }
+
+    /// Number of revisions held.
+    pub(super) fn len(&self) -> usize {
+        self.generations.iter().map(|g| g.revs.len()).sum()
+    }
+
+    /// Every revision held, oldest first.
+    pub(super) fn all_revs(&self) -> impl Iterator<Item = Rev> + '_ {
+        self.generations.iter().flat_map(|g| g.revs.iter().copied())
+    }
+
+    /// The image form: the generation count, then per generation its revision count and its
+    /// revisions (main, sub), all little-endian u32 / i64.
+    pub(super) fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.generations.len() as u32).to_le_bytes());
+        for g in &self.generations {
+            out.extend_from_slice(&(g.revs.len() as u32).to_le_bytes());
+            for r in &g.revs {
+                out.extend_from_slice(&r.main.to_le_bytes());
+                out.extend_from_slice(&r.sub.to_le_bytes());
+            }
+        }
+    }
+
+    /// Reads [`KeyIndex::encode`]'s form, checking the invariants of the module comment.
+    pub(super) fn decode(mut b: &[u8]) -> Result<KeyIndex, &'static str> {
+        fn take<const N: usize>(b: &mut &[u8]) -> Result<[u8; N], &'static str> {
+            if b.len() < N {
+                return Err("truncated");
+            }
+            let (head, rest) = b.split_at(N);
+            *b = rest;
+            Ok(head.try_into().expect("N bytes"))
+        }
+        let n = u32::from_le_bytes(take(&mut b)?) as usize;
+        if n == 0 || n > b.len() / 4 + 1 {
+            return Err("bad generation count");
+        }
+        let mut generations = Vec::with_capacity(n);
+        let mut last: Option<Rev> = None;
+        for i in 0..n {
+            let m = u32::from_le_bytes(take(&mut b)?) as usize;
+            if m > b.len() / 16 {
+                return Err("bad revision count");
+            }
+            if m == 0 && i + 1 != n {
+                return Err("empty closed generation");
+            }
+            let mut revs = Vec::with_capacity(m);
+            for _ in 0..m {
+                let main = i64::from_le_bytes(take(&mut b)?);
+                let sub = i64::from_le_bytes(take(&mut b)?);
+                let r = Rev { main, sub };
+                if last.is_some_and(|l| r <= l) {
+                    return Err("revisions out of order");
+                }
+                last = Some(r);
+                revs.push(r);
+            }
+            generations.push(Generation { revs });
+        }
+        if !b.is_empty() {
+            return Err("trailing bytes");
+        }
+        let ki = KeyIndex { generations };
+        if ki.is_empty() {
+            return Err("no revision");
+        }
+        Ok(ki)
+    }
+
     /// Every revision, oldest first, with whether it is a tombstone (invariant checks).
     #[cfg(test)]
     pub(super) fn revisions(&self) -> impl Iterator<Item = (Rev, bool)> + '_ {
@@ -240,6 +318,27 @@ mod tests {
         fresh.put(r(2));
         fresh.undo(r(2));
         assert!(fresh.is_empty());
+    }
+
+    #[test]
+    fn encoding_round_trips_and_refuses_damage() {
+        let mut ki = history();
+        ki.tombstone(r(8));
+        let mut b = Vec::new();
+        ki.encode(&mut b);
+        assert_eq!(KeyIndex::decode(&b), Ok(ki.clone()));
+        assert_eq!(KeyIndex::decode(&b[..b.len() - 1]), Err("truncated"));
+        let mut extra = b.clone();
+        extra.push(0);
+        assert_eq!(KeyIndex::decode(&extra), Err("trailing bytes"));
+        // Swap two revisions: out of order.
+        let mut swapped = b.clone();
+        swapped[8..16].copy_from_slice(&3i64.to_le_bytes());
+        swapped[24..32].copy_from_slice(&2i64.to_le_bytes());
+        assert_eq!(KeyIndex::decode(&swapped), Err("revisions out of order"));
+        let mut empty = Vec::new();
+        KeyIndex::new().encode(&mut empty);
+        assert_eq!(KeyIndex::decode(&empty), Err("no revision"));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Tests of the store image on the simulated disk: seeded random histories checkpointed at
 //! random points and reopened (after a crash that drops every unsynced write) must give back
 //! exactly the store as of the checkpoint; a crash at every disk operation of a checkpoint
-//! gives the previous or the new image, never a mix; a damaged record refuses to open.
+//! gives the previous or the new image, never a mix; a damaged record is refused when read.
 
 use futures::executor::block_on;
 use rand::rngs::StdRng;
@@ -10,6 +10,7 @@ use rand::{Rng, SeedableRng};
 use super::*;
 use crate::btree::PAGE_SIZE;
 use crate::io::sim::SimDisk;
+use crate::mvcc::paging::Access;
 use crate::types::*;
 
 fn config() -> btree::Config {
@@ -20,15 +21,31 @@ fn config() -> btree::Config {
     }
 }
 
+/// Key `i`: one in ten is longer than the image stores as itself (`SHORT_KEY_MAX`), all of
+/// those sharing their first 1,024 bytes, so they are told apart by hash only.
 fn key(i: u32) -> Bytes {
+    if i % 10 == 7 {
+        return Bytes::from(format!("/registry/long/{}{i:03}", "x".repeat(1100)));
+    }
     Bytes::from(format!("/registry/pods/ns/{i:03}"))
+}
+
+/// One write request of `random_write`.
+#[derive(Debug)]
+enum Write {
+    Put(PutRequest),
+    Delete(DeleteRangeRequest),
+    Txn(TxnRequest),
+    Compact(Revision),
+    Grant(i64),
+    Revoke(LeaseId),
 }
 
 /// One random write: put (some with a lease), delete, a two-key txn, compaction, lease grant or
 /// revoke. Refused writes are fine: they change nothing.
-fn random_write(s: &mut Store, rng: &mut StdRng, now_ms: u64) {
+fn random_request(s: &Store, rng: &mut StdRng) -> Option<Write> {
     let k = key(rng.gen_range(0..40));
-    match rng.gen_range(0..100) {
+    Some(match rng.gen_range(0..100) {
         0..=54 => {
             let leases = s.leases();
             let lease = if !leases.is_empty() && rng.gen_bool(0.2) {
@@ -37,20 +54,20 @@ fn random_write(s: &mut Store, rng: &mut StdRng, now_ms: u64) {
                 0
             };
             let len = rng.gen_range(0..300);
-            let _ = s.put(&PutRequest {
+            Write::Put(PutRequest {
                 key: k,
                 value: Bytes::from(vec![rng.gen::<u8>(); len]),
                 lease,
                 ..PutRequest::default()
-            });
+            })
         }
         55..=69 => {
             let end = key(rng.gen_range(0..40));
-            let _ = s.delete_range(&DeleteRangeRequest {
+            Write::Delete(DeleteRangeRequest {
                 key: k,
                 range_end: if rng.gen_bool(0.5) { end } else { Bytes::new() },
                 ..DeleteRangeRequest::default()
-            });
+            })
         }
         70..=84 => {
             let other = key(rng.gen_range(0..40));
@@ -61,26 +78,81 @@ fn random_write(s: &mut Store, rng: &mut StdRng, now_ms: u64) {
                     ..PutRequest::default()
                 })
             };
-            let _ = s.txn(&TxnRequest {
-                compare: Vec::new(),
-                success: vec![put(k), put(other)],
-                failure: Vec::new(),
+            if rng.gen_bool(0.5) {
+                return Some(Write::Txn(TxnRequest {
+                    compare: Vec::new(),
+                    success: vec![put(k), put(other)],
+                    failure: Vec::new(),
+                }));
+            }
+            // Kubernetes' GuaranteedUpdate shape: compare the mod revision, then read (at an
+            // older revision too), delete or put.
+            let read = RequestOp::Range(RangeRequest {
+                key: other.clone(),
+                range_end: key(rng.gen_range(0..40)),
+                revision: rng.gen_range(0..=s.revision()),
+                ..RangeRequest::default()
             });
+            Write::Txn(TxnRequest {
+                compare: vec![Compare {
+                    key: k.clone(),
+                    range_end: Bytes::new(),
+                    target: CompareTarget::Mod,
+                    result: CompareResult::Less,
+                    target_union: Some(CompareValue::ModRevision(rng.gen_range(0..=s.revision()))),
+                }],
+                success: vec![
+                    read,
+                    RequestOp::DeleteRange(DeleteRangeRequest {
+                        key: k.clone(),
+                        prev_kv: true,
+                        ..DeleteRangeRequest::default()
+                    }),
+                ],
+                failure: vec![put(k), put(other)],
+            })
         }
         85..=89 => {
             let lo = s.compact_revision().max(1);
-            let hi = s.revision();
-            let _ = s.compact(rng.gen_range(lo..=hi));
+            Write::Compact(rng.gen_range(lo..=s.revision()))
         }
-        90..=95 => {
-            let _ = s.lease_grant(0, rng.gen_range(5..100), now_ms);
-        }
+        90..=95 => Write::Grant(rng.gen_range(5..100)),
         _ => {
             let leases = s.leases();
-            if !leases.is_empty() {
-                let _ = s.lease_revoke(leases[rng.gen_range(0..leases.len())]);
+            if leases.is_empty() {
+                return None;
             }
+            Write::Revoke(leases[rng.gen_range(0..leases.len())])
         }
+    })
+}
+
+/// What `w` reads, for a paged store.
+fn access_of(w: &Write) -> Option<Access<'_>> {
+    match w {
+        Write::Put(r) => Some(Access::Put(r)),
+        Write::Delete(r) => Some(Access::DeleteRange(r)),
+        Write::Txn(r) => Some(Access::Txn(r)),
+        Write::Revoke(id) => Some(Access::LeaseRevoke(*id)),
+        Write::Compact(_) | Write::Grant(_) => None,
+    }
+}
+
+/// Applies `w`; the answer (or refusal) as text, to compare two stores' answers.
+fn apply(s: &mut Store, w: &Write, now_ms: u64) -> String {
+    match w {
+        Write::Put(r) => format!("{:?}", s.put(r)),
+        Write::Delete(r) => format!("{:?}", s.delete_range(r)),
+        Write::Txn(r) => format!("{:?}", s.txn(r)),
+        Write::Compact(rev) => format!("{:?}", s.compact(*rev)),
+        Write::Grant(ttl) => format!("{:?}", s.lease_grant(0, *ttl, now_ms)),
+        Write::Revoke(id) => format!("{:?}", s.lease_revoke(*id)),
+    }
+}
+
+fn random_write(s: &mut Store, rng: &mut StdRng, now_ms: u64) {
+    if let Some(w) = random_request(s, rng) {
+        apply(s, &w, now_ms);
     }
 }
 
@@ -90,6 +162,24 @@ fn everything() -> RangeRequest {
         range_end: Bytes::from_static(b"\0"),
         ..RangeRequest::default()
     }
+}
+
+/// Runs the load loop of `paging.rs` for `access` until nothing is missing.
+pub(crate) fn prepare<D: Disk>(store: &mut Store, reader: &ImageReader<D>, access: &Access) {
+    for _ in 0..100 {
+        let Some(missing) = store.missing(access) else {
+            return;
+        };
+        let loaded = block_on(reader.fetch(&missing)).expect("fetch");
+        store.insert_loaded(loaded);
+    }
+    panic!("still missing data after 100 loads");
+}
+
+/// The store with its whole image in memory (so the synchronous reads below can run).
+fn loaded<D: Disk>(mut store: Store, image: &StoreImage<D>) -> Store {
+    prepare(&mut store, &image.reader(), &Access::Everything);
+    store
 }
 
 /// The two stores answer alike: same hash (history, revisions, lease table), same keys now and
@@ -137,31 +227,35 @@ fn random_histories_reopen_as_of_their_last_checkpoint() {
             }
             let changes = store.take_changes();
             let app = format!("seed {seed} round {round}");
-            block_on(image.checkpoint(changes, applied, app.as_bytes(), || async {}))
+            let report = block_on(image.checkpoint(changes, applied, app.as_bytes(), || async {}))
                 .expect("checkpoint");
+            store.checkpoint_done(report.sequence);
             let at_checkpoint = store.clone();
             // More writes that no checkpoint covers: a crash loses them from the image (the
             // log replays them in a shard).
             for _ in 0..rng.gen_range(1..50) {
                 random_write(&mut store, &mut rng, 0);
             }
-            let (_, reopened, meta) =
-                block_on(StoreImage::open(disk.crash(), config(), 0)).expect("reopen");
+            let crashed = disk.crash();
+            let (reimage, reopened, meta) =
+                block_on(StoreImage::open(crashed, config(), 0)).expect("reopen");
             assert_eq!(meta.applied_index, applied);
             assert_eq!(meta.app, Bytes::from(app));
-            assert_same(&reopened, &at_checkpoint);
+            assert_same(&loaded(reopened, &reimage), &at_checkpoint);
             // Checkpoint the extra writes too, then reopen: the image is the live store.
             let changes = store.take_changes();
             applied += 1;
-            block_on(image.checkpoint(changes, applied, b"x", || async {})).expect("checkpoint");
+            let report = block_on(image.checkpoint(changes, applied, b"x", || async {}))
+                .expect("checkpoint");
+            store.checkpoint_done(report.sequence);
             let crashed = disk.crash();
             let (reimage, reopened, _) =
                 block_on(StoreImage::open(crashed.clone(), config(), 0)).expect("reopen");
+            let reopened = loaded(reopened, &reimage);
             assert_same(&reopened, &store);
             // Go on from the reopened image, as a restarted shard does.
             image = reimage;
             store = reopened;
-            store.keep_journal();
             disk = crashed;
         }
     }
@@ -200,8 +294,9 @@ fn a_crash_inside_a_checkpoint_gives_the_old_or_the_new_image() {
             result.is_err(),
             "the disk died during the checkpoint (op {k})"
         );
-        let (_, reopened, meta) =
+        let (reimage, reopened, meta) =
             block_on(StoreImage::open(base.crash(), config(), 0)).expect("reopen after crash");
+        let reopened = loaded(reopened, &reimage);
         match meta.applied_index {
             1 => {
                 assert_same(&reopened, &old);
@@ -214,9 +309,23 @@ fn a_crash_inside_a_checkpoint_gives_the_old_or_the_new_image() {
     assert!(saw_old, "crashes before the superblock keep the old image");
 }
 
-/// The changes that turn `old` into `new` (both from the same history): every revision present
-/// in either, every lease of either.
+/// The changes that turn `old` into `new` (both from the same history): every revision, key,
+/// lease and attachment present in either.
 fn changes_between(old: &Store, new: &Store) -> Changes {
+    let mut keys: Vec<Bytes> = old.index.keys().cloned().collect();
+    keys.extend(new.index.keys().cloned());
+    keys.sort();
+    keys.dedup();
+    let mut attachments = Vec::new();
+    for s in [old, new] {
+        for id in s.leases() {
+            for k in &s.lessor.get(id).expect("listed").keys {
+                attachments.push((id, k.clone()));
+            }
+        }
+    }
+    attachments.sort();
+    attachments.dedup();
     let mut revs: Vec<Rev> = old.history.iter().map(|(r, _)| *r).collect();
     revs.extend(new.history.iter().map(|(r, _)| *r));
     revs.sort();
@@ -234,8 +343,27 @@ fn changes_between(old: &Store, new: &Store) -> Changes {
             .into_iter()
             .map(|id| (id, new.lessor.get(id).map(|l| l.ttl_secs)))
             .collect(),
+        keys: keys
+            .into_iter()
+            .map(|k| {
+                let v = new.index.get(&k).map(|ki| {
+                    let mut v = Vec::new();
+                    ki.encode(&mut v);
+                    v
+                });
+                (k, v)
+            })
+            .collect(),
+        attachments: attachments
+            .into_iter()
+            .map(|(id, k)| {
+                let on = new.lessor.get(id).is_some_and(|l| l.keys.contains(&k));
+                (id, k, on)
+            })
+            .collect(),
         revision: new.current_revision,
         compact_main: new.compact_main,
+        image_compacted: new.compact_main,
         lease_seq: new.lessor.id_seq(),
         payload_bytes: 0,
     }
@@ -256,12 +384,12 @@ fn journal_counts_changes_and_is_emptied_by_take() {
     assert_eq!(
         s.pending_changes(),
         Pending {
-            changes: 2,
+            changes: 3,
             payload_bytes: 4
         }
     );
     let c = s.take_changes();
-    assert_eq!(c.len(), 2);
+    assert_eq!(c.len(), 3, "a record, a key index, a lease");
     assert_eq!(c.revision(), 2);
     assert_eq!(s.pending_changes(), Pending::default());
     // A compaction journals every revision it removes.
@@ -280,7 +408,7 @@ fn journal_counts_changes_and_is_emptied_by_take() {
 }
 
 #[test]
-fn a_damaged_record_refuses_to_open() {
+fn a_damaged_record_is_refused_when_read() {
     let disk = SimDisk::new(3);
     let (mut image, mut store, _) = block_on(StoreImage::open(disk.clone(), config(), 0)).unwrap();
     store.keep_journal();
@@ -307,7 +435,16 @@ fn a_damaged_record_refuses_to_open() {
     block_on(image.pages.insert(HISTORY, &encode_rev(rev), &bad)).unwrap();
     changes = store.take_changes();
     block_on(image.checkpoint(changes, 2, b"", || async {})).unwrap();
-    let err = block_on(StoreImage::open(disk.crash(), config(), 0)).err();
+    // Opening reads no record; the first read of it finds the damage.
+    let (reimage, mut reopened, _) = block_on(StoreImage::open(disk.crash(), config(), 0)).unwrap();
+    let missing = reopened
+        .missing(&Access::Everything)
+        .expect("nothing loaded yet");
+    reopened.insert_loaded(block_on(reimage.reader().fetch(&missing)).unwrap());
+    let missing = reopened
+        .missing(&Access::Everything)
+        .expect("history not loaded yet");
+    let err = block_on(reimage.reader().fetch(&missing)).err();
     assert_eq!(
         err,
         Some(ImageError::Corrupt {
@@ -343,5 +480,141 @@ fn record_encoding_round_trips() {
             decode_record(Rev { main: 9, sub: 2 }, &v[..cut]).is_err(),
             "cut {cut}"
         );
+    }
+}
+
+/// A random request for the paged differential test: writes of `random_write`'s kinds plus
+/// reads (now and at older revisions, sorted, counted, limited) and read-only txns.
+fn random_read(rng: &mut StdRng, revision: Revision) -> RangeRequest {
+    let a = key(rng.gen_range(0..40));
+    let b = key(rng.gen_range(0..40));
+    RangeRequest {
+        key: a,
+        range_end: match rng.gen_range(0..4) {
+            0 => Bytes::new(),
+            1 => Bytes::from_static(b"\0"),
+            _ => b,
+        },
+        revision: if rng.gen_bool(0.3) {
+            rng.gen_range(0..=revision)
+        } else {
+            0
+        },
+        limit: rng.gen_range(0..4),
+        count_only: rng.gen_bool(0.1),
+        sort_order: if rng.gen_bool(0.2) {
+            SortOrder::Descend
+        } else {
+            SortOrder::None
+        },
+        ..RangeRequest::default()
+    }
+}
+
+/// Every request runs on a plain in-memory store (the model) and on a paged store over an
+/// image whose memory is emptied of everything clean after each request (and checkpointed,
+/// reopened after a crash, and compacted in the background at random moments): the answers
+/// must be the same, which also proves `missing` names everything a request reads.
+#[test]
+fn a_paged_store_answers_as_the_whole_store_does() {
+    for seed in 11..=16u64 {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut disk = SimDisk::new(seed);
+        let (mut image, mut paged, _) =
+            block_on(StoreImage::open(disk.clone(), config(), 0)).unwrap();
+        let mut model = Store::new();
+        let mut applied = 0u64;
+        let mut loads = 0;
+        for step in 0..3000 {
+            let reader = image.reader();
+            let ctx = format!("seed {seed} step {step}");
+            match rng.gen_range(0..10) {
+                0..=4 => {
+                    if let Some(w) = random_request(&model, &mut rng) {
+                        if let Some(access) = access_of(&w) {
+                            prepare(&mut paged, &reader, &access);
+                        }
+                        assert_eq!(
+                            apply(&mut paged, &w, 0),
+                            apply(&mut model, &w, 0),
+                            "{ctx} {w:?}"
+                        );
+                    }
+                }
+                5..=7 => {
+                    let r = random_read(&mut rng, model.revision());
+                    prepare(&mut paged, &reader, &Access::Range(&r));
+                    assert_eq!(paged.range(&r), model.range(&r), "{ctx} {r:?}");
+                }
+                8 => {
+                    let from = rng.gen_range(0..=model.revision() + 1);
+                    let k = key(rng.gen_range(0..40));
+                    let end = Bytes::from_static(b"\0");
+                    let want = model.events_chunk(&k, &end, from, 50);
+                    let mut got = Vec::new();
+                    let mut at = from;
+                    let outcome = loop {
+                        let access = Access::Events {
+                            key: &k,
+                            range_end: &end,
+                            from: at,
+                        };
+                        prepare(&mut paged, &reader, &access);
+                        match paged.events_chunk(&k, &end, at, 50) {
+                            Ok(chunk) => {
+                                got.extend(chunk.events);
+                                at = chunk.next_revision;
+                                if got.len() >= 50 || at > paged.revision() {
+                                    break Ok(());
+                                }
+                            }
+                            Err(e) => break Err(e),
+                        }
+                    };
+                    match want {
+                        Ok(want) => {
+                            assert_eq!(outcome, Ok(()), "{ctx}");
+                            let n = want.events.len();
+                            assert!(got.len() >= n, "{ctx}: fewer events from {from}");
+                            assert_eq!(&got[..n], &want.events[..], "{ctx}: events from {from}");
+                        }
+                        Err(e) => assert_eq!(outcome, Err(e), "{ctx}"),
+                    }
+                }
+                _ => {
+                    let at = rng.gen_range(0..=model.revision());
+                    prepare(&mut paged, &reader, &Access::Everything);
+                    assert_eq!(
+                        paged.hash_kv(at),
+                        model.hash_kv(at),
+                        "{ctx}: hash_kv at {at}"
+                    );
+                }
+            }
+            // The background compaction pass, a step now and then.
+            if rng.gen_bool(0.2) {
+                if let Some(m) = paged.compaction_missing() {
+                    let loaded = block_on(reader.fetch(&m)).unwrap();
+                    paged.compaction_loaded(loaded);
+                }
+            }
+            if rng.gen_bool(0.05) {
+                applied += 1;
+                let changes = paged.take_changes();
+                let report =
+                    block_on(image.checkpoint(changes, applied, b"", || async {})).unwrap();
+                paged.checkpoint_done(report.sequence);
+                if rng.gen_bool(0.3) {
+                    disk = disk.crash();
+                    let (i, p, _) = block_on(StoreImage::open(disk.clone(), config(), 0)).unwrap();
+                    loads += paged.cache_figures().loads;
+                    image = i;
+                    paged = p;
+                }
+            }
+            paged.evict(0);
+        }
+        loads += paged.cache_figures().loads;
+        assert!(loads > 1000, "only {loads} loads: the test did not page");
     }
 }

@@ -292,6 +292,9 @@ pub(super) struct Paging {
     /// Last use of each key in memory (a tick), for eviction.
     used: HashMap<Bytes, u64>,
     tick: u64,
+    /// The tick of the last eviction, and the key its sweep stopped at.
+    swept_at: u64,
+    evict_cursor: Bytes,
     /// Every key index of the image is compacted to this revision (-1: never compacted).
     pub(super) image_compacted: Revision,
     /// The running compaction pass: next key to load.
@@ -329,6 +332,8 @@ impl Paging {
             revs_inflight: BTreeSet::new(),
             used: HashMap::new(),
             tick: 0,
+            swept_at: 0,
+            evict_cursor: Bytes::new(),
             image_compacted,
             pass_cursor: None,
             figures: CacheFigures::default(),
@@ -350,7 +355,7 @@ impl Paging {
     }
 }
 
-fn key_bytes(key: &Bytes, ki: &KeyIndex) -> u64 {
+pub(super) fn key_bytes(key: &Bytes, ki: &KeyIndex) -> u64 {
     key.len() as u64 + 64 + 16 * ki.len() as u64
 }
 
@@ -630,26 +635,46 @@ impl Store {
         }
     }
 
-    /// Drops clean key indexes (least recently used first) and clean records (oldest first)
-    /// until each stays within half of `budget_bytes`.
+    /// Drops clean key indexes (a clock sweep: those not used since the previous eviction
+    /// first) and clean records (oldest first) until each stays within half of
+    /// `budget_bytes`. Its cost is one pass over the key indexes in memory, which the budget
+    /// bounds.
     pub fn evict(&mut self, budget_bytes: u64) {
         let Some(paging) = self.paging.as_mut() else {
             return;
         };
         let half = budget_bytes / 2;
         let mut index_bytes: u64 = self.index.iter().map(|(k, ki)| key_bytes(k, ki)).sum();
-        if index_bytes > half {
-            let mut clean: Vec<(u64, Bytes)> = self
+        // A clock sweep from where the last one stopped: a key used since the previous
+        // eviction is passed over once; a second lap takes any clean key.
+        for lap in 0..2 {
+            if index_bytes <= half {
+                break;
+            }
+            let recent = if lap == 0 { paging.swept_at } else { u64::MAX };
+            let cursor = paging.evict_cursor.clone();
+            let order = self
                 .index
-                .keys()
-                .filter(|k| !paging.pinned_key(k))
-                .map(|k| (paging.used.get(k).copied().unwrap_or(0), k.clone()))
-                .collect();
-            clean.sort_unstable();
-            for (_, k) in clean {
-                if index_bytes <= half {
+                .range::<[u8], _>((Bound::Included(&cursor[..]), Bound::Unbounded))
+                .chain(
+                    self.index
+                        .range::<[u8], _>((Bound::Unbounded, Bound::Excluded(&cursor[..]))),
+                );
+            let mut victims = Vec::new();
+            let mut freed = 0;
+            for (k, ki) in order {
+                if index_bytes - freed <= half {
+                    paging.evict_cursor = k.clone();
                     break;
                 }
+                let used = paging.used.get(k).copied().unwrap_or(0);
+                if paging.pinned_key(k) || (used > recent && recent != u64::MAX) {
+                    continue;
+                }
+                freed += key_bytes(k, ki);
+                victims.push(k.clone());
+            }
+            for k in victims {
                 let ki = self.index.remove(&k).expect("listed");
                 index_bytes -= key_bytes(&k, &ki);
                 paging.used.remove(&k);
@@ -657,20 +682,25 @@ impl Store {
                 paging.figures.evicted_keys += 1;
             }
         }
+        paging.swept_at = paging.tick;
         // Many scattered point spans cost memory too: forget them (keys stay authoritative).
         if paging.resident.len() > 65_536 {
             paging.resident.clear();
         }
         let mut history_bytes = self.history.approximate_size_bytes();
         if history_bytes > half {
-            let victims: Vec<Rev> = self
-                .history
-                .iter()
-                .filter(|(rev, _)| {
-                    !self.history.is_journaled(**rev) && !paging.revs_inflight.contains(rev)
-                })
-                .map(|(rev, _)| *rev)
-                .collect();
+            // Oldest first, only as many as needed.
+            let mut victims: Vec<Rev> = Vec::new();
+            let mut freed = 0;
+            for (rev, record) in self.history.iter() {
+                if history_bytes - freed <= half {
+                    break;
+                }
+                if !self.history.is_journaled(*rev) && !paging.revs_inflight.contains(rev) {
+                    freed += record_bytes(record);
+                    victims.push(*rev);
+                }
+            }
             for rev in victims {
                 if history_bytes <= half {
                     break;
@@ -719,6 +749,26 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::btree::{self, PAGE_SIZE};
+    use crate::io::sim::SimDisk;
+    use crate::io::Disk;
+    use crate::mvcc::image::{ImageReader, StoreImage};
+    use futures::executor::block_on;
+
+    /// Loads until nothing is missing (the shard's loop, without its concurrency).
+    fn prepare<D: Disk>(store: &mut Store, reader: &ImageReader<D>, access: &Access) {
+        while let Some(missing) = store.missing(access) {
+            store.insert_loaded(block_on(reader.fetch(&missing)).expect("fetch"));
+        }
+    }
+
+    fn config() -> btree::Config {
+        btree::Config {
+            segment_bytes: 64 * PAGE_SIZE as u64,
+            cache_bytes: 128 * PAGE_SIZE as u64,
+            ..btree::Config::default()
+        }
+    }
 
     fn sp(a: &str, b: Option<&str>) -> Span {
         Span {
@@ -750,5 +800,61 @@ mod tests {
         assert!(s.covers(&sp("a\0", None)) && !s.contains_key(b"a"));
         let all = Spans::all();
         assert!(all.covers(&Span::all()) && all.covers(&Span::point(b"")));
+    }
+    /// Eviction keeps the key indexes used since the previous eviction when it can, and brings
+    /// the cache within its bound.
+    #[test]
+    fn eviction_keeps_recently_used_keys_within_the_bound() {
+        let disk = SimDisk::new(21);
+        let (mut image, mut store, _) =
+            block_on(StoreImage::open(disk.clone(), config(), 0)).unwrap();
+        for i in 0..200 {
+            store
+                .put(&PutRequest {
+                    key: Bytes::from(format!("k{i:03}")),
+                    value: Bytes::from_static(b"v"),
+                    ..PutRequest::default()
+                })
+                .unwrap();
+        }
+        let report = block_on(image.checkpoint(store.take_changes(), 1, b"", || async {})).unwrap();
+        store.checkpoint_done(report.sequence);
+        let reader = image.reader();
+        prepare(&mut store, &reader, &Access::Everything);
+        store.evict(u64::MAX); // starts the clock: everything loaded so far counts as old
+        let hot: Vec<Bytes> = (0..20)
+            .map(|i| Bytes::from(format!("k{:03}", i * 10)))
+            .collect();
+        for k in &hot {
+            let r = RangeRequest {
+                key: k.clone(),
+                ..RangeRequest::default()
+            };
+            prepare(&mut store, &reader, &Access::Range(&r));
+        }
+        let per_key = key_bytes_of(&store, &hot[0]);
+        let budget = 2 * 50 * per_key; // half of it for key indexes: room for 50 keys
+        store.evict(budget);
+        assert!(store.index.len() <= 50, "{} keys stayed", store.index.len());
+        assert!(store.index.len() >= 40, "{} keys stayed", store.index.len());
+        for k in &hot {
+            assert!(
+                store.index.contains_key(k),
+                "{k:?} was used since the last eviction"
+            );
+        }
+        // What was evicted reads back from the image.
+        let all = RangeRequest {
+            key: Bytes::from_static(b"\0"),
+            range_end: Bytes::from_static(b"\0"),
+            ..RangeRequest::default()
+        };
+        prepare(&mut store, &reader, &Access::Range(&all));
+        assert_eq!(store.range(&all).unwrap().count, 200);
+    }
+
+    fn key_bytes_of(store: &Store, k: &Bytes) -> u64 {
+        let ki = store.index.get(k).expect("present");
+        key_bytes(k, ki)
     }
 }

@@ -17,6 +17,8 @@ use ballast_tuning::ConfigError;
 use clap::parser::ValueSource;
 use clap::{ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser};
 
+use crate::partition::PartitionMap;
+
 /// Go's boolean syntax: 1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False.
 fn parse_go_bool(s: &str) -> Result<bool, String> {
     match s {
@@ -744,6 +746,9 @@ pub fn min_lease_ttl_secs(config: &Config) -> i64 {
 
 /// Refuses settings that a single node cannot honour without misapplying them.
 pub fn check(config: &Config) -> anyhow::Result<()> {
+    let cores = std::thread::available_parallelism()
+        .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX));
+    check_partition(config, cores)?;
     let members: Vec<&str> = config
         .initial_cluster
         .split(',')
@@ -768,6 +773,18 @@ pub fn check(config: &Config) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The partition map the settings describe on `cores` cores. One shard runs until routing to
+/// several lands, but a `partition` that could never be honoured (a pin to a shard that does
+/// not exist, an empty or twice-pinned prefix) stops start-up now rather than then.
+pub fn check_partition(config: &Config, cores: u32) -> anyhow::Result<PartitionMap> {
+    PartitionMap::from_settings(&config.settings, cores).map_err(|e| {
+        anyhow::anyhow!(
+            "invalid partition {:?} (--partition, or `partition` in the config file or profile): {e}",
+            config.partition_text()
+        )
+    })
 }
 
 #[cfg(test)]
@@ -921,6 +938,55 @@ mod tests {
         );
         let cl = parse(args(&["--shards", "2"])).unwrap();
         assert_eq!(cl.set_but_not_built, vec!["--shards".to_owned()]);
+    }
+
+    #[test]
+    fn partition_is_parsed_and_validated_at_start_up_though_not_built() {
+        // Repeated or comma-separated: the same pins.
+        let cl = parse(args(&[
+            "--shards",
+            "4",
+            "--partition",
+            "/registry/events/=3",
+            "--partition",
+            "/registry/leases/=1",
+        ]))
+        .unwrap();
+        let joined = parse(args(&[
+            "--shards",
+            "4",
+            "--partition=/registry/events/=3,/registry/leases/=1",
+        ]))
+        .unwrap();
+        assert_eq!(
+            cl.config.settings.partition,
+            joined.config.settings.partition
+        );
+        let map = check_partition(&cl.config, 2).unwrap();
+        assert_eq!(map.shard_of(b"/registry/events/default/e"), 3);
+        assert_eq!(map.shard_of(b"/registry/leases/ns/l"), 1);
+        check(&cl.config).unwrap();
+        assert!(cl.set_but_not_built.contains(&"--partition".to_owned()));
+
+        // Refused when parsed: a shard past --shards, an empty prefix, a prefix pinned twice.
+        for bad in [
+            &["--shards", "2", "--partition", "/registry/events/=2"][..],
+            &["--partition", "=1"][..],
+            &["--partition", "/a/=1", "--partition", "/a/=0"][..],
+            &["--partition", "/registry/events/"][..],
+        ] {
+            let err = parse(args(bad)).err().expect("refused");
+            assert!(err.to_string().contains("partition"), "{bad:?}: {err}");
+        }
+        // With one shard per core (the default), checked against the cores at start-up.
+        let cl = parse(args(&["--partition", "/registry/events/=3"])).unwrap();
+        check_partition(&cl.config, 4).unwrap();
+        let err = check_partition(&cl.config, 2).unwrap_err().to_string();
+        assert!(
+            err.contains("pinned to shard 3, but there are 2 shards"),
+            "{err}"
+        );
+        assert!(err.contains("--partition"), "{err}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod context;
 pub mod convert;
 pub mod flags;
 pub mod http;
+pub mod partition;
 pub mod server;
 pub mod services;
 pub mod status;

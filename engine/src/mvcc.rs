@@ -8,7 +8,10 @@
 //! least one key takes the next revision (its *main* revision); the changes inside it are
 //! numbered by a *sub* revision 0, 1, 2, ... in the order they are applied. A request that
 //! changes nothing (a delete that matches no key, a txn whose branch only reads) leaves the
-//! revision as it is.
+//! revision as it is. An *advance* (`Store::advance`, the log's `Advance` entry that keeps the
+//! shards of one node aligned, design.md §5) moves the revision forward without changing any
+//! key: the revisions it skips hold no change, like the revision of etcd's initial empty store,
+//! and a read at one of them sees the state as of the last change before it.
 //!
 //! Two structures hold the data (both private, so a durable B-tree can replace them):
 //!
@@ -34,6 +37,9 @@
 //! compact 4               keeps, per key, the newest version <= 4 unless it is a tombstone:
 //!                           bar@3.1 stays (still readable at 4), foo@2.0 foo@3.0 foo@4.0 go
 //! range @3                -> Compacted (3 < 4);  range @4 -> bar only;  compact 4 -> Compacted
+//! advance 8               rev 8: no key changes, no event; 6, 7, 8 hold no change
+//! range foo @7            -> foo=c (as of rev 5, the last change at or below 7)
+//! put bar=y               rev 9 (advance + 1)
 //! ```
 //!
 //! # Rules taken from etcd 3.4 (and checked against the reference server)
@@ -104,6 +110,9 @@ pub struct Store {
     lessor: Lessor,
     /// `Some` on a durable store: memory is a cache of the image (`mvcc/paging.rs`).
     paging: Option<Paging>,
+    /// An [`Store::advance`] moved the revision since the journal was last taken: the image's
+    /// revision is stale although no record, key or lease changed (journaling stores only).
+    advanced: bool,
 }
 
 /// What one write request has done so far, so it can be committed or undone.
@@ -141,6 +150,7 @@ impl Store {
             compact_main: -1,
             lessor: Lessor::default(),
             paging: None,
+            advanced: false,
         }
     }
 
@@ -645,6 +655,29 @@ impl Store {
             revision: self.current_revision,
             events: Vec::new(),
         })
+    }
+
+    // ---------------------------------------------------------------- advance
+
+    /// Moves the store revision to `max(revision(), to)` without changing any key (design.md
+    /// §5: a shard that falls behind the others catches up). Nothing else changes: no record,
+    /// no event, no lease; the next write takes the new revision + 1. A read at a revision it
+    /// skipped sees the state as of the last change before it, as etcd answers a read at any
+    /// revision that holds no change. `to` at or below the current revision (negative too)
+    /// changes nothing. On a journaling store a move is a change the next checkpoint writes
+    /// (the image's revision), so [`Store::pending_changes`] counts it.
+    pub fn advance(&mut self, to: Revision) -> Applied<()> {
+        if to > self.current_revision {
+            self.current_revision = to;
+            if self.paging.is_some() {
+                self.advanced = true;
+            }
+        }
+        Applied {
+            response: (),
+            revision: self.current_revision,
+            events: Vec::new(),
+        }
     }
 
     // ---------------------------------------------------------------- watch catch-up

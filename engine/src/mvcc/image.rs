@@ -115,12 +115,19 @@ pub struct Changes {
     image_compacted: Revision,
     lease_seq: u64,
     payload_bytes: u64,
+    /// The revision moved by an advance alone (no record behind it).
+    advanced: bool,
 }
 
 impl Changes {
-    /// Changed revisions, key indexes, leases and attachments.
+    /// Changed revisions, key indexes, leases and attachments, plus one for a store revision
+    /// moved by [`Store::advance`].
     pub fn len(&self) -> usize {
-        self.records.len() + self.keys.len() + self.leases.len() + self.attachments.len()
+        self.records.len()
+            + self.keys.len()
+            + self.leases.len()
+            + self.attachments.len()
+            + usize::from(self.advanced)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -156,12 +163,13 @@ impl Store {
         }
     }
 
-    /// What the journal holds now.
+    /// What the journal holds now. A revision moved by [`Store::advance`] counts as one
+    /// change: the image's revision must be rewritten even when nothing else changed.
     pub fn pending_changes(&self) -> Pending {
         let (records, payload_bytes) = self.history.journal_size();
         let keys = self.paging.as_ref().map_or(0, |p| p.keys_changed.len());
         Pending {
-            changes: records + keys + self.lessor.journal_len(),
+            changes: records + keys + self.lessor.journal_len() + usize::from(self.advanced),
             payload_bytes,
         }
     }
@@ -213,6 +221,7 @@ impl Store {
             image_compacted,
             lease_seq: self.lessor.id_seq(),
             payload_bytes,
+            advanced: std::mem::take(&mut self.advanced),
         }
     }
 
@@ -266,6 +275,7 @@ impl Store {
             compact_main,
             lessor,
             paging: None,
+            advanced: false,
         };
         // A key is attached to the lease its current version names (lease.rs invariant).
         let attached: Vec<(LeaseId, Bytes)> = store
@@ -407,6 +417,7 @@ impl<D: Disk> StoreImage<D> {
                     compact_main,
                     lessor,
                     paging: Some(paging),
+                    advanced: false,
                 }
             }
             _ => {

@@ -1324,6 +1324,91 @@ fn events_since_after_compaction() {
     assert_eq!(evs[1].prev_kv, Some(kv("b", "2", 3, 5, 2)));
 }
 
+// ------------------------------------------------------------------------------ advance
+
+/// As in the module's worked example, `advance 8` at revision 5 skips 6, 7 and 8, which hold
+/// no change: every read, hash and watch sees them as the state of revision 5.
+#[test]
+fn advance_skips_revisions_that_read_as_the_last_change_before_them() {
+    let mut s = Store::new();
+    put(&mut s, "foo", "a"); // 2
+    put(&mut s, "bar", "x"); // 3
+    del(&mut s, "foo", ""); // 4
+    put(&mut s, "foo", "c"); // 5
+    let hash_at_5 = s.hash_kv(0).expect("hash").hash;
+
+    let applied = s.advance(8);
+    s.check_invariants();
+    assert_eq!((applied.revision, applied.events), (8, vec![]));
+    assert_eq!(s.revision(), 8);
+    // Behind or at the revision: nothing moves.
+    for to in [8, 3, 0, -1] {
+        assert_eq!(s.advance(to).revision, 8, "advance {to}");
+    }
+    for rev in [5, 6, 7, 8, 0] {
+        assert_eq!(
+            get(&s, "foo", rev).expect("read"),
+            Some(kv("foo", "c", 5, 5, 1)),
+            "foo at {rev}"
+        );
+    }
+    assert_eq!(
+        get(&s, "foo", 9),
+        Err(Error::FutureRevision {
+            revision: 9,
+            current: 8
+        })
+    );
+    // No event for the skipped revisions; a watch from one of them resumes after the advance.
+    let chunk = s.events_chunk(b"\0", b"\0", 6, 100).expect("events");
+    assert_eq!((chunk.events, chunk.next_revision), (vec![], 9));
+    // The data is that of revision 5, so is its hash (over the same records).
+    let h = s.hash_kv(7).expect("hash at a skipped revision");
+    assert_eq!((h.hash, h.hash_revision), (hash_at_5, 7));
+
+    // The next write takes advance + 1, with prev_kv and versions as of revision 5.
+    let p = s
+        .put(&PutRequest {
+            key: b("foo"),
+            value: b("d"),
+            prev_kv: true,
+            ..PutRequest::default()
+        })
+        .expect("put");
+    s.check_invariants();
+    assert_eq!(p.revision, 9);
+    assert_eq!(p.response.prev_kv, Some(kv("foo", "c", 5, 5, 1)));
+    assert_eq!(
+        get(&s, "foo", 0).expect("read"),
+        Some(kv("foo", "d", 5, 9, 2))
+    );
+    let evs = s.events_since(b"foo", b"", 6, 100).expect("events");
+    assert_eq!(evs.len(), 1);
+    assert_eq!(evs[0].prev_kv, Some(kv("foo", "c", 5, 5, 1)));
+
+    // Compacting at a skipped revision keeps what is readable there.
+    s.compact(7).expect("compact at a skipped revision");
+    s.check_invariants();
+    assert_eq!(
+        get(&s, "foo", 7).expect("read"),
+        Some(kv("foo", "c", 5, 5, 1))
+    );
+    assert_eq!(
+        get(&s, "bar", 8).expect("read"),
+        Some(kv("bar", "x", 3, 3, 1))
+    );
+    assert!(matches!(get(&s, "foo", 6), Err(Error::Compacted { .. })));
+}
+
+/// An in-memory store keeps no journal: an advance is not a pending change there.
+#[test]
+fn advance_on_a_store_without_journal_pends_nothing() {
+    let mut s = Store::new();
+    s.advance(10);
+    assert_eq!(s.pending_changes(), image::Pending::default());
+    assert_eq!(s.take_changes().revision(), 10);
+}
+
 // ------------------------------------------------------------------------------ leases
 
 #[test]
@@ -1654,13 +1739,21 @@ fn random_histories_match_a_snapshot_model() {
                     },
                 );
             }
+        } else if rng.gen_bool(0.3) {
+            // An advance: the revisions it skips hold no change, each reading as the one
+            // before it (the model gets a copy for each but the last, pushed below).
+            let to = s.revision() + rng.gen_range(-1..5);
+            assert!(s.advance(to).events.is_empty());
+            for _ in main..to {
+                m.snapshots.push(next.clone());
+            }
         } else if compacted < s.revision() {
             let at = rng.gen_range(compacted + 1..=s.revision());
             s.compact(at).expect("compact");
             compacted = at;
         }
         s.check_invariants();
-        if s.revision() == main {
+        if s.revision() >= main {
             m.snapshots.push(next);
         } else {
             assert_eq!(&next, m.now(), "a no-op write changed the model");

@@ -39,10 +39,11 @@ enum Write {
     Compact(Revision),
     Grant(i64),
     Revoke(LeaseId),
+    Advance(Revision),
 }
 
 /// One random write: put (some with a lease), delete, a two-key txn, compaction, lease grant or
-/// revoke. Refused writes are fine: they change nothing.
+/// revoke, an advance of the revision. Refused writes are fine: they change nothing.
 fn random_request(s: &Store, rng: &mut StdRng) -> Option<Write> {
     let k = key(rng.gen_range(0..40));
     Some(match rng.gen_range(0..100) {
@@ -116,7 +117,10 @@ fn random_request(s: &Store, rng: &mut StdRng) -> Option<Write> {
             let lo = s.compact_revision().max(1);
             Write::Compact(rng.gen_range(lo..=s.revision()))
         }
-        90..=95 => Write::Grant(rng.gen_range(5..100)),
+        90..=94 => Write::Grant(rng.gen_range(5..100)),
+        // Now and then a jump (or a no-op at or below the revision): later reads, compactions
+        // and watch catch-ups land on revisions that hold no change.
+        95 => Write::Advance(s.revision() + rng.gen_range(-2..20)),
         _ => {
             let leases = s.leases();
             if leases.is_empty() {
@@ -134,7 +138,7 @@ fn access_of(w: &Write) -> Option<Access<'_>> {
         Write::Delete(r) => Some(Access::DeleteRange(r)),
         Write::Txn(r) => Some(Access::Txn(r)),
         Write::Revoke(id) => Some(Access::LeaseRevoke(*id)),
-        Write::Compact(_) | Write::Grant(_) => None,
+        Write::Compact(_) | Write::Grant(_) | Write::Advance(_) => None,
     }
 }
 
@@ -147,6 +151,7 @@ fn apply(s: &mut Store, w: &Write, now_ms: u64) -> String {
         Write::Compact(rev) => format!("{:?}", s.compact(*rev)),
         Write::Grant(ttl) => format!("{:?}", s.lease_grant(0, *ttl, now_ms)),
         Write::Revoke(id) => format!("{:?}", s.lease_revoke(*id)),
+        Write::Advance(to) => format!("{:?}", s.advance(*to)),
     }
 }
 
@@ -366,6 +371,7 @@ fn changes_between(old: &Store, new: &Store) -> Changes {
         image_compacted: new.compact_main,
         lease_seq: new.lessor.id_seq(),
         payload_bytes: 0,
+        advanced: new.revision() != old.revision(),
     }
 }
 
@@ -405,6 +411,85 @@ fn journal_counts_changes_and_is_emptied_by_take() {
     assert_eq!(c.records.len(), 1);
     assert_eq!(c.records[0].0, Rev { main: 2, sub: 0 });
     assert!(c.records[0].1.is_none(), "the compacted version is removed");
+}
+
+/// An advance changes no record, key or lease, yet the image's revision must follow it: the
+/// journal counts it (so a shard's checkpoint is due), a checkpoint of it alone writes the
+/// revision, and the reopened store goes on from it.
+#[test]
+fn an_advanced_revision_is_a_change_a_checkpoint_keeps() {
+    let disk = SimDisk::new(21);
+    let (mut image, mut store, _) = block_on(StoreImage::open(disk.clone(), config(), 0)).unwrap();
+    store.keep_journal();
+    let put = |s: &mut Store, v: &'static [u8]| {
+        s.put(&PutRequest {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from_static(v),
+            ..PutRequest::default()
+        })
+        .unwrap()
+        .revision
+    };
+    assert_eq!(put(&mut store, b"a"), 2);
+    let report = block_on(image.checkpoint(store.take_changes(), 1, b"", || async {})).unwrap();
+    store.checkpoint_done(report.sequence);
+    assert_eq!(store.pending_changes(), Pending::default());
+
+    // Not past the revision: nothing moves, nothing is pending.
+    assert_eq!(store.advance(2).revision, 2);
+    assert_eq!(store.advance(-5).revision, 2);
+    assert_eq!(store.pending_changes(), Pending::default());
+
+    let applied = store.advance(100);
+    assert_eq!((applied.revision, applied.events.len()), (100, 0));
+    assert_eq!(store.revision(), 100);
+    assert_eq!(
+        store.pending_changes(),
+        Pending {
+            changes: 1,
+            payload_bytes: 0
+        },
+        "an advance alone makes a checkpoint due"
+    );
+    // A second advance before the checkpoint is still one change.
+    store.advance(120);
+    assert_eq!(store.pending_changes().changes, 1);
+    let changes = store.take_changes();
+    assert_eq!((changes.len(), changes.revision()), (1, 120));
+    assert_eq!(store.pending_changes(), Pending::default());
+    let report = block_on(image.checkpoint(changes, 2, b"", || async {})).unwrap();
+    store.checkpoint_done(report.sequence);
+
+    let (reimage, reopened, meta) = block_on(StoreImage::open(disk.crash(), config(), 0)).unwrap();
+    assert_eq!(meta.applied_index, 2);
+    assert_eq!(reopened.revision(), 120, "the superblock holds the advance");
+    assert_eq!(reopened.pending_changes(), Pending::default());
+    let mut reopened = loaded(reopened, &reimage);
+    assert_same(&reopened, &store);
+    // The skipped revisions hold no change: a read at one sees the state of revision 2.
+    let at = |s: &Store, revision| {
+        s.range(&RangeRequest {
+            key: Bytes::from_static(b"k"),
+            revision,
+            ..RangeRequest::default()
+        })
+        .map(|r| (r.kvs[0].value.clone(), r.kvs[0].mod_revision))
+    };
+    assert_eq!(at(&reopened, 50), Ok((Bytes::from_static(b"a"), 2)));
+    assert_eq!(
+        reopened
+            .events_since(b"k", b"", 3, 100)
+            .map(|e| e.len())
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        put(&mut reopened, b"b"),
+        121,
+        "the next write takes advance + 1"
+    );
+    assert_eq!(at(&reopened, 120), Ok((Bytes::from_static(b"a"), 2)));
+    assert_eq!(at(&reopened, 121), Ok((Bytes::from_static(b"b"), 121)));
 }
 
 #[test]

@@ -11,6 +11,9 @@
 //! tag 4 Compact      revision:i64
 //! tag 5 LeaseGrant   id:i64 ttl:i64
 //! tag 6 LeaseRevoke  id:i64
+//! tag 7 Advance      to:i64       (added after 1–6 within version 1: a log holding only
+//!                                  tags 1–6 decodes as before; a decoder older than tag 7
+//!                                  refuses it as an unknown tag)
 //! bytes    = len:u32 data[len]
 //! bool     = u8 (0 or 1; anything else is refused)
 //! put_request          = key:bytes value:bytes lease:i64 prev_kv:bool ignore_value:bool ignore_lease:bool
@@ -41,7 +44,9 @@ pub const COMMAND_FORMAT_VERSION: u8 = 1;
 /// damaged payload from recursing without end).
 pub const TXN_DEPTH_MAX: usize = 64;
 
-/// A write, as the Raft log carries it. Reads never enter the log.
+/// A write, as the Raft log carries it. Reads never enter the log. `Advance { to }` moves the
+/// shard's revision to `max(revision, to)` without changing any key, so shard revisions stay
+/// comparable (design.md §5).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LogCommand {
     Put(PutRequest),
@@ -50,6 +55,7 @@ pub enum LogCommand {
     Compact { revision: Revision },
     LeaseGrant { id: LeaseId, ttl: i64 },
     LeaseRevoke { id: LeaseId },
+    Advance { to: Revision },
 }
 
 impl fmt::Display for LogCommand {
@@ -67,6 +73,7 @@ impl fmt::Display for LogCommand {
             LogCommand::Compact { revision } => write!(f, "compact({revision})"),
             LogCommand::LeaseGrant { id, ttl } => write!(f, "lease_grant({id}, ttl {ttl})"),
             LogCommand::LeaseRevoke { id } => write!(f, "lease_revoke({id})"),
+            LogCommand::Advance { to } => write!(f, "advance({to})"),
         }
     }
 }
@@ -120,6 +127,10 @@ pub fn encode(cmd: &LogCommand) -> Bytes {
         LogCommand::LeaseRevoke { id } => {
             out.put_u8(6);
             out.put_i64_le(*id);
+        }
+        LogCommand::Advance { to } => {
+            out.put_u8(7);
+            out.put_i64_le(*to);
         }
     }
     Bytes::from(out)
@@ -269,6 +280,7 @@ pub fn decode(payload: &Bytes) -> Result<LogCommand, DecodeError> {
             ttl: r.i64()?,
         },
         6 => LogCommand::LeaseRevoke { id: r.i64()? },
+        7 => LogCommand::Advance { to: r.i64()? },
         tag => {
             return Err(DecodeError::Tag {
                 what: "command",
@@ -589,6 +601,8 @@ mod tests {
                 ttl: -1,
             },
             LogCommand::LeaseRevoke { id: 9 },
+            LogCommand::Advance { to: 1 << 40 },
+            LogCommand::Advance { to: -1 },
         ]
     }
 
@@ -663,6 +677,71 @@ mod tests {
             decode(&Bytes::from(bad_bool)),
             Err(DecodeError::Tag { what: "bool", .. })
         ));
+    }
+
+    /// Entries written before tag 7 existed, byte for byte: they decode to the same commands.
+    #[test]
+    fn old_entries_decode_unchanged() {
+        let old: [(&[u8], LogCommand); 4] = [
+            (
+                &[1, 4, 42, 0, 0, 0, 0, 0, 0, 0],
+                LogCommand::Compact { revision: 42 },
+            ),
+            (
+                &[1, 5, 7, 0, 0, 0, 0, 0, 0, 0, 60, 0, 0, 0, 0, 0, 0, 0],
+                LogCommand::LeaseGrant { id: 7, ttl: 60 },
+            ),
+            (
+                &[1, 6, 9, 0, 0, 0, 0, 0, 0, 0],
+                LogCommand::LeaseRevoke { id: 9 },
+            ),
+            (
+                &[
+                    1, 1, 1, 0, 0, 0, b'k', 1, 0, 0, 0, b'v', 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0,
+                ],
+                LogCommand::Put(PutRequest {
+                    key: b("k"),
+                    value: b("v"),
+                    prev_kv: true,
+                    ..PutRequest::default()
+                }),
+            ),
+        ];
+        for (bytes, cmd) in old {
+            assert_eq!(decode(&Bytes::copy_from_slice(bytes)), Ok(cmd.clone()));
+            assert_eq!(&encode(&cmd)[..], bytes, "{cmd} encodes as before");
+        }
+    }
+
+    #[test]
+    fn advance_encodes_as_tag_7_and_damage_is_refused() {
+        let bytes = encode(&LogCommand::Advance { to: 0x0102 });
+        assert_eq!(&bytes[..], &[1, 7, 2, 1, 0, 0, 0, 0, 0, 0]);
+        // Short of its revision, or with a byte after it.
+        assert_eq!(
+            decode(&bytes.slice(..6)),
+            Err(DecodeError::Truncated {
+                offset: 6,
+                wanted: 4
+            })
+        );
+        let mut trailing = bytes.to_vec();
+        trailing.push(0);
+        assert_eq!(
+            decode(&Bytes::from(trailing)),
+            Err(DecodeError::Trailing { extra: 1 })
+        );
+        // The next tag is still unknown.
+        let mut unknown = bytes.to_vec();
+        unknown[1] = 8;
+        assert_eq!(
+            decode(&Bytes::from(unknown)),
+            Err(DecodeError::Tag {
+                what: "command",
+                tag: 8,
+                offset: 1
+            })
+        );
     }
 
     #[test]

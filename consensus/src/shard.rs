@@ -3,7 +3,7 @@
 //!
 //! How a request is served (design.md §6):
 //! - a write (`Put`, `DeleteRange`, a `Txn` with a write anywhere in it, `Compact`,
-//!   `LeaseGrant`, `LeaseRevoke`) becomes a [`LogCommand`], is proposed with
+//!   `LeaseGrant`, `LeaseRevoke`, `Advance`) becomes a [`LogCommand`], is proposed with
 //!   `client_write_ff`, and is answered from the apply step once committed;
 //! - a linearizable read (`Range` with `serializable == false`, a read-only `Txn` with a
 //!   linearizable range) first waits for openraft's read index (`ensure_linearizable` with
@@ -104,7 +104,9 @@ impl Default for ShardConfig {
 }
 
 /// A request for the shard. Writes (`Put`, `DeleteRange`, `Txn` with writes, `Compact`,
-/// `LeaseGrant`, `LeaseRevoke`) go through the shard's Raft log.
+/// `LeaseGrant`, `LeaseRevoke`, `Advance`) go through the shard's Raft log. `Advance { to }`
+/// moves the shard's revision to `max(revision, to)` and changes no key (design.md §5: how a
+/// shard that fell behind the others catches up); it is answered with [`Response::Advance`].
 #[derive(Clone, Debug)]
 pub enum Request {
     Range(RangeRequest),
@@ -114,6 +116,7 @@ pub enum Request {
     Compact { revision: Revision },
     LeaseGrant { id: LeaseId, ttl: i64 },
     LeaseRevoke { id: LeaseId },
+    Advance { to: Revision },
     LeaseKeepAlive { id: LeaseId },
     LeaseTimeToLive { id: LeaseId, keys: bool },
     LeaseLeases,
@@ -134,6 +137,8 @@ pub enum Response {
         ttl: i64,
     },
     LeaseRevoke,
+    /// The reply's revision is the shard's revision after the advance (`>= to`).
+    Advance,
     LeaseKeepAlive {
         ttl: i64,
     },
@@ -345,6 +350,7 @@ fn route(request: Request) -> Route {
         Request::Compact { revision } => Route::Write(LogCommand::Compact { revision }),
         Request::LeaseGrant { id, ttl } => Route::Write(LogCommand::LeaseGrant { id, ttl }),
         Request::LeaseRevoke { id } => Route::Write(LogCommand::LeaseRevoke { id }),
+        Request::Advance { to } => Route::Write(LogCommand::Advance { to }),
         Request::Range(ref r) if !r.serializable => Route::LinearizableRead(request),
         Request::Txn(ref t) if !txn_serializable(t) => Route::LinearizableRead(request),
         Request::LeaseKeepAlive { .. } | Request::LeaseTimeToLive { .. } => {
@@ -772,7 +778,8 @@ impl Core {
             | Request::DeleteRange(_)
             | Request::Compact { .. }
             | Request::LeaseGrant { .. }
-            | Request::LeaseRevoke { .. } => {
+            | Request::LeaseRevoke { .. }
+            | Request::Advance { .. } => {
                 unreachable!("writes are routed through the log")
             }
         };
@@ -1058,6 +1065,7 @@ mod tests {
             Request::Compact { revision: 1 },
             Request::LeaseGrant { id: 0, ttl: 5 },
             Request::LeaseRevoke { id: 1 },
+            Request::Advance { to: 10 },
         ] {
             assert!(matches!(route(write), Route::Write(_)));
         }

@@ -153,6 +153,12 @@ impl ShardState {
                 let a = store.lease_revoke(id)?;
                 (a.revision, Response::LeaseRevoke, a.events)
             }
+            // No key changes, so no event: watchers only learn the new revision from their
+            // next progress notification or the next write.
+            LogCommand::Advance { to } => {
+                let a = store.advance(to);
+                (a.revision, Response::Advance, a.events)
+            }
         };
         self.watchers.notify(revision, &events);
         Ok(Reply { revision, response })
@@ -205,7 +211,9 @@ pub fn access_of(cmd: &LogCommand) -> Option<Access<'_>> {
         LogCommand::DeleteRange(r) => Some(Access::DeleteRange(r)),
         LogCommand::Txn(r) => Some(Access::Txn(r)),
         LogCommand::LeaseRevoke { id } => Some(Access::LeaseRevoke(*id)),
-        LogCommand::Compact { .. } | LogCommand::LeaseGrant { .. } => None,
+        LogCommand::Compact { .. } | LogCommand::LeaseGrant { .. } | LogCommand::Advance { .. } => {
+            None
+        }
     }
 }
 

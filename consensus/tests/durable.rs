@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use ballast_consensus::durable::{Disks, ShardStorage};
-use ballast_consensus::{Request, Response, ShardConfig, ShardError, ShardHandle};
+use ballast_consensus::{Request, Response, ShardConfig, ShardError, ShardHandle, ShardStatus};
 use ballast_engine::btree;
 use ballast_engine::io::sim::{FaultOp, SimDisk};
 use ballast_engine::wal::WalConfig;
@@ -152,6 +152,89 @@ async fn acknowledged_writes_survive_a_restart_with_their_revisions() {
     // Revisions go on from where they were.
     let reply = shard.call(put("after", "restart")).await.expect("put");
     assert_eq!(reply.revision, before.0 + 1);
+}
+
+/// An advance is kept across restarts both ways: replayed from the log, and written by a
+/// checkpoint that it alone made due (the log replays nothing after it then).
+#[tokio::test]
+async fn an_advanced_revision_survives_restarts_and_the_next_put_follows_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let st = ShardStorage {
+        checkpoint_interval: Duration::from_secs(3600),
+        ..storage(dir.path())
+    };
+    let mut shard = Shard::start(config(st.clone()));
+    shard.call(put("a", "1")).await.expect("put");
+    let advanced = shard
+        .call(Request::Advance { to: 1000 })
+        .await
+        .expect("advance");
+    assert_eq!(advanced.revision, 1000);
+    assert_eq!(shard.status().await.checkpoints, 0);
+    shard.stop();
+
+    // From the log: the advance is replayed.
+    let mut shard = Shard::start(config(st));
+    assert_eq!(shard.status().await.revision, 1000);
+    let reply = shard.call(put("b", "2")).await.expect("put");
+    assert_eq!(reply.revision, 1001, "the next put takes advance + 1");
+    let advanced = shard
+        .call(Request::Advance { to: 5000 })
+        .await
+        .expect("advance");
+    assert_eq!(advanced.revision, 5000);
+    shard.stop();
+
+    // From a checkpoint: with a short interval, checkpoints follow the replayed writes; then
+    // an advance alone makes the next one due.
+    let st = ShardStorage {
+        checkpoint_interval: Duration::from_millis(20),
+        ..storage(dir.path())
+    };
+    let mut shard = Shard::start(config(st.clone()));
+    // Settled: a checkpoint holds every entry up to `index` and nothing waits for another.
+    let settled = |s: &ShardStatus, index: u64| {
+        s.checkpoints > 0 && s.checkpoint_index >= index && s.checkpoint_pending_changes == 0
+    };
+    let replayed = wait_status(&shard, |s| s.revision == 5000).await;
+    assert_eq!(replayed.revision, 5000, "{replayed:?}");
+    let status = wait_status(&shard, |s| settled(s, replayed.applied_index)).await;
+    assert!(settled(&status, replayed.applied_index), "{status:?}");
+    let advanced = shard
+        .call(Request::Advance { to: 9000 })
+        .await
+        .expect("advance");
+    assert_eq!(advanced.revision, 9000);
+    let advance_index = shard.status().await.applied_index;
+    assert!(advance_index > status.checkpoint_index);
+    let status = wait_status(&shard, |s| settled(s, advance_index)).await;
+    assert!(
+        settled(&status, advance_index),
+        "the advance (entry {advance_index}) alone made a checkpoint due: {status:?}"
+    );
+    let before = dump(&shard).await;
+    let checkpoint_index = status.checkpoint_index;
+    shard.stop();
+
+    let shard = Shard::start(config(st));
+    let status = shard.status().await;
+    assert_eq!(status.checkpoint_index, checkpoint_index, "{status:?}");
+    assert_eq!(status.revision, 9000, "the checkpoint kept the advance");
+    assert_eq!(dump(&shard).await, before);
+    let reply = shard.call(put("c", "3")).await.expect("put");
+    assert_eq!(reply.revision, 9001);
+}
+
+/// The shard's status once `done` holds of it, or when [`WAIT`] has passed.
+async fn wait_status(shard: &Shard, done: impl Fn(&ShardStatus) -> bool) -> ShardStatus {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let s = shard.status().await;
+        if done(&s) || Instant::now() > deadline {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]

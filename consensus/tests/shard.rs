@@ -180,6 +180,76 @@ async fn compaction_goes_through_the_log() {
     ));
 }
 
+/// `Advance` goes through the log, moves the revision without an event, and the next write
+/// takes advance + 1; reads at a skipped revision see the state before the advance.
+#[tokio::test]
+async fn advance_moves_the_revision_through_the_log_without_events() {
+    let shard = Shard::start(ShardConfig::default());
+    let (tx, mut rx) = mpsc::channel(64);
+    shard
+        .h()
+        .watch_create(WatchCreate {
+            stream: 1,
+            watch_id: 0,
+            filter: WatchFilter {
+                key: b("\0"),
+                range_end: b("\0"),
+                ..WatchFilter::default()
+            },
+            start_revision: 0,
+            progress_notify: false,
+            sender: tx,
+        })
+        .await
+        .expect("watch");
+    let created = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("created");
+    assert!(matches!(created, Some(WatchMessage::Created { .. })));
+    let first = shard.call(put("a", "1")).await.expect("put");
+    let index = shard.status().await.raft_index;
+    let to = first.revision + 100;
+
+    let advanced = shard.call(Request::Advance { to }).await.expect("advance");
+    assert_eq!(advanced.revision, to);
+    assert!(matches!(advanced.response, Response::Advance));
+    let status = shard.status().await;
+    assert_eq!((status.revision, status.raft_index), (to, index + 1));
+    // Behind the revision: answered with the revision as it is, still one log entry.
+    let behind = shard
+        .call(Request::Advance { to: 2 })
+        .await
+        .expect("advance behind");
+    assert_eq!(behind.revision, to);
+    assert_eq!(shard.status().await.raft_index, index + 2);
+
+    let skipped = shard
+        .call(Request::Range(RangeRequest {
+            key: b("a"),
+            revision: to - 1,
+            ..RangeRequest::default()
+        }))
+        .await
+        .expect("read at a skipped revision");
+    assert_eq!(skipped.revision, to);
+    assert_eq!(range_values(skipped), vec![b("1")]);
+    let next = shard.call(put("a", "2")).await.expect("put");
+    assert_eq!(next.revision, to + 1, "the next write takes advance + 1");
+
+    // The watcher saw the two puts and nothing for the advances in between.
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        match tokio::time::timeout(WAIT, rx.recv()).await.expect("event") {
+            Some(WatchMessage::Events {
+                revision, events, ..
+            }) => seen.extend(events.into_iter().map(|e| (revision, e.kv.value))),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(seen, vec![(first.revision, b("1")), (to + 1, b("2"))]);
+    assert!(rx.try_recv().is_err(), "no message beyond the two puts");
+}
+
 #[tokio::test]
 async fn watchers_receive_events_at_apply_time() {
     let shard = Shard::start(ShardConfig::default());

@@ -955,7 +955,10 @@ impl Core {
         }
         let mut st = self.shared.borrow_mut();
         let mut ls = self.loop_state.borrow_mut();
-        let now = (st.checkpoints.count, st.store.cache_figures().loads);
+        let now = (st.checkpoints.count, st.store.cache_loads());
+        if st.loading > 0 {
+            return; // a request is filling the cache: evicting now could undo its loads
+        }
         let after_checkpoint = now.0 != ls.evicted_at.0;
         let after_loads =
             now.1 != ls.evicted_at.1 && ls.last_eviction.elapsed() >= EVICT_AFTER_LOADS;

@@ -61,6 +61,9 @@ pub struct ShardState {
     pub checkpoints: CheckpointFigures,
     /// Why the shard stopped (a failed checkpoint); every later request is refused with it.
     pub failure: Option<String>,
+    /// Requests loading data from the page log right now (housekeeping does not evict
+    /// meanwhile, or a read larger than the cache bound would never finish loading).
+    pub loading: usize,
 }
 
 /// What the shard's checkpoints did so far.
@@ -90,6 +93,7 @@ impl ShardState {
             durable: None,
             checkpoints: CheckpointFigures::default(),
             failure: None,
+            loading: 0,
         }
     }
 
@@ -222,7 +226,15 @@ pub fn access_of(cmd: &LogCommand) -> Option<Access<'_>> {
 /// request before its next `.await` reads only memory. A failed page-log read stops the shard
 /// (fail-stop): the failure is latched and returned.
 pub async fn make_resident(shared: &Shared, access: &Access<'_>) -> Result<(), String> {
-    loop {
+    /// Counts the request among those loading while it lives.
+    struct Loading<'a>(&'a Shared);
+    impl Drop for Loading<'_> {
+        fn drop(&mut self) {
+            self.0.borrow_mut().loading -= 1;
+        }
+    }
+    let mut guard = None;
+    for _ in 0..MAKE_RESIDENT_ROUNDS_MAX {
         let (missing, durable) = {
             let mut st = shared.borrow_mut();
             if let Some(failure) = &st.failure {
@@ -233,6 +245,10 @@ pub async fn make_resident(shared: &Shared, access: &Access<'_>) -> Result<(), S
                 Some(m) => (m, st.durable.clone()),
             }
         };
+        if guard.is_none() {
+            shared.borrow_mut().loading += 1;
+            guard = Some(Loading(shared));
+        }
         let durable = durable.expect("a paged store belongs to a durable shard");
         let fetched = durable.fetch(missing).await;
         let mut st = shared.borrow_mut();
@@ -246,7 +262,17 @@ pub async fn make_resident(shared: &Shared, access: &Access<'_>) -> Result<(), S
             }
         }
     }
+    // Each round loads what the previous one found missing; so many rounds mean the cache and
+    // the page log disagree (a bug), not a slow disk.
+    let failure = format!("page log reads did not settle after {MAKE_RESIDENT_ROUNDS_MAX} rounds");
+    tracing::error!(%failure, "shard stops (fail-stop)");
+    shared.borrow_mut().failure = Some(failure.clone());
+    Err(failure)
 }
+
+/// Rounds of loading one request may take: a key range, then its records, then (rarely) again
+/// after a checkpoint changed the image's epoch meanwhile.
+const MAKE_RESIDENT_ROUNDS_MAX: usize = 64;
 
 /// Checkpoints a durable shard as of its last applied entry (see the module comment).
 async fn checkpoint(

@@ -281,9 +281,11 @@ async fn checkpoints_purge_the_log_and_restart_replays_only_the_tail() {
 
     let shard = Shard::start(config(st));
     let status = shard.status().await;
-    assert_eq!(
-        status.checkpoint_index, checkpoint_index,
-        "opened at the last checkpoint"
+    // A checkpoint may still have completed between the status above and the stop.
+    assert!(
+        status.checkpoint_index >= checkpoint_index,
+        "opened at the last checkpoint: {} < {checkpoint_index}",
+        status.checkpoint_index
     );
     assert_eq!(dump(&shard).await, before);
 }

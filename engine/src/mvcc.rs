@@ -185,37 +185,34 @@ impl Store {
         Some(&record.kv)
     }
 
+    /// The revision holding each key of `kr` alive at `at`, in key order (key index only).
+    fn revs_at<'a>(&'a self, kr: KeyRange<'a>, at: Revision) -> impl Iterator<Item = Rev> + 'a {
+        kr.bounds()
+            .into_iter()
+            .flat_map(move |b| self.index.range::<[u8], _>(b))
+            .filter_map(move |(_, ki)| ki.get(at))
+    }
+
+    fn record_kv(&self, rev: Rev) -> &KeyValue {
+        &self
+            .history
+            .get(rev)
+            .expect("indexed revision has a record")
+            .kv
+    }
+
     /// Every key of `kr` alive at `at`, in key order, with its version then.
     fn kvs_at<'a>(
         &'a self,
         kr: KeyRange<'a>,
         at: Revision,
     ) -> impl Iterator<Item = &'a KeyValue> + 'a {
-        kr.bounds()
-            .into_iter()
-            .flat_map(move |b| self.index.range::<[u8], _>(b))
-            .filter_map(move |(_, ki)| ki.get(at))
-            .map(move |rev| {
-                &self
-                    .history
-                    .get(rev)
-                    .expect("indexed revision has a record")
-                    .kv
-            })
+        self.revs_at(kr, at).map(move |rev| self.record_kv(rev))
     }
 
     /// Serves a range as of `cur_rev` (the revision a request with `revision == 0` reads).
     fn range_at(&self, r: &RangeRequest, cur_rev: Revision) -> Result<RangeResponse> {
-        let filtered = r.min_mod_revision != 0
-            || r.max_mod_revision != 0
-            || r.min_create_revision != 0
-            || r.max_create_revision != 0;
-        // Fetch everything when sorting or filtering; otherwise one more than asked, for `more`.
-        let fetch_limit = if r.sort_order != SortOrder::None || filtered || r.limit <= 0 {
-            usize::MAX
-        } else {
-            (r.limit as usize).saturating_add(1)
-        };
+        let fetch_limit = range_fetch_limit(r);
         if r.revision > cur_rev {
             return Err(Error::FutureRevision {
                 revision: r.revision,
@@ -231,10 +228,11 @@ impl Store {
         let kr = KeyRange::new(&r.key, &r.range_end);
         let mut count = 0i64;
         let mut kvs = Vec::new();
-        for kv in self.kvs_at(kr, at) {
+        // Counting needs the key index only; versions are read for the keys returned.
+        for rev in self.revs_at(kr, at) {
             count += 1;
-            if !r.count_only && kvs.len() < fetch_limit {
-                kvs.push(kv.clone());
+            if kvs.len() < fetch_limit {
+                kvs.push(self.record_kv(rev).clone());
             }
         }
         if r.max_mod_revision != 0 {
@@ -358,6 +356,13 @@ impl Store {
     }
 
     fn write_put(&mut self, ctx: &mut WriteCtx, key: &Bytes, value: Bytes, lease: LeaseId) {
+        // Own copies: a request's bytes are usually slices of a whole network buffer, which a
+        // stored slice would keep alive for as long as the key or version stays in memory.
+        let key = &match self.index.get_key_value(&key[..]) {
+            Some((stored, _)) => stored.clone(),
+            None => Bytes::copy_from_slice(key),
+        };
+        let value = Bytes::copy_from_slice(&value);
         let rev = Self::next_rev(ctx);
         let prev_kv = self.kv_at(key, ctx.main - 1).cloned();
         let current = self.kv_at(key, ctx.main);
@@ -987,6 +992,22 @@ fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
         CompareResult::NotEqual => ord != Ordering::Equal,
         CompareResult::Greater => ord == Ordering::Greater,
         CompareResult::Less => ord == Ordering::Less,
+    }
+}
+
+/// How many versions a range reads (in key order, before its filters and sort): all of them
+/// when sorting or filtering, none for a count, otherwise one more than asked, for `more`.
+fn range_fetch_limit(r: &RangeRequest) -> usize {
+    let filtered = r.min_mod_revision != 0
+        || r.max_mod_revision != 0
+        || r.min_create_revision != 0
+        || r.max_create_revision != 0;
+    if r.count_only {
+        0
+    } else if r.sort_order != SortOrder::None || filtered || r.limit <= 0 {
+        usize::MAX
+    } else {
+        (r.limit as usize).saturating_add(1)
     }
 }
 

@@ -896,7 +896,11 @@ impl Store {
 
     /// Rough memory held by keys, values and index entries.
     pub fn approximate_size_bytes(&self) -> u64 {
-        let index: u64 = self.index.keys().map(|k| k.len() as u64 + 64).sum();
+        let index: u64 = self
+            .index
+            .iter()
+            .map(|(k, ki)| paging::key_bytes(k, ki))
+            .sum();
         self.history.approximate_size_bytes() + index
     }
 }

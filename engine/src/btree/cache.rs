@@ -8,9 +8,11 @@
 //! an entry is valid for every epoch that names it. It may hold pages no current tree
 //! references (read by a reader of an older epoch); they age out like any other.
 //!
-//! Invariants: `bytes == entries * PAGE_SIZE` (every node is charged one page, its size on
-//! disk and roughly its decoded size); after `insert`, `bytes <= capacity` unless the capacity
-//! is below one page, in which case nothing stays cached.
+//! Invariants: `bytes` is the sum of the entries' charges, a node being charged its page plus
+//! [`ENTRY_OVERHEAD_BYTES`] per entry or child (a decoded node allocates every key and value
+//! apart: a page of 50 small entries takes about twice its page size in memory); after
+//! `insert`, `bytes <= capacity` unless one node alone exceeds it, in which case nothing stays
+//! cached.
 
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
@@ -21,7 +23,9 @@ use super::page::{Node, PageId, PAGE_SIZE};
 pub struct PageCache {
     capacity_bytes: u64,
     tick: u64,
-    entries: HashMap<PageId, (Rc<Node>, u64)>,
+    /// page -> (node, tick of last use, charge).
+    entries: HashMap<PageId, (Rc<Node>, u64, u64)>,
+    bytes: u64,
     /// tick of last use -> page, oldest first.
     order: BTreeMap<u64, PageId>,
     pub hits: u64,
@@ -35,6 +39,7 @@ impl PageCache {
             capacity_bytes,
             tick: 0,
             entries: HashMap::new(),
+            bytes: 0,
             order: BTreeMap::new(),
             hits: 0,
             misses: 0,
@@ -43,7 +48,7 @@ impl PageCache {
     }
 
     pub fn bytes(&self) -> u64 {
-        (self.entries.len() * PAGE_SIZE) as u64
+        self.bytes
     }
 
     pub fn len(&self) -> usize {
@@ -55,7 +60,7 @@ impl PageCache {
         self.tick += 1;
         let tick = self.tick;
         match self.entries.get_mut(&id) {
-            Some((node, used)) => {
+            Some((node, used, _)) => {
                 self.order.remove(used);
                 *used = tick;
                 self.order.insert(tick, id);
@@ -71,13 +76,17 @@ impl PageCache {
 
     pub fn insert(&mut self, id: PageId, node: Rc<Node>) {
         self.tick += 1;
-        if let Some((_, used)) = self.entries.insert(id, (node, self.tick)) {
+        let charge = charge(&node);
+        self.bytes += charge;
+        if let Some((_, used, old)) = self.entries.insert(id, (node, self.tick, charge)) {
             self.order.remove(&used);
+            self.bytes -= old;
         }
         self.order.insert(self.tick, id);
-        while self.bytes() > self.capacity_bytes {
+        while self.bytes > self.capacity_bytes {
             let (_, victim) = self.order.pop_first().expect("order tracks every entry");
-            self.entries.remove(&victim);
+            let (_, _, c) = self.entries.remove(&victim).expect("ordered entries exist");
+            self.bytes -= c;
             self.evictions += 1;
         }
         debug_assert_eq!(self.order.len(), self.entries.len());
@@ -85,16 +94,29 @@ impl PageCache {
 
     /// Forgets a page that is no longer part of any live tree.
     pub fn remove(&mut self, id: PageId) {
-        if let Some((_, used)) = self.entries.remove(&id) {
+        if let Some((_, used, c)) = self.entries.remove(&id) {
             self.order.remove(&used);
+            self.bytes -= c;
         }
     }
+}
+
+/// Heap bytes one decoded entry or child costs besides its key and value bytes (which the
+/// page's size covers): its slot in the node's vector and its allocations.
+pub const ENTRY_OVERHEAD_BYTES: u64 = 80;
+
+fn charge(node: &Node) -> u64 {
+    let n = match node {
+        Node::Leaf(l) => l.entries.len(),
+        Node::Branch(b) => b.children.len(),
+    };
+    PAGE_SIZE as u64 + ENTRY_OVERHEAD_BYTES * n as u64
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::btree::page::Leaf;
+    use crate::btree::page::{Entry, Leaf, Value};
 
     #[test]
     fn cache_evicts_least_recently_used_within_bound() {
@@ -109,5 +131,30 @@ mod tests {
         assert!(c.get(PageId::new(1, 0)).is_some());
         assert!(c.get(PageId::new(1, 2)).is_some());
         assert_eq!((c.hits, c.misses, c.evictions), (3, 1, 1));
+    }
+
+    #[test]
+    fn a_node_is_charged_its_page_and_its_entries() {
+        let leaf = |n: usize| {
+            let entries = (0..n)
+                .map(|i| Entry {
+                    key: vec![i as u8; 8],
+                    value: Value::Inline(vec![0; 8]),
+                })
+                .collect();
+            Rc::new(Node::Leaf(Leaf { entries }))
+        };
+        let mut c = PageCache::new(u64::MAX);
+        c.insert(PageId::new(1, 0), leaf(50));
+        assert_eq!(c.bytes(), PAGE_SIZE as u64 + 50 * ENTRY_OVERHEAD_BYTES);
+        c.insert(PageId::new(1, 0), leaf(10)); // replaced: charged anew
+        assert_eq!(c.bytes(), PAGE_SIZE as u64 + 10 * ENTRY_OVERHEAD_BYTES);
+        c.remove(PageId::new(1, 0));
+        assert_eq!(c.bytes(), 0);
+        // A bound of two small pages holds one page of 50 entries, not two.
+        let mut c = PageCache::new(2 * PAGE_SIZE as u64 + 50 * ENTRY_OVERHEAD_BYTES);
+        c.insert(PageId::new(1, 1), leaf(50));
+        c.insert(PageId::new(1, 2), leaf(50));
+        assert_eq!(c.len(), 1);
     }
 }

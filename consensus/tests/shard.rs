@@ -182,9 +182,9 @@ async fn compaction_goes_through_the_log() {
 
 /// `Advance` goes through the log, moves the revision without an event, and the next write
 /// takes advance + 1; reads at a skipped revision see the state before the advance.
-#[tokio::test]
-async fn advance_moves_the_revision_through_the_log_without_events() {
-    let shard = Shard::start(ShardConfig::default());
+/// Creates watch 0 of stream 1 on `[key, range_end)` from the next revision and waits for its
+/// `Created`.
+async fn watch_from_now(shard: &Shard, key: &str, range_end: &str) -> mpsc::Receiver<WatchMessage> {
     let (tx, mut rx) = mpsc::channel(64);
     shard
         .h()
@@ -192,8 +192,8 @@ async fn advance_moves_the_revision_through_the_log_without_events() {
             stream: 1,
             watch_id: 0,
             filter: WatchFilter {
-                key: b("\0"),
-                range_end: b("\0"),
+                key: b(key),
+                range_end: b(range_end),
                 ..WatchFilter::default()
             },
             start_revision: 0,
@@ -205,7 +205,17 @@ async fn advance_moves_the_revision_through_the_log_without_events() {
     let created = tokio::time::timeout(WAIT, rx.recv())
         .await
         .expect("created");
-    assert!(matches!(created, Some(WatchMessage::Created { .. })));
+    assert!(
+        matches!(created, Some(WatchMessage::Created { watch_id: 0, .. })),
+        "{created:?}"
+    );
+    rx
+}
+
+#[tokio::test]
+async fn advance_moves_the_revision_through_the_log_without_events() {
+    let shard = Shard::start(ShardConfig::default());
+    let mut rx = watch_from_now(&shard, "\0", "\0").await;
     let first = shard.call(put("a", "1")).await.expect("put");
     let index = shard.status().await.raft_index;
     let to = first.revision + 100;
@@ -253,30 +263,7 @@ async fn advance_moves_the_revision_through_the_log_without_events() {
 #[tokio::test]
 async fn watchers_receive_events_at_apply_time() {
     let shard = Shard::start(ShardConfig::default());
-    let (tx, mut rx) = mpsc::channel(64);
-    shard
-        .h()
-        .watch_create(WatchCreate {
-            stream: 1,
-            watch_id: 0,
-            filter: WatchFilter {
-                key: b("w/"),
-                range_end: b("w0"),
-                ..WatchFilter::default()
-            },
-            start_revision: 0,
-            progress_notify: false,
-            sender: tx,
-        })
-        .await
-        .expect("watch");
-    let created = tokio::time::timeout(WAIT, rx.recv())
-        .await
-        .expect("created");
-    assert!(matches!(
-        created,
-        Some(WatchMessage::Created { watch_id: 0, .. })
-    ));
+    let mut rx = watch_from_now(&shard, "w/", "w0").await;
     let reply = shard.call(put("w/a", "1")).await.expect("put");
     shard.call(put("other", "x")).await.expect("put");
     shard

@@ -831,13 +831,10 @@ mod tests {
         let all = Spans::all();
         assert!(all.covers(&Span::all()) && all.covers(&Span::point(b"")));
     }
-    /// Eviction keeps the key indexes used since the previous eviction when it can, and brings
-    /// the cache within its bound.
-    #[test]
-    fn eviction_keeps_recently_used_keys_within_the_bound() {
-        let disk = SimDisk::new(21);
+    /// A store of 200 keys `k000`..`k199`, all checkpointed to its image (so all clean).
+    fn checkpointed_store(seed: u64) -> (StoreImage<SimDisk>, Store) {
         let (mut image, mut store, _) =
-            block_on(StoreImage::open(disk.clone(), config(), 0)).unwrap();
+            block_on(StoreImage::open(SimDisk::new(seed), config(), 0)).unwrap();
         for i in 0..200 {
             store
                 .put(&PutRequest {
@@ -849,6 +846,14 @@ mod tests {
         }
         let report = block_on(image.checkpoint(store.take_changes(), 1, b"", || async {})).unwrap();
         store.checkpoint_done(report.sequence);
+        (image, store)
+    }
+
+    /// Eviction keeps the key indexes used since the previous eviction when it can, and brings
+    /// the cache within its bound.
+    #[test]
+    fn eviction_keeps_recently_used_keys_within_the_bound() {
+        let (image, mut store) = checkpointed_store(21);
         let reader = image.reader();
         prepare(&mut store, &reader, &Access::Everything);
         store.evict(u64::MAX); // starts the clock: everything loaded so far counts as old
@@ -892,19 +897,7 @@ mod tests {
     /// versions it returns; a count reads no version at all.
     #[test]
     fn a_limited_range_loads_only_the_versions_it_returns() {
-        let disk = SimDisk::new(22);
-        let (mut image, mut store, _) = block_on(StoreImage::open(disk, config(), 0)).unwrap();
-        for i in 0..200 {
-            store
-                .put(&PutRequest {
-                    key: Bytes::from(format!("k{i:03}")),
-                    value: Bytes::from_static(b"v"),
-                    ..PutRequest::default()
-                })
-                .unwrap();
-        }
-        let report = block_on(image.checkpoint(store.take_changes(), 1, b"", || async {})).unwrap();
-        store.checkpoint_done(report.sequence);
+        let (image, mut store) = checkpointed_store(22);
         store.evict(0);
         let reader = image.reader();
         let list = RangeRequest {

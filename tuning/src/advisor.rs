@@ -178,7 +178,9 @@ pub fn advise(m: &Measurements, goal: Goal) -> Advice {
     // --- memory: page cache and checkpoints
     let expected_data = m.data_bytes.max(profile.data_bytes);
     let want_cache = (2 * expected_data).max(256 * MIB);
-    let cap_cache = m.machine.memory_bytes / 4;
+    // The setting bounds two caches (the page cache and the store's cache of key indexes and
+    // records), so an eighth of memory keeps both within about a quarter.
+    let cap_cache = m.machine.memory_bytes / 8;
     s.page_cache_bytes = round_up(want_cache.min(cap_cache), MIB).max(16 * MIB);
     why(
         "page-cache-bytes",
@@ -190,7 +192,7 @@ pub fn advise(m: &Measurements, goal: Goal) -> Advice {
             )
         } else {
             format!(
-                "capped at a quarter of memory ({} of {}); the rest is for watchers, requests and the OS",
+                "capped at an eighth of memory ({} of {}): it bounds the page cache and the store's cache, about a quarter of memory together; the rest is for watchers, requests and the OS",
                 human_bytes(cap_cache),
                 human_bytes(m.machine.memory_bytes)
             )
@@ -497,7 +499,7 @@ mod tests {
                 .settings()
                 .group_commit_max_batch
         );
-        // 2 x 1 GB expected data = 2 GB, under a quarter of 32 GiB.
+        // 2 x 1 GB expected data = 2 GB, under an eighth of 32 GiB.
         assert_eq!(s.page_cache_bytes, round_up(2 * 1000 * 1000 * 1000, MIB));
         s.validate().unwrap();
     }
@@ -599,7 +601,7 @@ mod tests {
 
     #[test]
     fn cache_from_memory_and_data_and_quota_from_data() {
-        // Little memory: the cache is capped at a quarter of it, with a warning.
+        // Little memory: the cache is capped at an eighth of it, with a warning.
         let m = Measurements {
             machine: machine(2, 2),
             data_bytes: 3 * GIB,
@@ -607,7 +609,7 @@ mod tests {
             peers: vec![],
         };
         let a = advise(&m, Goal::Unspecified);
-        assert_eq!(a.settings.page_cache_bytes, GIB / 2);
+        assert_eq!(a.settings.page_cache_bytes, GIB / 4);
         assert!(a.warnings.iter().any(|w| w.contains("cold pages")));
         // 2 x 3 GiB = 6 GiB > xlarge's... no: profile for 3 GiB is xlarge with 8 GiB quota.
         assert!(a.settings.quota_backend_bytes >= 2 * m.data_bytes);

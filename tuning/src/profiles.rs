@@ -199,7 +199,7 @@ fn xlarge() -> Profile {
                 prefix: "/registry/events/".to_string(),
                 shard: 15,
             }],
-            page_cache_bytes: 16 * GIB,
+            page_cache_bytes: 8 * GIB,
             snapshot_count: 200_000,
             checkpoint_dirty_bytes: GIB,
             checkpoint_interval_ms: 15_000,
@@ -257,8 +257,8 @@ mod tests {
                 p.name
             );
             assert!(
-                s.page_cache_bytes <= p.memory_bytes / 4,
-                "{}: cache > memory/4",
+                s.page_cache_bytes <= p.memory_bytes / 8,
+                "{}: cache > memory/8",
                 p.name
             );
             assert!(

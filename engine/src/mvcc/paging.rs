@@ -578,7 +578,8 @@ impl Store {
             return;
         }
         paging.figures.loads += 1;
-        let mut compacted = Vec::new();
+        // Revisions the compaction of loaded key indexes dropped (records to remove).
+        let mut dropped_revs: Vec<Rev> = Vec::new();
         for (span, keys) in loaded.spans {
             for (key, mut ki) in keys {
                 if self.index.contains_key(&key) || paging.pinned_key(&key) {
@@ -587,7 +588,7 @@ impl Store {
                 if compact_main > paging.image_compacted {
                     let dropped = ki.compact_dropping(compact_main);
                     if !dropped.is_empty() {
-                        compacted.push((key.clone(), dropped));
+                        dropped_revs.extend(dropped);
                         paging.keys_changed.insert(key.clone());
                     }
                 }
@@ -615,10 +616,8 @@ impl Store {
             paging.history_from = Rev { main: 0, sub: 0 };
             paging.window = None;
         }
-        for (_, dropped) in compacted {
-            for rev in dropped {
-                self.history.remove(rev);
-            }
+        for rev in dropped_revs {
+            self.history.remove(rev);
         }
     }
 
@@ -771,9 +770,6 @@ impl Store {
             p.epoch = epoch;
         }
     }
-
-    /// A checkpoint failed: its changes stay pinned (the shard stops anyway).
-    pub fn checkpoint_failed(&mut self) {}
 }
 
 #[cfg(test)]

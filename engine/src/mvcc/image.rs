@@ -24,7 +24,7 @@
 //!
 //! A *stored key* is the etcd key itself when it has at most [`SHORT_KEY_MAX`] bytes (the
 //! page log bounds keys); a longer key is stored as its first `SHORT_KEY_MAX` bytes, `0xff`,
-//! and a 16-byte SipHash of the whole key, with the whole key in the value. Stored keys keep
+//! and the first 16 bytes of the whole key's SHA-256, with the whole key in the value. Stored keys keep
 //! etcd's order except among long keys and their neighbours, so a range read scans a slightly
 //! wider stored range, filters by the whole key and sorts (proof in `stored_bounds`).
 //!
@@ -52,6 +52,7 @@ use std::future::Future;
 use std::ops::Bound;
 
 use bytes::Bytes;
+use sha2::{Digest, Sha256};
 
 use super::history::{History, Record};
 use super::key_index::KeyIndex;
@@ -736,15 +737,13 @@ fn stored_key(key: &[u8]) -> Vec<u8> {
     if key.len() <= SHORT_KEY_MAX {
         return key.to_vec();
     }
+    // A fixed, collision-resistant hash: the stored form must never change between builds,
+    // and two keys sharing it would share one entry.
+    let digest = Sha256::digest(key);
     let mut out = Vec::with_capacity(SHORT_KEY_MAX + 17);
     out.extend_from_slice(&key[..SHORT_KEY_MAX]);
     out.push(0xff);
-    for seed in [0u8, 1] {
-        let mut h = std::hash::DefaultHasher::new();
-        std::hash::Hasher::write_u8(&mut h, seed);
-        std::hash::Hasher::write(&mut h, key);
-        out.extend_from_slice(&std::hash::Hasher::finish(&h).to_be_bytes());
-    }
+    out.extend_from_slice(&digest[..16]);
     out
 }
 

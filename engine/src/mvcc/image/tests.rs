@@ -703,3 +703,22 @@ fn a_paged_store_answers_as_the_whole_store_does() {
         assert!(loads > 1000, "only {loads} loads: the test did not page");
     }
 }
+
+/// A long key's stored form is fixed forever (an image written by one build is read by the
+/// next): its first 1,024 bytes, 0xff, and the first 16 bytes of its SHA-256 (this digest was
+/// computed apart, with Python's hashlib). Short keys are stored as themselves.
+#[test]
+fn long_keys_have_a_stable_stored_form() {
+    let long = [b"/registry/long/".as_slice(), &[b'x'; 1100]].concat();
+    let stored = stored_key(&long);
+    assert_eq!(stored.len(), SHORT_KEY_MAX + 17);
+    assert_eq!(&stored[..SHORT_KEY_MAX], &long[..SHORT_KEY_MAX]);
+    assert_eq!(stored[SHORT_KEY_MAX], 0xff);
+    let hex: String = stored[SHORT_KEY_MAX + 1..]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(hex, "037f679eb9233741d404c12d69541922");
+    let short = vec![b'y'; SHORT_KEY_MAX];
+    assert_eq!(stored_key(&short), short);
+}

@@ -806,7 +806,7 @@ impl Core {
         ShardStatus {
             revision: st.store.revision(),
             compact_revision: st.store.compact_revision(),
-            size_bytes: st.store.approximate_size_bytes(),
+            size_bytes: cache.bytes,
             applied_index: st.last_applied.map_or(0, |id| id.index + 1),
             watchers: st.watchers.len(),
             raft_term: m.current_term,

@@ -22,6 +22,8 @@ pub mod types;
 pub mod watchers;
 
 pub use codec::LogCommand;
-pub use shard::{Reply, Request, Response, ShardConfig, ShardError, ShardHandle, ShardStatus};
+pub use shard::{
+    LeaseExpiry, Reply, Request, Response, ShardConfig, ShardError, ShardHandle, ShardStatus,
+};
 pub use types::{NodeId, ShardId};
 pub use watchers::{StreamId, WatchCreate, WatchMessage};

@@ -24,7 +24,7 @@
 //! an `.await`; every queue is bounded ([`COMMAND_QUEUE_MAX`], openraft's channel sizes).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -84,7 +84,31 @@ pub struct ShardConfig {
     /// Where the shard keeps its log and state (`None`: in memory only, for tests and
     /// examples; nothing survives the process).
     pub storage: Option<ShardStorage>,
+    /// What the leader does with a lease whose deadline passed.
+    pub lease_expiry: LeaseExpiry,
 }
+
+/// What a shard's leader does when a lease's deadline passes.
+///
+/// With several shards the lease table's owner (shard 0) reports expiry to the router, which
+/// revokes the lease in every shard (each shard holds the lease to attach its keys); the other
+/// shards keep no deadlines of their own.
+#[derive(Clone, Debug, Default)]
+pub enum LeaseExpiry {
+    /// Propose `LeaseRevoke` in this shard (one shard owns every key).
+    #[default]
+    Revoke,
+    /// Send the lease id on this channel and let the receiver revoke it. A lease still expired
+    /// a while after it was reported ([`EXPIRY_REPORT_AGAIN`]) is reported again, so a revoke
+    /// lost to a failure is retried.
+    Report(mpsc::Sender<LeaseId>),
+    /// Never act on deadlines (keep-alives go to the owner shard, which reports expiry).
+    Ignore,
+}
+
+/// How long a reported expired lease waits before it is reported again (see
+/// [`LeaseExpiry::Report`]).
+pub const EXPIRY_REPORT_AGAIN: Duration = Duration::from_secs(1);
 
 impl Default for ShardConfig {
     fn default() -> Self {
@@ -99,6 +123,7 @@ impl Default for ShardConfig {
             election_timeout: Duration::from_millis(1000),
             snapshot_count: 100_000,
             storage: None,
+            lease_expiry: LeaseExpiry::Revoke,
         }
     }
 }
@@ -391,6 +416,8 @@ struct Core {
 struct LoopState {
     /// Leases whose revoke is proposed and not yet applied (not proposed twice).
     revoking: HashSet<LeaseId>,
+    /// Expired leases reported to the receiver of [`LeaseExpiry::Report`], and when.
+    reported: HashMap<LeaseId, Instant>,
     was_leader: bool,
     next_progress: Instant,
     writes_in_flight: usize,
@@ -500,6 +527,7 @@ async fn start(config: ShardConfig, queue: flume::Receiver<Command>) -> Result<C
         config,
         loop_state: RefCell::new(LoopState {
             revoking: HashSet::new(),
+            reported: HashMap::new(),
             was_leader: false,
             next_progress: Instant::now() + progress_interval,
             writes_in_flight: 0,
@@ -840,7 +868,11 @@ impl Core {
     fn next_wakeup(&self) -> Duration {
         let st = self.shared.borrow();
         let mut wait = self.config.tick;
-        if let Some(deadline) = st.store.next_lease_deadline_ms() {
+        let deadline = match self.config.lease_expiry {
+            LeaseExpiry::Ignore => None,
+            _ => st.store.next_lease_deadline_ms(),
+        };
+        if let Some(deadline) = deadline {
             wait = wait.min(Duration::from_millis(deadline.saturating_sub(st.now_ms())));
         }
         wait.max(Duration::from_millis(1))
@@ -860,12 +892,16 @@ impl Core {
                 let extend = u64::try_from(self.config.election_timeout.as_millis()).unwrap_or(0);
                 st.store.lease_refresh_all(now, extend);
             }
-            if is_leader {
+            if is_leader && !matches!(self.config.lease_expiry, LeaseExpiry::Ignore) {
                 st.store.expired_leases(now)
             } else {
                 Vec::new()
             }
         };
+        if let LeaseExpiry::Report(to) = &self.config.lease_expiry {
+            self.report_expired(to, &expired);
+            return self.housekeeping_rest().await;
+        }
         for id in expired {
             if !self.loop_state.borrow_mut().revoking.insert(id) {
                 continue;
@@ -885,6 +921,33 @@ impl Core {
                 return;
             }
         }
+        self.housekeeping_rest().await;
+    }
+
+    /// Reports each expired lease not reported in the last [`EXPIRY_REPORT_AGAIN`]; a full
+    /// channel leaves the rest for the next round.
+    fn report_expired(&self, to: &mpsc::Sender<LeaseId>, expired: &[LeaseId]) {
+        let now = Instant::now();
+        let still: HashSet<LeaseId> = expired.iter().copied().collect();
+        let mut state = self.loop_state.borrow_mut();
+        state.reported.retain(|id, _| still.contains(id));
+        for &id in expired {
+            if state
+                .reported
+                .get(&id)
+                .is_some_and(|at| now.duration_since(*at) < EXPIRY_REPORT_AGAIN)
+            {
+                continue;
+            }
+            if to.try_send(id).is_err() {
+                break;
+            }
+            state.reported.insert(id, now);
+        }
+    }
+
+    /// Checkpoints, the store's cache, watcher catch-up and progress notifications.
+    async fn housekeeping_rest(self: &Rc<Self>) {
         if self.checkpoint_due() {
             if let Err(fatal) = self.raft.trigger().snapshot().await {
                 tracing::error!(%fatal, "shard raft stopped");

@@ -5,7 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use ballast_consensus::{Request, Response, ShardConfig, ShardError, WatchCreate, WatchMessage};
+use ballast_consensus::shard::EXPIRY_REPORT_AGAIN;
+use ballast_consensus::{
+    LeaseExpiry, Request, Response, ShardConfig, ShardError, WatchCreate, WatchMessage,
+};
 use ballast_engine::{
     Compare, CompareResult, CompareTarget, CompareValue, DeleteRangeRequest, Error as EngineError,
     EventKind, PutRequest, RangeRequest, RequestOp, TxnRequest, WatchFilter,
@@ -354,6 +357,79 @@ async fn expired_leases_are_revoked_with_their_keys() {
         gone,
         Err(ShardError::Engine(EngineError::LeaseNotFound { .. }))
     ));
+}
+
+/// Grants a 1 s lease and attaches `key` to it.
+async fn leased_key(shard: &Shard, key: &str) -> i64 {
+    let grant = shard
+        .call(Request::LeaseGrant { id: 0, ttl: 1 })
+        .await
+        .expect("grant");
+    let Response::LeaseGrant { id, .. } = grant.response else {
+        panic!("grant answered otherwise")
+    };
+    shard
+        .call(Request::Put(PutRequest {
+            key: b(key),
+            value: b("v"),
+            lease: id,
+            ..PutRequest::default()
+        }))
+        .await
+        .expect("put with lease");
+    id
+}
+
+#[tokio::test]
+async fn a_reporting_shard_reports_expiry_again_until_revoked_and_an_ignoring_one_keeps_it() {
+    let (tx, mut rx) = mpsc::channel(4);
+    let reporting = Shard::start(ShardConfig {
+        min_lease_ttl_secs: 1,
+        tick: Duration::from_millis(20),
+        lease_expiry: LeaseExpiry::Report(tx),
+        ..ShardConfig::default()
+    });
+    let ignoring = Shard::start(ShardConfig {
+        min_lease_ttl_secs: 1,
+        tick: Duration::from_millis(20),
+        lease_expiry: LeaseExpiry::Ignore,
+        ..ShardConfig::default()
+    });
+    let id = leased_key(&reporting, "reported").await;
+    let other = leased_key(&ignoring, "ignored").await;
+
+    let first = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("reported in time");
+    assert_eq!(first, Some(id));
+    let reported_at = Instant::now();
+    // Reporting is not revoking: the key is still there, and the lease is reported once more
+    // after the pause, since nobody revoked it.
+    let values = range_values(reporting.call(get("reported", false)).await.expect("get"));
+    assert_eq!(values, vec![b("v")]);
+    let again = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("reported again");
+    assert_eq!(again, Some(id));
+    assert!(reported_at.elapsed() >= EXPIRY_REPORT_AGAIN - Duration::from_millis(100));
+    reporting
+        .call(Request::LeaseRevoke { id })
+        .await
+        .expect("the receiver revokes");
+    let values = range_values(reporting.call(get("reported", false)).await.expect("get"));
+    assert!(values.is_empty());
+    assert!(
+        tokio::time::timeout(EXPIRY_REPORT_AGAIN * 2, rx.recv())
+            .await
+            .is_err(),
+        "a revoked lease is not reported again"
+    );
+
+    // The ignoring shard, long past the deadline, still holds its lease and key.
+    let values = range_values(ignoring.call(get("ignored", false)).await.expect("get"));
+    assert_eq!(values, vec![b("v")]);
+    let leases = ignoring.call(Request::LeaseLeases).await.expect("leases");
+    assert!(matches!(leases.response, Response::LeaseLeases(ref l) if l == &vec![other]));
 }
 
 #[tokio::test]

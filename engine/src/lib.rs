@@ -19,6 +19,6 @@ pub mod watch;
 
 pub use error::{Error, Result};
 pub use lease::{LeaseTimeToLive, DEFAULT_MIN_LEASE_TTL_SECS, MAX_LEASE_TTL_SECS};
-pub use mvcc::Store;
+pub use mvcc::{sort_range_kvs, Store};
 pub use types::*;
 pub use watch::WatchFilter;

@@ -247,24 +247,7 @@ impl Store {
         if r.min_create_revision != 0 {
             kvs.retain(|kv| kv.create_revision >= r.min_create_revision);
         }
-        let mut order = r.sort_order;
-        if r.sort_target != SortTarget::Key && order == SortOrder::None {
-            order = SortOrder::Ascend;
-        }
-        let by_target = |a: &KeyValue, b: &KeyValue| -> Ordering {
-            match r.sort_target {
-                SortTarget::Key => a.key.cmp(&b.key),
-                SortTarget::Version => a.version.cmp(&b.version),
-                SortTarget::Create => a.create_revision.cmp(&b.create_revision),
-                SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
-                SortTarget::Value => a.value.cmp(&b.value),
-            }
-        };
-        match order {
-            SortOrder::None => {}
-            SortOrder::Ascend => kvs.sort_by(by_target),
-            SortOrder::Descend => kvs.sort_by(|a, b| by_target(b, a)),
-        }
+        sort_range_kvs(&mut kvs, r);
         let mut more = false;
         if r.limit > 0 && kvs.len() > r.limit as usize {
             kvs.truncate(r.limit as usize);
@@ -996,6 +979,30 @@ fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
         CompareResult::NotEqual => ord != Ordering::Equal,
         CompareResult::Greater => ord == Ordering::Greater,
         CompareResult::Less => ord == Ordering::Less,
+    }
+}
+
+/// Orders a range's key-ordered results as the request asks: a stable sort by its target (so
+/// ties stay in key order); no sort target and no order keeps key order. A router merging
+/// several shards' answers sorts their concatenation by key, then calls this.
+pub fn sort_range_kvs(kvs: &mut [KeyValue], r: &RangeRequest) {
+    let mut order = r.sort_order;
+    if r.sort_target != SortTarget::Key && order == SortOrder::None {
+        order = SortOrder::Ascend;
+    }
+    let by_target = |a: &KeyValue, b: &KeyValue| -> Ordering {
+        match r.sort_target {
+            SortTarget::Key => a.key.cmp(&b.key),
+            SortTarget::Version => a.version.cmp(&b.version),
+            SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+            SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+            SortTarget::Value => a.value.cmp(&b.value),
+        }
+    };
+    match order {
+        SortOrder::None => {}
+        SortOrder::Ascend => kvs.sort_by(by_target),
+        SortOrder::Descend => kvs.sort_by(|a, b| by_target(b, a)),
     }
 }
 

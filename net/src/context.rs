@@ -1,10 +1,11 @@
-//! What every service handler shares: the way to the shard, this member's identity, and the
-//! request limits. Built once at start-up, then read-only.
+//! What every service handler shares: the way to the shards (the [`Router`]), this member's
+//! identity, and the request limits. Built once at start-up, then read-only.
 
-use ballast_consensus::{Reply, Request, ShardError, ShardHandle};
+use ballast_consensus::{Reply, Request, ShardError};
 use ballast_proto::etcdserverpb as pb;
 use tonic::Status;
 
+use crate::router::{RouteError, Router};
 use crate::status;
 
 /// The etcd API version Ballast reports (Status, /version): one kube-apiserver accepts.
@@ -57,7 +58,7 @@ pub struct Limits {
 
 #[derive(Clone)]
 pub struct Context {
-    pub shard: ShardHandle,
+    pub router: Router,
     pub member: Member,
     pub limits: Limits,
     /// The resolved configuration (profile, file, flags), reported in /metrics.
@@ -79,7 +80,7 @@ impl Context {
     }
 
     pub async fn call(&self, request: Request) -> Result<Reply, Status> {
-        self.shard.call(request).await.map_err(shard_error)
+        self.router.call(request).await.map_err(route_error)
     }
 
     /// etcd refuses a write whose encoded request exceeds `--max-request-bytes`.
@@ -98,6 +99,15 @@ impl Context {
             client_ur_ls: self.member.client_urls.clone(),
             is_learner: false,
         }
+    }
+}
+
+/// A routing error as the client sees it: a shard's error as etcd's, a request over several
+/// shards that must be atomic as FailedPrecondition.
+pub fn route_error(err: RouteError) -> Status {
+    match err {
+        RouteError::Shard { source, .. } => shard_error(source),
+        cross @ RouteError::CrossShard { .. } => Status::failed_precondition(cross.to_string()),
     }
 }
 

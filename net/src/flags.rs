@@ -479,13 +479,13 @@ pub struct Flags {
     pub socket_reuse_address: bool,
 
     // ---- Ballast's own ----
-    /// Number of shards (default: number of cores) [not built yet: one shard].
+    /// Number of shards (default: number of cores; an existing data dir keeps its own).
     #[arg(long, env = "BALLAST_SHARDS", help_heading = "Ballast")]
     pub shards: Option<usize>,
     /// Capacity profile: small, medium, large or xlarge (`ballast-tune profiles` lists them).
     #[arg(long, env = "BALLAST_PROFILE", help_heading = "Ballast")]
     pub profile: Option<String>,
-    /// Pin a key prefix to a shard, PREFIX=SHARD (repeatable) [not built yet].
+    /// Pin a key prefix to a shard, PREFIX=SHARD (repeatable; fixed when the data dir is created).
     #[arg(long, env = "BALLAST_PARTITION", help_heading = "Ballast")]
     pub partition: Vec<String>,
 }
@@ -552,18 +552,11 @@ const NOT_BUILT: &[&str] = &[
     "enable_grpc_gateway",
     "socket_reuse_port",
     "socket_reuse_address",
-    "shards",
-    "partition",
 ];
 
 /// Ballast tuning keys whose machinery is not built yet (several shards, watch buffers); the
 /// storage keys (`page-cache-bytes`, `checkpoint-*`, `group-commit-*`) act.
-const TUNING_NOT_BUILT: &[&str] = &[
-    "shards",
-    "partition",
-    "watch-event-buffer",
-    "watch-stream-buffer",
-];
+const TUNING_NOT_BUILT: &[&str] = &["watch-event-buffer", "watch-stream-buffer"];
 
 /// The parsed command line: the raw flags, the configuration resolved from profile, config
 /// file, `ETCD_*` variables and flags, and which flags the user set whose feature is not built.
@@ -775,9 +768,9 @@ pub fn check(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The partition map the settings describe on `cores` cores. One shard runs until routing to
-/// several lands, but a `partition` that could never be honoured (a pin to a shard that does
-/// not exist, an empty or twice-pinned prefix) stops start-up now rather than then.
+/// The partition map the settings describe on `cores` cores: a `partition` that could never be
+/// honoured (a pin to a shard that does not exist, an empty or twice-pinned prefix) stops
+/// start-up with a message naming the setting.
 pub fn check_partition(config: &Config, cores: u32) -> anyhow::Result<PartitionMap> {
     PartitionMap::from_settings(&config.settings, cores).map_err(|e| {
         anyhow::anyhow!(
@@ -936,12 +929,22 @@ mod tests {
             "storage keys act: {:?}",
             cl.set_but_not_built
         );
-        let cl = parse(args(&["--shards", "2"])).unwrap();
-        assert_eq!(cl.set_but_not_built, vec!["--shards".to_owned()]);
+        let cl = parse(args(&[
+            "--shards",
+            "2",
+            "--partition",
+            "/registry/events/=1",
+        ]))
+        .unwrap();
+        assert!(
+            cl.set_but_not_built.is_empty(),
+            "{:?}",
+            cl.set_but_not_built
+        );
     }
 
     #[test]
-    fn partition_is_parsed_and_validated_at_start_up_though_not_built() {
+    fn partition_is_parsed_and_validated_at_start_up() {
         // Repeated or comma-separated: the same pins.
         let cl = parse(args(&[
             "--shards",
@@ -966,7 +969,6 @@ mod tests {
         assert_eq!(map.shard_of(b"/registry/events/default/e"), 3);
         assert_eq!(map.shard_of(b"/registry/leases/ns/l"), 1);
         check(&cl.config).unwrap();
-        assert!(cl.set_but_not_built.contains(&"--partition".to_owned()));
 
         // Refused when parsed: a shard past --shards, an empty prefix, a prefix pinned twice.
         for bad in [

@@ -8,7 +8,8 @@ use axum::routing::get;
 use axum::Router;
 use ballast_consensus::{Reply, Request, Response, ShardStatus};
 
-use crate::context::{Context, ETCD_CLUSTER_VERSION, ETCD_VERSION};
+use crate::context::{shard_error, Context, ETCD_CLUSTER_VERSION, ETCD_VERSION};
+use crate::router::combine_statuses;
 
 pub fn router(ctx: Context) -> Router {
     Router::new()
@@ -38,10 +39,7 @@ async fn health(State(ctx): State<Context>) -> impl IntoResponse {
             ..
         }) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            json(
-                false,
-                &format!("shard 0 stopped after a storage failure: {cause}").replace('"', "'"),
-            ),
+            json(false, &cause.replace('"', "'")),
         ),
         Ok(_) => (StatusCode::OK, json(true, "")),
         Err(status) => (
@@ -58,17 +56,20 @@ async fn version() -> impl IntoResponse {
     )
 }
 
-/// A first set of etcd's metric names, with values read from the shard.
+/// A first set of etcd's metric names, with values from every shard put together, then each
+/// shard's own figures labelled with its id.
 async fn metrics(State(ctx): State<Context>) -> impl IntoResponse {
-    let reply = match ctx.call(Request::Status).await {
-        Ok(reply) => reply,
-        Err(status) => {
-            return (StatusCode::SERVICE_UNAVAILABLE, status.message().to_owned()).into_response()
+    let mut shards = Vec::with_capacity(ctx.router.shard_count());
+    for (shard, status) in ctx.router.statuses().await.into_iter().enumerate() {
+        match status {
+            Ok(s) => shards.push(s),
+            Err(err) => {
+                let message = format!("shard {shard}: {}", shard_error(err).message());
+                return (StatusCode::SERVICE_UNAVAILABLE, message).into_response();
+            }
         }
-    };
-    let Response::Status(s) = reply.response else {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "unexpected shard reply").into_response();
-    };
+    }
+    let s = combine_statuses(&shards);
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, value: String| {
         out.push_str(&format!(
@@ -120,14 +121,14 @@ async fn metrics(State(ctx): State<Context>) -> impl IntoResponse {
         "Which version is running. 1 for 'server_version' label with current version.",
         "1".into(),
     );
-    out.push_str(&shard_metrics(0, &s));
+    out.push_str(&shard_metrics(&shards));
     out.push_str(&settings_metrics(&ctx.settings));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
-/// One shard's own figures, labelled with its id.
-fn shard_metrics(shard: u32, s: &ShardStatus) -> String {
-    let rows: [(&str, &str, u64); 19] = [
+/// One shard's own figures.
+fn shard_rows(s: &ShardStatus) -> [(&'static str, &'static str, u64); 19] {
+    [
         (
             "ballast_shard_failed",
             "1 when the shard stopped after a storage failure.",
@@ -223,17 +224,27 @@ fn shard_metrics(shard: u32, s: &ShardStatus) -> String {
             "Reads of key indexes and records from the page log.",
             s.cache_loads,
         ),
-    ];
+    ]
+}
+
+/// Every shard's own figures: each metric once, with one sample per shard labelled with its id.
+fn shard_metrics(shards: &[ShardStatus]) -> String {
+    let per_shard: Vec<_> = shards.iter().map(shard_rows).collect();
     let mut out = String::new();
-    for (name, help, value) in rows {
+    let Some(first) = per_shard.first() else {
+        return out;
+    };
+    for (row, (name, help, _)) in first.iter().enumerate() {
         let kind = if name.ends_with("_total") {
             "counter"
         } else {
             "gauge"
         };
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{shard=\"{shard}\"}} {value}\n"
-        ));
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (shard, rows) in per_shard.iter().enumerate() {
+            let value = rows[row].2;
+            out.push_str(&format!("{name}{{shard=\"{shard}\"}} {value}\n"));
+        }
     }
     out
 }

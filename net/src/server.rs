@@ -1,17 +1,21 @@
-//! Assembles and runs the server: starts the shard, serves every client URL with the gRPC
-//! services and the HTTP endpoints, and stops cleanly on SIGTERM or SIGINT.
+//! Assembles and runs the server: settles the data dir's layout (how many shards, which
+//! prefixes pinned where), starts one shard per layout slot pinned to a core, puts the router
+//! over them, serves every client URL with the gRPC services and the HTTP endpoints, and stops
+//! cleanly on SIGTERM or SIGINT.
 
 use std::future::Future;
 
 use anyhow::Context as _;
 use ballast_consensus::durable::ShardStorage;
-use ballast_consensus::{ShardConfig, ShardHandle, ShardId};
+use ballast_consensus::{LeaseExpiry, ShardConfig, ShardHandle, ShardId};
 use ballast_engine::{btree, wal};
 use ballast_proto::etcdserverpb as pb;
 use tokio::sync::watch;
 
 use crate::context::{Context, Limits, Member};
 use crate::flags::{self, CommandLine};
+use crate::partition::{PartitionMap, Pin};
+use crate::router::{Router, EXPIRED_LEASES_MAX};
 use crate::services::{cluster, election, kv, lease, lock, maintenance, watch as watch_svc};
 
 /// gRPC's own per-message limit sits this far above `--max-request-bytes`, as in etcd, so that
@@ -39,11 +43,14 @@ fn check_data_dir(data_dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The configuration of shard `id` from the resolved settings.
+/// The configuration of shard `id` of `shards` from the resolved settings. Memory budgets
+/// (`page-cache-bytes`) are the server's, split evenly; per-write settings (group commit,
+/// checkpoints) are each shard's.
 fn shard_config(
     config: &ballast_tuning::config::Config,
     flags: &flags::Flags,
     id: ShardId,
+    shards: usize,
 ) -> ShardConfig {
     let s = &config.settings;
     let data_dir = std::path::PathBuf::from(&config.data_dir);
@@ -64,7 +71,7 @@ fn shard_config(
         ..wal::WalConfig::default()
     };
     storage.pages = btree::Config {
-        cache_bytes: s.page_cache_bytes,
+        cache_bytes: s.page_cache_bytes / u64::try_from(shards.max(1)).unwrap_or(1),
         ..btree::Config::default()
     };
     storage.checkpoint_bytes = s.checkpoint_dirty_bytes;
@@ -93,13 +100,46 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
 
-    let shard_config = shard_config(&config, &flags, ShardId(0));
-    let storage = shard_config.storage.clone();
-    let (shard, shard_thread) =
-        ShardHandle::spawn("shard-0", shard_config).with_context(|| match &storage {
-            Some(s) => format!("starting shard 0 from {}", s.dir.display()),
-            None => "starting shard 0".to_string(),
-        })?;
+    let map = settle_layout(&data_dir, &config, cores())?;
+    let shard_count = map.shards();
+    tracing::info!(
+        shards = shard_count,
+        pins = map.pins().len(),
+        "data dir layout"
+    );
+    let (expired_tx, expired_rx) = tokio::sync::mpsc::channel(EXPIRED_LEASES_MAX);
+    let mut handles = Vec::with_capacity(shard_count);
+    let mut shard_threads = Vec::with_capacity(shard_count);
+    for id in 0..shard_count {
+        let mut shard_config = shard_config(&config, &flags, ShardId(id as u32), shard_count);
+        shard_config.core = Some(id % cores() as usize);
+        if shard_count > 1 {
+            shard_config.lease_expiry = if id == 0 {
+                LeaseExpiry::Report(expired_tx.clone())
+            } else {
+                LeaseExpiry::Ignore
+            };
+        }
+        let storage = shard_config.storage.clone();
+        let name = format!("shard-{id}");
+        let (handle, thread) =
+            ShardHandle::spawn(&name, shard_config).with_context(|| match &storage {
+                Some(s) => format!("starting shard {id} from {}", s.dir.display()),
+                None => format!("starting shard {id}"),
+            })?;
+        handles.push(handle);
+        shard_threads.push(thread);
+    }
+    drop(expired_tx);
+    let router = Router::new(handles, map);
+    router
+        .load_revisions()
+        .await
+        .context("reading the shards' revisions")?;
+    router
+        .reconcile_leases()
+        .await
+        .context("reconciling the shards' lease tables")?;
     let member = Member::new(
         &config.name,
         config.initial_advertise_peer_urls.clone(),
@@ -107,7 +147,7 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
         &config.initial_cluster_token,
     );
     let ctx = Context {
-        shard,
+        router: router.clone(),
         member,
         limits: Limits {
             max_txn_ops: usize::try_from(config.settings.max_txn_ops).unwrap_or(usize::MAX),
@@ -124,6 +164,12 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let mut align_stop = stop_rx.clone();
+    let aligner = tokio::spawn(router.clone().align(async move {
+        let _ = align_stop.wait_for(|s| *s).await;
+    }));
+    tokio::spawn(router.clone().revoke_expired(expired_rx));
+    drop(router);
     let mut servers = Vec::new();
     for url in &listen {
         let routes = routes(&ctx);
@@ -157,9 +203,137 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
             tracing::warn!(%err, "server ended with an error");
         }
     }
-    // The shard thread ends when the last handle (held by the services) is dropped.
-    let _ = tokio::task::spawn_blocking(move || shard_thread.join()).await;
+    let _ = aligner.await;
+    // A shard thread ends when the last handle to it (held by the services and the router's
+    // tasks) is dropped; the expiry task ends when shard 0 closes its channel.
+    let _ = tokio::task::spawn_blocking(move || {
+        for thread in shard_threads {
+            let _ = thread.join();
+        }
+    })
+    .await;
     Ok(())
+}
+
+fn cores() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+}
+
+/// The file recording a data dir's layout: `<data-dir>/ballast/layout`.
+pub fn layout_path(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("ballast").join("layout")
+}
+
+/// The layout of a data dir: how many shards hold its keys and which prefixes are pinned
+/// where. Fixed when the data dir is created: a key's shard follows from it, and moving keys
+/// between shards is not built.
+#[derive(Debug, PartialEq, Eq)]
+struct Layout {
+    shards: usize,
+    /// Pins as `--partition` takes them (`PREFIX=SHARD,...`), empty for none.
+    partition: String,
+}
+
+impl Layout {
+    fn render(&self) -> String {
+        format!(
+            "# Written by ballast when this data dir was created: how its keys are spread over\n\
+             # shards. It cannot change while the data dir holds keys.\n\
+             shards = {}\npartition = {}\n",
+            self.shards, self.partition
+        )
+    }
+
+    fn parse(text: &str) -> anyhow::Result<Layout> {
+        let mut shards = None;
+        let mut partition = String::new();
+        for line in text.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (key, value) = line
+                .split_once('=')
+                .with_context(|| format!("layout line {line:?} is not KEY = VALUE"))?;
+            match key.trim() {
+                "shards" => shards = Some(value.trim().parse().context("layout shards")?),
+                "partition" => partition = value.trim().to_owned(),
+                other => anyhow::bail!("unknown layout key {other:?}"),
+            }
+        }
+        Ok(Layout {
+            shards: shards.context("layout names no shard count")?,
+            partition,
+        })
+    }
+}
+
+/// Settles the data dir's layout and returns its partition map. A new data dir takes the
+/// configured one (`--shards`, default one per core; `--partition`) and records it; an existing
+/// one keeps what it recorded, and a configuration asking for something else is refused
+/// (unset `--shards`/`--partition` mean "as recorded"). A data dir from before layouts were
+/// recorded holds one shard.
+fn settle_layout(
+    data_dir: &std::path::Path,
+    config: &ballast_tuning::config::Config,
+    cores: u32,
+) -> anyhow::Result<PartitionMap> {
+    let path = layout_path(data_dir);
+    let asked_shards = config.settings.shards as usize;
+    let asked_partition = config.partition_text();
+    let recorded = match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            Some(Layout::parse(&text).with_context(|| format!("reading {}", path.display()))?)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            shard_dir(data_dir, ShardId(0)).exists().then(|| Layout {
+                shards: 1,
+                partition: String::new(),
+            })
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let layout = match recorded {
+        Some(rec) => {
+            if asked_shards != 0 && asked_shards != rec.shards {
+                anyhow::bail!(
+                    "data dir {} holds {} shard(s) and --shards asks for {asked_shards}; the \
+                     shard count of a data dir cannot change (its keys would be in the wrong \
+                     shards): start without --shards, or with a new --data-dir and reload the keys",
+                    data_dir.display(),
+                    rec.shards
+                );
+            }
+            if !asked_partition.is_empty() && asked_partition != rec.partition {
+                anyhow::bail!(
+                    "data dir {} was created with partition {:?} and --partition asks for {:?}; \
+                     the partition of a data dir cannot change: start without --partition, or \
+                     with a new --data-dir and reload the keys",
+                    data_dir.display(),
+                    rec.partition,
+                    asked_partition
+                );
+            }
+            rec
+        }
+        None => Layout {
+            shards: (config.settings.effective_shards(cores) as usize)
+                .min(crate::partition::MAX_SHARDS),
+            partition: asked_partition,
+        },
+    };
+    let rules = ballast_tuning::settings::parse_partition("partition", &layout.partition)?;
+    let pins = rules.iter().map(Pin::from).collect();
+    let map = PartitionMap::new(layout.shards, pins)
+        .map_err(|e| anyhow::anyhow!("data dir layout {}: {e}", path.display()))?;
+    if !path.exists() {
+        std::fs::create_dir_all(data_dir.join("ballast"))?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, layout.render())
+            .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(map)
 }
 
 fn routes(ctx: &Context) -> tonic::service::Routes {
@@ -244,7 +418,7 @@ mod tests {
             .map(String::from),
         )
         .expect("flags parse");
-        let c = shard_config(&cl.config, &cl.flags, ShardId(0));
+        let c = shard_config(&cl.config, &cl.flags, ShardId(0), 1);
         let storage = c.storage.expect("servers are durable");
         assert_eq!(
             storage.dir,

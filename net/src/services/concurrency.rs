@@ -88,6 +88,7 @@ async fn last_created_before(
 /// A server-side watch on one key or range; the watcher is dropped with it.
 pub struct ServerWatch {
     ctx: Context,
+    shard: usize,
     stream: u64,
     rx: mpsc::Receiver<WatchMessage>,
 }
@@ -104,7 +105,13 @@ impl ServerWatch {
     ) -> Result<ServerWatch, Status> {
         let (tx, rx) = mpsc::channel(SERVER_WATCH_MESSAGES_MAX);
         let stream = next_stream_id();
-        ctx.shard
+        let Some(shard) = ctx.router.shards_of_range(&key, &range_end).single() else {
+            return Err(Status::failed_precondition(
+                "ballast: a server-side watch over several shards is not built yet",
+            ));
+        };
+        ctx.router
+            .shard(shard)
             .watch_create(WatchCreate {
                 stream,
                 watch_id: 0,
@@ -121,6 +128,7 @@ impl ServerWatch {
             .map_err(|_| status::shard_stopped())?;
         Ok(ServerWatch {
             ctx: ctx.clone(),
+            shard,
             stream,
             rx,
         })
@@ -144,7 +152,7 @@ impl ServerWatch {
 
 impl Drop for ServerWatch {
     fn drop(&mut self) {
-        self.ctx.shard.stream_closed(self.stream);
+        self.ctx.router.shard(self.shard).stream_closed(self.stream);
     }
 }
 

@@ -12,7 +12,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status, Streaming};
 
-use crate::context::{shard_error, Context};
+use crate::context::{route_error, Context};
+use crate::router::RouteError;
 use crate::status::unexpected_reply;
 
 /// Keep-alive responses buffered per stream before the stream applies backpressure.
@@ -29,7 +30,7 @@ impl LeaseService {
 }
 
 async fn keep_alive_once(ctx: &Context, id: i64) -> Result<pb::LeaseKeepAliveResponse, Status> {
-    match ctx.shard.call(Request::LeaseKeepAlive { id }).await {
+    match ctx.router.call(Request::LeaseKeepAlive { id }).await {
         Ok(reply) => match reply.response {
             Response::LeaseKeepAlive { ttl } => Ok(pb::LeaseKeepAliveResponse {
                 header: Some(ctx.header(reply.revision)),
@@ -38,7 +39,10 @@ async fn keep_alive_once(ctx: &Context, id: i64) -> Result<pb::LeaseKeepAliveRes
             }),
             _ => Err(unexpected_reply("LeaseKeepAlive")),
         },
-        Err(ShardError::Engine(EngineError::LeaseNotFound { .. })) => {
+        Err(RouteError::Shard {
+            source: ShardError::Engine(EngineError::LeaseNotFound { .. }),
+            ..
+        }) => {
             let revision = current_revision(ctx).await?;
             Ok(pb::LeaseKeepAliveResponse {
                 header: Some(ctx.header(revision)),
@@ -46,7 +50,7 @@ async fn keep_alive_once(ctx: &Context, id: i64) -> Result<pb::LeaseKeepAliveRes
                 ttl: 0,
             })
         }
-        Err(e) => Err(shard_error(e)),
+        Err(e) => Err(route_error(e)),
     }
 }
 
@@ -126,7 +130,7 @@ impl pb::lease_server::Lease for LeaseService {
         let req = request.into_inner();
         let result = self
             .ctx
-            .shard
+            .router
             .call(Request::LeaseTimeToLive {
                 id: req.id,
                 keys: req.keys,
@@ -143,16 +147,17 @@ impl pb::lease_server::Lease for LeaseService {
                 },
                 _ => return Err(unexpected_reply("LeaseTimeToLive")),
             },
-            Err(ShardError::Engine(EngineError::LeaseNotFound { .. })) => {
-                pb::LeaseTimeToLiveResponse {
-                    header: Some(self.ctx.header(current_revision(&self.ctx).await?)),
-                    id: req.id,
-                    ttl: -1,
-                    granted_ttl: 0,
-                    keys: Vec::new(),
-                }
-            }
-            Err(e) => return Err(shard_error(e)),
+            Err(RouteError::Shard {
+                source: ShardError::Engine(EngineError::LeaseNotFound { .. }),
+                ..
+            }) => pb::LeaseTimeToLiveResponse {
+                header: Some(self.ctx.header(current_revision(&self.ctx).await?)),
+                id: req.id,
+                ttl: -1,
+                granted_ttl: 0,
+                keys: Vec::new(),
+            },
+            Err(e) => return Err(route_error(e)),
         };
         Ok(GrpcResponse::new(resp))
     }

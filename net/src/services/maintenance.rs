@@ -64,11 +64,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
             raft_index: s.raft_index,
             raft_term: s.raft_term,
             raft_applied_index: s.applied_index,
-            errors: s
-                .failure
-                .iter()
-                .map(|f| format!("shard 0 stopped after a storage failure: {f}"))
-                .collect(),
+            errors: s.failure.iter().cloned().collect(),
             db_size_in_use: size,
             is_learner: false,
             storage_version: String::new(),

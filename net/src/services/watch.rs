@@ -53,7 +53,13 @@ impl WatchService {
 #[derive(Clone, Copy)]
 struct WatcherInfo {
     fragment: bool,
+    /// The shard the watcher is registered in.
+    shard: usize,
 }
+
+/// etcd has no such case: a watch whose range spans several shards (merging their streams is
+/// not built yet).
+const CROSS_SHARD_WATCH: &str = "ballast: a watch whose range spans several shards is not built yet; watch a prefix inside one resource (/registry/<resource>/...)";
 
 struct StreamState {
     ctx: Context,
@@ -76,10 +82,16 @@ impl StreamState {
             Some(RequestUnion::CreateRequest(create)) => self.on_create(create).await,
             Some(RequestUnion::CancelRequest(cancel)) => {
                 let watch_id = cancel.watch_id;
-                if self.watchers.remove(&watch_id).is_none() {
+                let Some(info) = self.watchers.remove(&watch_id) else {
                     return true;
-                }
-                match self.ctx.shard.watch_cancel(self.id, watch_id).await {
+                };
+                match self
+                    .ctx
+                    .router
+                    .shard(info.shard)
+                    .watch_cancel(self.id, watch_id)
+                    .await
+                {
                     Ok(revision) => {
                         self.send(pb::WatchResponse {
                             header: Some(self.ctx.header(revision)),
@@ -92,12 +104,16 @@ impl StreamState {
                     Err(_) => false,
                 }
             }
-            Some(RequestUnion::ProgressRequest(_)) => self
-                .ctx
-                .shard
-                .watch_progress(self.id, self.messages_tx.clone())
-                .await
-                .is_ok(),
+            Some(RequestUnion::ProgressRequest(_)) => {
+                // The stream's watchers live in one shard until cross-shard watches merge.
+                let shard = self.watchers.values().next().map_or(0, |w| w.shard);
+                self.ctx
+                    .router
+                    .shard(shard)
+                    .watch_progress(self.id, self.messages_tx.clone())
+                    .await
+                    .is_ok()
+            }
             None => true,
         }
     }
@@ -145,6 +161,10 @@ impl StreamState {
             self.next_auto_id += 1;
             id
         };
+        let shards = self.ctx.router.shards_of_range(&key, &create.range_end);
+        let Some(shard) = shards.single() else {
+            return self.refuse_create(CROSS_SHARD_WATCH).await;
+        };
         use pb::watch_create_request::FilterType;
         let no_put = create.filters.contains(&(FilterType::Noput as i32));
         let no_delete = create.filters.contains(&(FilterType::Nodelete as i32));
@@ -159,10 +179,12 @@ impl StreamState {
             watch_id,
             WatcherInfo {
                 fragment: create.fragment,
+                shard,
             },
         );
         self.ctx
-            .shard
+            .router
+            .shard(shard)
             .watch_create(WatchCreate {
                 stream: self.id,
                 watch_id,
@@ -311,7 +333,9 @@ impl pb::watch_server::Watch for WatchService {
                     break;
                 }
             }
-            state.ctx.shard.stream_closed(state.id);
+            for shard in 0..state.ctx.router.shard_count() {
+                state.ctx.router.shard(shard).stream_closed(state.id);
+            }
         });
         Ok(GrpcResponse::new(Box::pin(ReceiverStream::new(out_rx))))
     }

@@ -1,0 +1,574 @@
+//! The router: the one place in the server that knows there are several shards. Services hand
+//! it a [`Request`]; it sends the request to the shard that owns its keys (the partition map),
+//! or splits it over several and puts the answers together.
+//!
+//! What a request becomes (design.md §4, §5, §8):
+//! - Put, a DeleteRange or a Txn whose keys lie in one shard: that shard, unchanged. Every
+//!   request Kubernetes makes is such a request. A DeleteRange or Txn over several shards is
+//!   refused ([`RouteError::CrossShard`], gRPC FailedPrecondition naming the shards): no
+//!   cross-shard atomicity exists, and half a delete would be worse than none.
+//! - A Range over several shards: a scatter-gather read at one revision `R` (the request's, or
+//!   the highest revision any shard has answered with). A shard below `R` first applies an
+//!   `Advance` to `R`; each shard is read at `R`, and the answers are merged as one store
+//!   would have answered (key order, then the request's sort; limit, `more`, `count`).
+//! - Compact(R), Hash, HashKV: every shard, after advancing the ones below the revision.
+//! - Leases: shard 0 owns the lease table (ids, TTLs, deadlines, keep-alives). A grant is made
+//!   in shard 0 first, then with the same id in every other shard, so any shard can attach its
+//!   keys; a revoke runs in the other shards first and in shard 0 last, so a revoke cut short
+//!   leaves the lease alive in shard 0, where it expires again. Shard 0 reports expired leases
+//!   on a channel ([`LeaseExpiry::Report`]) and the router revokes them everywhere; the other
+//!   shards keep no deadlines ([`LeaseExpiry::Ignore`]).
+//! - Status: the shards' figures put together (revision: the highest; sizes and counts: sums).
+//!
+//! Revisions: each shard counts its own; the router remembers the highest revision each shard
+//! has answered with, and every [`ALIGN_INTERVAL`] advances the shards behind the highest one,
+//! so revisions stay comparable across shards (Lamport-style). With one shard nothing is
+//! split, advanced or merged: every request goes to shard 0 as it is, and revisions are
+//! exactly etcd's.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ballast_consensus::{Reply, Request, Response, ShardError, ShardHandle, ShardStatus};
+use ballast_engine::{
+    sort_range_kvs, Error as EngineError, LeaseId, RangeRequest, RangeResponse, Revision,
+};
+use futures::future::join_all;
+use tokio::sync::mpsc;
+
+use crate::partition::{PartitionMap, ShardSet};
+
+/// How often shards behind the highest revision are advanced to it.
+pub const ALIGN_INTERVAL: Duration = Duration::from_millis(100);
+/// Expired leases reported by shard 0 and not yet revoked, at most.
+pub const EXPIRED_LEASES_MAX: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("shard {shard}: {source}")]
+    Shard { shard: usize, source: ShardError },
+    /// A request that must be atomic touches several shards.
+    #[error(
+        "ballast: {what} spans shards {shards}; a {what} must keep its keys in one shard \
+         (keys under /registry/<resource>/ are spread over shards by resource; see --partition)"
+    )]
+    CrossShard { what: &'static str, shards: String },
+}
+
+impl RouteError {
+    fn engine(shard: usize, err: EngineError) -> RouteError {
+        RouteError::Shard {
+            shard,
+            source: ShardError::Engine(err),
+        }
+    }
+}
+
+/// The way to every shard; cheap to clone.
+#[derive(Clone)]
+pub struct Router {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shards: Vec<ShardHandle>,
+    map: PartitionMap,
+    /// The highest revision each shard has answered with.
+    revisions: Vec<AtomicI64>,
+}
+
+impl Router {
+    /// A router over `shards`, placed by `map` (which must count as many shards).
+    pub fn new(shards: Vec<ShardHandle>, map: PartitionMap) -> Router {
+        assert_eq!(
+            shards.len(),
+            map.shards(),
+            "one handle per shard of the map"
+        );
+        let revisions = shards.iter().map(|_| AtomicI64::new(0)).collect();
+        Router {
+            inner: Arc::new(Inner {
+                shards,
+                map,
+                revisions,
+            }),
+        }
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.inner.shards.len()
+    }
+
+    pub fn shard(&self, shard: usize) -> &ShardHandle {
+        &self.inner.shards[shard]
+    }
+
+    pub fn map(&self) -> &PartitionMap {
+        &self.inner.map
+    }
+
+    /// The shards a watch of `[key, range_end)` must be registered in.
+    pub fn shards_of_range(&self, key: &[u8], range_end: &[u8]) -> ShardSet {
+        if self.shard_count() == 1 {
+            return ShardSet::one(0);
+        }
+        nonempty(self.inner.map.shards_of_range(key, range_end))
+    }
+
+    /// The highest revision any shard has answered with.
+    pub fn max_revision(&self) -> Revision {
+        self.inner
+            .revisions
+            .iter()
+            .map(|r| r.load(Ordering::Acquire))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// One request to one shard; remembers the revision it answers with.
+    pub async fn call_shard(&self, shard: usize, request: Request) -> Result<Reply, RouteError> {
+        let reply = self.inner.shards[shard]
+            .call(request)
+            .await
+            .map_err(|source| RouteError::Shard { shard, source })?;
+        self.inner.revisions[shard].fetch_max(reply.revision, Ordering::AcqRel);
+        Ok(reply)
+    }
+
+    /// Serves a client request (see the module comment for what each becomes).
+    pub async fn call(&self, request: Request) -> Result<Reply, RouteError> {
+        if self.shard_count() == 1 && !matches!(request, Request::Status) {
+            return self.call_shard(0, request).await;
+        }
+        let map = &self.inner.map;
+        match request {
+            Request::Put(ref p) => {
+                let shard = map.shard_of(&p.key);
+                self.call_shard(shard, request).await
+            }
+            Request::DeleteRange(ref d) => {
+                let shards = nonempty(map.shards_of_range(&d.key, &d.range_end));
+                let shard = single(shards, "delete range")?;
+                self.call_shard(shard, request).await
+            }
+            Request::Txn(ref t) => {
+                let shard = single(nonempty(map.shards_of_txn(t)), "txn")?;
+                self.call_shard(shard, request).await
+            }
+            Request::Range(r) => self.range(r).await,
+            Request::Compact { revision } => self.compact(revision).await,
+            Request::Advance { to } => {
+                self.advance(ShardSet::all(self.shard_count()), to).await?;
+                Ok(Reply {
+                    revision: self.max_revision(),
+                    response: Response::Advance,
+                })
+            }
+            Request::LeaseGrant { id, ttl } => self.lease_grant(id, ttl).await,
+            Request::LeaseRevoke { id } => self.lease_revoke(id).await,
+            Request::LeaseTimeToLive { id, keys } => self.lease_time_to_live(id, keys).await,
+            Request::LeaseKeepAlive { .. } | Request::LeaseLeases => {
+                self.call_shard(0, request).await
+            }
+            Request::Hash => self.hash().await,
+            Request::HashKv { revision } => self.hash_kv(revision).await,
+            Request::Status => self.status().await,
+        }
+    }
+
+    /// The server's status: every shard's, combined ([`combine_statuses`]), also with one shard,
+    /// so a failure is always named the same way.
+    async fn status(&self) -> Result<Reply, RouteError> {
+        let mut all = Vec::with_capacity(self.shard_count());
+        for (shard, status) in self.statuses().await.into_iter().enumerate() {
+            all.push(status.map_err(|source| RouteError::Shard { shard, source })?);
+        }
+        Ok(Reply {
+            revision: self.max_revision(),
+            response: Response::Status(combine_statuses(&all)),
+        })
+    }
+
+    /// Every shard's own status, in shard order.
+    pub async fn statuses(&self) -> Vec<Result<ShardStatus, ShardError>> {
+        let calls = (0..self.shard_count()).map(|shard| async move {
+            match self.call_shard(shard, Request::Status).await {
+                Ok(Reply {
+                    response: Response::Status(s),
+                    ..
+                }) => Ok(s),
+                Ok(_) => Err(ShardError::Stopped),
+                Err(RouteError::Shard { source, .. }) => Err(source),
+                Err(RouteError::CrossShard { .. }) => Err(ShardError::Stopped),
+            }
+        });
+        join_all(calls).await
+    }
+
+    /// Makes every shard of `shards` reach revision `to` (an `Advance` where one is behind).
+    async fn advance(&self, shards: ShardSet, to: Revision) -> Result<(), RouteError> {
+        let behind = shards
+            .iter()
+            .filter(|&s| self.inner.revisions[s].load(Ordering::Acquire) < to);
+        let calls = behind.map(|shard| self.call_shard(shard, Request::Advance { to }));
+        for result in join_all(calls).await {
+            result?;
+        }
+        Ok(())
+    }
+
+    /// The revision a read over several shards runs at: the one asked for, or the highest any
+    /// shard has answered with. A revision above that is etcd's future-revision error.
+    fn read_revision(&self, asked: Revision) -> Result<Revision, RouteError> {
+        let current = self.max_revision();
+        if asked > current {
+            return Err(RouteError::engine(
+                0,
+                EngineError::FutureRevision {
+                    revision: asked,
+                    current,
+                },
+            ));
+        }
+        Ok(if asked > 0 { asked } else { current })
+    }
+
+    async fn range(&self, r: RangeRequest) -> Result<Reply, RouteError> {
+        let shards = nonempty(self.inner.map.shards_of_range(&r.key, &r.range_end));
+        if let Some(shard) = shards.single() {
+            return self.call_shard(shard, Request::Range(r)).await;
+        }
+        let at = self.read_revision(r.revision)?;
+        self.advance(shards, at).await?;
+        let calls = shards.iter().map(|shard| {
+            let part = RangeRequest {
+                revision: at,
+                ..r.clone()
+            };
+            self.call_shard(shard, Request::Range(part))
+        });
+        let mut parts = Vec::new();
+        for result in join_all(calls).await {
+            match result?.response {
+                Response::Range(part) => parts.push(part),
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok(Reply {
+            revision: self.max_revision(),
+            response: Response::Range(merge_ranges(&r, parts)),
+        })
+    }
+
+    /// Compacts every shard at one revision (etcd's errors for a revision not above the last
+    /// compaction or above the current one come from the shards and `read_revision`).
+    async fn compact(&self, revision: Revision) -> Result<Reply, RouteError> {
+        let all = ShardSet::all(self.shard_count());
+        let at = if revision > 0 {
+            let at = self.read_revision(revision)?;
+            self.advance(all, at).await?;
+            at
+        } else {
+            revision
+        };
+        let calls = all
+            .iter()
+            .map(|shard| self.call_shard(shard, Request::Compact { revision: at }));
+        for result in join_all(calls).await {
+            result?;
+        }
+        Ok(Reply {
+            revision: self.max_revision(),
+            response: Response::Compact,
+        })
+    }
+
+    async fn lease_grant(&self, id: LeaseId, ttl: i64) -> Result<Reply, RouteError> {
+        let first = self.call_shard(0, Request::LeaseGrant { id, ttl }).await?;
+        let Response::LeaseGrant { id: granted, .. } = first.response else {
+            return Err(unexpected(first.response));
+        };
+        let calls = (1..self.shard_count())
+            .map(|shard| self.call_shard(shard, Request::LeaseGrant { id: granted, ttl }));
+        for result in join_all(calls).await {
+            if let Err(err) = result {
+                // The lease must not live in part of the shards: take it back everywhere.
+                let _ = self.lease_revoke(granted).await;
+                return Err(err);
+            }
+        }
+        Ok(Reply {
+            revision: self.max_revision(),
+            ..first
+        })
+    }
+
+    /// Revokes a lease in every shard, shard 0 last (see the module comment).
+    pub async fn lease_revoke(&self, id: LeaseId) -> Result<Reply, RouteError> {
+        let calls = (1..self.shard_count())
+            .map(|shard| self.call_shard(shard, Request::LeaseRevoke { id }));
+        for result in join_all(calls).await {
+            match result {
+                Ok(_)
+                | Err(RouteError::Shard {
+                    source: ShardError::Engine(EngineError::LeaseNotFound { .. }),
+                    ..
+                }) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        let last = self.call_shard(0, Request::LeaseRevoke { id }).await?;
+        Ok(Reply {
+            revision: self.max_revision(),
+            ..last
+        })
+    }
+
+    /// The lease's TTL from shard 0, its keys from every shard.
+    async fn lease_time_to_live(&self, id: LeaseId, keys: bool) -> Result<Reply, RouteError> {
+        let first = self
+            .call_shard(0, Request::LeaseTimeToLive { id, keys })
+            .await?;
+        let Response::LeaseTimeToLive(mut ttl) = first.response else {
+            return Err(unexpected(first.response));
+        };
+        if keys {
+            let calls = (1..self.shard_count())
+                .map(|shard| self.call_shard(shard, Request::LeaseTimeToLive { id, keys }));
+            for result in join_all(calls).await {
+                match result {
+                    Ok(Reply {
+                        response: Response::LeaseTimeToLive(other),
+                        ..
+                    }) => ttl.keys.extend(other.keys),
+                    Ok(other) => return Err(unexpected(other.response)),
+                    Err(RouteError::Shard {
+                        source: ShardError::Engine(EngineError::LeaseNotFound { .. }),
+                        ..
+                    }) => {}
+                    Err(err) => return Err(err),
+                }
+            }
+            ttl.keys.sort();
+        }
+        Ok(Reply {
+            revision: self.max_revision(),
+            response: Response::LeaseTimeToLive(ttl),
+        })
+    }
+
+    /// One hash over every shard's: CRC-32C of their hashes in shard order.
+    async fn hash(&self) -> Result<Reply, RouteError> {
+        let calls = (0..self.shard_count()).map(|shard| self.call_shard(shard, Request::Hash));
+        let mut bytes = Vec::new();
+        for result in join_all(calls).await {
+            match result?.response {
+                Response::Hash(h) => bytes.extend_from_slice(&h.to_be_bytes()),
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok(Reply {
+            revision: self.max_revision(),
+            response: Response::Hash(crc32c::crc32c(&bytes)),
+        })
+    }
+
+    /// Every shard's HashKV at one revision, combined as [`Router::hash`] combines hashes.
+    async fn hash_kv(&self, revision: Revision) -> Result<Reply, RouteError> {
+        let at = self.read_revision(revision)?;
+        let all = ShardSet::all(self.shard_count());
+        self.advance(all, at).await?;
+        let calls = all
+            .iter()
+            .map(|shard| self.call_shard(shard, Request::HashKv { revision: at }));
+        let mut bytes = Vec::new();
+        let mut compact_revision = -1;
+        for result in join_all(calls).await {
+            match result?.response {
+                Response::HashKv(h) => {
+                    bytes.extend_from_slice(&h.hash.to_be_bytes());
+                    compact_revision = compact_revision.max(h.compact_revision);
+                }
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok(Reply {
+            revision: self.max_revision(),
+            response: Response::HashKv(ballast_engine::HashKv {
+                hash: crc32c::crc32c(&bytes),
+                compact_revision,
+                hash_revision: at,
+            }),
+        })
+    }
+
+    /// Learns every shard's revision (at start-up, before serving).
+    pub async fn load_revisions(&self) -> Result<(), RouteError> {
+        for shard in 0..self.shard_count() {
+            self.call_shard(shard, Request::Status).await?;
+        }
+        Ok(())
+    }
+
+    /// Repairs what a crash between shards can leave of the lease table: a lease shard 0 holds
+    /// that another shard lacks is granted there (with shard 0's TTL); a lease another shard
+    /// holds that shard 0 lacks is revoked there (with its keys: shard 0 forgot it).
+    pub async fn reconcile_leases(&self) -> Result<(), RouteError> {
+        if self.shard_count() == 1 {
+            return Ok(());
+        }
+        let owned = self.leases_of(0).await?;
+        for shard in 1..self.shard_count() {
+            let held = self.leases_of(shard).await?;
+            for &id in owned.iter().filter(|id| !held.contains(id)) {
+                let reply = self
+                    .call_shard(0, Request::LeaseTimeToLive { id, keys: false })
+                    .await?;
+                if let Response::LeaseTimeToLive(t) = reply.response {
+                    tracing::info!(lease_id = id, shard, "granting a lease the shard missed");
+                    self.call_shard(
+                        shard,
+                        Request::LeaseGrant {
+                            id,
+                            ttl: t.granted_ttl,
+                        },
+                    )
+                    .await?;
+                }
+            }
+            for &id in held.iter().filter(|id| !owned.contains(id)) {
+                tracing::info!(
+                    lease_id = id,
+                    shard,
+                    "revoking a lease shard 0 no longer has"
+                );
+                self.call_shard(shard, Request::LeaseRevoke { id }).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn leases_of(&self, shard: usize) -> Result<Vec<LeaseId>, RouteError> {
+        match self.call_shard(shard, Request::LeaseLeases).await?.response {
+            Response::LeaseLeases(mut ids) => {
+                ids.sort_unstable();
+                Ok(ids)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Revokes, in every shard, the leases shard 0 reports expired; runs until the channel
+    /// closes (shard 0 stopped).
+    pub async fn revoke_expired(self, mut expired: mpsc::Receiver<LeaseId>) {
+        while let Some(id) = expired.recv().await {
+            if let Err(err) = self.lease_revoke(id).await {
+                // Shard 0 reports it again while it is still expired.
+                tracing::debug!(lease_id = id, %err, "revoking an expired lease");
+            }
+        }
+    }
+
+    /// Keeps the shards' revisions within one [`ALIGN_INTERVAL`] of each other: every interval,
+    /// a shard below the highest revision is advanced to it. Runs until `stop` resolves.
+    pub async fn align(self, stop: impl std::future::Future<Output = ()>) {
+        if self.shard_count() == 1 {
+            return stop.await;
+        }
+        let mut tick = tokio::time::interval(ALIGN_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => return,
+                _ = tick.tick() => {}
+            }
+            let to = self.max_revision();
+            if let Err(err) = self.advance(ShardSet::all(self.shard_count()), to).await {
+                tracing::debug!(%err, "advancing shards behind revision {to}");
+            }
+        }
+    }
+}
+
+/// A request over no shard at all (an empty or inverted range) is answered by shard 0, which
+/// answers it as etcd does (nothing found, nothing deleted).
+fn nonempty(shards: ShardSet) -> ShardSet {
+    if shards.is_empty() {
+        ShardSet::one(0)
+    } else {
+        shards
+    }
+}
+
+fn single(shards: ShardSet, what: &'static str) -> Result<usize, RouteError> {
+    shards.single().ok_or_else(|| RouteError::CrossShard {
+        what,
+        shards: shards.to_string(),
+    })
+}
+
+fn unexpected(response: Response) -> RouteError {
+    RouteError::Shard {
+        shard: 0,
+        source: ShardError::Failed {
+            cause: format!("unexpected shard reply {response:?}"),
+        },
+    }
+}
+
+/// Several shards' answers to one range, read at one revision, as one store would answer: the
+/// same keys, order and limit; `count` is the sum (counts ignore filters and limits), and
+/// `more` says the limit cut something off in any shard or in the merge.
+pub fn merge_ranges(r: &RangeRequest, parts: Vec<RangeResponse>) -> RangeResponse {
+    let count = parts.iter().map(|p| p.count).sum();
+    let mut more = parts.iter().any(|p| p.more);
+    let mut kvs: Vec<_> = parts.into_iter().flat_map(|p| p.kvs).collect();
+    kvs.sort_by(|a, b| a.key.cmp(&b.key));
+    sort_range_kvs(&mut kvs, r);
+    if let Ok(limit) = usize::try_from(r.limit) {
+        if limit > 0 && kvs.len() > limit {
+            kvs.truncate(limit);
+            more = true;
+        }
+    }
+    RangeResponse { kvs, more, count }
+}
+
+/// The server's figures from its shards': shard 0's Raft and identity, the highest revisions,
+/// the sums of sizes, queues and counts, and the first failure, as a sentence naming the
+/// shard (`shard 1 stopped after a storage failure: ...`).
+pub fn combine_statuses(all: &[ShardStatus]) -> ShardStatus {
+    let Some(first) = all.first() else {
+        return ShardStatus::default();
+    };
+    let mut s = first.clone();
+    for o in &all[1..] {
+        s.revision = s.revision.max(o.revision);
+        s.compact_revision = s.compact_revision.max(o.compact_revision);
+        s.size_bytes += o.size_bytes;
+        s.watchers += o.watchers;
+        s.queue_depth += o.queue_depth;
+        s.writes_in_flight += o.writes_in_flight;
+        s.entries_applied += o.entries_applied;
+        s.is_leader &= o.is_leader;
+        s.checkpoint_pending_changes += o.checkpoint_pending_changes;
+        s.cached_keys += o.cached_keys;
+        s.cached_records += o.cached_records;
+        s.cache_loads += o.cache_loads;
+        s.page_log_bytes += o.page_log_bytes;
+        s.page_cache_bytes += o.page_cache_bytes;
+        s.wal_syncs += o.wal_syncs;
+        s.wal_records += o.wal_records;
+    }
+    s.failure = all.iter().enumerate().find_map(|(shard, o)| {
+        o.failure
+            .as_ref()
+            .map(|f| format!("shard {shard} stopped after a storage failure: {f}"))
+    });
+    s
+}
+
+#[cfg(test)]
+mod tests;

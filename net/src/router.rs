@@ -206,8 +206,9 @@ impl Router {
         join_all(calls).await
     }
 
-    /// Makes every shard of `shards` reach revision `to` (an `Advance` where one is behind).
-    async fn advance(&self, shards: ShardSet, to: Revision) -> Result<(), RouteError> {
+    /// Makes every shard of `shards` reach revision `to` (an `Advance` where one is behind, as
+    /// far as the router knows: a shard whose last answer was below `to`).
+    pub async fn advance(&self, shards: ShardSet, to: Revision) -> Result<(), RouteError> {
         let behind = shards
             .iter()
             .filter(|&s| self.inner.revisions[s].load(Ordering::Acquire) < to);

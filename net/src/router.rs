@@ -4,9 +4,12 @@
 //!
 //! What a request becomes (design.md §4, §5, §8):
 //! - Put, a DeleteRange or a Txn whose keys lie in one shard: that shard, unchanged. Every
-//!   request Kubernetes makes is such a request. A DeleteRange or Txn over several shards is
-//!   refused ([`RouteError::CrossShard`], gRPC FailedPrecondition naming the shards): no
-//!   cross-shard atomicity exists, and half a delete would be worse than none.
+//!   request Kubernetes makes is such a request. A DeleteRange or Txn whose ranges may reach
+//!   several shards runs in the one shard that holds keys of its ranges and takes its puts,
+//!   when there is one (`Router::narrow`: so `etcdctl del --prefix ""` works while keys live in
+//!   one shard); otherwise it is refused ([`RouteError::CrossShard`], gRPC FailedPrecondition
+//!   naming the shards): no cross-shard atomicity exists, and half a delete would be worse
+//!   than none.
 //! - A Range over several shards: a scatter-gather read at one revision `R` (the request's, or
 //!   the highest revision any shard has answered with). A shard below `R` first applies an
 //!   `Advance` to `R`; each shard is read at `R`, and the answers are merged as one store
@@ -32,8 +35,10 @@ use std::time::Duration;
 
 use ballast_consensus::{Reply, Request, Response, ShardError, ShardHandle, ShardStatus};
 use ballast_engine::{
-    sort_range_kvs, Error as EngineError, LeaseId, RangeRequest, RangeResponse, Revision,
+    sort_range_kvs, Error as EngineError, LeaseId, RangeRequest, RangeResponse, RequestOp,
+    Revision, TxnRequest,
 };
+use bytes::Bytes;
 use futures::future::join_all;
 use tokio::sync::mpsc;
 
@@ -149,11 +154,29 @@ impl Router {
             }
             Request::DeleteRange(ref d) => {
                 let shards = nonempty(map.shards_of_range(&d.key, &d.range_end));
-                let shard = single(shards, "delete range")?;
+                let shard = match shards.single() {
+                    Some(shard) => shard,
+                    None => {
+                        let touched = [Touch::Range {
+                            key: &d.key,
+                            range_end: &d.range_end,
+                            revision: 0,
+                        }];
+                        self.narrow(&touched, shards, "delete range").await?
+                    }
+                };
                 self.call_shard(shard, request).await
             }
             Request::Txn(ref t) => {
-                let shard = single(nonempty(map.shards_of_txn(t)), "txn")?;
+                let shards = nonempty(map.shards_of_txn(t));
+                let shard = match shards.single() {
+                    Some(shard) => shard,
+                    None => {
+                        let mut touched = Vec::new();
+                        txn_touches(t, &mut touched);
+                        self.narrow(&touched, shards, "txn").await?
+                    }
+                };
                 self.call_shard(shard, request).await
             }
             Request::Range(r) => self.range(r).await,
@@ -217,6 +240,71 @@ impl Router {
             result?;
         }
         Ok(())
+    }
+
+    /// The one shard a request whose ranges may reach several shards can run in, if there is
+    /// one: the shards its puts write to, plus those holding a key of one of its ranges now (or
+    /// at the range's revision). Running it there answers as one store would: a key no other
+    /// shard holds reads the same in any shard (absent), and a key another shard gains
+    /// meanwhile comes from a write concurrent with this request, which may be ordered after
+    /// it. Several such shards: refused, naming them.
+    async fn narrow(
+        &self,
+        touched: &[Touch<'_>],
+        candidates: ShardSet,
+        what: &'static str,
+    ) -> Result<usize, RouteError> {
+        let mut needed = ShardSet::new();
+        for touch in touched {
+            match *touch {
+                Touch::Put { key } => needed.insert(self.inner.map.shard_of(key)),
+                Touch::Range {
+                    key,
+                    range_end,
+                    revision,
+                } => {
+                    let shards = self.inner.map.shards_of_range(key, range_end);
+                    let counts = shards.iter().map(|shard| async move {
+                        let count = RangeRequest {
+                            key: key.clone(),
+                            range_end: range_end.clone(),
+                            revision,
+                            count_only: true,
+                            ..RangeRequest::default()
+                        };
+                        let held = match self.call_shard(shard, Request::Range(count)).await {
+                            Ok(Reply {
+                                response: Response::Range(r),
+                                ..
+                            }) => r.count > 0,
+                            // A shard that cannot say (compacted, future revision) counts as
+                            // holding keys: the request is refused rather than misanswered.
+                            Ok(_)
+                            | Err(RouteError::Shard {
+                                source: ShardError::Engine(_),
+                                ..
+                            }) => true,
+                            Err(err) => return Err(err),
+                        };
+                        Ok((shard, held))
+                    });
+                    for result in join_all(counts).await {
+                        let (shard, held) = result?;
+                        if held {
+                            needed.insert(shard);
+                        }
+                    }
+                }
+            }
+        }
+        match needed.len() {
+            0 => Ok(candidates.iter().next().unwrap_or(0)),
+            1 => Ok(needed.iter().next().unwrap_or(0)),
+            _ => Err(RouteError::CrossShard {
+                what,
+                shards: needed.to_string(),
+            }),
+        }
     }
 
     /// The revision a read over several shards runs at: the one asked for, or the highest any
@@ -503,11 +591,45 @@ fn nonempty(shards: ShardSet) -> ShardSet {
     }
 }
 
-fn single(shards: ShardSet, what: &'static str) -> Result<usize, RouteError> {
-    shards.single().ok_or_else(|| RouteError::CrossShard {
-        what,
-        shards: shards.to_string(),
-    })
+/// What a request reads or writes, for [`Router::narrow`].
+enum Touch<'a> {
+    Put {
+        key: &'a Bytes,
+    },
+    /// A compare, a range or a delete: `[key, range_end)` as etcd reads it, at `revision`
+    /// (0: the current one).
+    Range {
+        key: &'a Bytes,
+        range_end: &'a Bytes,
+        revision: Revision,
+    },
+}
+
+/// Everything a txn compares, reads and writes, in either branch, at any depth.
+fn txn_touches<'a>(t: &'a TxnRequest, out: &mut Vec<Touch<'a>>) {
+    for c in &t.compare {
+        out.push(Touch::Range {
+            key: &c.key,
+            range_end: &c.range_end,
+            revision: 0,
+        });
+    }
+    for op in t.success.iter().chain(&t.failure) {
+        match op {
+            RequestOp::Put(p) => out.push(Touch::Put { key: &p.key }),
+            RequestOp::Range(r) => out.push(Touch::Range {
+                key: &r.key,
+                range_end: &r.range_end,
+                revision: r.revision,
+            }),
+            RequestOp::DeleteRange(d) => out.push(Touch::Range {
+                key: &d.key,
+                range_end: &d.range_end,
+                revision: 0,
+            }),
+            RequestOp::Txn(t) => txn_touches(t, out),
+        }
+    }
 }
 
 fn unexpected(response: Response) -> RouteError {

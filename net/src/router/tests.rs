@@ -158,6 +158,56 @@ async fn txns_and_deletes_over_two_shards_are_refused_naming_them() {
 }
 
 #[tokio::test]
+async fn a_request_over_shards_runs_in_the_one_shard_holding_its_keys() {
+    let router = two_shards(None);
+    put(&router, "/a/1", "x").await;
+    put(&router, "/a/2", "x").await;
+    // Every key of the whole-keyspace delete is in shard 0: it runs there, like etcd.
+    let reply = router
+        .call(Request::DeleteRange(DeleteRangeRequest {
+            key: b("/"),
+            range_end: b("0"),
+            prev_kv: true,
+        }))
+        .await
+        .expect("delete of keys that live in one shard");
+    let Response::DeleteRange(d) = reply.response else {
+        panic!()
+    };
+    assert_eq!(d.deleted, 2);
+    assert_eq!(reply.revision, 4, "shard 0's revision, as etcd would count");
+    // A txn comparing a missing key anywhere, reading everything and writing in shard 1:
+    // nothing is held anywhere, so it runs where its put goes.
+    let txn = TxnRequest {
+        compare: vec![Compare {
+            result: CompareResult::Equal,
+            target: CompareTarget::Version,
+            key: b("/a/missing"),
+            range_end: Bytes::new(),
+            target_union: Some(CompareValue::Version(0)),
+        }],
+        success: vec![
+            RequestOp::Range(everything()),
+            RequestOp::Put(PutRequest {
+                key: b("/b/new"),
+                value: b("y"),
+                ..PutRequest::default()
+            }),
+        ],
+        failure: vec![],
+    };
+    let reply = router.call(Request::Txn(txn.clone())).await.expect("txn");
+    let Response::Txn(t) = reply.response else {
+        panic!()
+    };
+    assert!(t.succeeded);
+    // Now shard 1 holds a key the txn's range reads, and shard 0 one it compares: refused.
+    put(&router, "/a/missing", "now present").await;
+    let err = router.call(Request::Txn(txn)).await.unwrap_err();
+    assert!(err.to_string().contains("txn spans shards 0, 1"), "{err}");
+}
+
+#[tokio::test]
 async fn a_range_over_shards_reads_every_shard_at_one_revision() {
     let router = two_shards(None);
     router.load_revisions().await.unwrap();

@@ -264,6 +264,14 @@ impl Router {
                     revision,
                 } => {
                     let shards = self.inner.map.shards_of_range(key, range_end);
+                    if revision > self.max_revision() {
+                        // A future revision: the shard that runs the request says so.
+                        continue;
+                    }
+                    if revision > 0 {
+                        // A shard behind a past revision could not count at it.
+                        self.advance(shards, revision).await?;
+                    }
                     let counts = shards.iter().map(|shard| async move {
                         let count = RangeRequest {
                             key: key.clone(),
@@ -548,10 +556,23 @@ impl Router {
         }
     }
 
-    /// Revokes, in every shard, the leases shard 0 reports expired; runs until the channel
-    /// closes (shard 0 stopped).
-    pub async fn revoke_expired(self, mut expired: mpsc::Receiver<LeaseId>) {
-        while let Some(id) = expired.recv().await {
+    /// Revokes, in every shard, the leases shard 0 reports expired; runs until `stop` resolves
+    /// or the channel closes (shard 0 stopped). It holds the router, so the shards' handles:
+    /// the server stops it before waiting for the shards to end.
+    pub async fn revoke_expired(
+        self,
+        mut expired: mpsc::Receiver<LeaseId>,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(stop);
+        loop {
+            let id = tokio::select! {
+                () = &mut stop => return,
+                id = expired.recv() => match id {
+                    Some(id) => id,
+                    None => return,
+                },
+            };
             if let Err(err) = self.lease_revoke(id).await {
                 // Shard 0 reports it again while it is still expired.
                 tracing::debug!(lease_id = id, %err, "revoking an expired lease");

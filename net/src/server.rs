@@ -168,7 +168,10 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
     let aligner = tokio::spawn(router.clone().align(async move {
         let _ = align_stop.wait_for(|s| *s).await;
     }));
-    tokio::spawn(router.clone().revoke_expired(expired_rx));
+    let mut expiry_stop = stop_rx.clone();
+    let expiry = tokio::spawn(router.clone().revoke_expired(expired_rx, async move {
+        let _ = expiry_stop.wait_for(|s| *s).await;
+    }));
     drop(router);
     let mut servers = Vec::new();
     for url in &listen {
@@ -204,6 +207,7 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
         }
     }
     let _ = aligner.await;
+    let _ = expiry.await;
     // A shard thread ends when the last handle to it (held by the services and the router's
     // tasks) is dropped; the expiry task ends when shard 0 closes its channel.
     let _ = tokio::task::spawn_blocking(move || {
@@ -397,6 +401,71 @@ mod tests {
         // Once Ballast's own data is there, a stray member/ does not stop it.
         std::fs::create_dir_all(shard_dir(dir.path(), ShardId(0))).unwrap();
         check_data_dir(dir.path()).expect("ballast data present");
+    }
+
+    fn config(args: &[&str]) -> ballast_tuning::config::Config {
+        let argv = std::iter::once("ballast").chain(args.iter().copied());
+        flags::parse(argv.map(String::from))
+            .expect("flags parse")
+            .config
+    }
+
+    #[test]
+    fn a_data_dir_keeps_the_layout_it_was_created_with() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let map = settle_layout(dir.path(), &config(&[]), 3).expect("new data dir");
+        assert_eq!(map.shards(), 3, "one shard per core by default");
+        let text = std::fs::read_to_string(layout_path(dir.path())).unwrap();
+        assert_eq!(
+            Layout::parse(&text).unwrap(),
+            Layout {
+                shards: 3,
+                partition: String::new()
+            }
+        );
+        // Restarted on a machine with other cores and no --shards: still three shards.
+        assert_eq!(
+            settle_layout(dir.path(), &config(&[]), 8).unwrap().shards(),
+            3
+        );
+        assert_eq!(
+            settle_layout(dir.path(), &config(&["--shards", "3"]), 8)
+                .unwrap()
+                .shards(),
+            3
+        );
+        let err = settle_layout(dir.path(), &config(&["--shards", "2"]), 8).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("holds 3 shard(s) and --shards asks for 2"),
+            "{err}"
+        );
+        let err = settle_layout(
+            dir.path(),
+            &config(&["--shards", "3", "--partition", "/registry/events/=2"]),
+            8,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("partition"), "{err}");
+    }
+
+    #[test]
+    fn pins_are_recorded_and_a_data_dir_from_before_layouts_holds_one_shard() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pinned = config(&["--shards", "2", "--partition", "/registry/events/=1"]);
+        let map = settle_layout(dir.path(), &pinned, 2).unwrap();
+        assert_eq!(map.shard_of(b"/registry/events/ns/e"), 1);
+        // Without --partition the recorded pins still place keys.
+        let map = settle_layout(dir.path(), &config(&[]), 2).unwrap();
+        assert_eq!(map.shard_of(b"/registry/events/ns/e"), 1);
+
+        let old = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(shard_dir(old.path(), ShardId(0))).unwrap();
+        assert_eq!(
+            settle_layout(old.path(), &config(&[]), 4).unwrap().shards(),
+            1
+        );
+        assert!(layout_path(old.path()).exists(), "recorded from then on");
     }
 
     #[test]

@@ -322,7 +322,7 @@ async fn leases_span_shards_and_expiry_reported_by_shard_0_revokes_everywhere() 
     let (tx, rx) = mpsc::channel(16);
     let router = two_shards(Some(tx));
     router.load_revisions().await.unwrap();
-    tokio::spawn(router.clone().revoke_expired(rx));
+    tokio::spawn(router.clone().revoke_expired(rx, std::future::pending()));
     let reply = router
         .call(Request::LeaseGrant { id: 0, ttl: 1 })
         .await

@@ -6,6 +6,8 @@
 //! - [`diff`]: ops, both servers' outcomes, the comparison and its normalizations.
 //! - [`gen`]: seeded random op sequences and a directed sequence covering every error case.
 //! - [`etcdctl`]: run `etcdctl` with a timeout and normalize its output.
+//! - [`partition`]: which shard Ballast keeps a key in (the Kubernetes preset), for tests run
+//!   with several shards.
 //!
 //! Invariant: nothing here listens beyond 127.0.0.1, and every wait is bounded.
 
@@ -13,6 +15,7 @@ pub mod crash;
 pub mod diff;
 pub mod etcdctl;
 pub mod gen;
+pub mod partition;
 pub mod server;
 
 pub use server::{both_etcd, Clients, Kind, Pair, Server};

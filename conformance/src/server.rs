@@ -14,6 +14,11 @@
 //!   to across restarts, so the tail shows the latest start.
 //! - `BALLAST_CONFORMANCE_BOTH_ETCD=1` makes the "ballast" side a second etcd, which is how the
 //!   harness itself is validated: with etcd on both sides every comparison must pass.
+//! - `BALLAST_SHARDS=N` starts Ballast with `--shards N` (never etcd, nor the second etcd of
+//!   `BALLAST_CONFORMANCE_BOTH_ETCD`). Unset, no `--shards` is passed and Ballast runs its
+//!   default (one shard per core). [`Server::shard_count`] asks a running server how many shards
+//!   it runs, so tests that depend on where keys live (see [`crate::partition`]) follow what
+//!   the server does rather than what was asked.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -93,6 +98,8 @@ pub struct Server {
     peer_port: u16,
     log_path: PathBuf,
     dir: Option<tempfile::TempDir>,
+    /// Arguments added after the harness's own (e.g. a short watch progress interval).
+    extra_args: Vec<String>,
 }
 
 impl std::fmt::Debug for Server {
@@ -103,6 +110,19 @@ impl std::fmt::Debug for Server {
             .field("peer_port", &self.peer_port)
             .field("log", &self.log_path)
             .finish()
+    }
+}
+
+/// `BALLAST_SHARDS`: the `--shards` Ballast is started with, if set.
+///
+/// # Panics
+/// When the variable is set to something other than a positive integer: a typo must not make a
+/// run silently test the default shard count.
+pub fn ballast_shards() -> Option<usize> {
+    let v = std::env::var("BALLAST_SHARDS").ok()?;
+    match v.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Some(n),
+        _ => panic!("BALLAST_SHARDS={v:?} is not a positive number of shards"),
     }
 }
 
@@ -126,9 +146,16 @@ fn free_port_pair() -> Result<(u16, u16)> {
 impl Server {
     /// Starts a server of `kind` and waits until it answers a Range.
     pub async fn start(kind: Kind) -> Result<Server> {
+        Server::start_with_args(kind, &[]).await
+    }
+
+    /// Starts a server of `kind` with `extra_args` after the harness's own arguments (flags
+    /// both etcd and Ballast accept, since `kind` may be run by etcd), and waits until it
+    /// answers a Range.
+    pub async fn start_with_args(kind: Kind, extra_args: &[&str]) -> Result<Server> {
         let mut last_err = None;
         for _ in 0..START_ATTEMPTS {
-            let mut server = Server::spawn(kind)?;
+            let mut server = Server::spawn(kind, extra_args)?;
             match server.wait_ready().await {
                 Ok(()) => return Ok(server),
                 Err(e) => {
@@ -155,7 +182,7 @@ impl Server {
         Err(last_err.unwrap_or_else(|| anyhow!("{} failed to start", kind.label())))
     }
 
-    fn spawn(kind: Kind) -> Result<Server> {
+    fn spawn(kind: Kind, extra_args: &[&str]) -> Result<Server> {
         let dir = tempfile::Builder::new()
             .prefix(&format!(
                 "conformance-{}-",
@@ -177,6 +204,7 @@ impl Server {
             peer_port,
             log_path,
             dir: Some(dir),
+            extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
         };
         server.spawn_child()?;
         Ok(server)
@@ -234,10 +262,16 @@ impl Server {
             .arg(&peer_url)
             .arg("--initial-cluster")
             .arg(format!("{MEMBER_NAME}={peer_url}"))
+            .args(&self.extra_args)
             .current_dir(&dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
+        if self.kind == Kind::Ballast && !both_etcd() {
+            if let Some(shards) = ballast_shards() {
+                cmd.arg("--shards").arg(shards.to_string());
+            }
+        }
         // Environment the test runner may carry must not reconfigure the servers.
         for (k, _) in std::env::vars_os() {
             if k.to_string_lossy().starts_with("ETCD_") {
@@ -387,6 +421,49 @@ impl Server {
             .await
             .map_err(|_| anyhow!("Range timed out"))??;
         Ok(())
+    }
+
+    /// How many shards the running server serves: 1 for etcd; for Ballast, the number of
+    /// `ballast_shard_failed{shard="..."}` rows of its `/metrics` (one per running shard), read
+    /// over plain HTTP/1.0 on the client port, so what is counted is what runs, not what
+    /// `--shards` asked for.
+    pub async fn shard_count(&self) -> Result<usize> {
+        if Server::program(self.kind)? == Path::new("etcd") {
+            return Ok(1);
+        }
+        let body = tokio::time::timeout(Duration::from_secs(5), self.http_get("/metrics"))
+            .await
+            .map_err(|_| anyhow!("GET /metrics timed out"))??;
+        let shards = body
+            .lines()
+            .filter(|l| l.starts_with("ballast_shard_failed{"))
+            .count();
+        if shards == 0 {
+            bail!("no ballast_shard_failed rows in /metrics:\n{body}");
+        }
+        Ok(shards)
+    }
+
+    /// The body of `GET path` on the client port (HTTP/1.0: the server closes the connection
+    /// after the response, so the body is everything after the headers).
+    async fn http_get(&self, path: &str) -> Result<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.client_port))
+            .await
+            .context("connecting for HTTP")?;
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+            .await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| anyhow!("no HTTP response to GET {path}: {text:?}"))?;
+        if !head.starts_with("HTTP/1.") || !head.contains(" 200 ") {
+            bail!("GET {path}: {head}");
+        }
+        Ok(body.to_owned())
     }
 
     /// Which implementation this is.

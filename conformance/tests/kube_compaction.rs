@@ -2,8 +2,15 @@
 //! (compare its version, put the revision to compact) and then Compact at that revision, as the
 //! apiserver does every few minutes. Each side's transcript of revisions, txn outcomes and
 //! errors must be equal, and reads below the compaction fail on both.
+//!
+//! The objects written live under a resource that Ballast keeps in shard 0 with as many shards
+//! as it runs (`pods` with one shard; see `ballast_conformance::partition`), beside
+//! `compact_rev_key`: then every write counts on one revision counter, as in etcd, and the
+//! transcripts stay comparable revision for revision with any `BALLAST_SHARDS`. Compaction over
+//! objects in several shards is checked by `kube_traffic.rs`.
 
 use anyhow::Result;
+use ballast_conformance::partition::shard0_resource;
 use ballast_conformance::{Pair, Server};
 use ballast_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use ballast_proto::etcdserverpb::request_op::Request;
@@ -40,13 +47,13 @@ fn claim(version: i64, rev: i64) -> TxnRequest {
     }
 }
 
-async fn scenario(server: &Server) -> Result<Vec<String>> {
+async fn scenario(server: &Server, resource: &str) -> Result<Vec<String>> {
     let mut c = server.clients().await?;
     let mut out = Vec::new();
     let mut version = 0;
     for round in 0..3 {
         for i in 0..5 {
-            let key = format!("/registry/pods/default/p{i}");
+            let key = format!("/registry/{resource}/default/p{i}");
             let value = format!("round {round}");
             c.kv.put(PutRequest {
                 key: key.into(),
@@ -82,7 +89,7 @@ async fn scenario(server: &Server) -> Result<Vec<String>> {
             ));
             let old =
                 c.kv.range(RangeRequest {
-                    key: "/registry/pods/default/p0".into(),
+                    key: format!("/registry/{resource}/default/p0").into(),
                     revision: rev - 1,
                     ..Default::default()
                 })
@@ -109,8 +116,11 @@ async fn scenario(server: &Server) -> Result<Vec<String>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_apiserver_compaction_recipe_like_etcd() -> Result<()> {
     let pair = Pair::start().await?;
-    let etcd = scenario(&pair.etcd).await?;
-    let ballast = scenario(&pair.ballast).await?;
+    let shards = pair.ballast.shard_count().await?;
+    let resource = shard0_resource(shards)
+        .unwrap_or_else(|| panic!("no resource of the list lives in shard 0 of {shards}"));
+    let etcd = scenario(&pair.etcd, resource).await?;
+    let ballast = scenario(&pair.ballast, resource).await?;
     assert!(etcd.iter().any(|l| l.contains("OutOfRange")), "{etcd:?}");
     assert_eq!(
         etcd, ballast,

@@ -163,6 +163,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on the whole test.
 const TEST_TIMEOUT: Duration = Duration::from_secs(100);
+/// How far from its revision a wrong page is searched for the revision it shows.
+const PAGE_SEARCH: i64 = 200;
 /// Violations printed when the test fails.
 const REPORT_MAX: usize = 25;
 /// etcd's error for a read below the compacted revision (code OutOfRange).
@@ -1169,6 +1171,29 @@ fn check_revision_order(group: &str, acks: &[&Ack], out: &mut Vec<String>) {
     }
 }
 
+/// What page `p` must hold if read at `rev`: its kvs, `count` and `more`.
+fn expected_page(writes: &[Vec<Write>], p: &Page, rev: i64) -> (Vec<KeyValue>, i64, bool) {
+    let end = prefix_end(p.scope.prefix().as_bytes());
+    let mut expected: Vec<KeyValue> = Vec::new();
+    for r in p.scope.resources() {
+        expected.extend(
+            state_at(&writes[r], rev)
+                .into_values()
+                .filter(|kv| kv.key >= p.start && kv.key < end),
+        );
+    }
+    expected.sort_by(|a, b| a.key.cmp(&b.key));
+    let count = expected.len() as i64;
+    if p.count_only {
+        (Vec::new(), count, false)
+    } else if p.limit > 0 && expected.len() > p.limit as usize {
+        expected.truncate(p.limit as usize);
+        (expected, count, true)
+    } else {
+        (expected, count, false)
+    }
+}
+
 /// Every check that needs the complete model; returns the violations.
 fn check(sh: &Shared) -> Vec<String> {
     let mut out = std::mem::take(&mut *sh.violations.lock().expect("violations lock"));
@@ -1189,25 +1214,9 @@ fn check(sh: &Shared) -> Vec<String> {
     }
 
     // Pages: the model at the list's revision.
+    let mut searched = 0;
     for p in sh.pages.lock().expect("pages lock").iter() {
-        let end = prefix_end(p.scope.prefix().as_bytes());
-        let mut expected: Vec<KeyValue> = Vec::new();
-        for r in p.scope.resources() {
-            expected.extend(
-                state_at(&writes[r], p.rev)
-                    .into_values()
-                    .filter(|kv| kv.key >= p.start && kv.key < end),
-            );
-        }
-        expected.sort_by(|a, b| a.key.cmp(&b.key));
-        let count = expected.len() as i64;
-        let (want, more) = if p.count_only {
-            (Vec::new(), false)
-        } else if p.limit > 0 && expected.len() > p.limit as usize {
-            (expected[..p.limit as usize].to_vec(), true)
-        } else {
-            (expected, false)
-        };
+        let (want, count, more) = expected_page(&writes, p, p.rev);
         let what = format!(
             "{}page of {} from {:?} at revision {} (header {})",
             if p.count_only { "count-only " } else { "" },
@@ -1219,9 +1228,23 @@ fn check(sh: &Shared) -> Vec<String> {
         if p.header < p.rev {
             out.push(format!("{what}: header revision below the list's"));
         }
+        if p.count == count && p.more == more && p.kvs == want {
+            continue;
+        }
+        // Which revision the page does show, if a near one (nearest first; searched for the
+        // first few wrong pages only): tells a read at another revision from a wrong one.
+        searched += 1;
+        let shown = (1..PAGE_SEARCH)
+            .flat_map(|d| [p.rev - d, p.rev + d])
+            .filter(|&r| r > 0 && searched <= REPORT_MAX)
+            .find(|&r| expected_page(&writes, p, r) == (p.kvs.clone(), p.count, p.more));
+        let shown = match shown {
+            Some(r) => format!(" (the page is the model at revision {r})"),
+            None => String::new(),
+        };
         if p.count != count || p.more != more {
             out.push(format!(
-                "{what}: count {} more {}, the model has count {count} more {more}",
+                "{what}: count {} more {}, the model has count {count} more {more}{shown}",
                 p.count, p.more
             ));
         }
@@ -1234,7 +1257,8 @@ fn check(sh: &Shared) -> Vec<String> {
                 .position(|(a, b)| a != b)
                 .unwrap_or(got.len().min(want.len()));
             out.push(format!(
-                "{what}: {} kvs, the model {}; first difference at {first}: got {:?}, model {:?}",
+                "{what}: {} kvs, the model {}; first difference at {first}: got {:?}, model \
+                 {:?}{shown}",
                 got.len(),
                 want.len(),
                 got.get(first),

@@ -47,12 +47,16 @@ use tonic::transport::Channel;
 
 use crate::server::{Kind, Server};
 
-/// Every key the test writes starts with this.
-pub const PREFIX: &str = "crash/";
-/// Keys written once each: `crash/k/c<cycle>/w<writer>/s<seq>[/a|/b]`.
-const UNIQUE_PREFIX: &str = "crash/k/";
-/// Keys every writer overwrites: `crash/hot/<n>`.
-const HOT_PREFIX: &str = "crash/hot/";
+/// Every key the test writes starts with this. It is one Kubernetes-style resource prefix, so
+/// with several shards every key lives in one shard (all the revision checks below hold within
+/// a shard), and that shard is not shard 0 with 2, 3 or 4 shards (FNV-1a of `crash-test` gives
+/// the last one; tested below): the test then checks a shard other than the one holding the
+/// lease table and metadata, while shard 0 only receives the router's revision alignment.
+pub const PREFIX: &str = "/registry/crash-test/";
+/// Keys written once each: `<PREFIX>k/c<cycle>/w<writer>/s<seq>[/a|/b]`.
+const UNIQUE_PREFIX: &str = "/registry/crash-test/k/";
+/// Keys every writer overwrites: `<PREFIX>hot/<n>`.
+const HOT_PREFIX: &str = "/registry/crash-test/hot/";
 /// How many hot keys.
 const HOT_KEYS: usize = 4;
 /// Keys written in cycle `c` are deleted in cycle `c + RETAIN_CYCLES` (see the module doc).
@@ -1188,6 +1192,17 @@ fn fail_on(violations: &[Violation]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_live_in_one_shard_and_not_shard_0_with_two_to_four_shards() {
+        use crate::partition::shard_of;
+        for shards in 2..=4 {
+            for key in [UNIQUE_PREFIX, HOT_PREFIX, PREFIX] {
+                let key = format!("{key}x");
+                assert_eq!(shard_of(key.as_bytes(), shards), shards - 1, "{key}");
+            }
+        }
+    }
 
     fn summary() -> CrashSummary {
         CrashSummary::default()

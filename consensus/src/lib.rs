@@ -8,7 +8,8 @@
 //! in memory or on the engine's WAL), [`durable`] (a shard's WAL and page-log image, checkpoints), [`network`] (the [`network::PeerTransport`] seam; a
 //! single node refuses), [`runtime`] (openraft's runtime over glommio — with `engine::io`'s
 //! glommio crate, the only code naming glommio), [`codec`] (the log entry payload and its
-//! encoding), [`types`] (openraft's type configuration, `ShardId`).
+//! encoding), [`types`] (openraft's type configuration, `ShardId`), [`stages`] (where a write's
+//! time goes inside the shard: propose, log, commit, apply).
 
 pub mod codec;
 pub mod durable;
@@ -16,6 +17,7 @@ pub mod log_store;
 pub mod network;
 pub mod runtime;
 pub mod shard;
+pub mod stages;
 pub mod state_machine;
 pub mod stats;
 pub mod types;

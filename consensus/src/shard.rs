@@ -216,6 +216,9 @@ pub struct ShardStatus {
     /// Time from a write reaching the shard to its answer (append, commit, apply), since start.
     pub write_latency_us_p50: u64,
     pub write_latency_us_p99: u64,
+    /// The same time by stage (`stages.rs`): propose, log (WAL group commit), commit, apply.
+    /// Boxed: `Response` carries a `ShardStatus`, and its variants stay close in size.
+    pub write_stages: Box<crate::stages::StageFigures>,
     /// Whether the shard keeps its data on disk.
     pub durable: bool,
     /// Checkpoints completed since start, and the log index of the last one (1-based).
@@ -574,11 +577,12 @@ async fn new_raft<B: LogBackend>(
     shared: &Shared,
 ) -> Result<Raft, String> {
     let network = Network::new(config.shard_id, Rc::new(NoPeers));
+    let stages = shared.borrow().stages.clone();
     Raft::new(
         config.node_id,
         raft_config,
         network,
-        LogStore::new(log),
+        LogStore::with_stages(log, stages),
         ShardStateMachine::new(shared.clone()),
     )
     .await
@@ -744,10 +748,13 @@ impl Core {
         };
         let responder = FnResponder::new(move |result: ClientWriteResult<ShardRaft>| {
             if let Some(core) = core.upgrade() {
+                let now = Instant::now();
                 let mut ls = core.loop_state.borrow_mut();
                 ls.writes_in_flight -= 1;
-                let micros = u64::try_from(received.elapsed().as_micros()).unwrap_or(u64::MAX);
+                let micros = u64::try_from((now - received).as_micros()).unwrap_or(u64::MAX);
                 ls.write_latency_us.record(micros);
+                let stages = core.shared.borrow().stages.clone();
+                stages.borrow_mut().answered(received, now);
             }
             let answer_now = match write_answer(result) {
                 Err(ShardError::Stopped) => Err(answer.stopped()),
@@ -831,6 +838,7 @@ impl Core {
         let pages = st.durable.as_ref().map(|d| d.page_stats());
         let wal = st.durable.as_ref().map(|d| d.wal_stats());
         let cache = st.store.cache_figures();
+        let stage_figures = Box::new(st.stages.borrow().figures());
         ShardStatus {
             revision: st.store.revision(),
             compact_revision: st.store.compact_revision(),
@@ -849,6 +857,7 @@ impl Core {
             apply_latency_ns_p99: st.apply_latency_ns.quantile(0.99),
             write_latency_us_p50: ls.write_latency_us.quantile(0.5),
             write_latency_us_p99: ls.write_latency_us.quantile(0.99),
+            write_stages: stage_figures,
             durable: st.durable.is_some(),
             checkpoints: st.checkpoints.count,
             checkpoint_index: st.checkpoints.last_index,

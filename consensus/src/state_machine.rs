@@ -30,6 +30,7 @@ use crate::codec::LogCommand;
 use crate::durable::{encode_app, Durability};
 use crate::network::ShardSnapshot;
 use crate::shard::{Reply, Response};
+use crate::stages::{Stages, WriteStages};
 use crate::stats::Histogram;
 use crate::types::{ApplyResult, LogId, ShardRaft, SnapshotMeta, StoredMembership};
 use crate::watchers::Registry;
@@ -55,6 +56,8 @@ pub struct ShardState {
     /// Time spent applying one entry (store change and watcher notification), nanoseconds.
     pub apply_latency_ns: Histogram,
     pub entries_applied: u64,
+    /// Where each write's time goes (`stages.rs`); the log store shares it.
+    pub stages: Stages,
     current_snapshot: Option<ShardSnapshot>,
     /// The page-log image and WAL of a durable shard (`None`: in memory only).
     pub durable: Option<Rc<dyn Durability>>,
@@ -89,6 +92,7 @@ impl ShardState {
             started: Instant::now(),
             apply_latency_ns: Histogram::new(),
             entries_applied: 0,
+            stages: WriteStages::new_shared(),
             current_snapshot: None,
             durable: None,
             checkpoints: CheckpointFigures::default(),
@@ -372,6 +376,10 @@ impl RaftStateMachine<ShardRaft> for ShardStateMachine {
     {
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
+            let stages = self.shared.borrow().stages.clone();
+            stages
+                .borrow_mut()
+                .applying(entry.log_id.index + 1, Instant::now());
             if let EntryPayload::Normal(cmd) = &entry.payload {
                 if let Some(access) = access_of(cmd) {
                     make_resident(&self.shared, &access)

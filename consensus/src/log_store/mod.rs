@@ -18,6 +18,10 @@
 //! The adapter adds one on the way down and subtracts it on the way up: openraft index `i` is
 //! backend index `i + 1`, and the figures a shard reports use the backend's (etcd's) numbering.
 //!
+//! The adapter keeps recently appended entries decoded ([`RecentEntries`]): openraft's apply
+//! step reads every committed entry back through the log reader, and serving it from memory
+//! spares a device read and a decode per apply round.
+//!
 //! Invariants: the log has no holes (`prev < first..=last`); appends extend `last` by one each;
 //! an entry read back is the entry appended (the encoding round-trips, tested below); every
 //! write (vote included) is applied to the backend in call order.
@@ -25,12 +29,14 @@
 mod memory;
 mod wal;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Debug;
 use std::future::Future;
 use std::io;
 use std::ops::{Bound, Range, RangeBounds};
 use std::pin::Pin;
+use std::rc::Rc;
 
 use bytes::{BufMut, Bytes};
 use futures::FutureExt;
@@ -42,6 +48,7 @@ pub use memory::MemLog;
 pub use wal::WalLog;
 
 use crate::codec;
+use crate::stages::Stages;
 use crate::types::{CommittedLeaderId, Entry, LeaderId, LogId, Membership, ShardRaft, Vote};
 
 pub const KIND_BLANK: u8 = 1;
@@ -260,11 +267,118 @@ fn index_range(range: &impl RangeBounds<u64>) -> Range<u64> {
 #[derive(Clone)]
 pub struct LogStore<B: LogBackend> {
     backend: B,
+    /// Where appends report their submission and durability instants (`stages.rs`).
+    stages: Option<Stages>,
+    /// Shared by the writer and every reader handed out (`get_log_reader` clones).
+    recent: Rc<RefCell<RecentEntries>>,
+}
+
+/// Entries appended recently, kept as openraft entries so that the apply step, which reads
+/// every committed entry back through the log reader, takes them from here instead of reading
+/// them from the backend (on the WAL: an O_DIRECT read of the page just written, then a
+/// checksum, a copy and a decode — ~40 us of a single put's ~150 us were measured there).
+///
+/// Invariants: `entries` are the log's entries `first..first + len`, equal to what the
+/// backend holds at those indexes (appends push, truncation and purge cut, a gap clears);
+/// bounded by [`RECENT_ENTRIES_MAX`] and [`RECENT_BYTES_MAX`] (the oldest go first). A read
+/// takes the entries it returns out, and drops the older ones: the apply step reads each
+/// entry once, in order. Any range not wholly here is read from the backend, so a miss costs
+/// only the read this cache saves. (An append the backend refuses leaves its entries here,
+/// but such a refusal fail-stops the shard: they are never committed, so never applied.)
+#[derive(Default)]
+struct RecentEntries {
+    /// openraft index of `entries[0]`.
+    first: u64,
+    entries: VecDeque<(Entry, usize)>,
+    /// Sum of the entries' encoded payload sizes.
+    bytes: usize,
+}
+
+/// Bounds of [`RecentEntries`]: about one group-commit round's worth many times over.
+pub const RECENT_ENTRIES_MAX: usize = 16 * 1024;
+pub const RECENT_BYTES_MAX: usize = 16 << 20;
+
+impl RecentEntries {
+    fn end(&self) -> u64 {
+        self.first + self.entries.len() as u64
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    fn push(&mut self, entry: Entry, bytes: usize) {
+        if self.entries.is_empty() || entry.log_id.index != self.end() {
+            self.clear();
+            self.first = entry.log_id.index;
+        }
+        self.entries.push_back((entry, bytes));
+        self.bytes += bytes;
+        while self.entries.len() > RECENT_ENTRIES_MAX || self.bytes > RECENT_BYTES_MAX {
+            self.pop_front();
+        }
+    }
+
+    fn pop_front(&mut self) {
+        if let Some((_, bytes)) = self.entries.pop_front() {
+            self.bytes -= bytes;
+            self.first += 1;
+        }
+    }
+
+    /// Takes entries `range` (openraft indexes) out when all of them are here; entries
+    /// before `range.start` are dropped as well.
+    fn take(&mut self, range: &Range<u64>) -> Option<Vec<Entry>> {
+        if range.start < self.first || range.end > self.end() {
+            return None;
+        }
+        while self.first < range.start {
+            self.pop_front();
+        }
+        let n = (range.end - range.start) as usize;
+        let mut taken = Vec::with_capacity(n);
+        for (entry, bytes) in self.entries.drain(..n) {
+            self.bytes -= bytes;
+            taken.push(entry);
+        }
+        self.first = range.end;
+        Some(taken)
+    }
+
+    /// Drops every entry after openraft index `last` (`None`: all).
+    fn truncate_after(&mut self, last: Option<u64>) {
+        let keep = last.map_or(0, |l| (l + 1).saturating_sub(self.first)) as usize;
+        while self.entries.len() > keep {
+            if let Some((_, bytes)) = self.entries.pop_back() {
+                self.bytes -= bytes;
+            }
+        }
+    }
+
+    /// Drops every entry up to openraft index `upto`.
+    fn purge(&mut self, upto: u64) {
+        while !self.entries.is_empty() && self.first <= upto {
+            self.pop_front();
+        }
+    }
 }
 
 impl<B: LogBackend> LogStore<B> {
     pub fn new(backend: B) -> LogStore<B> {
-        LogStore { backend }
+        LogStore {
+            backend,
+            stages: None,
+            recent: Rc::default(),
+        }
+    }
+
+    /// A log store that times its appends into `stages`.
+    pub fn with_stages(backend: B, stages: Stages) -> LogStore<B> {
+        LogStore {
+            stages: Some(stages),
+            ..LogStore::new(backend)
+        }
     }
 
     pub fn backend(&self) -> &B {
@@ -283,6 +397,10 @@ impl<B: LogBackend> RaftLogReader<ShardRaft> for LogStore<B> {
         range.end = range.end.min(self.backend.last().index + 1);
         if range.is_empty() {
             return Ok(Vec::new());
+        }
+        let wanted = range.start - 1..range.end - 1;
+        if let Some(entries) = self.recent.borrow_mut().take(&wanted) {
+            return Ok(entries);
         }
         let records = self.backend.read(range).await?;
         records.iter().map(entry_of).collect()
@@ -320,14 +438,40 @@ impl<B: LogBackend> RaftLogStorage<ShardRaft> for LogStore<B> {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let records: Vec<LogRecord> = entries.into_iter().map(|e| record_of(&e)).collect();
+        let mut records = Vec::new();
+        {
+            let mut recent = self.recent.borrow_mut();
+            for entry in entries {
+                let record = record_of(&entry);
+                recent.push(entry, record.payload.len());
+                records.push(record);
+            }
+        }
+        let span = records
+            .first()
+            .zip(records.last())
+            .map(|(f, l)| (f.index, l.index));
+        let stages = self.stages.clone().zip(span);
+        if let Some((stages, (first, last))) = &stages {
+            stages
+                .borrow_mut()
+                .submitted(*first, *last, std::time::Instant::now());
+        }
+        let done = move |result: io::Result<()>| {
+            if let (Some((stages, (_, last))), Ok(())) = (&stages, &result) {
+                stages
+                    .borrow_mut()
+                    .durable(*last, std::time::Instant::now());
+            }
+            callback.io_completed(result);
+        };
         let mut durable = self.backend.append(records);
         // A backend that is durable at once (memory) answers here; one that waits for a group
         // commit (the WAL) answers from a task when its sync completes.
         match (&mut durable).now_or_never() {
-            Some(result) => callback.io_completed(result),
+            Some(result) => done(result),
             None => {
-                glommio::spawn_local(async move { callback.io_completed(durable.await) }).detach();
+                glommio::spawn_local(async move { done(durable.await) }).detach();
             }
         }
         Ok(())
@@ -335,10 +479,14 @@ impl<B: LogBackend> RaftLogStorage<ShardRaft> for LogStore<B> {
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let index = last_log_id.map_or(0, |id| position(&id).index);
+        self.recent
+            .borrow_mut()
+            .truncate_after(last_log_id.map(|id| id.index));
         self.backend.truncate_after(index).await
     }
 
     async fn purge(&mut self, upto: LogId) -> Result<(), io::Error> {
+        self.recent.borrow_mut().purge(upto.index);
         self.backend.purge_upto(position(&upto)).await
     }
 }
@@ -428,6 +576,67 @@ mod tests {
             ..record
         };
         assert!(entry_of(&normal).is_err());
+    }
+
+    fn put(index: u64) -> Entry {
+        Entry {
+            log_id: log_id(1, index),
+            payload: EntryPayload::Normal(LogCommand::Put(PutRequest {
+                key: Bytes::from(format!("k{index}")),
+                ..PutRequest::default()
+            })),
+        }
+    }
+
+    fn indexes(entries: &[Entry]) -> Vec<u64> {
+        entries.iter().map(|e| e.log_id.index).collect()
+    }
+
+    #[test]
+    fn recent_entries_are_taken_once_in_order_and_follow_truncation_and_purge() {
+        let mut r = RecentEntries::default();
+        for i in 3..10 {
+            r.push(put(i), 10);
+        }
+        assert_eq!(r.bytes, 70);
+        // Not wholly here: a miss, nothing taken.
+        assert!(r.take(&(2..5)).is_none());
+        assert!(r.take(&(8..11)).is_none());
+        // Taking 5..7 drops 3 and 4 (read before, by the apply's order) and takes 5 and 6.
+        assert_eq!(indexes(&r.take(&(5..7)).expect("here")), vec![5, 6]);
+        assert_eq!((r.first, r.entries.len(), r.bytes), (7, 3, 30));
+        assert!(r.take(&(5..7)).is_none(), "taken entries are gone");
+        // Truncation keeps up to 7; an append continues at 8.
+        r.truncate_after(Some(7));
+        assert_eq!(r.end(), 8);
+        r.push(put(8), 10);
+        assert_eq!(indexes(&r.take(&(7..9)).expect("here")), vec![7, 8]);
+        // A gap (an append not at the end) starts over.
+        r.push(put(9), 10);
+        r.push(put(20), 10);
+        assert_eq!((r.first, r.entries.len(), r.bytes), (20, 1, 10));
+        r.push(put(21), 10);
+        r.purge(20);
+        assert_eq!((r.first, r.entries.len(), r.bytes), (21, 1, 10));
+        r.truncate_after(None);
+        assert_eq!((r.entries.len(), r.bytes), (0, 0));
+    }
+
+    #[test]
+    fn recent_entries_stay_bounded() {
+        let mut r = RecentEntries::default();
+        for i in 0..(RECENT_ENTRIES_MAX as u64 + 5) {
+            r.push(put(i), 1);
+        }
+        assert_eq!(r.entries.len(), RECENT_ENTRIES_MAX);
+        assert_eq!(r.first, 5);
+        r.push(put(RECENT_ENTRIES_MAX as u64 + 5), RECENT_BYTES_MAX);
+        assert_eq!(
+            r.entries.len(),
+            1,
+            "a byte bound pushes the older entries out"
+        );
+        assert!(r.bytes <= RECENT_BYTES_MAX);
     }
 
     #[test]

@@ -9,3 +9,4 @@ pub mod lease;
 pub mod lock;
 pub mod maintenance;
 pub mod watch;
+pub mod watch_merge;

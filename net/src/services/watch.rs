@@ -1,10 +1,16 @@
 //! `etcdserverpb.Watch`: one task per client stream. It reads the client's create, cancel and
-//! progress requests, and forwards what the shard sends for the stream's watchers.
+//! progress requests, and forwards what the shards send for the stream's watchers.
+//!
+//! A watch whose range lies in one shard is registered there under the stream's id; one whose
+//! range spans several shards is a merged watch ([`super::watch_merge`]): one part per shard,
+//! merged by a task that sends on the same channel as the shards, so both kinds reach the
+//! client the same way.
 //!
 //! Invariants: watch ids are unique within a stream (client-chosen, or the lowest free id
 //! counting from 0, as etcd assigns them); after a cancel no message of that watcher reaches the
 //! client; responses larger than `--max-request-bytes` are split into fragments only for
-//! watchers created with `fragment`.
+//! watchers created with `fragment`; a progress response (watch id -1) never overtakes an event
+//! at or below its revision of any watcher of the stream, merged ones included.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -12,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use ballast_consensus::{StreamId, WatchCreate, WatchMessage};
 use ballast_engine::watch::WatchFilter;
+use ballast_engine::Revision;
 use ballast_proto::etcdserverpb as pb;
 use bytes::Bytes;
 use futures::Stream;
@@ -20,6 +27,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status, Streaming};
 
+use super::watch_merge::{stream_progress, MergedSpec, MergedWatch};
 use crate::context::Context;
 use crate::convert;
 
@@ -50,16 +58,27 @@ impl WatchService {
     }
 }
 
-#[derive(Clone, Copy)]
 struct WatcherInfo {
     fragment: bool,
-    /// The shard the watcher is registered in.
-    shard: usize,
+    place: Place,
 }
 
-/// etcd has no such case: a watch whose range spans several shards (merging their streams is
-/// not built yet).
-const CROSS_SHARD_WATCH: &str = "ballast: a watch whose range spans several shards is not built yet; watch a prefix inside one resource (/registry/<resource>/...)";
+/// Where a watcher lives.
+enum Place {
+    /// Registered in one shard under the stream's id.
+    Shard(usize),
+    /// One part per shard, merged by a task (dropping the handle ends it).
+    Merged(MergedWatch),
+}
+
+/// Progress requests answered as one when the server runs several shards: the one being
+/// gathered and how many came while it was (answered by the next gathering, which starts
+/// after them).
+#[derive(Default)]
+struct ProgressAsks {
+    in_flight: Option<usize>,
+    queued: usize,
+}
 
 struct StreamState {
     ctx: Context,
@@ -68,6 +87,9 @@ struct StreamState {
     next_auto_id: i64,
     messages_tx: mpsc::Sender<WatchMessage>,
     out: mpsc::Sender<Result<pb::WatchResponse, Status>>,
+    progress: ProgressAsks,
+    /// Where gathered stream-wide progress arrives (`None`: a shard stopped).
+    progress_tx: mpsc::Sender<Option<Revision>>,
 }
 
 impl StreamState {
@@ -85,13 +107,17 @@ impl StreamState {
                 let Some(info) = self.watchers.remove(&watch_id) else {
                     return true;
                 };
-                match self
-                    .ctx
-                    .router
-                    .shard(info.shard)
-                    .watch_cancel(self.id, watch_id)
-                    .await
-                {
+                let canceled = match info.place {
+                    Place::Shard(shard) => {
+                        self.ctx
+                            .router
+                            .shard(shard)
+                            .watch_cancel(self.id, watch_id)
+                            .await
+                    }
+                    Place::Merged(merged) => merged.cancel(&self.ctx.router).await,
+                };
+                match canceled {
                     Ok(revision) => {
                         self.send(pb::WatchResponse {
                             header: Some(self.ctx.header(revision)),
@@ -105,17 +131,67 @@ impl StreamState {
                 }
             }
             Some(RequestUnion::ProgressRequest(_)) => {
-                // The stream's watchers live in one shard until cross-shard watches merge.
-                let shard = self.watchers.values().next().map_or(0, |w| w.shard);
-                self.ctx
-                    .router
-                    .shard(shard)
-                    .watch_progress(self.id, self.messages_tx.clone())
-                    .await
-                    .is_ok()
+                if self.ctx.router.shard_count() == 1 {
+                    // The shard answers on the stream's channel, after the events before it.
+                    return self
+                        .ctx
+                        .router
+                        .shard(0)
+                        .watch_progress(self.id, self.messages_tx.clone())
+                        .await
+                        .is_ok();
+                }
+                if self.progress.in_flight.is_some() {
+                    self.progress.queued += 1;
+                } else {
+                    self.gather_progress(1);
+                }
+                true
             }
             None => true,
         }
+    }
+
+    /// Starts gathering the stream-wide progress of several shards for `asks` requests
+    /// ([`stream_progress`]); the answer comes back on `progress_tx`.
+    fn gather_progress(&mut self, asks: usize) {
+        self.progress.in_flight = Some(asks);
+        let merged = self
+            .watchers
+            .values()
+            .filter_map(|w| match &w.place {
+                Place::Merged(m) => Some(m.progress_handle()),
+                Place::Shard(_) => None,
+            })
+            .collect();
+        let router = self.ctx.router.clone();
+        let stream = self.id;
+        let tx = self.progress_tx.clone();
+        tokio::spawn(async move {
+            let revision = stream_progress(&router, stream, merged).await.ok();
+            let _ = tx.send(revision).await;
+        });
+    }
+
+    /// The gathered progress arrived (the stream's channel was drained first): answers the
+    /// requests it was gathered for, and starts gathering for those that came meanwhile.
+    async fn on_progress(&mut self, revision: Revision) -> bool {
+        let asks = self.progress.in_flight.take().unwrap_or(0);
+        for _ in 0..asks {
+            let resp = pb::WatchResponse {
+                header: Some(self.ctx.header(revision)),
+                watch_id: -1,
+                ..Default::default()
+            };
+            if !self.send(resp).await {
+                return false;
+            }
+        }
+        if self.progress.queued > 0 {
+            let queued = std::mem::take(&mut self.progress.queued);
+            self.gather_progress(queued);
+        }
+        true
     }
 
     /// A create etcd refuses: it still answers `created`, with `canceled`, watch id -1 and
@@ -162,9 +238,6 @@ impl StreamState {
             id
         };
         let shards = self.ctx.router.shards_of_range(&key, &create.range_end);
-        let Some(shard) = shards.single() else {
-            return self.refuse_create(CROSS_SHARD_WATCH).await;
-        };
         use pb::watch_create_request::FilterType;
         let no_put = create.filters.contains(&(FilterType::Noput as i32));
         let no_delete = create.filters.contains(&(FilterType::Nodelete as i32));
@@ -175,11 +248,30 @@ impl StreamState {
             no_delete,
             prev_kv: create.prev_kv,
         };
+        let Some(shard) = shards.single() else {
+            let spec = MergedSpec {
+                watch_id,
+                filter,
+                start_revision: create.start_revision,
+                progress_notify: create.progress_notify,
+            };
+            let merged =
+                MergedWatch::start(&self.ctx.router, shards, spec, self.messages_tx.clone()).await;
+            let Ok(merged) = merged else { return false };
+            self.watchers.insert(
+                watch_id,
+                WatcherInfo {
+                    fragment: create.fragment,
+                    place: Place::Merged(merged),
+                },
+            );
+            return true;
+        };
         self.watchers.insert(
             watch_id,
             WatcherInfo {
                 fragment: create.fragment,
-                shard,
+                place: Place::Shard(shard),
             },
         );
         self.ctx
@@ -216,7 +308,7 @@ impl StreamState {
                 revision,
                 events,
             } => {
-                let Some(info) = self.watchers.get(&watch_id).copied() else {
+                let Some(fragment) = self.watchers.get(&watch_id).map(|w| w.fragment) else {
                     return true;
                 };
                 let resp = pb::WatchResponse {
@@ -225,7 +317,7 @@ impl StreamState {
                     events: events.into_iter().map(convert::event_to_pb).collect(),
                     ..Default::default()
                 };
-                if info.fragment && resp.encoded_len() > self.ctx.limits.max_request_bytes {
+                if fragment && resp.encoded_len() > self.ctx.limits.max_request_bytes {
                     for part in fragments(resp, self.ctx.limits.max_request_bytes) {
                         if !self.send(part).await {
                             return false;
@@ -242,9 +334,16 @@ impl StreamState {
             } => {
                 // The id stays taken until the client cancels it or closes the stream, as in
                 // etcd: a later cancel of it is confirmed, and it is not handed out again.
-                if !self.watchers.contains_key(&watch_id) {
+                let Some(info) = self.watchers.get(&watch_id) else {
                     return true;
-                }
+                };
+                // A merged watch the server gave up on says why (etcd has no such case).
+                let cancel_reason = match &info.place {
+                    Place::Merged(m) if compact_revision == 0 => {
+                        m.cancel_reason().unwrap_or_default().to_owned()
+                    }
+                    _ => String::new(),
+                };
                 // etcd sends a compaction cancel with the revision of the watch response it
                 // came in, which is zero.
                 let revision = if compact_revision != 0 { 0 } else { revision };
@@ -253,6 +352,7 @@ impl StreamState {
                     watch_id,
                     canceled: true,
                     compact_revision,
+                    cancel_reason,
                     ..Default::default()
                 }
             }
@@ -305,6 +405,7 @@ impl pb::watch_server::Watch for WatchService {
         let mut incoming = request.into_inner();
         let (messages_tx, mut messages_rx) = mpsc::channel(STREAM_MESSAGES_MAX);
         let (out, out_rx) = mpsc::channel(STREAM_RESPONSES_MAX);
+        let (progress_tx, mut progress_rx) = mpsc::channel(1);
         let mut state = StreamState {
             ctx: self.ctx.clone(),
             id: next_stream_id(),
@@ -312,6 +413,8 @@ impl pb::watch_server::Watch for WatchService {
             next_auto_id: 0,
             messages_tx,
             out,
+            progress: ProgressAsks::default(),
+            progress_tx,
         };
         tokio::spawn(async move {
             // A client that half-closes its side still receives events until it goes away.
@@ -327,6 +430,22 @@ impl pb::watch_server::Watch for WatchService {
                         Err(_) => false,
                     },
                     Some(msg) = messages_rx.recv() => state.on_message(msg).await,
+                    Some(gathered) = progress_rx.recv() => match gathered {
+                        Some(revision) => {
+                            // Whatever the stream's channel held when the shards and mergers
+                            // answered was sent before their answers: it goes out first.
+                            let mut alive = true;
+                            for _ in 0..messages_rx.len() {
+                                let Ok(msg) = messages_rx.try_recv() else { break };
+                                alive = state.on_message(msg).await;
+                                if !alive {
+                                    break;
+                                }
+                            }
+                            alive && state.on_progress(revision).await
+                        }
+                        None => false,
+                    },
                     () = state.out.closed() => false,
                 };
                 if !alive {
@@ -335,6 +454,17 @@ impl pb::watch_server::Watch for WatchService {
             }
             for shard in 0..state.ctx.router.shard_count() {
                 state.ctx.router.shard(shard).stream_closed(state.id);
+            }
+            for info in state.watchers.values() {
+                if let Place::Merged(m) = &info.place {
+                    for part in m.parts() {
+                        state
+                            .ctx
+                            .router
+                            .shard(part.shard)
+                            .stream_closed(part.stream);
+                    }
+                }
             }
         });
         Ok(GrpcResponse::new(Box::pin(ReceiverStream::new(out_rx))))

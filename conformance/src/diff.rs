@@ -21,13 +21,9 @@
 //!     request, progress) are compared exactly, in order.
 //! - A mismatch panics with the seed, the op index, the request and both outcomes.
 //! - Several shards: every key the generators write sorts after `/registry0`, so it lives in
-//!   Ballast's shard 0, whose revisions are etcd's; reads, txns and deletes over ranges that
-//!   reach into `/registry/` (from `"\0"`, or from the empty key) run across shards and must
-//!   still answer as etcd. A watch over several shards is not built yet: when Ballast refuses one
-//!   saying so (probed once per run, [`refuses_watch_across_shards`]), a watch whose range
-//!   reaches into `/registry/` is sent to both servers from `/registry0` instead, which watches
-//!   the same keys in one shard, so every watch check still runs. With one shard, or once
-//!   merged watches exist, watches are sent as generated.
+//!   Ballast's shard 0, whose revisions are etcd's; reads, txns, deletes and watches over ranges
+//!   that reach into `/registry/` (from `"\0"`, or from the empty key) run across shards and must
+//!   still answer as etcd.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -46,8 +42,7 @@ use ballast_proto::mvccpb::Event;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::partition::{AFTER_REGISTRY, REGISTRY_PREFIX};
-use crate::server::{Clients, Kind, Pair, Server};
+use crate::server::{Clients, Kind, Pair};
 
 /// Bound on one RPC (or on waiting for one watch control response).
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(10);
@@ -645,45 +640,6 @@ pub struct Runner {
     pub ctx: Ctx,
     label: String,
     mismatches: usize,
-    /// Ballast refuses watches over several shards (module doc): watches are narrowed.
-    narrow_watches: bool,
-}
-
-/// True when `server` refuses a watch over every key because watches over several shards are
-/// not built yet (Ballast with several shards); false when it creates the watch (etcd, Ballast
-/// with one shard). The probe's watch stream is closed at once and touches no key.
-pub async fn refuses_watch_across_shards(server: &Server) -> anyhow::Result<bool> {
-    let mut client =
-        ballast_proto::etcdserverpb::watch_client::WatchClient::new(server.channel().await?);
-    let (tx, rx) = mpsc::channel::<WatchRequest>(1);
-    tx.send(WatchRequest {
-        request_union: Some(watch_request::RequestUnion::CreateRequest(
-            WatchCreateRequest {
-                key: bytes::Bytes::from_static(b"\0"),
-                range_end: bytes::Bytes::from_static(b"\0"),
-                ..Default::default()
-            },
-        )),
-    })
-    .await
-    .map_err(|_| anyhow::anyhow!("probe watch channel closed"))?;
-    let mut stream = tokio::time::timeout(RPC_TIMEOUT, client.watch(ReceiverStream::new(rx)))
-        .await
-        .map_err(|_| anyhow::anyhow!("probe watch: no answer within {RPC_TIMEOUT:?}"))??
-        .into_inner();
-    let first = tokio::time::timeout(RPC_TIMEOUT, stream.message())
-        .await
-        .map_err(|_| anyhow::anyhow!("probe watch: no response within {RPC_TIMEOUT:?}"))??
-        .ok_or_else(|| anyhow::anyhow!("probe watch: stream closed before any response"))?;
-    Ok(first.canceled && first.cancel_reason.contains("not built yet"))
-}
-
-/// True when a watch of `[key, range_end)` reaches into `/registry/`, below every key the
-/// generators write.
-fn reaches_registry(key: &[u8], range_end: &[u8]) -> bool {
-    !range_end.is_empty()
-        && key < AFTER_REGISTRY
-        && (range_end == b"\0" || range_end > REGISTRY_PREFIX.as_bytes())
 }
 
 /// `BALLAST_DIFF_KEEP_GOING=1` reports every mismatch instead of stopping at the first.
@@ -721,27 +677,7 @@ impl Runner {
             },
             label: label.into(),
             mismatches: 0,
-            narrow_watches: refuses_watch_across_shards(&pair.ballast).await?,
         })
-    }
-
-    /// `op` as sent to both servers: a watch reaching into `/registry/` starts at `/registry0`
-    /// when the server under test refuses watches over several shards (module doc).
-    fn as_sent<'a>(&self, op: &'a Op) -> std::borrow::Cow<'a, Op> {
-        match op {
-            Op::WatchCreate { stream, req }
-                if self.narrow_watches && reaches_registry(&req.key, &req.range_end) =>
-            {
-                std::borrow::Cow::Owned(Op::WatchCreate {
-                    stream: *stream,
-                    req: WatchCreateRequest {
-                        key: bytes::Bytes::from_static(AFTER_REGISTRY),
-                        ..req.clone()
-                    },
-                })
-            }
-            _ => std::borrow::Cow::Borrowed(op),
-        }
     }
 
     /// Reports a mismatch: panics, or with `BALLAST_DIFF_KEEP_GOING=1` prints it and goes on
@@ -766,8 +702,6 @@ impl Runner {
 
     /// Runs one op on both sides and panics with a report if they disagree.
     pub async fn step(&mut self, index: usize, op: &Op) {
-        let sent = self.as_sent(op);
-        let op: &Op = &sent;
         match op {
             Op::WatchSettle => return self.settle(index).await,
             Op::WatchCancel { .. } | Op::Compact(_) => self.settle(index).await,

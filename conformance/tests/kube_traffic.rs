@@ -46,7 +46,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use ballast_conformance::diff::refuses_watch_across_shards;
 use ballast_conformance::gen::prefix_end;
 use ballast_conformance::partition::shard_of;
 use ballast_conformance::{Clients, Kind, Server};
@@ -887,28 +886,13 @@ async fn compactor(sh: Arc<Shared>, mut kv: KvClient<Channel>) -> Result<()> {
 
 /// Lists `scope` and watches it from the list's revision + 1, session after session, until the
 /// writes are done and the last session has been notified of progress past the last write.
-/// With `watch` false (a server that does not build watches over several shards yet) it only
-/// lists, a session's length apart.
-async fn watcher(
-    sh: Arc<Shared>,
-    clients: Clients,
-    scope: Scope,
-    watch: bool,
-    seed: u64,
-) -> Result<()> {
+async fn watcher(sh: Arc<Shared>, clients: Clients, scope: Scope, seed: u64) -> Result<()> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut kv = clients.kv.clone();
     let prefix = Bytes::from_static(scope.prefix().as_bytes());
     loop {
         let slow = rng.gen_bool(0.25);
         let listed = list(&sh, &mut kv, scope, slow, &mut rng).await?;
-        if !watch {
-            if sh.writes_done.load(Ordering::SeqCst) {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(rng.gen_range(SESSION) / 4)).await;
-            continue;
-        }
         let start = listed + 1;
         // Some watchers are late, as a watch cache that took long over its list: they start
         // watching only once a compaction passed the start revision, and must be refused.
@@ -1378,16 +1362,6 @@ async fn traffic(server: &Server) -> Result<()> {
     eprintln!("kube traffic: {shards} shard(s), BALLAST_KUBE_SEED={seed}");
     let began = Instant::now();
 
-    // A watch over all of /registry/ spans every shard; Ballast refuses those, saying they are
-    // not built yet, while it runs several shards. Then that watcher only lists (a scatter-
-    // gather read), and the test says so.
-    let merged_watch = !refuses_watch_across_shards(server).await?;
-    if !merged_watch {
-        eprintln!(
-            "kube traffic: the server refuses watches over several shards (not built yet); the \
-             {REGISTRY} watcher only lists"
-        );
-    }
     let scopes = (0..RESOURCES.len())
         .map(Scope::Resource)
         .chain([Scope::Registry]);
@@ -1395,12 +1369,10 @@ async fn traffic(server: &Server) -> Result<()> {
     for (i, scope) in scopes.enumerate() {
         // Each watcher on its own connection, as separate apiservers' watch caches would be.
         let c = server.clients().await?;
-        let watch = scope != Scope::Registry || merged_watch;
         watchers.push(tokio::spawn(watcher(
             sh.clone(),
             c,
             scope,
-            watch,
             seed ^ (1000 + i as u64),
         )));
     }

@@ -122,6 +122,7 @@ async fn metrics(State(ctx): State<Context>) -> impl IntoResponse {
         "1".into(),
     );
     out.push_str(&shard_metrics(&shards));
+    out.push_str(&stage_metrics(&shards));
     out.push_str(&settings_metrics(&ctx.settings));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
@@ -249,6 +250,41 @@ fn shard_metrics(shards: &[ShardStatus]) -> String {
     out
 }
 
+/// Where each shard's writes spend their time (`consensus::stages`): per stage, the p50, p99
+/// and p99.9 since the shard started (a gauge per quantile), and the writes timed.
+fn stage_metrics(shards: &[ShardStatus]) -> String {
+    let name = "ballast_shard_write_stage_microseconds";
+    let timed = "ballast_shard_write_stage_timed_total";
+    let mut out = format!(
+        "# HELP {name} Time a write spends in each stage inside its shard (propose: to the log; \
+         log: WAL write and fdatasync; commit: to the apply step; apply: store, watchers, answer).\n\
+         # TYPE {name} gauge\n"
+    );
+    for (shard, s) in shards.iter().enumerate() {
+        let f = &s.write_stages;
+        for (stage, q) in [
+            ("propose", f.propose_us),
+            ("log", f.log_us),
+            ("commit", f.commit_us),
+            ("apply", f.apply_us),
+        ] {
+            for (quantile, value) in ["0.5", "0.99", "0.999"].iter().zip(q) {
+                out.push_str(&format!(
+                    "{name}{{shard=\"{shard}\",stage=\"{stage}\",quantile=\"{quantile}\"}} {value}\n"
+                ));
+            }
+        }
+    }
+    out.push_str(&format!(
+        "# HELP {timed} Writes timed through every stage.\n# TYPE {timed} counter\n"
+    ));
+    for (shard, s) in shards.iter().enumerate() {
+        let writes = s.write_stages.writes;
+        out.push_str(&format!("{timed}{{shard=\"{shard}\"}} {writes}\n"));
+    }
+    out
+}
+
 /// The resolved configuration: the profile it started from and every numeric setting.
 fn settings_metrics(config: &ballast_tuning::Config) -> String {
     let profile = config.profile.as_deref().unwrap_or("none");
@@ -266,4 +302,38 @@ fn settings_metrics(config: &ballast_tuning::Config) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_metric_family_is_described_once_with_a_sample_per_shard() {
+        let mut one = ShardStatus {
+            applied_index: 7,
+            ..ShardStatus::default()
+        };
+        one.write_stages.log_us = [80, 900, 4000];
+        one.write_stages.writes = 12;
+        let two = ShardStatus {
+            applied_index: 9,
+            ..ShardStatus::default()
+        };
+        let text = shard_metrics(&[one.clone(), two.clone()]) + &stage_metrics(&[one, two]);
+        for family in [
+            "ballast_shard_applied_index",
+            "ballast_shard_write_stage_microseconds",
+            "ballast_shard_write_stage_timed_total",
+        ] {
+            let help = format!("# HELP {family} ");
+            assert_eq!(text.matches(&help).count(), 1, "{family}\n{text}");
+        }
+        assert!(text.contains("ballast_shard_applied_index{shard=\"0\"} 7\n"));
+        assert!(text.contains("ballast_shard_applied_index{shard=\"1\"} 9\n"));
+        assert!(text.contains(
+            "ballast_shard_write_stage_microseconds{shard=\"0\",stage=\"log\",quantile=\"0.99\"} 900\n"
+        ));
+        assert!(text.contains("ballast_shard_write_stage_timed_total{shard=\"0\"} 12\n"));
+    }
 }

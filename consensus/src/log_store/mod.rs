@@ -1,9 +1,9 @@
 //! A shard's Raft log storage: openraft's `RaftLogStorage`/`RaftLogReader` over a small seam of
 //! our own, [`LogBackend`], shaped like the WAL (`ballast_engine::wal::Wal`): records of
 //! `(term, index, kind, payload)`, appends visible at once and durable when their future
-//! resolves, Raft's truncate and purge, and the vote in the same store. [`MemLog`] is the
-//! in-memory backend a shard uses today; [`WalLog`] is the backend over the engine's WAL,
-//! checked against the same contract and ready to replace it.
+//! resolves, Raft's truncate and purge, and the vote in the same store. [`WalLog`], over the
+//! engine's WAL, is the backend of every durable shard (the server's); [`MemLog`] keeps the log
+//! in memory for shards without storage (tests, examples). Both pass the same contract test.
 //!
 //! Entry kinds and payloads (the payload is what a backend stores, opaque to it):
 //! ```text

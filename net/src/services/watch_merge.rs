@@ -95,12 +95,15 @@ enum Control {
     },
 }
 
-/// The client stream's handle on a merged watcher. Dropping it ends the merge task.
+/// The client stream's handle on a merged watcher. Dropping it ends the merge task at once:
+/// it forwards nothing more (a message it was waiting to put in a full stream channel included).
 pub struct MergedWatch {
     watch_id: i64,
     parts: Vec<PartId>,
     control: mpsc::Sender<Control>,
     reason: Arc<OnceLock<&'static str>>,
+    /// Dropped to stop the task (progress handles may still hold `control` open).
+    _stop: oneshot::Sender<()>,
 }
 /// A handle to ask one merger for its progress (see [`stream_progress`]).
 #[derive(Clone)]
@@ -146,12 +149,14 @@ impl MergedWatch {
         let (control, control_rx) = mpsc::channel(CONTROL_MAX);
         let reason = Arc::new(OnceLock::new());
         let spec_watch_id = spec.watch_id;
+        let (stop, stop_rx) = oneshot::channel();
         let merger = Merger {
             router: router.clone(),
             spec,
             parts,
             out,
             control: control_rx,
+            stop: stop_rx,
             reason: reason.clone(),
             created_sent: None,
             last_header: 0,
@@ -166,6 +171,7 @@ impl MergedWatch {
             parts: ids,
             control,
             reason,
+            _stop: stop,
         })
     }
 
@@ -186,10 +192,16 @@ impl MergedWatch {
     /// part stopped. Messages the task forwards afterwards are for a watch id the stream has
     /// forgotten.
     pub async fn cancel(self, router: &Router) -> Result<Revision, ShardError> {
-        let calls = self
-            .parts
+        let MergedWatch {
+            watch_id,
+            parts,
+            _stop,
+            ..
+        } = self;
+        drop(_stop);
+        let calls = parts
             .iter()
-            .map(|p| router.shard(p.shard).watch_cancel(p.stream, self.watch_id));
+            .map(|p| router.shard(p.shard).watch_cancel(p.stream, watch_id));
         let mut revision = 0;
         for r in futures::future::join_all(calls).await {
             revision = revision.max(r?);
@@ -324,6 +336,8 @@ struct Merger {
     parts: Vec<Part>,
     out: mpsc::Sender<WatchMessage>,
     control: mpsc::Receiver<Control>,
+    /// Resolves (with an error) when the stream drops or cancels the watch.
+    stop: oneshot::Receiver<()>,
     reason: Arc<OnceLock<&'static str>>,
     /// The revision of the `Created` forwarded, once it was.
     created_sent: Option<Revision>,
@@ -346,8 +360,12 @@ impl Merger {
         }
     }
 
+    /// Forwards one message; `Closed` when the stream is gone or no longer wants the watch.
     async fn send(&mut self, msg: WatchMessage) -> Result<(), Closed> {
-        self.out.send(msg).await.map_err(|_| Closed)
+        tokio::select! {
+            sent = self.out.send(msg) => sent.map_err(|_| Closed),
+            _ = &mut self.stop => Err(Closed),
+        }
     }
 
     /// Runs until the watch ends (canceled, or the stream dropped its handle) or the stream is
@@ -390,11 +408,13 @@ impl Merger {
                 let first = self.rotate;
                 let only_uncreated = self.pending_cancel.is_some();
                 let control = &mut self.control;
+                let stop = &mut self.stop;
                 tokio::select! {
                     (i, msg) = poll_fn(|cx| poll_parts(parts, first, only_uncreated, cx)) => {
                         Wake::Part(i, msg)
                     }
                     c = control.recv() => Wake::Control(c),
+                    _ = stop => Wake::Control(None),
                     () = tokio::time::sleep_until(retry.unwrap_or_else(Instant::now)),
                         if retry.is_some() => Wake::Retry,
                 }

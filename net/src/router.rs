@@ -36,7 +36,7 @@ use std::time::Duration;
 use ballast_consensus::{Reply, Request, Response, ShardError, ShardHandle, ShardStatus};
 use ballast_engine::{
     sort_range_kvs, Error as EngineError, LeaseId, RangeRequest, RangeResponse, RequestOp,
-    Revision, TxnRequest,
+    Revision, SortTarget, TxnRequest,
 };
 use bytes::Bytes;
 use futures::future::join_all;
@@ -285,13 +285,18 @@ impl Router {
                                 response: Response::Range(r),
                                 ..
                             }) => r.count > 0,
-                            // A shard that cannot say (compacted, future revision) counts as
-                            // holding keys: the request is refused rather than misanswered.
-                            Ok(_)
-                            | Err(RouteError::Shard {
-                                source: ShardError::Engine(_),
+                            // A revision compacted away (compactions reach every shard at
+                            // one revision) or past every shard: whichever shard runs the
+                            // request answers etcd's error for it, so this range needs none.
+                            Err(RouteError::Shard {
+                                source:
+                                    ShardError::Engine(
+                                        EngineError::Compacted { .. }
+                                        | EngineError::FutureRevision { .. },
+                                    ),
                                 ..
-                            }) => true,
+                            }) => false,
+                            Ok(_) => true,
                             Err(err) => return Err(err),
                         };
                         Ok((shard, held))
@@ -338,9 +343,12 @@ impl Router {
         }
         let at = self.read_revision(r.revision)?;
         self.advance(shards, at).await?;
+        // Sorting by value needs the values, even when the answer drops them.
+        let keys_only = r.keys_only && r.sort_target != SortTarget::Value;
         let calls = shards.iter().map(|shard| {
             let part = RangeRequest {
                 revision: at,
+                keys_only,
                 ..r.clone()
             };
             self.call_shard(shard, Request::Range(part))
@@ -675,6 +683,11 @@ pub fn merge_ranges(r: &RangeRequest, parts: Vec<RangeResponse>) -> RangeRespons
         if limit > 0 && kvs.len() > limit {
             kvs.truncate(limit);
             more = true;
+        }
+    }
+    if r.keys_only {
+        for kv in &mut kvs {
+            kv.value = Bytes::new();
         }
     }
     RangeResponse { kvs, more, count }

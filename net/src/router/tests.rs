@@ -267,6 +267,21 @@ async fn a_range_over_shards_reads_every_shard_at_one_revision() {
     .await
     .unwrap();
     assert_eq!(keys(&sorted), ["/b/2", "/b/1", "/b/0"]);
+    // The same order without the values in the answer.
+    let (_, keys_only) = range(
+        &router,
+        RangeRequest {
+            sort_target: SortTarget::Value,
+            sort_order: SortOrder::Descend,
+            limit: 3,
+            keys_only: true,
+            ..everything()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(keys(&keys_only), ["/b/2", "/b/1", "/b/0"]);
+    assert!(keys_only.kvs.iter().all(|kv| kv.value.is_empty()));
 
     // A future revision is etcd's error.
     let err = range(
@@ -314,6 +329,16 @@ async fn compaction_reaches_every_shard() {
         .call(Request::Compact { revision: 4 })
         .await
         .unwrap_err();
+    assert!(err.to_string().contains("compacted"), "{err}");
+    // A txn reading every shard below the compaction gets etcd's error, not a refusal.
+    let txn = TxnRequest {
+        success: vec![RequestOp::Range(RangeRequest {
+            revision: 3,
+            ..everything()
+        })],
+        ..TxnRequest::default()
+    };
+    let err = router.call(Request::Txn(txn)).await.unwrap_err();
     assert!(err.to_string().contains("compacted"), "{err}");
 }
 

@@ -108,25 +108,50 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
         "data dir layout"
     );
     let (expired_tx, expired_rx) = tokio::sync::mpsc::channel(EXPIRED_LEASES_MAX);
+    let configs: Vec<ShardConfig> = (0..shard_count)
+        .map(|id| {
+            let mut shard_config = shard_config(&config, &flags, ShardId(id as u32), shard_count);
+            shard_config.core = Some(id % cores() as usize);
+            if shard_count > 1 {
+                shard_config.lease_expiry = if id == 0 {
+                    LeaseExpiry::Report(expired_tx.clone())
+                } else {
+                    LeaseExpiry::Ignore
+                };
+            }
+            shard_config
+        })
+        .collect();
+    // Shards recover at the same time (each on its own core), so a restart takes as long as
+    // the slowest shard, not the sum.
+    let started: Vec<_> = std::thread::scope(|scope| {
+        let starting: Vec<_> = configs
+            .into_iter()
+            .enumerate()
+            .map(|(id, shard_config)| {
+                scope.spawn(move || {
+                    let storage = shard_config.storage.clone();
+                    ShardHandle::spawn(&format!("shard-{id}"), shard_config).with_context(|| {
+                        match &storage {
+                            Some(s) => format!("starting shard {id} from {}", s.dir.display()),
+                            None => format!("starting shard {id}"),
+                        }
+                    })
+                })
+            })
+            .collect();
+        starting
+            .into_iter()
+            .map(|s| {
+                s.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a shard panicked while starting")))
+            })
+            .collect()
+    });
     let mut handles = Vec::with_capacity(shard_count);
     let mut shard_threads = Vec::with_capacity(shard_count);
-    for id in 0..shard_count {
-        let mut shard_config = shard_config(&config, &flags, ShardId(id as u32), shard_count);
-        shard_config.core = Some(id % cores() as usize);
-        if shard_count > 1 {
-            shard_config.lease_expiry = if id == 0 {
-                LeaseExpiry::Report(expired_tx.clone())
-            } else {
-                LeaseExpiry::Ignore
-            };
-        }
-        let storage = shard_config.storage.clone();
-        let name = format!("shard-{id}");
-        let (handle, thread) =
-            ShardHandle::spawn(&name, shard_config).with_context(|| match &storage {
-                Some(s) => format!("starting shard {id} from {}", s.dir.display()),
-                None => format!("starting shard {id}"),
-            })?;
+    for result in started {
+        let (handle, thread) = result?;
         handles.push(handle);
         shard_threads.push(thread);
     }

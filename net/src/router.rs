@@ -360,8 +360,17 @@ impl Router {
                 other => return Err(unexpected(other)),
             }
         }
+        // The header of a read at the current revision is the revision it read at, as one
+        // store's would be: a client lists, then watches from the header's revision + 1, so a
+        // later header (a write landed meanwhile in some shard) would hide that write from both.
+        // A read at a revision asked for answers with the current one, as etcd does.
+        let revision = if r.revision > 0 {
+            self.max_revision()
+        } else {
+            at
+        };
         Ok(Reply {
-            revision: self.max_revision(),
+            revision,
             response: Response::Range(merge_ranges(&r, parts)),
         })
     }

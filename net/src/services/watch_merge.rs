@@ -374,12 +374,7 @@ impl Merger {
         let watch_id = self.spec.watch_id;
         loop {
             if self.created_sent.is_none() && self.parts.iter().all(|p| p.created.is_some()) {
-                let revision = self
-                    .parts
-                    .iter()
-                    .filter_map(|p| p.created)
-                    .max()
-                    .unwrap_or(0);
+                let revision = self.highest_created();
                 self.created_sent = Some(revision);
                 self.send(WatchMessage::Created { watch_id, revision })
                     .await?;
@@ -433,16 +428,20 @@ impl Merger {
     }
 
     /// Cancels the watch on the merger's own account, with `reason`.
+    /// The highest revision a part was created at (0 before any was).
+    fn highest_created(&self) -> Revision {
+        self.parts
+            .iter()
+            .filter_map(|p| p.created)
+            .max()
+            .unwrap_or(0)
+    }
+
     async fn give_up(&mut self, reason: &'static str) -> Result<(), Closed> {
         let watch_id = self.spec.watch_id;
         let _ = self.reason.set(reason);
         self.cancel_parts().await;
-        let revision = self
-            .parts
-            .iter()
-            .filter_map(|p| p.created)
-            .max()
-            .unwrap_or(0);
+        let revision = self.highest_created();
         if self.created_sent.is_none() {
             self.created_sent = Some(revision);
             self.send(WatchMessage::Created { watch_id, revision })

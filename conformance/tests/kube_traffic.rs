@@ -1235,11 +1235,7 @@ fn check(sh: &Shared) -> Vec<String> {
         if p.kvs != want {
             let got: Vec<String> = p.kvs.iter().map(show_kv).collect();
             let want: Vec<String> = want.iter().map(show_kv).collect();
-            let first = got
-                .iter()
-                .zip(&want)
-                .position(|(a, b)| a != b)
-                .unwrap_or(got.len().min(want.len()));
+            let first = first_difference(&got, &want);
             out.push(format!(
                 "{what}: {} kvs, the model {}; first difference at {first}: got {:?}, model \
                  {:?}{shown}",
@@ -1306,11 +1302,7 @@ fn check(sh: &Shared) -> Vec<String> {
             let got: Vec<String> = got.into_iter().map(show_event).collect();
             let want: Vec<String> = want.iter().map(show_event).collect();
             if got != want {
-                let first = got
-                    .iter()
-                    .zip(&want)
-                    .position(|(a, b)| a != b)
-                    .unwrap_or(got.len().min(want.len()));
+                let first = first_difference(&got, &want);
                 out.push(format!(
                     "{what}, {}: {} events, the model {}; first difference at {first}: got \
                      {:?}, model {:?}",
@@ -1612,4 +1604,13 @@ async fn requests_across_resources() -> Result<()> {
         ),
     }
     Ok(())
+}
+
+/// The index of the first item where two listings differ (the shorter one's length when one
+/// is a prefix of the other).
+fn first_difference(got: &[String], want: &[String]) -> usize {
+    got.iter()
+        .zip(want)
+        .position(|(a, b)| a != b)
+        .unwrap_or(got.len().min(want.len()))
 }

@@ -554,7 +554,7 @@ const NOT_BUILT: &[&str] = &[
     "socket_reuse_address",
 ];
 
-/// Ballast tuning keys whose machinery is not built yet (several shards, watch buffers); the
+/// Ballast tuning keys whose machinery is not built yet (the watch buffers); the
 /// storage keys (`page-cache-bytes`, `checkpoint-*`, `group-commit-*`) act.
 const TUNING_NOT_BUILT: &[&str] = &["watch-event-buffer", "watch-stream-buffer"];
 

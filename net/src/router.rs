@@ -62,6 +62,18 @@ pub enum RouteError {
 }
 
 impl RouteError {
+    /// The shard answered that the lease does not exist (etcd answers some lease requests for
+    /// an unknown lease without an error, and a revoke skips shards that never had it).
+    pub fn is_lease_not_found(&self) -> bool {
+        matches!(
+            self,
+            RouteError::Shard {
+                source: ShardError::Engine(EngineError::LeaseNotFound { .. }),
+                ..
+            }
+        )
+    }
+
     fn engine(shard: usize, err: EngineError) -> RouteError {
         RouteError::Shard {
             shard,
@@ -424,12 +436,8 @@ impl Router {
             .map(|shard| self.call_shard(shard, Request::LeaseRevoke { id }));
         for result in join_all(calls).await {
             match result {
-                Ok(_)
-                | Err(RouteError::Shard {
-                    source: ShardError::Engine(EngineError::LeaseNotFound { .. }),
-                    ..
-                }) => {}
-                Err(err) => return Err(err),
+                Err(err) if !err.is_lease_not_found() => return Err(err),
+                _ => {}
             }
         }
         let last = self.call_shard(0, Request::LeaseRevoke { id }).await?;
@@ -457,10 +465,7 @@ impl Router {
                         ..
                     }) => ttl.keys.extend(other.keys),
                     Ok(other) => return Err(unexpected(other.response)),
-                    Err(RouteError::Shard {
-                        source: ShardError::Engine(EngineError::LeaseNotFound { .. }),
-                        ..
-                    }) => {}
+                    Err(err) if err.is_lease_not_found() => {}
                     Err(err) => return Err(err),
                 }
             }
@@ -519,8 +524,8 @@ impl Router {
 
     /// Learns every shard's revision (at start-up, before serving).
     pub async fn load_revisions(&self) -> Result<(), RouteError> {
-        for shard in 0..self.shard_count() {
-            self.call_shard(shard, Request::Status).await?;
+        for (shard, status) in self.statuses().await.into_iter().enumerate() {
+            status.map_err(|source| RouteError::Shard { shard, source })?;
         }
         Ok(())
     }

@@ -4,8 +4,7 @@
 
 use std::pin::Pin;
 
-use ballast_consensus::{Request, Response, ShardError};
-use ballast_engine::Error as EngineError;
+use ballast_consensus::{Request, Response};
 use ballast_proto::etcdserverpb as pb;
 use futures::Stream;
 use tokio::sync::mpsc;
@@ -13,7 +12,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status, Streaming};
 
 use crate::context::{route_error, Context};
-use crate::router::RouteError;
 use crate::status::unexpected_reply;
 
 /// Keep-alive responses buffered per stream before the stream applies backpressure.
@@ -39,10 +37,7 @@ async fn keep_alive_once(ctx: &Context, id: i64) -> Result<pb::LeaseKeepAliveRes
             }),
             _ => Err(unexpected_reply("LeaseKeepAlive")),
         },
-        Err(RouteError::Shard {
-            source: ShardError::Engine(EngineError::LeaseNotFound { .. }),
-            ..
-        }) => {
+        Err(e) if e.is_lease_not_found() => {
             let revision = current_revision(ctx).await?;
             Ok(pb::LeaseKeepAliveResponse {
                 header: Some(ctx.header(revision)),
@@ -147,10 +142,7 @@ impl pb::lease_server::Lease for LeaseService {
                 },
                 _ => return Err(unexpected_reply("LeaseTimeToLive")),
             },
-            Err(RouteError::Shard {
-                source: ShardError::Engine(EngineError::LeaseNotFound { .. }),
-                ..
-            }) => pb::LeaseTimeToLiveResponse {
+            Err(e) if e.is_lease_not_found() => pb::LeaseTimeToLiveResponse {
                 header: Some(self.ctx.header(current_revision(&self.ctx).await?)),
                 id: req.id,
                 ttl: -1,

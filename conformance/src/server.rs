@@ -30,7 +30,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use ballast_proto::etcdserverpb::{
     cluster_client::ClusterClient, kv_client::KvClient, lease_client::LeaseClient,
-    maintenance_client::MaintenanceClient, watch_client::WatchClient, RangeRequest,
+    maintenance_client::MaintenanceClient, watch_client::WatchClient, MemberListRequest,
+    RangeRequest,
 };
 use tonic::transport::Channel;
 
@@ -44,6 +45,32 @@ pub const MEMBER_NAME: &str = "conformance";
 const LOG_TAIL_LINES: usize = 200;
 /// How long a SIGKILLed server may take to be reaped.
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Another server answered on a server's client port (see [`Server::check_identity`]).
+#[derive(Debug)]
+struct ForeignServer {
+    port: u16,
+    advertised: Vec<String>,
+}
+
+impl std::fmt::Display for ForeignServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "another server answers on port {} (it advertises {:?})",
+            self.port, self.advertised
+        )
+    }
+}
+
+impl std::error::Error for ForeignServer {}
+
+/// Whether a start that failed with `err` should be retried on fresh ports: the server lost
+/// its port to another process between probing and binding.
+fn lost_port(err: &anyhow::Error, exited: bool, log: &str) -> bool {
+    err.downcast_ref::<ForeignServer>().is_some()
+        || (exited && log.to_ascii_lowercase().contains("address already in use"))
+}
 
 /// Which implementation a [`Server`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,9 +196,12 @@ impl Server {
                         "{} failed to start: {e:#}\n--- log ---\n{log}",
                         kind.label()
                     );
-                    // A port taken between probe and bind makes the server exit at once; any
-                    // other failure (timeout, crash for another reason) is reported as is.
-                    if exited && log.contains("address already in use") {
+                    // A port taken between probe and bind makes the server exit at once (or
+                    // another server answer on it); any other failure (timeout, crash for
+                    // another reason) is reported as is.
+                    let retry = lost_port(&e, exited, &log);
+                    drop(server);
+                    if retry {
                         last_err = Some(err);
                         continue;
                     }
@@ -356,7 +386,7 @@ impl Server {
                         let _ = child.kill();
                         let _ = child.wait();
                     }
-                    if exited && log.contains("address already in use") {
+                    if lost_port(&e, exited, &log) {
                         last_err = Some(err);
                         continue;
                     }
@@ -400,12 +430,42 @@ impl Server {
                 }
             }
             match self.try_range().await {
-                Ok(()) => return Ok(()),
+                Ok(()) => return self.check_identity().await,
                 Err(e) => last = format!("{e:#}"),
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         bail!("not ready within {READY_TIMEOUT:?}; last error: {last}")
+    }
+
+    /// Checks that the server answering on the client port is this one: it must advertise
+    /// this server's client URL. Probe ports are released before the servers bind them, so two
+    /// servers started at once may be handed the same port (one's client port, the other's
+    /// peer port, which etcd also serves gRPC on); the one that loses the bind exits, and
+    /// without this check the other's answers would pass as its own.
+    async fn check_identity(&self) -> Result<()> {
+        let channel = tokio::time::timeout(Duration::from_secs(2), self.channel())
+            .await
+            .map_err(|_| anyhow!("connect timed out"))??;
+        let members = tokio::time::timeout(
+            Duration::from_secs(2),
+            ClusterClient::new(channel).member_list(MemberListRequest::default()),
+        )
+        .await
+        .map_err(|_| anyhow!("MemberList timed out"))??
+        .into_inner()
+        .members;
+        let url = self.client_url();
+        if members.iter().any(|m| m.client_ur_ls.contains(&url)) {
+            return Ok(());
+        }
+        Err(anyhow!(ForeignServer {
+            port: self.client_port,
+            advertised: members
+                .iter()
+                .flat_map(|m| m.client_ur_ls.clone())
+                .collect(),
+        }))
     }
 
     async fn try_range(&self) -> Result<()> {
@@ -593,5 +653,47 @@ impl Pair {
     /// Both servers, reference first.
     pub fn both(&self) -> [&Server; 2] {
         [&self.etcd, &self.ballast]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server whose client port is another server's port is told apart: etcd serves gRPC on
+    /// its peer port too, so a Range there succeeds, but the member it describes advertises
+    /// another client URL.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn another_server_on_the_client_port_is_not_taken_for_this_one() {
+        let etcd = Server::start(Kind::Etcd).await.expect("starting etcd");
+        etcd.check_identity().await.expect("etcd is itself");
+        let impostor = Server {
+            kind: Kind::Ballast,
+            child: None,
+            client_port: etcd.peer_port,
+            peer_port: etcd.client_port,
+            log_path: PathBuf::new(),
+            dir: None,
+            extra_args: Vec::new(),
+        };
+        impostor
+            .try_range()
+            .await
+            .expect("etcd answers on its peer port");
+        let err = impostor
+            .check_identity()
+            .await
+            .expect_err("etcd's peer port is not the impostor's server");
+        assert!(lost_port(&err, false, ""), "{err:#}");
+        assert!(!lost_port(
+            &anyhow!("timed out"),
+            false,
+            "Address already in use"
+        ));
+        assert!(lost_port(
+            &anyhow!("exited"),
+            true,
+            "Error: Address already in use (os error 98)"
+        ));
     }
 }

@@ -136,21 +136,21 @@ pub fn encode(cmd: &LogCommand) -> Bytes {
     Bytes::from(out)
 }
 
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+pub(crate) fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     let len = u32::try_from(b.len()).expect("a key or value is far below 4 GiB");
     out.put_u32_le(len);
     out.put_slice(b);
 }
 
-fn put_bool(out: &mut Vec<u8>, b: bool) {
+pub(crate) fn put_bool(out: &mut Vec<u8>, b: bool) {
     out.put_u8(u8::from(b));
 }
 
-fn put_len(out: &mut Vec<u8>, n: usize) {
+pub(crate) fn put_len(out: &mut Vec<u8>, n: usize) {
     out.put_u32_le(u32::try_from(n).expect("op counts are bounded by --max-txn-ops"));
 }
 
-fn put_put(out: &mut Vec<u8>, r: &PutRequest) {
+pub(crate) fn put_put(out: &mut Vec<u8>, r: &PutRequest) {
     put_bytes(out, &r.key);
     put_bytes(out, &r.value);
     out.put_i64_le(r.lease);
@@ -159,13 +159,13 @@ fn put_put(out: &mut Vec<u8>, r: &PutRequest) {
     put_bool(out, r.ignore_lease);
 }
 
-fn put_delete(out: &mut Vec<u8>, r: &DeleteRangeRequest) {
+pub(crate) fn put_delete(out: &mut Vec<u8>, r: &DeleteRangeRequest) {
     put_bytes(out, &r.key);
     put_bytes(out, &r.range_end);
     put_bool(out, r.prev_kv);
 }
 
-fn put_range(out: &mut Vec<u8>, r: &RangeRequest) {
+pub(crate) fn put_range(out: &mut Vec<u8>, r: &RangeRequest) {
     put_bytes(out, &r.key);
     put_bytes(out, &r.range_end);
     out.put_i64_le(r.limit);
@@ -191,7 +191,7 @@ fn put_range(out: &mut Vec<u8>, r: &RangeRequest) {
     out.put_i64_le(r.max_create_revision);
 }
 
-fn put_txn(out: &mut Vec<u8>, t: &TxnRequest) {
+pub(crate) fn put_txn(out: &mut Vec<u8>, t: &TxnRequest) {
     put_len(out, t.compare.len());
     for c in &t.compare {
         out.put_u8(match c.result {
@@ -296,13 +296,13 @@ pub fn decode(payload: &Bytes) -> Result<LogCommand, DecodeError> {
     Ok(cmd)
 }
 
-struct Reader<'a> {
-    buf: &'a Bytes,
-    at: usize,
+pub(crate) struct Reader<'a> {
+    pub(crate) buf: &'a Bytes,
+    pub(crate) at: usize,
 }
 
 impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<std::ops::Range<usize>, DecodeError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<std::ops::Range<usize>, DecodeError> {
         let left = self.buf.len() - self.at;
         if n > left {
             return Err(DecodeError::Truncated {
@@ -315,26 +315,26 @@ impl Reader<'_> {
         Ok(range)
     }
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
         let range = self.take(N)?;
         let mut out = [0u8; N];
         out.copy_from_slice(&self.buf[range]);
         Ok(out)
     }
 
-    fn u8(&mut self) -> Result<u8, DecodeError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.array::<1>()?[0])
     }
 
-    fn u32(&mut self) -> Result<u32, DecodeError> {
+    pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
         Ok(u32::from_le_bytes(self.array()?))
     }
 
-    fn i64(&mut self) -> Result<i64, DecodeError> {
+    pub(crate) fn i64(&mut self) -> Result<i64, DecodeError> {
         Ok(i64::from_le_bytes(self.array()?))
     }
 
-    fn tag(&mut self, what: &'static str, max: u8) -> Result<u8, DecodeError> {
+    pub(crate) fn tag(&mut self, what: &'static str, max: u8) -> Result<u8, DecodeError> {
         let offset = self.at;
         let tag = self.u8()?;
         if tag > max {
@@ -343,18 +343,18 @@ impl Reader<'_> {
         Ok(tag)
     }
 
-    fn bool(&mut self) -> Result<bool, DecodeError> {
+    pub(crate) fn bool(&mut self) -> Result<bool, DecodeError> {
         Ok(self.tag("bool", 1)? == 1)
     }
 
     /// Shares the payload's buffer rather than copying.
-    fn bytes(&mut self) -> Result<Bytes, DecodeError> {
+    pub(crate) fn bytes(&mut self) -> Result<Bytes, DecodeError> {
         let len = self.u32()? as usize;
         let range = self.take(len)?;
         Ok(self.buf.slice(range))
     }
 
-    fn count(&mut self) -> Result<usize, DecodeError> {
+    pub(crate) fn count(&mut self) -> Result<usize, DecodeError> {
         let n = self.u32()? as usize;
         // Every element takes at least one byte: a count past the bytes left is damage, and
         // must not turn into a huge allocation.
@@ -367,7 +367,7 @@ impl Reader<'_> {
         Ok(n)
     }
 
-    fn put(&mut self) -> Result<PutRequest, DecodeError> {
+    pub(crate) fn put(&mut self) -> Result<PutRequest, DecodeError> {
         Ok(PutRequest {
             key: self.bytes()?,
             value: self.bytes()?,
@@ -378,7 +378,7 @@ impl Reader<'_> {
         })
     }
 
-    fn delete(&mut self) -> Result<DeleteRangeRequest, DecodeError> {
+    pub(crate) fn delete(&mut self) -> Result<DeleteRangeRequest, DecodeError> {
         Ok(DeleteRangeRequest {
             key: self.bytes()?,
             range_end: self.bytes()?,
@@ -386,7 +386,7 @@ impl Reader<'_> {
         })
     }
 
-    fn range(&mut self) -> Result<RangeRequest, DecodeError> {
+    pub(crate) fn range(&mut self) -> Result<RangeRequest, DecodeError> {
         Ok(RangeRequest {
             key: self.bytes()?,
             range_end: self.bytes()?,
@@ -469,7 +469,7 @@ impl Reader<'_> {
         Ok(ops)
     }
 
-    fn txn(&mut self, depth: usize) -> Result<TxnRequest, DecodeError> {
+    pub(crate) fn txn(&mut self, depth: usize) -> Result<TxnRequest, DecodeError> {
         if depth >= TXN_DEPTH_MAX {
             return Err(DecodeError::TooDeep);
         }

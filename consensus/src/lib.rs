@@ -9,7 +9,8 @@
 //! single node refuses), [`runtime`] (openraft's runtime over glommio — with `engine::io`'s
 //! glommio crate, the only code naming glommio), [`codec`] (the log entry payload and its
 //! encoding), [`types`] (openraft's type configuration, `ShardId`), [`stages`] (where a write's
-//! time goes inside the shard: propose, log, commit, apply).
+//! time goes inside the shard: propose, log, commit, apply), [`wire`] (what nodes send each
+//! other, encoded: Raft's messages, forwarded requests and their answers).
 
 pub mod codec;
 pub mod durable;
@@ -22,6 +23,7 @@ pub mod state_machine;
 pub mod stats;
 pub mod types;
 pub mod watchers;
+pub mod wire;
 
 pub use codec::LogCommand;
 pub use shard::{

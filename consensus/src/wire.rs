@@ -1,0 +1,833 @@
+//! The binary encoding of what nodes send each other (the peer transport, `network.rs`): Raft's
+//! AppendEntries and RequestVote with their responses, and the client requests a follower
+//! forwards to its shard's leader with the leader's answers. Written by hand like `codec.rs`,
+//! whose encoders and `Reader` it reuses for the engine's request types; log entries travel as
+//! the log store's records (`log_store::record_of` / `entry_of`: a normal entry's payload is
+//! `codec::encode`'s command, a membership entry's the log store's membership payload).
+//!
+//! Format (all integers little-endian; `bytes`, `bool`, `put_request`, `delete_range_request`,
+//! `range_request` and `txn_request` as in `codec.rs`):
+//! ```text
+//! message  = version:u8 (= WIRE_FORMAT_VERSION) kind:u8 body
+//! kind 1 request          request
+//! kind 2 answer           answer
+//! kind 3 append           append
+//! kind 4 append response  append_response
+//! kind 5 vote             vote_request
+//! kind 6 vote response    vote_response
+//!
+//! request  = tag:u8 body
+//!   1 Range range_request          8 Advance to:i64
+//!   2 Put put_request              9 LeaseKeepAlive id:i64
+//!   3 DeleteRange delete_range_req 10 LeaseTimeToLive id:i64 keys:bool
+//!   4 Txn txn_request              11 LeaseLeases
+//!   5 Compact revision:i64         12 HashKv revision:i64
+//!   6 LeaseGrant id:i64 ttl:i64    13 Hash
+//!   7 LeaseRevoke id:i64           14 Status
+//! answer   = 1 revision:i64 response           Ok(Reply)
+//!          | 2 shard_error                     Err(ShardError)
+//!          | 3                                 not forwardable: decodes to Err(Stopped)
+//! response = tag:u8 body
+//!   1 Range range_response         8 Advance
+//!   2 Put prev_kv:option_kv        9 LeaseKeepAlive ttl:i64
+//!   3 DeleteRange deleted:i64      10 LeaseTimeToLive id:i64 ttl_remaining_secs:i64
+//!     n:u32 kv[n]                     granted_ttl:i64 n:u32 key:bytes[n]
+//!   4 Txn txn_response             11 LeaseLeases n:u32 id:i64[n]
+//!   5 Compact                      12 HashKv hash:u32 compact_revision:i64 hash_revision:i64
+//!   6 LeaseGrant id:i64 ttl:i64    13 Hash hash:u32
+//!   7 LeaseRevoke                  14 Noop
+//! range_response = n:u32 kv[n] more:bool count:i64
+//! txn_response   = succeeded:bool n:u32 response_op[n]
+//! response_op    = 1 range_response | 2 option_kv | 3 deleted:i64 n:u32 kv[n] | 4 txn_response
+//! kv             = key:bytes create_revision:i64 mod_revision:i64 version:i64 value:bytes lease:i64
+//! option_x       = 0 | 1 x                      (a presence byte; anything else is refused)
+//! string         = bytes (UTF-8)
+//! shard_error    = 1 engine_error | 2 (Stopped) | 3 leader_id:option_u64 (NotLeader)
+//!                | 4 cause:string (Failed)
+//! engine_error   = 1 EmptyKey | 2 Compacted compact_revision:i64
+//!                | 3 FutureRevision revision:i64 current:i64 | 4 DuplicateKey
+//!                | 5 TooManyOps ops:u64 max:u64 | 6 KeyNotFound | 7 LeaseNotFound lease_id:i64
+//!                | 8 LeaseExists lease_id:i64 | 9 LeaseTtlTooLarge ttl:i64 | 10 ValueProvided
+//!                | 11 LeaseProvided | 12 InvalidSortOption
+//!
+//! vote           = term:u64 voted_for:u64 committed:bool   (standard leader id)
+//! log_id         = term:u64 index:u64                      (openraft's 0-based index)
+//! append         = vote prev_log_id:option_log_id leader_commit:option_log_id n:u32 entry[n]
+//! entry          = term:u64 index:u64 kind:u8 payload:bytes
+//!                  (index 0-based as in log_id; kind and payload as the log store's record)
+//! append_response = 1 (Success) | 2 option_log_id (PartialSuccess) | 3 (Conflict)
+//!                 | 4 vote (HigherVote)
+//! vote_request   = vote last_log_id:option_log_id leadership_transfer:bool
+//! vote_response  = vote vote_granted:bool last_log_id:option_log_id
+//! ```
+//! Every index on the wire is openraft's (the first entry is index 0); only the log store's
+//! backend counts from 1.
+//!
+//! Not forwardable (answer tag 3): `Response::Status` describes the replica that made it, so a
+//! follower answers Status itself and never forwards it; a leader asked anyway answers "not
+//! forwardable", and so does an engine error this encoding does not know (`ballast_engine::Error`
+//! is `#[non_exhaustive]`: a variant added there must be given a tag here). The asker decodes
+//! it as `Err(ShardError::Stopped)`: the peer served nothing.
+//!
+//! Invariants: `decode_x(encode_x(m)) == m` for every message; decoding never panics, refuses
+//! another version or message kind, unknown tags, presence or bool bytes other than 0/1, text
+//! that is not UTF-8 and trailing bytes, nests txns (requests and responses) at most
+//! [`TXN_DEPTH_MAX`] deep, and never allocates for more elements than bytes remain.
+
+use ballast_engine::{
+    DeleteRangeResponse, Error as EngineError, HashKv, KeyValue, LeaseTimeToLive, PutResponse,
+    RangeResponse, ResponseOp, TxnResponse,
+};
+use bytes::{BufMut, Bytes};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
+
+use crate::codec::{self, DecodeError, Reader, TXN_DEPTH_MAX};
+use crate::log_store::{entry_of, log_id, record_of, LogRecord};
+use crate::shard::{Reply, Request, Response, ShardError};
+use crate::types::{Entry, LeaderId, LogId, ShardRaft, Vote};
+
+/// Version of the peer wire encoding. 1: first layout.
+pub const WIRE_FORMAT_VERSION: u8 = 1;
+
+const KIND_REQUEST: u8 = 1;
+const KIND_ANSWER: u8 = 2;
+const KIND_APPEND: u8 = 3;
+const KIND_APPEND_RESPONSE: u8 = 4;
+const KIND_VOTE: u8 = 5;
+const KIND_VOTE_RESPONSE: u8 = 6;
+
+const ANSWER_OK: u8 = 1;
+const ANSWER_ERR: u8 = 2;
+const ANSWER_NOT_FORWARDABLE: u8 = 3;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    #[error("wire format version {version} is not {WIRE_FORMAT_VERSION}")]
+    Version { version: u8 },
+    #[error("message kind {found} where kind {expected} was expected")]
+    Kind { expected: u8, found: u8 },
+    #[error("{extra} bytes after the end of the message")]
+    Trailing { extra: usize },
+    /// Truncation, an unknown tag or bool, or txns nested too deep.
+    #[error(transparent)]
+    Malformed(#[from] DecodeError),
+    #[error("log entry at index {index}: {reason}")]
+    Entry { index: u64, reason: String },
+    #[error("text at byte {offset} is not UTF-8")]
+    Utf8 { offset: usize },
+    #[error("{value} at byte {offset} does not fit in a usize")]
+    TooLarge { value: u64, offset: usize },
+}
+
+// ------------------------------------------------------------------ encoding
+
+fn start(kind: u8) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.put_u8(WIRE_FORMAT_VERSION);
+    out.put_u8(kind);
+    out
+}
+
+pub fn encode_request(request: &Request) -> Bytes {
+    let mut out = start(KIND_REQUEST);
+    match request {
+        Request::Range(r) => {
+            out.put_u8(1);
+            codec::put_range(&mut out, r);
+        }
+        Request::Put(r) => {
+            out.put_u8(2);
+            codec::put_put(&mut out, r);
+        }
+        Request::DeleteRange(r) => {
+            out.put_u8(3);
+            codec::put_delete(&mut out, r);
+        }
+        Request::Txn(t) => {
+            out.put_u8(4);
+            codec::put_txn(&mut out, t);
+        }
+        Request::Compact { revision } => {
+            out.put_u8(5);
+            out.put_i64_le(*revision);
+        }
+        Request::LeaseGrant { id, ttl } => {
+            out.put_u8(6);
+            out.put_i64_le(*id);
+            out.put_i64_le(*ttl);
+        }
+        Request::LeaseRevoke { id } => {
+            out.put_u8(7);
+            out.put_i64_le(*id);
+        }
+        Request::Advance { to } => {
+            out.put_u8(8);
+            out.put_i64_le(*to);
+        }
+        Request::LeaseKeepAlive { id } => {
+            out.put_u8(9);
+            out.put_i64_le(*id);
+        }
+        Request::LeaseTimeToLive { id, keys } => {
+            out.put_u8(10);
+            out.put_i64_le(*id);
+            codec::put_bool(&mut out, *keys);
+        }
+        Request::LeaseLeases => out.put_u8(11),
+        Request::HashKv { revision } => {
+            out.put_u8(12);
+            out.put_i64_le(*revision);
+        }
+        Request::Hash => out.put_u8(13),
+        Request::Status => out.put_u8(14),
+    }
+    Bytes::from(out)
+}
+
+/// What [`encode_answer`] cannot carry (see the module comment).
+struct NotForwardable;
+
+pub fn encode_answer(answer: &Result<Reply, ShardError>) -> Bytes {
+    let mut out = start(KIND_ANSWER);
+    let written = match answer {
+        Ok(reply) => {
+            out.put_u8(ANSWER_OK);
+            out.put_i64_le(reply.revision);
+            put_response(&mut out, &reply.response)
+        }
+        Err(e) => {
+            out.put_u8(ANSWER_ERR);
+            put_shard_error(&mut out, e)
+        }
+    };
+    if written.is_err() {
+        out.truncate(2);
+        out.put_u8(ANSWER_NOT_FORWARDABLE);
+    }
+    Bytes::from(out)
+}
+
+fn put_response(out: &mut Vec<u8>, response: &Response) -> Result<(), NotForwardable> {
+    match response {
+        Response::Range(r) => {
+            out.put_u8(1);
+            put_range_response(out, r);
+        }
+        Response::Put(r) => {
+            out.put_u8(2);
+            put_option_kv(out, r.prev_kv.as_ref());
+        }
+        Response::DeleteRange(r) => {
+            out.put_u8(3);
+            put_delete_response(out, r);
+        }
+        Response::Txn(t) => {
+            out.put_u8(4);
+            put_txn_response(out, t);
+        }
+        Response::Compact => out.put_u8(5),
+        Response::LeaseGrant { id, ttl } => {
+            out.put_u8(6);
+            out.put_i64_le(*id);
+            out.put_i64_le(*ttl);
+        }
+        Response::LeaseRevoke => out.put_u8(7),
+        Response::Advance => out.put_u8(8),
+        Response::LeaseKeepAlive { ttl } => {
+            out.put_u8(9);
+            out.put_i64_le(*ttl);
+        }
+        Response::LeaseTimeToLive(t) => {
+            out.put_u8(10);
+            out.put_i64_le(t.id);
+            out.put_i64_le(t.ttl_remaining_secs);
+            out.put_i64_le(t.granted_ttl);
+            codec::put_len(out, t.keys.len());
+            for key in &t.keys {
+                codec::put_bytes(out, key);
+            }
+        }
+        Response::LeaseLeases(ids) => {
+            out.put_u8(11);
+            codec::put_len(out, ids.len());
+            for id in ids {
+                out.put_i64_le(*id);
+            }
+        }
+        Response::HashKv(h) => {
+            out.put_u8(12);
+            out.put_u32_le(h.hash);
+            out.put_i64_le(h.compact_revision);
+            out.put_i64_le(h.hash_revision);
+        }
+        Response::Hash(hash) => {
+            out.put_u8(13);
+            out.put_u32_le(*hash);
+        }
+        Response::Status(_) => return Err(NotForwardable),
+        Response::Noop => out.put_u8(14),
+    }
+    Ok(())
+}
+
+fn put_kv(out: &mut Vec<u8>, kv: &KeyValue) {
+    codec::put_bytes(out, &kv.key);
+    out.put_i64_le(kv.create_revision);
+    out.put_i64_le(kv.mod_revision);
+    out.put_i64_le(kv.version);
+    codec::put_bytes(out, &kv.value);
+    out.put_i64_le(kv.lease);
+}
+
+fn put_option_kv(out: &mut Vec<u8>, kv: Option<&KeyValue>) {
+    match kv {
+        None => out.put_u8(0),
+        Some(kv) => {
+            out.put_u8(1);
+            put_kv(out, kv);
+        }
+    }
+}
+
+fn put_kvs(out: &mut Vec<u8>, kvs: &[KeyValue]) {
+    codec::put_len(out, kvs.len());
+    for kv in kvs {
+        put_kv(out, kv);
+    }
+}
+
+fn put_range_response(out: &mut Vec<u8>, r: &RangeResponse) {
+    put_kvs(out, &r.kvs);
+    codec::put_bool(out, r.more);
+    out.put_i64_le(r.count);
+}
+
+fn put_delete_response(out: &mut Vec<u8>, r: &DeleteRangeResponse) {
+    out.put_i64_le(r.deleted);
+    put_kvs(out, &r.prev_kvs);
+}
+
+fn put_txn_response(out: &mut Vec<u8>, t: &TxnResponse) {
+    codec::put_bool(out, t.succeeded);
+    codec::put_len(out, t.responses.len());
+    for op in &t.responses {
+        match op {
+            ResponseOp::Range(r) => {
+                out.put_u8(1);
+                put_range_response(out, r);
+            }
+            ResponseOp::Put(r) => {
+                out.put_u8(2);
+                put_option_kv(out, r.prev_kv.as_ref());
+            }
+            ResponseOp::DeleteRange(r) => {
+                out.put_u8(3);
+                put_delete_response(out, r);
+            }
+            ResponseOp::Txn(t) => {
+                out.put_u8(4);
+                put_txn_response(out, t);
+            }
+        }
+    }
+}
+
+fn put_shard_error(out: &mut Vec<u8>, e: &ShardError) -> Result<(), NotForwardable> {
+    match e {
+        ShardError::Engine(e) => {
+            out.put_u8(1);
+            put_engine_error(out, e)?;
+        }
+        ShardError::Stopped => out.put_u8(2),
+        ShardError::NotLeader { leader_id } => {
+            out.put_u8(3);
+            match leader_id {
+                None => out.put_u8(0),
+                Some(id) => {
+                    out.put_u8(1);
+                    out.put_u64_le(*id);
+                }
+            }
+        }
+        ShardError::Failed { cause } => {
+            out.put_u8(4);
+            codec::put_bytes(out, cause.as_bytes());
+        }
+    }
+    Ok(())
+}
+
+fn put_engine_error(out: &mut Vec<u8>, e: &EngineError) -> Result<(), NotForwardable> {
+    match e {
+        EngineError::EmptyKey => out.put_u8(1),
+        EngineError::Compacted { compact_revision } => {
+            out.put_u8(2);
+            out.put_i64_le(*compact_revision);
+        }
+        EngineError::FutureRevision { revision, current } => {
+            out.put_u8(3);
+            out.put_i64_le(*revision);
+            out.put_i64_le(*current);
+        }
+        EngineError::DuplicateKey => out.put_u8(4),
+        EngineError::TooManyOps { ops, max } => {
+            out.put_u8(5);
+            out.put_u64_le(*ops as u64);
+            out.put_u64_le(*max as u64);
+        }
+        EngineError::KeyNotFound => out.put_u8(6),
+        EngineError::LeaseNotFound { lease_id } => {
+            out.put_u8(7);
+            out.put_i64_le(*lease_id);
+        }
+        EngineError::LeaseExists { lease_id } => {
+            out.put_u8(8);
+            out.put_i64_le(*lease_id);
+        }
+        EngineError::LeaseTtlTooLarge { ttl } => {
+            out.put_u8(9);
+            out.put_i64_le(*ttl);
+        }
+        EngineError::ValueProvided => out.put_u8(10),
+        EngineError::LeaseProvided => out.put_u8(11),
+        EngineError::InvalidSortOption => out.put_u8(12),
+        // A variant added to the engine after this encoding (the enum is non-exhaustive).
+        _ => return Err(NotForwardable),
+    }
+    Ok(())
+}
+
+fn put_vote(out: &mut Vec<u8>, vote: &Vote) {
+    out.put_u64_le(vote.leader_id.term);
+    out.put_u64_le(vote.leader_id.voted_for);
+    codec::put_bool(out, vote.committed);
+}
+
+fn put_option_log_id(out: &mut Vec<u8>, id: Option<&LogId>) {
+    match id {
+        None => out.put_u8(0),
+        Some(id) => {
+            out.put_u8(1);
+            out.put_u64_le(id.leader_id.term);
+            out.put_u64_le(id.index);
+        }
+    }
+}
+
+pub fn encode_append(rpc: &AppendEntriesRequest<ShardRaft>) -> Bytes {
+    let mut out = start(KIND_APPEND);
+    put_vote(&mut out, &rpc.vote);
+    put_option_log_id(&mut out, rpc.prev_log_id.as_ref());
+    put_option_log_id(&mut out, rpc.leader_commit.as_ref());
+    codec::put_len(&mut out, rpc.entries.len());
+    for entry in &rpc.entries {
+        let record = record_of(entry);
+        out.put_u64_le(entry.log_id.leader_id.term);
+        // openraft's index, not the record's (1-based) one: see the module comment.
+        out.put_u64_le(entry.log_id.index);
+        out.put_u8(record.kind);
+        codec::put_bytes(&mut out, &record.payload);
+    }
+    Bytes::from(out)
+}
+
+pub fn encode_append_response(r: &AppendEntriesResponse<ShardRaft>) -> Bytes {
+    let mut out = start(KIND_APPEND_RESPONSE);
+    match r {
+        AppendEntriesResponse::Success => out.put_u8(1),
+        AppendEntriesResponse::PartialSuccess(id) => {
+            out.put_u8(2);
+            put_option_log_id(&mut out, id.as_ref());
+        }
+        AppendEntriesResponse::Conflict => out.put_u8(3),
+        AppendEntriesResponse::HigherVote(vote) => {
+            out.put_u8(4);
+            put_vote(&mut out, vote);
+        }
+    }
+    Bytes::from(out)
+}
+
+pub fn encode_vote(rpc: &VoteRequest<ShardRaft>) -> Bytes {
+    let mut out = start(KIND_VOTE);
+    put_vote(&mut out, &rpc.vote);
+    put_option_log_id(&mut out, rpc.last_log_id.as_ref());
+    codec::put_bool(&mut out, rpc.leadership_transfer);
+    Bytes::from(out)
+}
+
+pub fn encode_vote_response(r: &VoteResponse<ShardRaft>) -> Bytes {
+    let mut out = start(KIND_VOTE_RESPONSE);
+    put_vote(&mut out, &r.vote);
+    codec::put_bool(&mut out, r.vote_granted);
+    put_option_log_id(&mut out, r.last_log_id.as_ref());
+    Bytes::from(out)
+}
+
+// ------------------------------------------------------------------ decoding
+
+/// Checks the version and kind, decodes the body and refuses what is left after it. The
+/// message is copied once so that decoded keys and values share one buffer (`Reader::bytes`).
+fn decode_message<T>(
+    bytes: &[u8],
+    kind: u8,
+    body: impl FnOnce(&mut Reader<'_>) -> Result<T, WireError>,
+) -> Result<T, WireError> {
+    let buf = Bytes::copy_from_slice(bytes);
+    let mut r = Reader { buf: &buf, at: 0 };
+    let version = r.u8()?;
+    if version != WIRE_FORMAT_VERSION {
+        return Err(WireError::Version { version });
+    }
+    let found = r.u8()?;
+    if found != kind {
+        return Err(WireError::Kind {
+            expected: kind,
+            found,
+        });
+    }
+    let value = body(&mut r)?;
+    let extra = buf.len() - r.at;
+    if extra != 0 {
+        return Err(WireError::Trailing { extra });
+    }
+    Ok(value)
+}
+
+fn unknown(what: &'static str, tag: u8, offset: usize) -> WireError {
+    WireError::Malformed(DecodeError::Tag { what, tag, offset })
+}
+
+pub fn decode_request(bytes: &[u8]) -> Result<Request, WireError> {
+    decode_message(bytes, KIND_REQUEST, |r| {
+        let at = r.at;
+        Ok(match r.u8()? {
+            1 => Request::Range(r.range()?),
+            2 => Request::Put(r.put()?),
+            3 => Request::DeleteRange(r.delete()?),
+            4 => Request::Txn(r.txn(0)?),
+            5 => Request::Compact { revision: r.i64()? },
+            6 => Request::LeaseGrant {
+                id: r.i64()?,
+                ttl: r.i64()?,
+            },
+            7 => Request::LeaseRevoke { id: r.i64()? },
+            8 => Request::Advance { to: r.i64()? },
+            9 => Request::LeaseKeepAlive { id: r.i64()? },
+            10 => Request::LeaseTimeToLive {
+                id: r.i64()?,
+                keys: r.bool()?,
+            },
+            11 => Request::LeaseLeases,
+            12 => Request::HashKv { revision: r.i64()? },
+            13 => Request::Hash,
+            14 => Request::Status,
+            tag => return Err(unknown("request", tag, at)),
+        })
+    })
+}
+
+pub fn decode_answer(bytes: &[u8]) -> Result<Result<Reply, ShardError>, WireError> {
+    decode_message(bytes, KIND_ANSWER, |r| {
+        let at = r.at;
+        Ok(match r.u8()? {
+            ANSWER_OK => Ok(Reply {
+                revision: r.i64()?,
+                response: r.response()?,
+            }),
+            ANSWER_ERR => Err(r.shard_error()?),
+            ANSWER_NOT_FORWARDABLE => Err(ShardError::Stopped),
+            tag => return Err(unknown("answer", tag, at)),
+        })
+    })
+}
+
+pub fn decode_append(bytes: &[u8]) -> Result<AppendEntriesRequest<ShardRaft>, WireError> {
+    decode_message(bytes, KIND_APPEND, |r| {
+        let vote = r.vote()?;
+        let prev_log_id = r.option_log_id()?;
+        let leader_commit = r.option_log_id()?;
+        let n = r.count()?;
+        let mut entries = Vec::with_capacity(n);
+        for _ in 0..n {
+            entries.push(r.entry()?);
+        }
+        Ok(AppendEntriesRequest {
+            vote,
+            prev_log_id,
+            entries,
+            leader_commit,
+        })
+    })
+}
+
+pub fn decode_append_response(bytes: &[u8]) -> Result<AppendEntriesResponse<ShardRaft>, WireError> {
+    decode_message(bytes, KIND_APPEND_RESPONSE, |r| {
+        let at = r.at;
+        Ok(match r.u8()? {
+            1 => AppendEntriesResponse::Success,
+            2 => AppendEntriesResponse::PartialSuccess(r.option_log_id()?),
+            3 => AppendEntriesResponse::Conflict,
+            4 => AppendEntriesResponse::HigherVote(r.vote()?),
+            tag => return Err(unknown("append response", tag, at)),
+        })
+    })
+}
+
+pub fn decode_vote(bytes: &[u8]) -> Result<VoteRequest<ShardRaft>, WireError> {
+    decode_message(bytes, KIND_VOTE, |r| {
+        Ok(VoteRequest {
+            vote: r.vote()?,
+            last_log_id: r.option_log_id()?,
+            leadership_transfer: r.bool()?,
+        })
+    })
+}
+
+pub fn decode_vote_response(bytes: &[u8]) -> Result<VoteResponse<ShardRaft>, WireError> {
+    decode_message(bytes, KIND_VOTE_RESPONSE, |r| {
+        Ok(VoteResponse {
+            vote: r.vote()?,
+            vote_granted: r.bool()?,
+            last_log_id: r.option_log_id()?,
+        })
+    })
+}
+
+/// The wire's readers, on `codec.rs`'s `Reader` (which reads the engine's request types).
+impl Reader<'_> {
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    fn usize(&mut self) -> Result<usize, WireError> {
+        let offset = self.at;
+        let value = self.u64()?;
+        usize::try_from(value).map_err(|_| WireError::TooLarge { value, offset })
+    }
+
+    /// A presence byte: `Some` follows when true.
+    fn present(&mut self) -> Result<bool, DecodeError> {
+        Ok(self.tag("presence", 1)? == 1)
+    }
+
+    fn string(&mut self) -> Result<String, WireError> {
+        let offset = self.at;
+        let bytes = self.bytes()?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| WireError::Utf8 { offset })
+    }
+
+    fn kv(&mut self) -> Result<KeyValue, DecodeError> {
+        Ok(KeyValue {
+            key: self.bytes()?,
+            create_revision: self.i64()?,
+            mod_revision: self.i64()?,
+            version: self.i64()?,
+            value: self.bytes()?,
+            lease: self.i64()?,
+        })
+    }
+
+    fn option_kv(&mut self) -> Result<Option<KeyValue>, DecodeError> {
+        Ok(if self.present()? {
+            Some(self.kv()?)
+        } else {
+            None
+        })
+    }
+
+    fn kvs(&mut self) -> Result<Vec<KeyValue>, DecodeError> {
+        let n = self.count()?;
+        let mut kvs = Vec::with_capacity(n);
+        for _ in 0..n {
+            kvs.push(self.kv()?);
+        }
+        Ok(kvs)
+    }
+
+    fn range_response(&mut self) -> Result<RangeResponse, DecodeError> {
+        Ok(RangeResponse {
+            kvs: self.kvs()?,
+            more: self.bool()?,
+            count: self.i64()?,
+        })
+    }
+
+    fn delete_response(&mut self) -> Result<DeleteRangeResponse, DecodeError> {
+        Ok(DeleteRangeResponse {
+            deleted: self.i64()?,
+            prev_kvs: self.kvs()?,
+        })
+    }
+
+    fn txn_response(&mut self, depth: usize) -> Result<TxnResponse, WireError> {
+        if depth >= TXN_DEPTH_MAX {
+            return Err(DecodeError::TooDeep.into());
+        }
+        let succeeded = self.bool()?;
+        let n = self.count()?;
+        let mut responses = Vec::with_capacity(n);
+        for _ in 0..n {
+            let at = self.at;
+            responses.push(match self.u8()? {
+                1 => ResponseOp::Range(self.range_response()?),
+                2 => ResponseOp::Put(PutResponse {
+                    prev_kv: self.option_kv()?,
+                }),
+                3 => ResponseOp::DeleteRange(self.delete_response()?),
+                4 => ResponseOp::Txn(self.txn_response(depth + 1)?),
+                tag => return Err(unknown("txn response op", tag, at)),
+            });
+        }
+        Ok(TxnResponse {
+            succeeded,
+            responses,
+        })
+    }
+
+    fn response(&mut self) -> Result<Response, WireError> {
+        let at = self.at;
+        Ok(match self.u8()? {
+            1 => Response::Range(self.range_response()?),
+            2 => Response::Put(PutResponse {
+                prev_kv: self.option_kv()?,
+            }),
+            3 => Response::DeleteRange(self.delete_response()?),
+            4 => Response::Txn(self.txn_response(0)?),
+            5 => Response::Compact,
+            6 => Response::LeaseGrant {
+                id: self.i64()?,
+                ttl: self.i64()?,
+            },
+            7 => Response::LeaseRevoke,
+            8 => Response::Advance,
+            9 => Response::LeaseKeepAlive { ttl: self.i64()? },
+            10 => {
+                let id = self.i64()?;
+                let ttl_remaining_secs = self.i64()?;
+                let granted_ttl = self.i64()?;
+                let n = self.count()?;
+                let mut keys = Vec::with_capacity(n);
+                for _ in 0..n {
+                    keys.push(self.bytes()?);
+                }
+                Response::LeaseTimeToLive(LeaseTimeToLive {
+                    id,
+                    ttl_remaining_secs,
+                    granted_ttl,
+                    keys,
+                })
+            }
+            11 => {
+                let n = self.count()?;
+                let mut ids = Vec::with_capacity(n);
+                for _ in 0..n {
+                    ids.push(self.i64()?);
+                }
+                Response::LeaseLeases(ids)
+            }
+            12 => Response::HashKv(HashKv {
+                hash: self.u32()?,
+                compact_revision: self.i64()?,
+                hash_revision: self.i64()?,
+            }),
+            13 => Response::Hash(self.u32()?),
+            14 => Response::Noop,
+            tag => return Err(unknown("response", tag, at)),
+        })
+    }
+
+    fn shard_error(&mut self) -> Result<ShardError, WireError> {
+        let at = self.at;
+        Ok(match self.u8()? {
+            1 => ShardError::Engine(self.engine_error()?),
+            2 => ShardError::Stopped,
+            3 => ShardError::NotLeader {
+                leader_id: if self.present()? {
+                    Some(self.u64()?)
+                } else {
+                    None
+                },
+            },
+            4 => ShardError::Failed {
+                cause: self.string()?,
+            },
+            tag => return Err(unknown("shard error", tag, at)),
+        })
+    }
+
+    fn engine_error(&mut self) -> Result<EngineError, WireError> {
+        let at = self.at;
+        Ok(match self.u8()? {
+            1 => EngineError::EmptyKey,
+            2 => EngineError::Compacted {
+                compact_revision: self.i64()?,
+            },
+            3 => EngineError::FutureRevision {
+                revision: self.i64()?,
+                current: self.i64()?,
+            },
+            4 => EngineError::DuplicateKey,
+            5 => EngineError::TooManyOps {
+                ops: self.usize()?,
+                max: self.usize()?,
+            },
+            6 => EngineError::KeyNotFound,
+            7 => EngineError::LeaseNotFound {
+                lease_id: self.i64()?,
+            },
+            8 => EngineError::LeaseExists {
+                lease_id: self.i64()?,
+            },
+            9 => EngineError::LeaseTtlTooLarge { ttl: self.i64()? },
+            10 => EngineError::ValueProvided,
+            11 => EngineError::LeaseProvided,
+            12 => EngineError::InvalidSortOption,
+            tag => return Err(unknown("engine error", tag, at)),
+        })
+    }
+
+    fn vote(&mut self) -> Result<Vote, DecodeError> {
+        Ok(Vote {
+            leader_id: LeaderId {
+                term: self.u64()?,
+                voted_for: self.u64()?,
+            },
+            committed: self.bool()?,
+        })
+    }
+
+    fn option_log_id(&mut self) -> Result<Option<LogId>, DecodeError> {
+        Ok(if self.present()? {
+            Some(log_id(self.u64()?, self.u64()?))
+        } else {
+            None
+        })
+    }
+
+    fn entry(&mut self) -> Result<Entry, WireError> {
+        let term = self.u64()?;
+        let index = self.u64()?;
+        let kind = self.u8()?;
+        let payload = self.bytes()?;
+        // The log store's records count from 1 (see the module comment).
+        let record_index = index.checked_add(1).ok_or_else(|| WireError::Entry {
+            index,
+            reason: "index past the last one a log can hold".into(),
+        })?;
+        let record = LogRecord {
+            term,
+            index: record_index,
+            kind,
+            payload,
+        };
+        entry_of(&record).map_err(|e| WireError::Entry {
+            index,
+            reason: e.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -127,7 +127,20 @@ pub struct Server {
     dir: Option<tempfile::TempDir>,
     /// Arguments added after the harness's own (e.g. a short watch progress interval).
     extra_args: Vec<String>,
+    /// How it joins a cluster (`None`: a cluster of one, named [`MEMBER_NAME`]).
+    member: Option<ClusterMember>,
 }
+
+/// A member of a cluster the harness starts ([`Server::start_cluster`]).
+#[derive(Clone, Debug)]
+struct ClusterMember {
+    name: String,
+    /// `--initial-cluster`: every member's `NAME=PEER_URL`.
+    initial_cluster: String,
+}
+
+/// The `--initial-cluster-token` of clusters the harness starts.
+pub const CLUSTER_TOKEN: &str = "conformance-cluster";
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -235,6 +248,7 @@ impl Server {
             log_path,
             dir: Some(dir),
             extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
+            member: None,
         };
         server.spawn_child()?;
         Ok(server)
@@ -277,9 +291,16 @@ impl Server {
             .context("opening the server log")?;
         let client_url = self.client_url();
         let peer_url = format!("http://127.0.0.1:{}", self.peer_port);
+        let (name, initial_cluster) = match &self.member {
+            Some(m) => (m.name.clone(), m.initial_cluster.clone()),
+            None => (MEMBER_NAME.to_owned(), format!("{MEMBER_NAME}={peer_url}")),
+        };
         let mut cmd = Command::new(&program);
+        if self.member.is_some() {
+            cmd.arg("--initial-cluster-token").arg(CLUSTER_TOKEN);
+        }
         cmd.arg("--name")
-            .arg(MEMBER_NAME)
+            .arg(&name)
             .arg("--data-dir")
             .arg(self.data_dir())
             .arg("--listen-client-urls")
@@ -291,7 +312,7 @@ impl Server {
             .arg("--initial-advertise-peer-urls")
             .arg(&peer_url)
             .arg("--initial-cluster")
-            .arg(format!("{MEMBER_NAME}={peer_url}"))
+            .arg(&initial_cluster)
             .args(&self.extra_args)
             .current_dir(&dir)
             .stdin(Stdio::null())
@@ -354,6 +375,67 @@ impl Server {
         }
     }
 
+    /// Starts a cluster of `n` members of `kind` (`m0`, `m1`, ...) on fresh loopback ports,
+    /// each with `extra_args`, and waits until every one answers a linearizable Range (which
+    /// takes an elected leader). Servers are in member order.
+    pub async fn start_cluster(kind: Kind, n: usize, extra_args: &[&str]) -> Result<Vec<Server>> {
+        let mut ports = std::collections::HashSet::new();
+        let mut pairs = Vec::new();
+        while pairs.len() < n {
+            let (c, p) = free_port_pair()?;
+            if ports.insert(c) && ports.insert(p) {
+                pairs.push((c, p));
+            }
+        }
+        let initial_cluster = pairs
+            .iter()
+            .enumerate()
+            .map(|(i, (_, p))| format!("m{i}=http://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut servers = Vec::new();
+        for (i, (client_port, peer_port)) in pairs.into_iter().enumerate() {
+            let dir = tempfile::Builder::new()
+                .prefix(&format!("conformance-cluster-m{i}-"))
+                .tempdir()
+                .context("creating a temp dir")?;
+            let log_path = dir.path().join("server.log");
+            File::create(&log_path).context("creating the server log")?;
+            let mut server = Server {
+                kind,
+                child: None,
+                client_port,
+                peer_port,
+                log_path,
+                dir: Some(dir),
+                extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
+                member: Some(ClusterMember {
+                    name: format!("m{i}"),
+                    initial_cluster: initial_cluster.clone(),
+                }),
+            };
+            server.spawn_child()?;
+            servers.push(server);
+        }
+        for server in servers.iter_mut() {
+            server.wait_ready().await.with_context(|| {
+                format!(
+                    "cluster member {} did not start\n--- log ---\n{}",
+                    server.member.as_ref().map_or("?", |m| m.name.as_str()),
+                    server.log_tail()
+                )
+            })?;
+        }
+        Ok(servers)
+    }
+
+    /// The member name (`conformance` outside a started cluster).
+    pub fn name(&self) -> &str {
+        self.member
+            .as_ref()
+            .map_or(MEMBER_NAME, |m| m.name.as_str())
+    }
+
     /// Starts the server again on the same data dir after [`Server::kill9`] and waits until it
     /// answers a Range (at most [`READY_TIMEOUT`]). The same ports are used unless the server
     /// reports them taken, then fresh ones.
@@ -363,7 +445,8 @@ impl Server {
         }
         let mut last_err = None;
         for attempt in 0..START_ATTEMPTS {
-            if attempt > 0 {
+            // A cluster member keeps its ports: the others know it by them.
+            if attempt > 0 && self.member.is_none() {
                 (self.client_port, self.peer_port) = free_port_pair()?;
             }
             let log_start = self.append_log_marker("restart")?;
@@ -675,6 +758,7 @@ mod tests {
             log_path: PathBuf::new(),
             dir: None,
             extra_args: Vec::new(),
+            member: None,
         };
         impostor
             .try_range()

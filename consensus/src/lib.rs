@@ -26,8 +26,10 @@ pub mod watchers;
 pub mod wire;
 
 pub use codec::LogCommand;
+pub use network::{Outbound, PeerFailure, PeerKind};
 pub use shard::{
-    LeaseExpiry, Reply, Request, Response, ShardConfig, ShardError, ShardHandle, ShardStatus,
+    ClusterConfig, LeaseExpiry, RaftMember, Reply, Request, Response, ShardConfig, ShardError,
+    ShardHandle, ShardStatus,
 };
 pub use types::{NodeId, ShardId};
 pub use watchers::{StreamId, WatchCreate, WatchMessage};

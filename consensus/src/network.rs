@@ -1,15 +1,24 @@
 //! The way a shard's Raft group reaches its peers: openraft's `RaftNetworkFactory` over a seam of
-//! our own, [`PeerTransport`]. The peer transport of the next issue (one multiplexed stream per
-//! node pair carrying every shard's messages, design.md §3) implements that trait; until then
-//! [`NoPeers`] refuses every RPC, which a single-node group never sends.
+//! our own, [`PeerTransport`]. A single-node group uses [`NoPeers`], which refuses every RPC (it
+//! never sends one). A node of a cluster uses [`ChannelTransport`]: each message is encoded
+//! (`wire.rs`) on the shard's thread and handed as an [`Outbound`] to the node's peer hub (in
+//! `net`, on the tokio side), which keeps one multiplexed connection per peer carrying every
+//! shard's messages (design.md §3) and hands the encoded answer back on a oneshot. The same
+//! channel carries requests a follower forwards to its shard's leader ([`PeerKind::Forward`]).
 //!
-//! Invariant: every message names its shard, so one transport serves all shards of a node.
+//! Invariants: every message names its shard, so one transport serves all shards of a node; a
+//! call is answered by `target`'s replica of that shard or fails (openraft then backs off and
+//! retries); a call never outlives its deadline.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::time::Duration;
 
-use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::impls::BasicNode;
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse};
@@ -19,6 +28,7 @@ use openraft::{RaftNetworkV2, Snapshot};
 use crate::log_store::LocalFuture;
 use crate::state_machine::SnapshotData;
 use crate::types::{CommittedLeaderId, NodeId, ShardId, ShardRaft, Vote};
+use crate::wire;
 
 pub type ShardSnapshot = Snapshot<CommittedLeaderId, NodeId, BasicNode, SnapshotData>;
 /// Resolves when the snapshot transfer is no longer wanted.
@@ -30,6 +40,9 @@ pub type CancelTransfer = Pin<Box<dyn Future<Output = ReplicationClosed>>>;
 /// (`Unreachable` when the peer cannot be reached: openraft then backs off); it never answers
 /// for another shard or node. Calls may be in flight concurrently; each is independent.
 pub trait PeerTransport: 'static {
+    /// `target`'s address, as the membership names it (called before the first message to it).
+    fn learn(&self, _target: NodeId, _addr: &str) {}
+
     fn append_entries(
         &self,
         shard: ShardId,
@@ -100,6 +113,198 @@ impl PeerTransport for NoPeers {
     }
 }
 
+/// What a message between nodes is; the answer is of the matching kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum PeerKind {
+    /// Raft AppendEntries (`wire::encode_append`), answered with its response.
+    Append = 1,
+    /// Raft RequestVote (`wire::encode_vote`), answered with its response.
+    Vote = 2,
+    /// A client request a follower forwards to its shard's leader (`wire::encode_request`),
+    /// answered with the leader's `Result<Reply, ShardError>` (`wire::encode_answer`). The
+    /// receiver serves it itself or refuses with `NotLeader`; it never forwards it again.
+    Forward = 3,
+}
+
+impl PeerKind {
+    pub fn from_u8(b: u8) -> Option<PeerKind> {
+        match b {
+            1 => Some(PeerKind::Append),
+            2 => Some(PeerKind::Vote),
+            3 => Some(PeerKind::Forward),
+            _ => None,
+        }
+    }
+}
+
+/// Why a message got no answer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PeerFailure {
+    /// The peer could not be reached (connect failed, connection lost before the answer).
+    #[error("peer {addr} unreachable: {why}")]
+    Unreachable { addr: String, why: String },
+    /// The connection was lost after the message was sent: it may have been handled.
+    #[error("peer {addr}: connection lost before the answer: {why}")]
+    Lost { addr: String, why: String },
+    /// No answer before the deadline.
+    #[error("peer {addr} did not answer within {after:?}")]
+    Timeout { addr: String, after: Duration },
+    /// The peer received the message and could not handle it (e.g. its shard is not running).
+    #[error("peer {addr} refused: {why}")]
+    Refused { addr: String, why: String },
+}
+
+/// A message for the peer hub to deliver: to the node at `addr` (its peer URL), for its
+/// replica of `shard`; the encoded answer (or why there is none) goes to `reply`. The hub
+/// drops a message whose deadline passed and answers it with `Timeout`.
+#[derive(Debug)]
+pub struct Outbound {
+    pub addr: String,
+    pub shard: ShardId,
+    pub kind: PeerKind,
+    pub body: Bytes,
+    pub timeout: Duration,
+    pub reply: oneshot::Sender<Result<Bytes, PeerFailure>>,
+}
+
+/// The transport of a node in a cluster: messages go to the peer hub over a channel.
+#[derive(Clone)]
+pub struct ChannelTransport {
+    tx: flume::Sender<Outbound>,
+}
+
+impl ChannelTransport {
+    pub fn new(tx: flume::Sender<Outbound>) -> ChannelTransport {
+        ChannelTransport { tx }
+    }
+
+    /// Sends one message and waits for its answer (at most `timeout`).
+    pub async fn send(
+        &self,
+        addr: &str,
+        shard: ShardId,
+        kind: PeerKind,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, PeerFailure> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || PeerFailure::Unreachable {
+            addr: addr.to_owned(),
+            why: "the peer hub stopped".to_owned(),
+        };
+        self.tx
+            .send_async(Outbound {
+                addr: addr.to_owned(),
+                shard,
+                kind,
+                body,
+                timeout,
+                reply,
+            })
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
+fn rpc_failure(target: NodeId, failure: PeerFailure) -> RPCError<ShardRaft> {
+    match failure {
+        PeerFailure::Refused { .. } => NetworkError::from_string(failure).into(),
+        _ => Unreachable::from_string(format!("node {target:x}: {failure}")).into(),
+    }
+}
+
+fn bad_answer(target: NodeId, err: wire::WireError) -> RPCError<ShardRaft> {
+    NetworkError::from_string(format!(
+        "node {target:x} answered something unreadable: {err}"
+    ))
+    .into()
+}
+
+/// The transport of a node in a cluster over [`ChannelTransport`], for openraft: `target`'s
+/// address comes from the membership (the node's `BasicNode::addr`, its peer URL).
+struct ClusterPeers {
+    channel: ChannelTransport,
+    addrs: std::cell::RefCell<std::collections::HashMap<NodeId, String>>,
+}
+
+impl ClusterPeers {
+    fn addr(&self, target: NodeId) -> Result<String, RPCError<ShardRaft>> {
+        self.addrs.borrow().get(&target).cloned().ok_or_else(|| {
+            Unreachable::from_string(format!("node {target:x} has no known address")).into()
+        })
+    }
+}
+
+/// The [`PeerTransport`] of a cluster node over `channel`.
+pub fn cluster_transport(channel: ChannelTransport) -> Rc<dyn PeerTransport> {
+    Rc::new(ClusterPeers {
+        channel,
+        addrs: Default::default(),
+    })
+}
+
+impl PeerTransport for ClusterPeers {
+    fn learn(&self, target: NodeId, addr: &str) {
+        self.addrs.borrow_mut().insert(target, addr.to_owned());
+    }
+
+    fn append_entries(
+        &self,
+        shard: ShardId,
+        target: NodeId,
+        rpc: AppendEntriesRequest<ShardRaft>,
+        option: RPCOption,
+    ) -> LocalFuture<Result<AppendEntriesResponse<ShardRaft>, RPCError<ShardRaft>>> {
+        let addr = self.addr(target);
+        let channel = self.channel.clone();
+        Box::pin(async move {
+            let body = wire::encode_append(&rpc);
+            let answer = channel
+                .send(&addr?, shard, PeerKind::Append, body, option.hard_ttl())
+                .await
+                .map_err(|f| rpc_failure(target, f))?;
+            wire::decode_append_response(&answer).map_err(|e| bad_answer(target, e))
+        })
+    }
+
+    fn vote(
+        &self,
+        shard: ShardId,
+        target: NodeId,
+        rpc: VoteRequest<ShardRaft>,
+        option: RPCOption,
+    ) -> LocalFuture<Result<VoteResponse<ShardRaft>, RPCError<ShardRaft>>> {
+        let addr = self.addr(target);
+        let channel = self.channel.clone();
+        Box::pin(async move {
+            let body = wire::encode_vote(&rpc);
+            let answer = channel
+                .send(&addr?, shard, PeerKind::Vote, body, option.hard_ttl())
+                .await
+                .map_err(|f| rpc_failure(target, f))?;
+            wire::decode_vote_response(&answer).map_err(|e| bad_answer(target, e))
+        })
+    }
+
+    fn full_snapshot(
+        &self,
+        _shard: ShardId,
+        target: NodeId,
+        _vote: Vote,
+        _snapshot: ShardSnapshot,
+        _cancel: CancelTransfer,
+        _option: RPCOption,
+    ) -> LocalFuture<Result<SnapshotResponse<ShardRaft>, StreamingError<ShardRaft>>> {
+        // Not built yet: a follower behind the leader's purged log cannot catch up.
+        Box::pin(std::future::ready(Err(Unreachable::from_string(format!(
+            "node {target:x}: sending a snapshot to a peer is not built yet"
+        ))
+        .into())))
+    }
+}
+
 /// openraft's network factory for one shard over a shared [`PeerTransport`].
 pub struct Network {
     shard: ShardId,
@@ -122,7 +327,8 @@ pub struct PeerClient {
 impl RaftNetworkFactory<ShardRaft> for Network {
     type Network = PeerClient;
 
-    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> PeerClient {
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
+        self.transport.learn(target, &node.addr);
         PeerClient {
             shard: self.shard,
             target,

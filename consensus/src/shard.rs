@@ -17,7 +17,14 @@
 //!   with its keys — go through the log (grant, revoke). Compaction changes what every replica
 //!   can answer, so it goes through the log too;
 //! - expired leases are revoked by the leader proposing `LeaseRevoke`, never by a replica
-//!   deleting keys on its own.
+//!   deleting keys on its own;
+//! - on a node of a cluster ([`ClusterConfig`]), a follower forwards whatever needs the leader
+//!   (writes, linearizable reads, keep-alives) to the shard's leader over the peer transport
+//!   ([`PeerKind::Forward`]) and answers with the leader's answer; a forwarded request is never
+//!   forwarded again. While no leader is known it waits for one, up to the request deadline
+//!   (etcd's: 5 s plus two election timeouts). A write is re-sent only when it never reached a
+//!   leader (connect refused); lost after sending, its outcome is unknown and the client is told
+//!   so ("request timed out"), as etcd does.
 //!
 //! Invariants: the core never blocks on a client (watch messages are `try_send`, replies are
 //! oneshots whose receiver may be gone); no `RefCell` borrow of the shard state is held across
@@ -45,11 +52,14 @@ use tokio::sync::{mpsc, oneshot};
 use crate::codec::LogCommand;
 use crate::durable::ShardStorage;
 use crate::log_store::{LogBackend, LogStore, MemLog};
-use crate::network::{Network, NoPeers};
+use crate::network::{
+    cluster_transport, ChannelTransport, Network, NoPeers, Outbound, PeerFailure, PeerKind,
+};
 use crate::runtime::{spawn_executor, GlommioRuntime};
 use crate::state_machine::{make_resident, ShardState, ShardStateMachine, Shared};
 use crate::types::{FnResponder, NodeId, Raft, ShardId, ShardRaft};
 use crate::watchers::{StreamId, WatchCreate, WatchMessage};
+use crate::wire;
 use ballast_engine::mvcc::paging::Access;
 
 /// Commands queued for one shard at most; a full queue makes callers wait (backpressure).
@@ -86,6 +96,21 @@ pub struct ShardConfig {
     pub storage: Option<ShardStorage>,
     /// What the leader does with a lease whose deadline passed.
     pub lease_expiry: LeaseExpiry,
+    /// The cluster the shard's group spans; `None` for a single node (no peers).
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// How a shard's group spans the nodes of a cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// Where messages for peers go (the node's peer hub).
+    pub peers: flume::Sender<Outbound>,
+    /// Every member at bootstrap: node id and peer URL (the address peers dial).
+    pub members: BTreeMap<NodeId, String>,
+    /// Whether this node forms a new cluster (`--initial-cluster-state new`): an empty group
+    /// initializes itself with `members` (every member does, with the same list, which Raft
+    /// makes safe). Otherwise it waits for the cluster's leader to add it.
+    pub bootstrap: bool,
 }
 
 /// What a shard's leader does when a lease's deadline passes.
@@ -124,6 +149,7 @@ impl Default for ShardConfig {
             snapshot_count: 100_000,
             storage: None,
             lease_expiry: LeaseExpiry::Revoke,
+            cluster: None,
         }
     }
 }
@@ -240,6 +266,18 @@ pub struct ShardStatus {
     pub wal_records: u64,
     /// Why the shard stopped, when it did (fail-stop).
     pub failure: Option<String>,
+    /// The group's members as this replica's membership names them.
+    pub members: Vec<RaftMember>,
+}
+
+/// A member of a shard's Raft group.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RaftMember {
+    pub id: NodeId,
+    /// Its peer URL.
+    pub addr: String,
+    /// A learner replicates and does not vote.
+    pub is_learner: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -256,6 +294,9 @@ pub enum ShardError {
     /// process restarts and recovers from disk.
     #[error("shard stopped after a storage failure: {cause}")]
     Failed { cause: String },
+    /// A forwarded request was sent and no answer came: it may or may not have taken effect.
+    #[error("etcdserver: request timed out")]
+    Timeout,
 }
 
 type ReplyTx = oneshot::Sender<Result<Reply, ShardError>>;
@@ -273,6 +314,12 @@ enum Command {
         sender: mpsc::Sender<WatchMessage>,
     },
     StreamClosed(StreamId),
+    /// A message from a peer node (Raft RPC or forwarded request), answered encoded.
+    Peer {
+        kind: PeerKind,
+        body: bytes::Bytes,
+        reply: oneshot::Sender<Result<bytes::Bytes, String>>,
+    },
 }
 
 /// The way into a shard: cheap to clone, usable from any thread or async runtime.
@@ -352,6 +399,21 @@ impl ShardHandle {
             .map_err(|_| ShardError::Stopped)
     }
 
+    /// Hands the shard a message from a peer node and returns the encoded answer, or why it
+    /// could not be handled (undecodable, the shard stopped).
+    pub async fn peer_message(
+        &self,
+        kind: PeerKind,
+        body: bytes::Bytes,
+    ) -> Result<bytes::Bytes, String> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send_async(Command::Peer { kind, body, reply })
+            .await
+            .map_err(|_| "shard stopped".to_owned())?;
+        answer.await.map_err(|_| "shard stopped".to_owned())?
+    }
+
     /// Tells the shard a watch stream is gone (best effort: a stopped shard has no watchers).
     pub fn stream_closed(&self, stream: StreamId) {
         let _ = self.tx.try_send(Command::StreamClosed(stream));
@@ -406,8 +468,20 @@ fn txn_serializable(t: &TxnRequest) -> bool {
     })
 }
 
+/// Whether serving `request` takes the leader (everything `route` does not serve locally).
+fn needs_leader(request: &Request) -> bool {
+    match request {
+        Request::Range(r) => !r.serializable,
+        Request::Txn(t) => txn_writes(t) || !txn_serializable(t),
+        Request::LeaseLeases | Request::HashKv { .. } | Request::Hash | Request::Status => false,
+        _ => true,
+    }
+}
+
 struct Core {
     raft: Raft,
+    /// The way to peers for forwarded requests (`None` on a single node).
+    forward: Option<ChannelTransport>,
     shared: Shared,
     metrics: WatchReceiverOf<ShardRaft, RaftMetrics<ShardRaft>>,
     queue: flume::Receiver<Command>,
@@ -501,29 +575,52 @@ async fn start(config: ShardConfig, queue: flume::Receiver<Command>) -> Result<C
         .is_initialized()
         .await
         .map_err(|e| format!("raft: {e}"))?;
-    if !initialized {
-        let members = BTreeMap::from([(config.node_id, BasicNode::default())]);
-        raft.initialize(members)
-            .await
-            .map_err(|e| format!("raft initialize: {e}"))?;
+    match &config.cluster {
+        None => {
+            if !initialized {
+                let members = BTreeMap::from([(config.node_id, BasicNode::default())]);
+                raft.initialize(members)
+                    .await
+                    .map_err(|e| format!("raft initialize: {e}"))?;
+            }
+            // A single-node group elects itself at once and commits a blank entry; wait until
+            // it has applied its whole log, so the first request finds a leader and a current
+            // store.
+            let node_id = config.node_id;
+            let _ = raft
+                .wait(Some(LEADERSHIP_WAIT))
+                .metrics(
+                    move |m| {
+                        m.current_leader == Some(node_id)
+                            && m.last_applied.map(|id| id.index) == m.last_log_index
+                    },
+                    "single-node shard elects itself and applies its log",
+                )
+                .await;
+        }
+        Some(cluster) => {
+            // The others may not run yet: the group elects a leader once a quorum does, and
+            // requests wait for it meanwhile.
+            if !initialized && cluster.bootstrap {
+                let members: BTreeMap<NodeId, BasicNode> = cluster
+                    .members
+                    .iter()
+                    .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+                    .collect();
+                raft.initialize(members)
+                    .await
+                    .map_err(|e| format!("raft initialize: {e}"))?;
+            }
+        }
     }
-    // A single-node group elects itself at once and commits a blank entry; wait until it has
-    // applied its whole log, so the first request finds a leader and a current store.
-    let node_id = config.node_id;
-    let _ = raft
-        .wait(Some(LEADERSHIP_WAIT))
-        .metrics(
-            move |m| {
-                m.current_leader == Some(node_id)
-                    && m.last_applied.map(|id| id.index) == m.last_log_index
-            },
-            "single-node shard elects itself and applies its log",
-        )
-        .await;
     let metrics = raft.metrics();
     let progress_interval = config.progress_notify_interval;
     Ok(Core {
         raft,
+        forward: config
+            .cluster
+            .as_ref()
+            .map(|c| ChannelTransport::new(c.peers.clone())),
         shared,
         metrics,
         queue,
@@ -576,7 +673,16 @@ async fn new_raft<B: LogBackend>(
     log: B,
     shared: &Shared,
 ) -> Result<Raft, String> {
-    let network = Network::new(config.shard_id, Rc::new(NoPeers));
+    let network = match &config.cluster {
+        None => Network::new(config.shard_id, Rc::new(NoPeers)),
+        Some(cluster) => {
+            let transport = cluster_transport(ChannelTransport::new(cluster.peers.clone()));
+            for (id, addr) in &cluster.members {
+                transport.learn(*id, addr);
+            }
+            Network::new(config.shard_id, transport)
+        }
+    };
     let stages = shared.borrow().stages.clone();
     Raft::new(
         config.node_id,
@@ -674,6 +780,147 @@ impl Core {
                 watchers.request_progress(store, stream, Some(sender));
             }
             Command::StreamClosed(stream) => self.shared.borrow_mut().watchers.close_stream(stream),
+            Command::Peer { kind, body, reply } => {
+                let core = self.clone();
+                glommio::spawn_local(async move {
+                    let _ = reply.send(core.peer_message(kind, body).await);
+                })
+                .detach();
+            }
+        }
+    }
+
+    /// Handles a message from a peer node: a Raft RPC for this replica, or a request a
+    /// follower forwarded (served here, never forwarded again).
+    async fn peer_message(
+        self: &Rc<Self>,
+        kind: PeerKind,
+        body: bytes::Bytes,
+    ) -> Result<bytes::Bytes, String> {
+        match kind {
+            PeerKind::Append => {
+                let rpc = wire::decode_append(&body).map_err(|e| e.to_string())?;
+                let answer = self
+                    .raft
+                    .append_entries(rpc)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(wire::encode_append_response(&answer))
+            }
+            PeerKind::Vote => {
+                let rpc = wire::decode_vote(&body).map_err(|e| e.to_string())?;
+                let answer = self.raft.vote(rpc).await.map_err(|e| e.to_string())?;
+                Ok(wire::encode_vote_response(&answer))
+            }
+            PeerKind::Forward => {
+                let request = wire::decode_request(&body).map_err(|e| e.to_string())?;
+                let (tx, rx) = oneshot::channel();
+                self.serve(request, tx, false).await;
+                let answer = rx.await.unwrap_or(Err(ShardError::Stopped));
+                Ok(wire::encode_answer(&answer))
+            }
+        }
+    }
+
+    /// How long a request may wait for a leader and its answer (etcd's request timeout: 5 s
+    /// plus two election timeouts).
+    fn request_timeout(&self) -> Duration {
+        Duration::from_secs(5) + 2 * self.config.election_timeout
+    }
+
+    /// Serves `request` at the shard's leader on another node (see the module comment).
+    async fn forward(self: &Rc<Self>, request: Request) -> Result<Reply, ShardError> {
+        let Some(channel) = self.forward.clone() else {
+            return Err(self.not_leader());
+        };
+        let deadline = Instant::now() + self.request_timeout();
+        let body = wire::encode_request(&request);
+        let writes = matches!(route(request.clone()), Route::Write(_));
+        // How long to wait before asking again when the leader is unreachable or changing.
+        let pause = self
+            .config
+            .heartbeat_interval
+            .min(Duration::from_millis(50));
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ShardError::Timeout);
+            }
+            let me = self.config.node_id;
+            // A leader is known (when it is this replica: once it serves as leader; a vote
+            // just won names it before it takes writes).
+            let leader = self
+                .raft
+                .wait(Some(left))
+                .metrics(
+                    move |m| match m.current_leader {
+                        Some(id) => id != me || m.state.is_leader(),
+                        None => false,
+                    },
+                    "a leader is known",
+                )
+                .await
+                .ok()
+                .and_then(|m| m.current_leader);
+            let Some(leader) = leader else {
+                return Err(ShardError::NotLeader { leader_id: None });
+            };
+            if leader == me {
+                let (tx, rx) = oneshot::channel();
+                self.serve(request.clone(), tx, false).await;
+                match rx.await.unwrap_or(Err(ShardError::Stopped)) {
+                    Err(ShardError::NotLeader { .. }) => {
+                        glommio::timer::sleep(pause).await;
+                        continue;
+                    }
+                    answer => return answer,
+                }
+            }
+            let addr = self
+                .metrics
+                .borrow_watched()
+                .membership_config
+                .membership()
+                .get_node(&leader)
+                .map(|n| n.addr.clone());
+            let Some(addr) = addr else {
+                glommio::timer::sleep(pause).await;
+                continue;
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            match channel
+                .send(
+                    &addr,
+                    self.config.shard_id,
+                    PeerKind::Forward,
+                    body.clone(),
+                    left,
+                )
+                .await
+            {
+                Ok(answer) => match wire::decode_answer(&answer) {
+                    // Leadership moved after we looked: ask the new leader.
+                    Ok(Err(ShardError::NotLeader { .. })) => glommio::timer::sleep(pause).await,
+                    Ok(answer) => return answer,
+                    Err(err) => {
+                        tracing::error!(%err, %addr, "unreadable answer to a forwarded request");
+                        return Err(ShardError::Timeout);
+                    }
+                },
+                // Never sent: safe to send again once a leader answers.
+                Err(PeerFailure::Unreachable { .. }) => glommio::timer::sleep(pause).await,
+                Err(PeerFailure::Refused { why, .. }) => {
+                    tracing::warn!(%why, %addr, "a forwarded request was refused");
+                    glommio::timer::sleep(pause).await;
+                }
+                // Sent, then no answer: a read is asked again, a write may have taken effect.
+                Err(PeerFailure::Lost { .. } | PeerFailure::Timeout { .. }) if !writes => {
+                    glommio::timer::sleep(pause).await
+                }
+                Err(PeerFailure::Lost { .. } | PeerFailure::Timeout { .. }) => {
+                    return Err(ShardError::Timeout)
+                }
+            }
         }
     }
 
@@ -694,12 +941,26 @@ impl Core {
     }
 
     async fn call(self: &Rc<Self>, request: Request, reply: ReplyTx) {
+        self.serve(request, reply, true).await;
+    }
+
+    /// Serves a request here, or (`may_forward`, on a follower) at the leader.
+    async fn serve(self: &Rc<Self>, request: Request, reply: ReplyTx, may_forward: bool) {
         // A stopped shard still reports its status (that is how /health learns of the stop).
         if !matches!(request, Request::Status) {
             if let Some(cause) = self.failure() {
                 let _ = reply.send(Err(ShardError::Failed { cause }));
                 return;
             }
+        }
+        if may_forward && self.forward.is_some() && needs_leader(&request) && !self.raft.is_leader()
+        {
+            let core = self.clone();
+            glommio::spawn_local(async move {
+                let _ = reply.send(core.forward(request).await);
+            })
+            .detach();
+            return;
         }
         match route(request) {
             Route::Write(cmd) => self.propose(cmd, reply).await,
@@ -871,6 +1132,18 @@ impl Core {
             wal_syncs: wal.map_or(0, |w| w.flushes),
             wal_records: wal.map_or(0, |w| w.records_flushed),
             failure: None,
+            members: {
+                let membership = m.membership_config.membership();
+                let voters: HashSet<NodeId> = membership.voter_ids().collect();
+                membership
+                    .nodes()
+                    .map(|(id, node)| RaftMember {
+                        id: *id,
+                        addr: node.addr.clone(),
+                        is_learner: !voters.contains(id),
+                    })
+                    .collect()
+            },
         }
     }
 

@@ -43,7 +43,7 @@
 //! option_x       = 0 | 1 x                      (a presence byte; anything else is refused)
 //! string         = bytes (UTF-8)
 //! shard_error    = 1 engine_error | 2 (Stopped) | 3 leader_id:option_u64 (NotLeader)
-//!                | 4 cause:string (Failed)
+//!                | 4 cause:string (Failed) | 5 (Timeout)
 //! engine_error   = 1 EmptyKey | 2 Compacted compact_revision:i64
 //!                | 3 FutureRevision revision:i64 current:i64 | 4 DuplicateKey
 //!                | 5 TooManyOps ops:u64 max:u64 | 6 KeyNotFound | 7 LeaseNotFound lease_id:i64
@@ -354,6 +354,7 @@ fn put_shard_error(out: &mut Vec<u8>, e: &ShardError) -> Result<(), NotForwardab
             out.put_u8(4);
             codec::put_bytes(out, cause.as_bytes());
         }
+        ShardError::Timeout => out.put_u8(5),
     }
     Ok(())
 }
@@ -753,6 +754,7 @@ impl Reader<'_> {
             4 => ShardError::Failed {
                 cause: self.string()?,
             },
+            5 => ShardError::Timeout,
             tag => return Err(unknown("shard error", tag, at)),
         })
     }

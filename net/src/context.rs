@@ -22,26 +22,39 @@ pub struct Member {
 }
 
 impl Member {
-    /// A stable member id from what identifies the member (name, peer URLs, cluster token),
-    /// and the cluster id from the member ids, the way etcd derives both from their inputs.
+    /// This member: its id from what identifies it (peer URLs, cluster token), and the cluster
+    /// id from every initial member's id (`initial`: the `--initial-cluster` members' peer URLs,
+    /// this one's included), the way etcd derives both from their inputs. Every member of a
+    /// cluster started with the same `--initial-cluster` and token computes the same ids.
     pub fn new(
         name: &str,
         peer_urls: Vec<String>,
         client_urls: Vec<String>,
         token: &str,
+        initial: &[Vec<String>],
     ) -> Member {
-        let mut sorted = peer_urls.clone();
-        sorted.sort();
-        let id = fnv1a64(format!("{}|{}", sorted.join(","), token).as_bytes()).max(1);
-        let cluster_id = fnv1a64(&id.to_be_bytes()).max(1);
+        let id = member_id(&peer_urls, token);
+        let mut ids: Vec<u64> = initial.iter().map(|urls| member_id(urls, token)).collect();
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+        ids.sort_unstable();
+        let bytes: Vec<u8> = ids.iter().flat_map(|id| id.to_be_bytes()).collect();
         Member {
             id,
-            cluster_id,
+            cluster_id: fnv1a64(&bytes).max(1),
             name: name.to_owned(),
             peer_urls,
             client_urls,
         }
     }
+}
+
+/// A member's id from its peer URLs and the cluster token.
+pub fn member_id(peer_urls: &[String], token: &str) -> u64 {
+    let mut sorted = peer_urls.to_vec();
+    sorted.sort();
+    fnv1a64(format!("{}|{}", sorted.join(","), token).as_bytes()).max(1)
 }
 
 fn fnv1a64(data: &[u8]) -> u64 {
@@ -63,6 +76,8 @@ pub struct Context {
     pub limits: Limits,
     /// The resolved configuration (profile, file, flags), reported in /metrics.
     pub settings: std::sync::Arc<ballast_tuning::Config>,
+    /// The peer side of a cluster node (`None` on a single node).
+    pub peers: Option<std::sync::Arc<crate::peer::PeerHub>>,
 }
 
 /// The Raft term in response headers. A single-node shard elects itself once, in term 1, and
@@ -115,7 +130,9 @@ pub fn route_error(err: RouteError) -> Status {
 pub fn shard_error(err: ShardError) -> Status {
     match err {
         ShardError::Engine(err) => status::from_engine(&err),
+        ShardError::NotLeader { leader_id: None } => status::no_leader(),
         ShardError::NotLeader { .. } => status::not_leader(),
+        ShardError::Timeout => status::request_timeout(),
         ShardError::Failed { cause } => status::shard_failed(&cause),
         _ => status::shard_stopped(),
     }

@@ -737,35 +737,55 @@ pub fn min_lease_ttl_secs(config: &Config) -> i64 {
     i64::try_from(min_ttl_ms.div_ceil(1000)).unwrap_or(i64::MAX)
 }
 
-/// Refuses settings that a single node cannot honour without misapplying them.
+/// Refuses settings this node cannot honour without misapplying them.
 pub fn check(config: &Config) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism()
         .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX));
     check_partition(config, cores)?;
-    let members: Vec<&str> = config
+    initial_members(config)?;
+    Ok(())
+}
+
+/// The members `--initial-cluster` names (`NAME=PEER_URL,...`; a name given twice has several
+/// peer URLs), in the order first named. This node must be among them, with exactly its
+/// `--initial-advertise-peer-urls` (etcd's checks and messages).
+pub fn initial_members(config: &Config) -> anyhow::Result<Vec<(String, Vec<String>)>> {
+    let mut members: Vec<(String, Vec<String>)> = Vec::new();
+    for entry in config
         .initial_cluster
         .split(',')
-        .filter(|m| !m.trim().is_empty())
-        .collect();
-    let names: std::collections::BTreeSet<&str> = members
-        .iter()
-        .filter_map(|m| m.split_once('=').map(|(n, _)| n.trim()))
-        .collect();
-    if names.len() > 1 {
-        bail!(
-            "--initial-cluster names {} members; clustering is not built yet, so Ballast runs single-node only",
-            names.len()
-        );
-    }
-    if let Some(name) = names.iter().next() {
-        if *name != config.name {
-            bail!(
-                "couldn't find local name {:?} in the initial cluster configuration",
-                config.name
-            );
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+    {
+        let (name, url) = entry
+            .split_once('=')
+            .with_context(|| format!("--initial-cluster entry {entry:?} is not NAME=PEER_URL"))?;
+        let (name, url) = (name.trim().to_owned(), url.trim().to_owned());
+        match members.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, urls)) => urls.push(url),
+            None => members.push((name, vec![url])),
         }
     }
-    Ok(())
+    let Some((_, mine)) = members.iter().find(|(n, _)| *n == config.name) else {
+        bail!(
+            "couldn't find local name {:?} in the initial cluster configuration",
+            config.name
+        );
+    };
+    let mut mine = mine.clone();
+    let mut advertised = config.initial_advertise_peer_urls.clone();
+    mine.sort();
+    advertised.sort();
+    if members.len() > 1 && mine != advertised {
+        bail!(
+            "--initial-cluster has {}={} but missing from --initial-advertise-peer-urls={} \
+             (the peer URLs this member advertises must be those the cluster names it with)",
+            config.name,
+            mine.join(","),
+            advertised.join(",")
+        );
+    }
+    Ok(members)
 }
 
 /// The partition map the settings describe on `cores` cores: a `partition` that could never be
@@ -848,21 +868,49 @@ mod tests {
     }
 
     #[test]
-    fn multi_member_cluster_and_tls_urls_are_refused() {
+    fn initial_cluster_members_and_tls_urls() {
         let cl = parse(args(&[
             "--initial-cluster",
-            "a=http://127.0.0.1:2380,b=http://127.0.0.1:2381",
+            "a=http://127.0.0.1:2380,b=http://127.0.0.1:2381,a=http://127.0.0.1:2390",
+            "--initial-advertise-peer-urls",
+            "http://127.0.0.1:2390,http://127.0.0.1:2380",
             "--name",
             "a",
         ]))
         .unwrap();
-        assert!(check(&cl.config)
-            .unwrap_err()
-            .to_string()
-            .contains("clustering is not built"));
+        check(&cl.config).unwrap();
+        assert_eq!(
+            initial_members(&cl.config).unwrap(),
+            vec![
+                (
+                    "a".to_owned(),
+                    vec![
+                        "http://127.0.0.1:2380".to_owned(),
+                        "http://127.0.0.1:2390".to_owned()
+                    ]
+                ),
+                ("b".to_owned(), vec!["http://127.0.0.1:2381".to_owned()]),
+            ]
+        );
+        // This member's advertised peer URLs must be those the cluster names it with.
+        let cl = parse(args(&[
+            "--initial-cluster",
+            "a=http://127.0.0.1:2380,b=http://127.0.0.1:2381",
+            "--initial-advertise-peer-urls",
+            "http://127.0.0.1:2999",
+            "--name",
+            "a",
+        ]))
+        .unwrap();
+        let err = check(&cl.config).unwrap_err().to_string();
+        assert!(
+            err.contains("missing from --initial-advertise-peer-urls"),
+            "{err}"
+        );
         assert!(parse_listen_urls("https://127.0.0.1:2379").is_err());
         let cl = parse(args(&["--initial-cluster", "other=http://127.0.0.1:2380"])).unwrap();
-        assert!(check(&cl.config).is_err());
+        let err = check(&cl.config).unwrap_err().to_string();
+        assert!(err.contains("couldn't find local name"), "{err}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod convert;
 pub mod flags;
 pub mod http;
 pub mod partition;
+pub mod peer;
 pub mod router;
 pub mod server;
 pub mod services;

@@ -7,14 +7,16 @@ use std::future::Future;
 
 use anyhow::Context as _;
 use ballast_consensus::durable::ShardStorage;
-use ballast_consensus::{LeaseExpiry, ShardConfig, ShardHandle, ShardId};
+use ballast_consensus::{ClusterConfig, LeaseExpiry, ShardConfig, ShardHandle, ShardId};
 use ballast_engine::{btree, wal};
 use ballast_proto::etcdserverpb as pb;
+use ballast_tuning::config::ClusterState;
 use tokio::sync::watch;
 
-use crate::context::{Context, Limits, Member};
+use crate::context::{member_id, Context, Limits, Member};
 use crate::flags::{self, CommandLine};
 use crate::partition::{PartitionMap, Pin};
+use crate::peer::{self, Hello, PeerHub};
 use crate::router::{Router, EXPIRED_LEASES_MAX};
 use crate::services::{cluster, election, kv, lease, lock, maintenance, watch as watch_svc};
 
@@ -107,11 +109,72 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
         pins = map.pins().len(),
         "data dir layout"
     );
+    let initial = flags::initial_members(&config)?;
+    let member = Member::new(
+        &config.name,
+        config.initial_advertise_peer_urls.clone(),
+        config.advertise_client_urls.clone(),
+        &config.initial_cluster_token,
+        &initial
+            .iter()
+            .map(|(_, urls)| urls.clone())
+            .collect::<Vec<_>>(),
+    );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // A cluster's peer side starts first: the shards' groups elect leaders over it.
+    let mut peer_tasks = Vec::new();
+    let mut hub = None;
+    let shard_slot = peer::ShardSlot::default();
+    let cluster = if initial.len() > 1 {
+        let (peer_tx, peer_rx) = flume::bounded(peer::OUTBOUND_QUEUE_MAX);
+        let peers = PeerHub::new(Hello {
+            cluster_id: member.cluster_id,
+            member_id: member.id,
+            name: member.name.clone(),
+            client_urls: member.client_urls.clone(),
+        });
+        for url in flags::parse_listen_urls(&config.listen_peer_urls.join(","))? {
+            let listener = tokio::net::TcpListener::bind(url.addr)
+                .await
+                .with_context(|| format!("listening for peers on {}", url.url))?;
+            tracing::info!(url = %url.url, "serving peers");
+            let mut stop = stop_rx.clone();
+            peer_tasks.push(tokio::spawn(peer::serve(
+                listener,
+                peers.clone(),
+                shard_slot.clone(),
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            )));
+        }
+        peer_tasks.push(tokio::spawn(peers.clone().run(peer_rx)));
+        hub = Some(peers);
+        Some(ClusterConfig {
+            peers: peer_tx,
+            members: initial
+                .iter()
+                .map(|(_, urls)| {
+                    (
+                        member_id(urls, &config.initial_cluster_token),
+                        urls[0].clone(),
+                    )
+                })
+                .collect(),
+            bootstrap: config.initial_cluster_state == ClusterState::New,
+        })
+    } else {
+        None
+    };
     let (expired_tx, expired_rx) = tokio::sync::mpsc::channel(EXPIRED_LEASES_MAX);
     let configs: Vec<ShardConfig> = (0..shard_count)
         .map(|id| {
             let mut shard_config = shard_config(&config, &flags, ShardId(id as u32), shard_count);
             shard_config.core = Some(id % cores() as usize);
+            if let Some(cluster) = &cluster {
+                shard_config.node_id = member.id;
+                shard_config.cluster = Some(cluster.clone());
+            }
             if shard_count > 1 {
                 shard_config.lease_expiry = if id == 0 {
                     LeaseExpiry::Report(expired_tx.clone())
@@ -156,6 +219,8 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
         shard_threads.push(thread);
     }
     drop(expired_tx);
+    drop(cluster);
+    let _ = shard_slot.set(handles.clone());
     let router = Router::new(handles, map);
     router
         .load_revisions()
@@ -165,12 +230,6 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
         .reconcile_leases()
         .await
         .context("reconciling the shards' lease tables")?;
-    let member = Member::new(
-        &config.name,
-        config.initial_advertise_peer_urls.clone(),
-        config.advertise_client_urls.clone(),
-        &config.initial_cluster_token,
-    );
     let ctx = Context {
         router: router.clone(),
         member,
@@ -180,6 +239,7 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
                 .unwrap_or(usize::MAX),
         },
         settings: std::sync::Arc::new(config.clone()),
+        peers: hub,
     };
     tracing::info!(
         name = %config.name,
@@ -188,7 +248,6 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
         "starting ballast"
     );
 
-    let (stop_tx, stop_rx) = watch::channel(false);
     let mut align_stop = stop_rx.clone();
     let aligner = tokio::spawn(router.clone().align(async move {
         let _ = align_stop.wait_for(|s| *s).await;
@@ -233,6 +292,9 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
     }
     let _ = aligner.await;
     let _ = expiry.await;
+    for task in peer_tasks {
+        task.abort();
+    }
     // A shard thread ends when the last handle to it (held by the services and the router's
     // tasks) is dropped; the expiry task ends when shard 0 closes its channel.
     let _ = tokio::task::spawn_blocking(move || {

@@ -67,6 +67,16 @@ pub fn not_leader() -> Status {
     Status::unavailable("etcdserver: not leader")
 }
 
+/// etcd's `ErrGRPCNoLeader`: no leader is known within the request timeout.
+pub fn no_leader() -> Status {
+    Status::unavailable("etcdserver: no leader")
+}
+
+/// etcd's `ErrGRPCTimeout`: the request was sent and no answer came; it may have taken effect.
+pub fn request_timeout() -> Status {
+    Status::unavailable("etcdserver: request timed out")
+}
+
 pub fn shard_stopped() -> Status {
     Status::unavailable(SHARD_STOPPED)
 }

@@ -236,6 +236,7 @@ fn every_shard_error() -> Vec<ShardError> {
         .collect();
     errors.extend([
         ShardError::Stopped,
+        ShardError::Timeout,
         ShardError::NotLeader { leader_id: None },
         ShardError::NotLeader {
             leader_id: Some(u64::MAX),

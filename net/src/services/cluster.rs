@@ -1,6 +1,9 @@
-//! `etcdserverpb.Cluster`: MemberList answers with this one member; membership changes answer
-//! Unimplemented until clustering exists.
+//! `etcdserverpb.Cluster`: MemberList answers with the members of shard 0's Raft group (the
+//! cluster's membership), each named as it introduced itself over the peer transport; a member
+//! not heard from yet has no name and no client URLs, as etcd shows an unstarted member. A
+//! single node answers with itself. Membership changes answer Unimplemented (not built yet).
 
+use ballast_consensus::{Request, Response};
 use ballast_proto::etcdserverpb as pb;
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 
@@ -45,9 +48,43 @@ impl pb::cluster_server::Cluster for ClusterService {
         _request: GrpcRequest<pb::MemberListRequest>,
     ) -> Result<GrpcResponse<pb::MemberListResponse>, Status> {
         // etcd answers MemberList from its membership store, with no KV revision in the header.
+        let Some(hub) = &self.ctx.peers else {
+            return Ok(GrpcResponse::new(pb::MemberListResponse {
+                header: Some(self.ctx.header(0)),
+                members: vec![self.ctx.pb_member()],
+            }));
+        };
+        let reply = self
+            .ctx
+            .router
+            .call_shard(0, Request::Status)
+            .await
+            .map_err(crate::context::route_error)?;
+        let Response::Status(status) = reply.response else {
+            return Err(status::unexpected_reply("Status"));
+        };
+        let members = status
+            .members
+            .into_iter()
+            .map(|m| {
+                if m.id == self.ctx.member.id {
+                    let mut me = self.ctx.pb_member();
+                    me.is_learner = m.is_learner;
+                    return me;
+                }
+                let heard = hub.peer(m.id).unwrap_or_default();
+                pb::Member {
+                    id: m.id,
+                    name: heard.name,
+                    peer_ur_ls: vec![m.addr],
+                    client_ur_ls: heard.client_urls,
+                    is_learner: m.is_learner,
+                }
+            })
+            .collect();
         Ok(GrpcResponse::new(pb::MemberListResponse {
             header: Some(self.ctx.header(0)),
-            members: vec![self.ctx.pb_member()],
+            members,
         }))
     }
 

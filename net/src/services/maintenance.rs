@@ -59,8 +59,16 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
             header: Some(self.ctx.header(reply.revision)),
             version: ETCD_VERSION.to_owned(),
             db_size: size,
-            // One member: when its shard leads, the leader is this member.
-            leader: if s.is_leader { self.ctx.member.id } else { 0 },
+            // Shard 0's leader (the combined status reports shard 0's Raft figures). In a
+            // cluster the groups' node ids are the member ids; a single node's group knows
+            // itself as node 1, so its leader is this member when the shard leads.
+            leader: if self.ctx.peers.is_some() {
+                s.leader_id
+            } else if s.is_leader {
+                self.ctx.member.id
+            } else {
+                0
+            },
             raft_index: s.raft_index,
             raft_term: s.raft_term,
             raft_applied_index: s.applied_index,

@@ -21,9 +21,10 @@ use tonic::transport::Channel;
 const TEST_TIMEOUT: Duration = Duration::from_secs(150);
 /// Election timeout the members run with (etcd's default).
 const ELECTION: Duration = Duration::from_millis(1000);
-/// How long a new leader may take after the old one is killed: the election timeout (up to
-/// twice it, drawn at random) plus a vote round, with room for a loaded 2-core machine.
-const FAILOVER_MAX: Duration = Duration::from_secs(6);
+/// How long a new leader may take after the old one is killed: between one and two election
+/// timeouts after the last heartbeat (as etcd), plus a Pre-Vote and a vote round, with room for
+/// a loaded 2-core machine.
+const FAILOVER_MAX: Duration = Duration::from_secs(4);
 
 fn key(s: &str) -> bytes::Bytes {
     bytes::Bytes::copy_from_slice(format!("/cluster-test/{s}").as_bytes())

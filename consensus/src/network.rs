@@ -68,6 +68,19 @@ pub trait PeerTransport: 'static {
         cancel: CancelTransfer,
         option: RPCOption,
     ) -> LocalFuture<Result<SnapshotResponse<ShardRaft>, StreamingError<ShardRaft>>>;
+
+    /// Pre-Vote: asks whether `target` would grant `rpc.vote`. A transport that cannot reach
+    /// the target fails (an unreachable peer never counts as granting).
+    fn pre_vote(
+        &self,
+        shard: ShardId,
+        target: NodeId,
+        rpc: VoteRequest<ShardRaft>,
+        option: RPCOption,
+    ) -> LocalFuture<Result<VoteResponse<ShardRaft>, RPCError<ShardRaft>>> {
+        let _ = (shard, rpc, option);
+        Box::pin(std::future::ready(Err(no_peer(target).into())))
+    }
 }
 
 /// The transport of a single-node cluster: there is nobody to talk to.
@@ -121,6 +134,9 @@ pub enum PeerKind {
     Append = 1,
     /// Raft RequestVote (`wire::encode_vote`), answered with its response.
     Vote = 2,
+    /// Raft Pre-Vote (`wire::encode_vote`): would the peer grant this vote? Answered with a
+    /// vote response; nothing is persisted.
+    PreVote = 4,
     /// A client request a follower forwards to its shard's leader (`wire::encode_request`),
     /// answered with the leader's `Result<Reply, ShardError>` (`wire::encode_answer`). The
     /// receiver serves it itself or refuses with `NotLeader`; it never forwards it again.
@@ -133,6 +149,7 @@ impl PeerKind {
             1 => Some(PeerKind::Append),
             2 => Some(PeerKind::Vote),
             3 => Some(PeerKind::Forward),
+            4 => Some(PeerKind::PreVote),
             _ => None,
         }
     }
@@ -237,6 +254,28 @@ impl ClusterPeers {
     }
 }
 
+impl ClusterPeers {
+    fn ask_vote(
+        &self,
+        shard: ShardId,
+        target: NodeId,
+        rpc: VoteRequest<ShardRaft>,
+        option: RPCOption,
+        kind: PeerKind,
+    ) -> LocalFuture<Result<VoteResponse<ShardRaft>, RPCError<ShardRaft>>> {
+        let addr = self.addr(target);
+        let channel = self.channel.clone();
+        Box::pin(async move {
+            let body = wire::encode_vote(&rpc);
+            let answer = channel
+                .send(&addr?, shard, kind, body, option.hard_ttl())
+                .await
+                .map_err(|f| rpc_failure(target, f))?;
+            wire::decode_vote_response(&answer).map_err(|e| bad_answer(target, e))
+        })
+    }
+}
+
 /// The [`PeerTransport`] of a cluster node over `channel`.
 pub fn cluster_transport(channel: ChannelTransport) -> Rc<dyn PeerTransport> {
     Rc::new(ClusterPeers {
@@ -276,16 +315,17 @@ impl PeerTransport for ClusterPeers {
         rpc: VoteRequest<ShardRaft>,
         option: RPCOption,
     ) -> LocalFuture<Result<VoteResponse<ShardRaft>, RPCError<ShardRaft>>> {
-        let addr = self.addr(target);
-        let channel = self.channel.clone();
-        Box::pin(async move {
-            let body = wire::encode_vote(&rpc);
-            let answer = channel
-                .send(&addr?, shard, PeerKind::Vote, body, option.hard_ttl())
-                .await
-                .map_err(|f| rpc_failure(target, f))?;
-            wire::decode_vote_response(&answer).map_err(|e| bad_answer(target, e))
-        })
+        self.ask_vote(shard, target, rpc, option, PeerKind::Vote)
+    }
+
+    fn pre_vote(
+        &self,
+        shard: ShardId,
+        target: NodeId,
+        rpc: VoteRequest<ShardRaft>,
+        option: RPCOption,
+    ) -> LocalFuture<Result<VoteResponse<ShardRaft>, RPCError<ShardRaft>>> {
+        self.ask_vote(shard, target, rpc, option, PeerKind::PreVote)
     }
 
     fn full_snapshot(
@@ -357,6 +397,16 @@ impl RaftNetworkV2<ShardRaft> for PeerClient {
     ) -> Result<VoteResponse<ShardRaft>, RPCError<ShardRaft>> {
         self.transport
             .vote(self.shard, self.target, rpc, option)
+            .await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<ShardRaft>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<ShardRaft>, RPCError<ShardRaft>> {
+        self.transport
+            .pre_vote(self.shard, self.target, rpc, option)
             .await
     }
 

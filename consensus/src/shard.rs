@@ -531,11 +531,18 @@ async fn shard_main(
 async fn start(config: ShardConfig, queue: flume::Receiver<Command>) -> Result<Core, String> {
     let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
     let election = millis(config.election_timeout);
+    // Failover as etcd's (a new leader within one to two election timeouts of the last
+    // heartbeat): openraft's followers refuse votes while the leader's lease lasts, and the
+    // lease is `election_timeout_max`; a follower's timer fires between half and one election
+    // timeout after the last heartbeat, so the first election that can win starts between one
+    // and two. Pre-Vote keeps a follower that merely missed heartbeats (a stall, a partition)
+    // from raising the term and deposing a live leader when it comes back.
     let raft_config = Config {
         cluster_name: format!("ballast-{}", config.shard_id),
         heartbeat_interval: millis(config.heartbeat_interval),
-        election_timeout_min: election,
-        election_timeout_max: election * 2,
+        election_timeout_min: (election / 2).max(millis(config.heartbeat_interval) + 1),
+        election_timeout_max: election.max(millis(config.heartbeat_interval) + 2),
+        enable_pre_vote: Some(true),
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_count),
         ..Config::default()
     }
@@ -810,6 +817,11 @@ impl Core {
             PeerKind::Vote => {
                 let rpc = wire::decode_vote(&body).map_err(|e| e.to_string())?;
                 let answer = self.raft.vote(rpc).await.map_err(|e| e.to_string())?;
+                Ok(wire::encode_vote_response(&answer))
+            }
+            PeerKind::PreVote => {
+                let rpc = wire::decode_vote(&body).map_err(|e| e.to_string())?;
+                let answer = self.raft.pre_vote(rpc).await.map_err(|e| e.to_string())?;
                 Ok(wire::encode_vote_response(&answer))
             }
             PeerKind::Forward => {

@@ -15,6 +15,7 @@ pub mod crash;
 pub mod diff;
 pub mod etcdctl;
 pub mod gen;
+pub mod linearizability;
 pub mod partition;
 pub mod server;
 

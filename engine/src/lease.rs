@@ -85,6 +85,10 @@ impl Lessor {
         self.min_ttl_secs = secs;
     }
 
+    pub(crate) fn min_ttl(&self) -> i64 {
+        self.min_ttl_secs
+    }
+
     pub(crate) fn get(&self, id: LeaseId) -> Option<&Lease> {
         self.leases.get(&id)
     }

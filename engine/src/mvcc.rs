@@ -815,6 +815,10 @@ impl Store {
         self.lessor.set_min_ttl(secs);
     }
 
+    pub fn min_lease_ttl(&self) -> i64 {
+        self.lessor.min_ttl()
+    }
+
     /// Restarts every lease's clock: deadline = `now_ms` + TTL + `extend_ms` (etcd's lessor
     /// promotion when a node becomes leader; deadlines are leader-local, not replicated).
     pub fn lease_refresh_all(&mut self, now_ms: u64, extend_ms: u64) {

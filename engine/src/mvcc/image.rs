@@ -922,5 +922,7 @@ fn decode_lease(k: &[u8], v: &[u8]) -> Result<(LeaseId, i64)> {
     Ok((id, i64::from_le_bytes(v[1..].try_into().expect("8 bytes"))))
 }
 
+pub mod transfer;
+
 #[cfg(test)]
 mod tests;

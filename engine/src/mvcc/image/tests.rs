@@ -13,7 +13,7 @@ use crate::io::sim::SimDisk;
 use crate::mvcc::paging::Access;
 use crate::types::*;
 
-fn config() -> btree::Config {
+pub(super) fn config() -> btree::Config {
     btree::Config {
         segment_bytes: 64 * PAGE_SIZE as u64,
         cache_bytes: 128 * PAGE_SIZE as u64,
@@ -155,13 +155,13 @@ fn apply(s: &mut Store, w: &Write, now_ms: u64) -> String {
     }
 }
 
-fn random_write(s: &mut Store, rng: &mut StdRng, now_ms: u64) {
+pub(super) fn random_write(s: &mut Store, rng: &mut StdRng, now_ms: u64) {
     if let Some(w) = random_request(s, rng) {
         apply(s, &w, now_ms);
     }
 }
 
-fn everything() -> RangeRequest {
+pub(super) fn everything() -> RangeRequest {
     RangeRequest {
         key: Bytes::from_static(b"\0"),
         range_end: Bytes::from_static(b"\0"),
@@ -182,14 +182,14 @@ pub(crate) fn prepare<D: Disk>(store: &mut Store, reader: &ImageReader<D>, acces
 }
 
 /// The store with its whole image in memory (so the synchronous reads below can run).
-fn loaded<D: Disk>(mut store: Store, image: &StoreImage<D>) -> Store {
+pub(super) fn loaded<D: Disk>(mut store: Store, image: &StoreImage<D>) -> Store {
     prepare(&mut store, &image.reader(), &Access::Everything);
     store
 }
 
 /// The two stores answer alike: same hash (history, revisions, lease table), same keys now and
 /// at older revisions, same attached keys, same generated lease ids next.
-fn assert_same(restored: &Store, expected: &Store) {
+pub(super) fn assert_same(restored: &Store, expected: &Store) {
     restored.check_invariants();
     assert_eq!(restored.hash(), expected.hash());
     assert_eq!(restored.revision(), expected.revision());

@@ -15,7 +15,12 @@
 //! revision whose answer matches is lifted without trying alternatives (it changes nothing, so
 //! lifting it first loses no order), and the write that takes the next revision is forced. The
 //! only real choices left are unknown-outcome writes: which of them took a revision no
-//! known write took. A history without those is checked in one pass.
+//! known write took. A history without those is checked in one pass. An unknown write is
+//! offered a revision only if it writes what known outcomes later saw at that revision (a
+//! read's kv with that `mod_revision`), which settles most gaps at once. What remains
+//! exponential: a violation late in a history with many unknown writes at gaps nobody read
+//! back makes the search try their combinations before it (measured: 23 unknowns in 4,000
+//! ops rejected in 0.09 s; 45 ran out of the default budget, so `Unknown`).
 //!
 //! Modes: `Strict` is etcd's model. `GapTolerant` (for the shrinker) lets the revision jump
 //! forward to a known op's revision, as if writes left out of the history happened there; any
@@ -24,13 +29,13 @@
 //! Bounds: the search stops after [`Budget::max_states`] lifts or [`Budget::max_time`] and
 //! says [`Verdict::Unknown`]; it never calls a history it did not finish linearizable.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::history::{History, Kv, Nanos, Outcome};
+use super::history::{Call, History, Kv, Nanos, OpResult, Outcome, TxnOp};
 use super::model::{State, Undo};
 
 /// How far the search may go before it answers [`Verdict::Unknown`].
@@ -144,6 +149,10 @@ struct Search<'h> {
     pending_ret: BTreeSet<(Nanos, usize)>,
     /// Unknown-outcome writes, by invoke time.
     unknown_writes: Vec<usize>,
+    /// What known outcomes show of each revision's writes: (key, value) of every version
+    /// they saw with that `mod_revision`. An unknown write may take a revision only if it
+    /// wrote exactly those.
+    observed: HashMap<i64, Vec<(Bytes, Bytes)>>,
     lifted: Vec<bool>,
     lifted_hash: u128,
     state: State,
@@ -206,6 +215,15 @@ impl<'h> Search<'h> {
         }
         unknown_writes.sort_by_key(|&i| (h.ops[i].invoke, i));
         let known = unplaced.len();
+        let mut observed: HashMap<i64, Vec<(Bytes, Bytes)>> = HashMap::new();
+        for op in &h.ops {
+            for (key, kv) in seen_versions(&op.call, &op.outcome) {
+                let at = observed.entry(kv.mod_revision).or_default();
+                if !at.iter().any(|(k, v)| k == key && *v == kv.value) {
+                    at.push((key.clone(), kv.value.clone()));
+                }
+            }
+        }
         Search {
             h,
             mode,
@@ -213,6 +231,7 @@ impl<'h> Search<'h> {
             unplaced,
             pending_ret,
             unknown_writes,
+            observed,
             lifted: vec![false; h.ops.len()],
             lifted_hash: 0,
             state: State::with_keys(h.initial_revision, &h.initial_keys),
@@ -416,9 +435,18 @@ impl<'h> Search<'h> {
                     continue;
                 }
                 let (outcome, undos) = self.step(u);
+                // One that would change nothing here is the same as one that never happened;
+                // one that wrote other than what was later seen at this revision is no use.
+                let fits = outcome.revision() > Some(r)
+                    && self.observed.get(&(r + 1)).is_none_or(|seen| {
+                        seen.iter().all(|(k, v)| {
+                            self.state
+                                .get(k)
+                                .is_some_and(|kv| kv.mod_revision == r + 1 && kv.value == *v)
+                        })
+                    });
                 self.undo(undos);
-                // One that would change nothing here is the same as one that never happened.
-                if outcome.revision() > Some(r) {
+                if fits {
                     choices.push(u);
                 }
             }
@@ -439,6 +467,38 @@ impl<'h> Search<'h> {
             }
         }
         choices
+    }
+}
+
+/// The key versions a known outcome shows: a Get's kv, a put's prev_kv, a txn's reads.
+fn seen_versions<'a>(call: &'a Call, outcome: &'a Outcome) -> Vec<(&'a Bytes, &'a Kv)> {
+    match (call, outcome) {
+        (Call::Get { key }, Outcome::Get { kv: Some(kv), .. })
+        | (
+            Call::Put { key, .. },
+            Outcome::Put {
+                prev_kv: Some(kv), ..
+            },
+        ) => vec![(key, kv)],
+        (
+            Call::Txn {
+                success, failure, ..
+            },
+            Outcome::Txn {
+                succeeded, results, ..
+            },
+        ) => {
+            let branch = if *succeeded { success } else { failure };
+            branch
+                .iter()
+                .zip(results)
+                .filter_map(|(op, r)| match (op, r) {
+                    (TxnOp::Get { key }, OpResult::Get(Some(kv))) => Some((key, kv)),
+                    _ => None,
+                })
+                .collect()
+        }
+        _ => Vec::new(),
     }
 }
 

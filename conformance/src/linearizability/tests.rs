@@ -768,3 +768,35 @@ fn a_revision_no_write_can_fill_is_found_without_searching_the_unknowns() {
     ));
     assert_eq!(c.states, 0);
 }
+
+/// A wrong read near the end of 4,000 ops makes the search backtrack through every choice of
+/// unknown-outcome writes before it. Up to about two dozen of them that takes well under a
+/// second; with 45 (rate 0.015) the default budget runs out after ~6 s and the answer is
+/// `Unknown` (measured, not tested, to keep the test short).
+#[test]
+fn a_late_violation_among_unknown_outcomes_is_found_quickly() {
+    for unknown in [0.002, 0.005, 0.01] {
+        let mut h = random_history(3, 4_000, 8, 6, unknown);
+        let (victim, _) = gets_with_history(&h)
+            .into_iter()
+            .rev()
+            .find(|(_, kv)| kv.version >= 2)
+            .expect("a read of a rewritten key");
+        if let Outcome::Get { kv: Some(kv), .. } = &mut h.ops[victim].outcome {
+            kv.value = b("never written");
+        }
+        let c = check(&h, &Budget::default());
+        let started = Instant::now();
+        let text = report(&h, &c, &ShrinkLimits::default());
+        println!(
+            "4000 ops, {} unknown outcomes, violation at #{victim}: {} in {:?} ({} steps); \
+             reported in {:?}",
+            h.ops.iter().filter(|o| o.ret.is_none()).count(),
+            c.verdict,
+            c.elapsed,
+            c.states,
+            started.elapsed()
+        );
+        assert!(matches!(c.verdict, Verdict::NotLinearizable(_)), "{text}");
+    }
+}

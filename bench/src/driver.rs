@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use crate::conn::Pool;
 use crate::errors::{self, ErrorCounts};
 use crate::latency::Latency;
+use crate::proc_cpu;
 use crate::progress::Progress;
 use crate::rate::Pacer;
 use crate::result::BenchResult;
@@ -33,6 +34,9 @@ pub struct RunSpec {
     pub op_timeout: Duration,
     pub progress: bool,
     pub label: String,
+    /// The server process to charge CPU time to over the measured phase (a server the bench
+    /// started); `None` leaves the result's server CPU figures empty.
+    pub server_pid: Option<u32>,
 }
 
 /// A run's result and its full latency histogram (for HDR logs and merging across rounds).
@@ -87,6 +91,7 @@ pub async fn run<W: Workload>(workload: Arc<W>, pool: &Pool, spec: &RunSpec) -> 
         (None, None) => Some(10_000),
         (t, _) => t,
     };
+    let cpu_before = spec.server_pid.map(proc_cpu::read_cpu).transpose()?;
     let start = Instant::now();
     let phase = Arc::new(Phase {
         total,
@@ -105,6 +110,10 @@ pub async fn run<W: Workload>(workload: Arc<W>, pool: &Pool, spec: &RunSpec) -> 
     );
     let (_, stats) = run_phase(&workload, states, phase).await?;
     let elapsed = start.elapsed();
+    let server_cpu_s = match (spec.server_pid, cpu_before) {
+        (Some(pid), Some(before)) => Some(proc_cpu::read_cpu(pid)?.since_s(&before)),
+        _ => None,
+    };
     progress.finish();
 
     let mut latency = Latency::new();
@@ -132,6 +141,9 @@ pub async fn run<W: Workload>(workload: Arc<W>, pool: &Pool, spec: &RunSpec) -> 
         0.0
     };
     result.set_latency(&latency.summary());
+    if let Some(cpu_s) = server_cpu_s {
+        result.set_server_cpu(cpu_s);
+    }
     result.counters = tally.to_map();
     let mut latencies = Latencies::new();
     workload

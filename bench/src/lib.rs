@@ -14,6 +14,7 @@ pub mod keys;
 pub mod latency;
 pub mod local_server;
 pub mod output;
+pub mod proc_cpu;
 pub mod progress;
 pub mod rate;
 pub mod ratio;

@@ -27,9 +27,12 @@ pub const METRICS: &[(&str, bool)] = &[
     ("p99_ms", false),
     ("p999_ms", false),
     ("max_ms", false),
+    ("server_cpu_ms_per_op", false),
+    ("server_cpu_s", false),
 ];
 
-/// The value of a named metric of a result.
+/// The value of a named metric of a result; NaN for a server CPU figure that was not measured
+/// (so its ratio is `None`).
 pub fn metric(r: &BenchResult, name: &str) -> f64 {
     match name {
         "qps" => r.qps,
@@ -38,6 +41,8 @@ pub fn metric(r: &BenchResult, name: &str) -> f64 {
         "p99_ms" => r.p99_ms,
         "p999_ms" => r.p999_ms,
         "max_ms" => r.max_ms,
+        "server_cpu_ms_per_op" => r.server_cpu_ms_per_op.unwrap_or(f64::NAN),
+        "server_cpu_s" => r.server_cpu_s.unwrap_or(f64::NAN),
         other => panic!("unknown metric {other}"),
     }
 }
@@ -109,5 +114,24 @@ mod tests {
         assert_eq!(r["p999_ms"], Some(0.25));
         assert_eq!(r["max_ms"], None, "a zero baseline has no ratio");
         assert!(!r.contains_key("event_p99_ms"), "A has no event latency");
+        assert_eq!(r["server_cpu_ms_per_op"], None, "no server CPU measured");
+    }
+
+    #[test]
+    fn server_cpu_ratio() {
+        let mut a = BenchResult {
+            ops: 1000,
+            ..Default::default()
+        };
+        a.set_server_cpu(2.0);
+        let mut b = BenchResult {
+            ops: 4000,
+            ..Default::default()
+        };
+        b.set_server_cpu(2.0);
+        let r = ratios(&a, &b).0;
+        assert_eq!(a.server_cpu_ms_per_op, Some(2.0));
+        assert_eq!(r["server_cpu_ms_per_op"], Some(0.25));
+        assert_eq!(r["server_cpu_s"], Some(1.0));
     }
 }

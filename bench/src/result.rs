@@ -1,7 +1,9 @@
 //! The plain-data result of one workload run: what `--json` prints and `report`/`compare` read.
 //!
 //! Invariants: `ops == successes + error_total` and `error_total` is the sum of `errors`;
-//! `qps` is successes divided by the measured (post-warm-up) wall time in seconds.
+//! `qps` is successes divided by the measured (post-warm-up) wall time in seconds; the server
+//! CPU figures are present only when the bench started the server (it knows its pid), and then
+//! `server_cpu_ms_per_op = server_cpu_s * 1000 / ops` over the same measured window.
 
 use std::collections::BTreeMap;
 
@@ -48,6 +50,13 @@ pub struct BenchResult {
     /// The workload's parameters, as given.
     #[serde(default)]
     pub params: BTreeMap<String, String>,
+    /// CPU seconds (user + system, all threads) the server process used during the measured
+    /// phase; `None` unless the bench started the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_cpu_s: Option<f64>,
+    /// `server_cpu_s` in milliseconds per operation attempted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_cpu_ms_per_op: Option<f64>,
 }
 
 impl BenchResult {
@@ -61,6 +70,12 @@ impl BenchResult {
         self.mean_ms = summary.mean_ms;
         self.min_ms = summary.min_ms;
         self.curve = summary.curve.clone();
+    }
+
+    /// Sets the server CPU figures from `cpu_s` seconds over this result's `ops`.
+    pub fn set_server_cpu(&mut self, cpu_s: f64) {
+        self.server_cpu_s = Some(cpu_s);
+        self.server_cpu_ms_per_op = (self.ops > 0).then(|| cpu_s * 1000.0 / self.ops as f64);
     }
 
     /// Whether the counts are consistent (`ops = successes + errors`).

@@ -26,7 +26,7 @@ fn keygen(k: &KeyArgs, default_prefix: &str) -> KeyGen {
     }
 }
 
-fn spec(c: &CommonArgs, label: &str, progress: bool) -> RunSpec {
+fn spec(c: &CommonArgs, label: &str, progress: bool, server_pid: Option<u32>) -> RunSpec {
     RunSpec {
         clients: c.clients,
         total: c.total,
@@ -36,15 +36,18 @@ fn spec(c: &CommonArgs, label: &str, progress: bool) -> RunSpec {
         op_timeout: c.timeout,
         progress: progress && !c.no_progress,
         label: label.to_string(),
+        server_pid,
     }
 }
 
-/// Runs `cmd` against `endpoints` (the command's own `--endpoints` when `None`).
+/// Runs `cmd` against `endpoints` (the command's own `--endpoints` when `None`), charging the
+/// measured phase's CPU time to process `server_pid` when given.
 pub async fn run(
     cmd: &WorkloadCmd,
     endpoints: Option<&[String]>,
     label: &str,
     progress: bool,
+    server_pid: Option<u32>,
 ) -> Result<RunOutput> {
     let c = cmd.common();
     let eps = match endpoints {
@@ -57,7 +60,7 @@ pub async fn run(
     } else {
         label
     };
-    let s = spec(c, label, progress);
+    let s = spec(c, label, progress, server_pid);
     let mut out = match cmd {
         WorkloadCmd::Put(a) => {
             go(

@@ -1,5 +1,6 @@
 //! The binary end to end: `--json` output fields, and `compare` starting the reference etcd
-//! itself and alternating A B A B against another etcd.
+//! itself and alternating A B A B against another etcd, with the CPU time of the server it
+//! started.
 
 mod common;
 
@@ -76,4 +77,13 @@ async fn compare_alternates_sides_and_reports_ratios() {
     );
     let qps = c.ratios.0["qps"].expect("both sides ran");
     assert!((qps - c.b.qps / c.a.qps).abs() < 1e-9);
+    let cpu_s =
+        c.a.server_cpu_s
+            .expect("compare knows the pid of the etcd it started");
+    let per_op = c.a.server_cpu_ms_per_op.expect("and its ops");
+    assert!((per_op - cpu_s * 1000.0 / 200.0).abs() < 1e-9);
+    let rounds: f64 = c.runs[0].server_cpu_s.unwrap() + c.runs[2].server_cpu_s.unwrap();
+    assert!((cpu_s - rounds).abs() < 1e-9, "A's CPU is its rounds' sum");
+    assert_eq!(c.b.server_cpu_s, None, "B is a user's endpoint: no pid");
+    assert_eq!(c.ratios.0["server_cpu_ms_per_op"], None);
 }

@@ -3,7 +3,8 @@
 //!
 //! Invariants: the merged `ops`, `successes` and `errors` are sums over the rounds, so they
 //! still add up; `qps` is total successes over total measured time; latency percentiles come
-//! from the merged histograms, never from averaging percentiles.
+//! from the merged histograms, never from averaging percentiles; server CPU is summed over the
+//! rounds and divided by the total ops, and is present only if every round measured it.
 
 use crate::driver::RunOutput;
 use crate::errors;
@@ -23,7 +24,11 @@ pub fn merge_runs(runs: &[RunOutput]) -> RunOutput {
     r.successes = 0;
     r.errors.clear();
     r.counters.clear();
+    let mut server_cpu_s = Some(0.0);
     for run in runs {
+        server_cpu_s = server_cpu_s
+            .zip(run.result.server_cpu_s)
+            .map(|(a, b)| a + b);
         out.latency.merge(&run.latency);
         for (name, l) in &run.latencies {
             out.latencies.entry(name.clone()).or_default().merge(l);
@@ -43,6 +48,11 @@ pub fn merge_runs(runs: &[RunOutput]) -> RunOutput {
         0.0
     };
     r.set_latency(&out.latency.summary());
+    r.server_cpu_s = None;
+    r.server_cpu_ms_per_op = None;
+    if let Some(cpu_s) = server_cpu_s {
+        r.set_server_cpu(cpu_s);
+    }
     r.latencies = out
         .latencies
         .iter()
@@ -94,5 +104,25 @@ mod tests {
             (m.result.p90_ms - 10.0).abs() < 0.02,
             "the slow round is the top quarter"
         );
+        assert_eq!(m.result.server_cpu_s, None, "no round measured CPU");
+    }
+
+    #[test]
+    fn server_cpu_is_summed_and_divided_by_all_ops() {
+        let mut a = run(1, 300, 1.0, 2);
+        a.result.ops = 302;
+        a.result.set_server_cpu(0.5);
+        let mut b = run(1, 98, 1.0, 0);
+        b.result.ops = 98;
+        b.result.set_server_cpu(0.3);
+        let m = merge_runs(&[a.clone(), b.clone()]);
+        assert!((m.result.server_cpu_s.unwrap() - 0.8).abs() < 1e-9);
+        let per_op = m.result.server_cpu_ms_per_op.unwrap();
+        assert!((per_op - 2.0).abs() < 1e-9, "800 ms over 400 ops: {per_op}");
+        b.result.server_cpu_s = None;
+        b.result.server_cpu_ms_per_op = None;
+        let m = merge_runs(&[a, b]);
+        assert_eq!(m.result.server_cpu_s, None, "one round without a pid");
+        assert_eq!(m.result.server_cpu_ms_per_op, None);
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! Invariants: both sides run the same number of rounds with a fresh workload each time; sides
 //! that `compare` started are stopped when it returns (also on error); the merged side results
-//! still satisfy `ops = successes + errors`.
+//! still satisfy `ops = successes + errors`; a side whose server `compare` started carries that
+//! server's CPU time over the measured phases (`server_cpu_s`, `server_cpu_ms_per_op`).
 
 use serde::{Deserialize, Serialize};
 
@@ -57,8 +58,14 @@ pub async fn run_compare(args: &CompareArgs, progress: bool) -> anyhow::Result<C
             (&side_a, &label_a, &mut runs_a),
             (&side_b, &label_b, &mut runs_b),
         ] {
-            let mut out =
-                crate::runner::run(&args.workload, Some(&side.endpoints), label, progress).await?;
+            let mut out = crate::runner::run(
+                &args.workload,
+                Some(&side.endpoints),
+                label,
+                progress,
+                side.server_pid(),
+            )
+            .await?;
             out.result.label = format!("{label} #{}", round + 1);
             runs.push(out.result.clone());
             into.push(out);

@@ -52,7 +52,14 @@ impl TargetSpec {
 pub struct Side {
     pub label: String,
     pub endpoints: Vec<String>,
-    _server: Option<LocalServer>,
+    server: Option<LocalServer>,
+}
+
+impl Side {
+    /// The pid of the server this side started, `None` for a user's endpoints.
+    pub fn server_pid(&self) -> Option<u32> {
+        self.server.as_ref().and_then(LocalServer::pid)
+    }
 }
 
 /// Starts the server a spec asks for, if any.
@@ -79,7 +86,7 @@ pub async fn prepare(
     Ok(Side {
         label,
         endpoints,
-        _server: server,
+        server,
     })
 }
 

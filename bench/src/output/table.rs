@@ -108,17 +108,24 @@ pub fn compare_table(c: &CompareOutput) -> String {
     let _ = writeln!(s, "workload {}  rounds {}", c.a.workload, c.runs.len() / 2);
     let _ = writeln!(
         s,
-        "{:<14}{:>18}{:>18}{:>10}",
+        "{:<22}{:>18}{:>18}{:>10}",
         "metric", c.a.label, c.b.label, "B/A"
     );
+    let value = |v: f64| {
+        if v.is_finite() {
+            format!("{v:.3}")
+        } else {
+            "-".to_string()
+        }
+    };
     for (name, _) in METRICS {
         let ratio = c.ratios.0.get(*name).copied().flatten();
         let _ = writeln!(
             s,
-            "{:<14}{:>18.3}{:>18.3}{:>10}",
+            "{:<22}{:>18}{:>18}{:>10}",
             name,
-            metric(&c.a, name),
-            metric(&c.b, name),
+            value(metric(&c.a, name)),
+            value(metric(&c.b, name)),
             ratio.map_or("-".to_string(), |r| format!("{r:.3}"))
         );
     }
@@ -126,7 +133,7 @@ pub fn compare_table(c: &CompareOutput) -> String {
         if !METRICS.iter().any(|(m, _)| m == name) {
             let _ = writeln!(
                 s,
-                "{:<14}{:>18}{:>18}{:>10}",
+                "{:<22}{:>18}{:>18}{:>10}",
                 name,
                 "",
                 "",

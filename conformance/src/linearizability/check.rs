@@ -17,10 +17,17 @@
 //! only real choices left are unknown-outcome writes: which of them took a revision no
 //! known write took. A history without those is checked in one pass. An unknown write is
 //! offered a revision only if it writes what known outcomes later saw at that revision (a
-//! read's kv with that `mod_revision`), which settles most gaps at once. What remains
-//! exponential: a violation late in a history with many unknown writes at gaps nobody read
-//! back makes the search try their combinations before it (measured: 23 unknowns in 4,000
-//! ops rejected in 0.09 s; 45 ran out of the default budget, so `Unknown`).
+//! read's kv with that `mod_revision`), which settles most gaps at once.
+//!
+//! Some dead ends end the whole search, because no choice of unknown writes could change
+//! them: an op that real time puts after an op of a later revision (a stale read, revisions
+//! out of order), an op whose revision was already taken or passed, and a Get whose answer
+//! the known outcomes alone rule out (a value the write at its `mod_revision` did not write, a
+//! version a known write replaced, absence right after a known put with no revision free
+//! between). What remains exponential: other mismatches (a wrong version, say) late in a
+//! history with many unknown writes at revisions nobody read back; the search then tries
+//! their combinations before it (4,000 ops: 23 unknowns 0.1 s; 45 ran out of the default
+//! budget, so `Unknown`).
 //!
 //! Modes: `Strict` is etcd's model. `GapTolerant` (for the shrinker) lets the revision jump
 //! forward to a known op's revision, as if writes left out of the history happened there; any
@@ -35,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::history::{Call, History, Kv, Nanos, OpResult, Outcome, TxnOp};
+use super::history::{Call, Change, History, Kv, Nanos, OpResult, Outcome, TxnOp};
 use super::model::{State, Undo};
 
 /// How far the search may go before it answers [`Verdict::Unknown`].
@@ -153,6 +160,11 @@ struct Search<'h> {
     /// they saw with that `mod_revision`. An unknown write may take a revision only if it
     /// wrote exactly those.
     observed: HashMap<i64, Vec<(Bytes, Bytes)>>,
+    /// Each key's changes by known outcomes, and the revisions known outcomes took.
+    changes: HashMap<Bytes, Vec<Change>>,
+    known_revisions: Vec<i64>,
+    /// Set when the search met an op no choice of unknown-outcome writes can place.
+    fatal: bool,
     lifted: Vec<bool>,
     lifted_hash: u128,
     state: State,
@@ -215,6 +227,12 @@ impl<'h> Search<'h> {
         }
         unknown_writes.sort_by_key(|&i| (h.ops[i].invoke, i));
         let known = unplaced.len();
+        let all: Vec<usize> = (0..h.ops.len()).collect();
+        let changes = h.known_changes(&all);
+        let mut known_revisions: Vec<i64> =
+            changes.values().flatten().map(|c| c.revision).collect();
+        known_revisions.sort_unstable();
+        known_revisions.dedup();
         let mut observed: HashMap<i64, Vec<(Bytes, Bytes)>> = HashMap::new();
         for op in &h.ops {
             for (key, kv) in seen_versions(&op.call, &op.outcome) {
@@ -232,6 +250,9 @@ impl<'h> Search<'h> {
             pending_ret,
             unknown_writes,
             observed,
+            changes,
+            known_revisions,
+            fatal: false,
             lifted: vec![false; h.ops.len()],
             lifted_hash: 0,
             state: State::with_keys(h.initial_revision, &h.initial_keys),
@@ -256,8 +277,12 @@ impl<'h> Search<'h> {
         }
         let mut memo = HashSet::new();
         memo.insert(self.memo_key());
+        let root = self.choices();
+        if self.fatal {
+            return (self.violation(), states);
+        }
         let mut stack = vec![Frame {
-            choices: self.choices(),
+            choices: root,
             next: 0,
             applied: None,
         }];
@@ -286,6 +311,9 @@ impl<'h> Search<'h> {
                 continue;
             }
             let choices = self.choices();
+            if self.fatal {
+                return (self.violation(), states);
+            }
             if !choices.is_empty() {
                 stack.push(Frame {
                     choices,
@@ -294,11 +322,55 @@ impl<'h> Search<'h> {
                 });
             }
         }
+        (self.violation(), states)
+    }
+
+    fn violation(&mut self) -> Verdict {
         let violation = self
             .best
             .take()
             .expect("a dead search records where it got stuck");
-        (Verdict::NotLinearizable(violation), states)
+        Verdict::NotLinearizable(violation)
+    }
+
+    /// Whether a Get whose answer the model contradicts could be right under some other
+    /// choice of unknown-outcome writes. Not when the known outcomes alone rule its answer
+    /// out: it saw a version whose revision a known write took without writing that value,
+    /// or a version some known write of the key replaced by its revision, or the key absent
+    /// right after a known put with every revision between taken by known writes.
+    fn could_be_fixed(&self, idx: usize) -> bool {
+        let op = &self.h.ops[idx];
+        let (Call::Get { key }, Outcome::Get { revision, kv }) = (&op.call, &op.outcome) else {
+            return true;
+        };
+        let at = *revision;
+        let list = self.changes.get(key).map_or(&[][..], Vec::as_slice);
+        match kv {
+            Some(kv) => {
+                let m = kv.mod_revision;
+                if m > at {
+                    return false;
+                }
+                let known_at_m = self.known_revisions.binary_search(&m).is_ok();
+                if known_at_m
+                    && !list
+                        .iter()
+                        .any(|c| c.revision == m && c.value.as_ref() == Some(&kv.value))
+                {
+                    return false;
+                }
+                !list.iter().any(|c| c.revision > m && c.revision <= at)
+            }
+            None => match list.iter().rev().find(|c| c.revision <= at) {
+                Some(c) if c.value.is_some() => {
+                    let from = self.known_revisions.partition_point(|&r| r <= c.revision);
+                    let to = self.known_revisions.partition_point(|&r| r <= at);
+                    // Some revision after the put was not taken by a known write.
+                    i64::try_from(to - from).unwrap_or(i64::MAX) < at - c.revision
+                }
+                _ => true,
+            },
+        }
     }
 
     /// Runs op `idx` on the state as it would be lifted, returning the model's answer and
@@ -388,14 +460,34 @@ impl<'h> Search<'h> {
                 stuck = Some((idx, problem));
             }
         };
+        // An op no choice of unknown-outcome writes can place ends the search: real time
+        // and known revisions do not depend on them.
+        let mut fatal: Option<(usize, Problem)> = None;
+        let passed = if write { target <= r } else { target < r };
         for idx in group {
             if !candidate(self.h.ops[idx].invoke) {
                 let (_, returned_first) = first_ret.expect("a bound exists");
-                note(idx, Problem::RealTime { returned_first });
+                let problem = Problem::RealTime { returned_first };
+                // Fatal unless the op that returned first is of this same group, and so
+                // may be placed first.
+                let same_group = matches!(
+                    self.class[returned_first],
+                    Class::Known { target: t, write: w } if (t, w) == (target, write)
+                );
+                if same_group {
+                    note(idx, problem);
+                } else {
+                    fatal.get_or_insert((idx, problem));
+                }
                 continue;
             }
             if !reachable {
-                note(idx, Problem::Revision { current: r });
+                let problem = Problem::Revision { current: r };
+                if passed {
+                    fatal.get_or_insert((idx, problem));
+                } else {
+                    note(idx, problem);
+                }
                 continue;
             }
             let (outcome, undos) = self.step(idx);
@@ -405,9 +497,24 @@ impl<'h> Search<'h> {
                     return vec![idx];
                 }
                 choices.push(idx);
-            } else {
+            } else if self.could_be_fixed(idx) {
                 note(idx, Problem::Mismatch { expected: outcome });
+            } else {
+                fatal.get_or_insert((idx, Problem::Mismatch { expected: outcome }));
             }
+        }
+        if let Some((op, problem)) = fatal {
+            self.fatal = true;
+            self.best = Some(Violation {
+                op,
+                problem,
+                revision: r,
+                placed: self.placed,
+                known: self.known,
+                lifted: (0..self.lifted.len()).filter(|&i| self.lifted[i]).collect(),
+                state: self.state.keys_sorted(),
+            });
+            return Vec::new();
         }
         // An unknown-outcome write takes revision r + 1: only when no known op needs it.
         let unknown_fits = if write { target > r + 1 } else { target > r };

@@ -11,6 +11,7 @@
 //!   in the history at all.
 //! - Times are nanoseconds from one common instant, so operations of different clients compare.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use bytes::Bytes;
@@ -234,6 +235,15 @@ pub struct History {
     pub ops: Vec<Operation>,
 }
 
+/// One change of one key by an op with a known outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub revision: i64,
+    pub op: usize,
+    /// The value put, or `None` for a delete that deleted the key.
+    pub value: Option<Bytes>,
+}
+
 /// Why a history cannot be checked: the recorder broke one of this module's invariants.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MalformedOp {
@@ -284,6 +294,59 @@ impl History {
             }
         }
         Ok(())
+    }
+
+    /// The changes the ops `among` made to each key, by revision, as their known outcomes
+    /// report them (a txn's by the branch it says it took). They hold in every
+    /// linearization, whatever the unknown-outcome ops did.
+    pub fn known_changes(&self, among: &[usize]) -> HashMap<Bytes, Vec<Change>> {
+        let mut changes: HashMap<Bytes, Vec<Change>> = HashMap::new();
+        for &i in among {
+            let op = &self.ops[i];
+            let Some(revision) = op.outcome.revision() else {
+                continue;
+            };
+            if !op.outcome.changed() {
+                continue;
+            }
+            let mut note = |key: &Bytes, value: Option<&Bytes>| {
+                changes.entry(key.clone()).or_default().push(Change {
+                    revision,
+                    op: i,
+                    value: value.cloned(),
+                });
+            };
+            match (&op.call, &op.outcome) {
+                (Call::Put { key, value, .. }, _) => note(key, Some(value)),
+                (Call::Delete { key }, _) => note(key, None),
+                (
+                    Call::Txn {
+                        success, failure, ..
+                    },
+                    Outcome::Txn {
+                        succeeded, results, ..
+                    },
+                ) => {
+                    let branch = if *succeeded { success } else { failure };
+                    for (op, result) in branch.iter().zip(results) {
+                        match (op, result) {
+                            (TxnOp::Put { key, value }, _) => note(key, Some(value)),
+                            (TxnOp::Delete { key }, OpResult::Delete { deleted })
+                                if *deleted > 0 =>
+                            {
+                                note(key, None)
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        for list in changes.values_mut() {
+            list.sort_by_key(|c| (c.revision, c.op));
+        }
+        changes
     }
 
     /// The history as readable lines, one per operation, in invoke order, each labelled

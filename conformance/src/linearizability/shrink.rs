@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::check::{check_mode, Budget, Mode, Problem, Verdict, Violation};
-use super::history::{Call, History, OpResult, Outcome, TxnOp};
+use super::history::{Change, History};
 
 /// Bounds on one shrink.
 #[derive(Debug, Clone, Copy)]
@@ -51,7 +51,7 @@ impl Default for ShrinkLimits {
                 max_states: 200_000,
                 max_time: Duration::from_secs(2),
             },
-            max_time: Duration::from_secs(30),
+            max_time: Duration::from_secs(10),
         }
     }
 }
@@ -78,59 +78,13 @@ pub struct Shrunk {
 /// Rounds of [`seed`] before it gives up.
 const SEED_ROUNDS: usize = 64;
 
-/// The known changes of each key, in revision order: (revision, op, whether the key is live
-/// after it). Read from the recorded outcomes, so they hold for any subset of the history.
-fn key_changes(h: &History, among: &[usize]) -> HashMap<Bytes, Vec<(i64, usize, bool)>> {
-    let mut changes: HashMap<Bytes, Vec<(i64, usize, bool)>> = HashMap::new();
-    for &i in among {
-        let op = &h.ops[i];
-        let Some(rev) = op.outcome.revision() else {
-            continue;
-        };
-        if !op.outcome.changed() {
-            continue;
-        }
-        let mut note = |key: &Bytes, live: bool| {
-            changes.entry(key.clone()).or_default().push((rev, i, live));
-        };
-        match (&op.call, &op.outcome) {
-            (Call::Put { key, .. }, _) => note(key, true),
-            (Call::Delete { key }, _) => note(key, false),
-            (
-                Call::Txn {
-                    success, failure, ..
-                },
-                Outcome::Txn {
-                    succeeded, results, ..
-                },
-            ) => {
-                let branch = if *succeeded { success } else { failure };
-                for (op, result) in branch.iter().zip(results) {
-                    match (op, result) {
-                        (TxnOp::Put { key, .. }, _) => note(key, true),
-                        (TxnOp::Delete { key }, OpResult::Delete { deleted }) if *deleted > 0 => {
-                            note(key, false)
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    for list in changes.values_mut() {
-        list.sort_by_key(|&(rev, i, _)| (rev, i));
-    }
-    changes
-}
-
 /// The ops whose effects op `i`'s answer depends on, by the recorded revisions: for each key
 /// it touches, the writes of the generation live just before it (back to the put that
 /// created it). The delete that ended the previous generation (or left the key absent) is
 /// needed only when `core` already holds an earlier write of the key.
 fn dependencies(
     h: &History,
-    changes: &HashMap<Bytes, Vec<(i64, usize, bool)>>,
+    changes: &HashMap<Bytes, Vec<Change>>,
     core: &BTreeSet<usize>,
     i: usize,
 ) -> Vec<usize> {
@@ -144,14 +98,14 @@ fn dependencies(
         let Some(list) = changes.get(key) else {
             continue;
         };
-        let mut k = list.partition_point(|&(r, _, _)| r <= before);
-        while k > 0 && list[k - 1].2 {
+        let mut k = list.partition_point(|c| c.revision <= before);
+        while k > 0 && list[k - 1].value.is_some() {
             k -= 1;
-            deps.push(list[k].1);
+            deps.push(list[k].op);
         }
         // list[k - 1], if any, is the delete before the generation (or the last change).
-        if k > 0 && list[..k - 1].iter().any(|(_, w, _)| core.contains(w)) {
-            deps.push(list[k - 1].1);
+        if k > 0 && list[..k - 1].iter().any(|c| core.contains(&c.op)) {
+            deps.push(list[k - 1].op);
         }
     }
     deps
@@ -161,7 +115,7 @@ fn dependencies(
 /// while it fails at another op instead (an answer whose history is missing), add that op's
 /// [`dependencies`]. `None` if that stops making progress or the rounds run out.
 fn seed(s: &mut Shrinker<'_>, among: &[usize]) -> Option<(Vec<usize>, Violation)> {
-    let changes = key_changes(s.h, among);
+    let changes = s.h.known_changes(among);
     let mut core: BTreeSet<usize> = BTreeSet::new();
     let grow = |core: &mut BTreeSet<usize>, i: usize| {
         let before = core.len();

@@ -769,13 +769,14 @@ fn a_revision_no_write_can_fill_is_found_without_searching_the_unknowns() {
     assert_eq!(c.states, 0);
 }
 
-/// A wrong read near the end of 4,000 ops makes the search backtrack through every choice of
-/// unknown-outcome writes before it. Up to about two dozen of them that takes well under a
-/// second; with 45 (rate 0.015) the default budget runs out after ~6 s and the answer is
-/// `Unknown` (measured, not tested, to keep the test short).
+/// A read of a value never written, near the end of 4,000 ops with unknown-outcome writes:
+/// the known outcomes alone rule it out, so the search stops there instead of backtracking
+/// through every choice of those writes before it. (Measured with the rate at 0.1, 296
+/// unknowns: rejected in 1.6 s. A version off by one is not ruled out that way: with 23
+/// unknowns 0.1 s, with 45 the default budget runs out, `Unknown`.)
 #[test]
 fn a_late_violation_among_unknown_outcomes_is_found_quickly() {
-    for unknown in [0.002, 0.005, 0.01] {
+    for unknown in [0.005, 0.02] {
         let mut h = random_history(3, 4_000, 8, 6, unknown);
         let (victim, _) = gets_with_history(&h)
             .into_iter()

@@ -21,13 +21,13 @@
 //!
 //! Some dead ends end the whole search, because no choice of unknown writes could change
 //! them: an op that real time puts after an op of a later revision (a stale read, revisions
-//! out of order), an op whose revision was already taken or passed, and a Get whose answer
-//! the known outcomes alone rule out (a value the write at its `mod_revision` did not write, a
-//! version a known write replaced, absence right after a known put with no revision free
-//! between). What remains exponential: other mismatches (a wrong version, say) late in a
-//! history with many unknown writes at revisions nobody read back; the search then tries
-//! their combinations before it (4,000 ops: 23 unknowns 0.1 s; 45 ran out of the default
-//! budget, so `Unknown`).
+//! out of order), an op whose revision was already taken or passed, an op whose keys were
+//! written only by known writes since they were last deleted (every revision between taken by
+//! one), and a Get the known outcomes alone rule out (a value the write at its
+//! `mod_revision` did not write, a version a known write replaced or more or fewer puts than
+//! its generation can hold, absence right after a known put). What remains exponential:
+//! other mismatches late in a history with many unknown writes that may have touched the
+//! keys involved; the search then tries their combinations before it, up to its budget.
 //!
 //! Modes: `Strict` is etcd's model. `GapTolerant` (for the shrinker) lets the revision jump
 //! forward to a known op's revision, as if writes left out of the history happened there; any
@@ -163,6 +163,9 @@ struct Search<'h> {
     /// Each key's changes by known outcomes, and the revisions known outcomes took.
     changes: HashMap<Bytes, Vec<Change>>,
     known_revisions: Vec<i64>,
+    /// The most puts of one key in one op (a txn branch may repeat a key; etcd refuses
+    /// that, the model does not): how many puts one revision can add to a version.
+    max_key_puts: i64,
     /// Set when the search met an op no choice of unknown-outcome writes can place.
     fatal: bool,
     lifted: Vec<bool>,
@@ -233,6 +236,31 @@ impl<'h> Search<'h> {
             changes.values().flatten().map(|c| c.revision).collect();
         known_revisions.sort_unstable();
         known_revisions.dedup();
+        let max_key_puts = h
+            .ops
+            .iter()
+            .map(|op| match &op.call {
+                Call::Txn {
+                    success, failure, ..
+                } => [success, failure]
+                    .iter()
+                    .flat_map(|branch| {
+                        branch.iter().map(|o| match o {
+                            TxnOp::Put { key, .. } => branch
+                                .iter()
+                                .filter(|p| matches!(p, TxnOp::Put { key: k, .. } if k == key))
+                                .count(),
+                            _ => 0,
+                        })
+                    })
+                    .max()
+                    .unwrap_or(0),
+                _ => 1,
+            })
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let max_key_puts = i64::try_from(max_key_puts).unwrap_or(i64::MAX);
         let mut observed: HashMap<i64, Vec<(Bytes, Bytes)>> = HashMap::new();
         for op in &h.ops {
             for (key, kv) in seen_versions(&op.call, &op.outcome) {
@@ -252,6 +280,7 @@ impl<'h> Search<'h> {
             observed,
             changes,
             known_revisions,
+            max_key_puts,
             fatal: false,
             lifted: vec![false; h.ops.len()],
             lifted_hash: 0,
@@ -333,11 +362,36 @@ impl<'h> Search<'h> {
         Verdict::NotLinearizable(violation)
     }
 
+    /// Whether every key op `idx` touches has, where it runs, the same state under any
+    /// choice of unknown-outcome writes: since the last known delete of the key (or since
+    /// the start) every revision was taken by a known write. Then the model's answer there
+    /// is the only one, and a mismatch cannot be fixed.
+    fn keys_determined(&self, idx: usize) -> bool {
+        let op = &self.h.ops[idx];
+        let Some(rev) = op.outcome.revision() else {
+            return false;
+        };
+        let at = if op.outcome.changed() { rev - 1 } else { rev };
+        op.call.keys().into_iter().all(|key| {
+            let list = self.changes.get(key).map_or(&[][..], Vec::as_slice);
+            let anchor = list
+                .iter()
+                .rev()
+                .find(|c| c.revision <= at && c.value.is_none())
+                .map_or(self.h.initial_revision, |c| c.revision);
+            let from = self.known_revisions.partition_point(|&r| r <= anchor);
+            let to = self.known_revisions.partition_point(|&r| r <= at);
+            i64::try_from(to - from).is_ok_and(|known| known == at - anchor)
+        })
+    }
+
     /// Whether a Get whose answer the model contradicts could be right under some other
     /// choice of unknown-outcome writes. Not when the known outcomes alone rule its answer
-    /// out: it saw a version whose revision a known write took without writing that value,
-    /// or a version some known write of the key replaced by its revision, or the key absent
-    /// right after a known put with every revision between taken by known writes.
+    /// out: it saw a version whose revision a known write took without writing that value, a
+    /// version some known write of the key replaced by its revision, a generation a known
+    /// delete ended or a known write other than a put of the key began, more or fewer puts
+    /// than the known ones and the free revisions allow, or the key absent right after a
+    /// known put with every revision between taken by known writes.
     fn could_be_fixed(&self, idx: usize) -> bool {
         let op = &self.h.ops[idx];
         let (Call::Get { key }, Outcome::Get { revision, kv }) = (&op.call, &op.outcome) else {
@@ -359,7 +413,36 @@ impl<'h> Search<'h> {
                 {
                     return false;
                 }
-                !list.iter().any(|c| c.revision > m && c.revision <= at)
+                if list.iter().any(|c| c.revision > m && c.revision <= at) {
+                    return false;
+                }
+                // Its generation: created by a put at `create_revision`, no delete since, and
+                // `version` puts in all, of which the known ones are a lower bound and the
+                // known ones plus what the revisions no known write took could add an upper
+                // one.
+                let c = kv.create_revision;
+                if c > m || c <= 0 || kv.version < 1 {
+                    return false;
+                }
+                if self.known_revisions.binary_search(&c).is_ok()
+                    && !list.iter().any(|x| x.revision == c && x.value.is_some())
+                {
+                    return false;
+                }
+                let generation = list.iter().filter(|x| x.revision >= c && x.revision <= m);
+                let mut known_puts = 0i64;
+                for x in generation {
+                    if x.value.is_none() && x.revision > c {
+                        return false;
+                    }
+                    known_puts += i64::from(x.value.is_some());
+                }
+                let from = self.known_revisions.partition_point(|&r| r < c);
+                let to = self.known_revisions.partition_point(|&r| r <= m);
+                let free = (m - c + 1) - i64::try_from(to - from).unwrap_or(i64::MAX);
+                known_puts <= kv.version
+                    && kv.version
+                        <= known_puts.saturating_add(free.saturating_mul(self.max_key_puts))
             }
             None => match list.iter().rev().find(|c| c.revision <= at) {
                 Some(c) if c.value.is_some() => {
@@ -497,7 +580,7 @@ impl<'h> Search<'h> {
                     return vec![idx];
                 }
                 choices.push(idx);
-            } else if self.could_be_fixed(idx) {
+            } else if self.could_be_fixed(idx) && !self.keys_determined(idx) {
                 note(idx, Problem::Mismatch { expected: outcome });
             } else {
                 fatal.get_or_insert((idx, Problem::Mismatch { expected: outcome }));

@@ -672,9 +672,11 @@ fn mutate(rng: &mut StdRng, h: &mut History) {
             Outcome::Unknown => {}
         },
         1 => match &mut op.outcome {
-            Outcome::Get { kv: Some(kv), .. } => match rng.gen_range(0..3) {
+            Outcome::Get { kv: Some(kv), .. } => match rng.gen_range(0..5) {
                 0 => kv.value = b("zz"),
                 1 => kv.version += 1,
+                2 => kv.version -= 1,
+                3 => kv.create_revision -= 1,
                 _ => kv.mod_revision -= 1,
             },
             Outcome::Get { kv, revision } => {
@@ -769,35 +771,54 @@ fn a_revision_no_write_can_fill_is_found_without_searching_the_unknowns() {
     assert_eq!(c.states, 0);
 }
 
-/// A read of a value never written, near the end of 4,000 ops with unknown-outcome writes:
-/// the known outcomes alone rule it out, so the search stops there instead of backtracking
-/// through every choice of those writes before it. (Measured with the rate at 0.1, 296
-/// unknowns: rejected in 1.6 s. A version off by one is not ruled out that way: with 23
-/// unknowns 0.1 s, with 45 the default budget runs out, `Unknown`.)
+/// A read of a value never written, and a txn whose compare result was flipped, near the end
+/// of 4,000 ops with unknown-outcome writes: the known outcomes alone rule them out (the
+/// write at the read's `mod_revision` wrote something else; every revision since the txn's
+/// keys were last deleted was a known write, so no choice of unknown writes changes what the
+/// txn compared), so the search stops there instead of backtracking through every choice of
+/// those writes before it. (Measured with the rate at 0.1, 296 unknowns: rejected in 1.6 s
+/// and 2.4 s.)
 #[test]
 fn a_late_violation_among_unknown_outcomes_is_found_quickly() {
     for unknown in [0.005, 0.02] {
-        let mut h = random_history(3, 4_000, 8, 6, unknown);
-        let (victim, _) = gets_with_history(&h)
-            .into_iter()
-            .rev()
-            .find(|(_, kv)| kv.version >= 2)
-            .expect("a read of a rewritten key");
-        if let Outcome::Get { kv: Some(kv), .. } = &mut h.ops[victim].outcome {
-            kv.value = b("never written");
+        for doctored in ["read", "txn"] {
+            let mut h = random_history(3, 4_000, 8, 6, unknown);
+            let victim = if doctored == "read" {
+                let (victim, _) = gets_with_history(&h)
+                    .into_iter()
+                    .rev()
+                    .find(|(_, kv)| kv.version >= 2)
+                    .expect("a read of a rewritten key");
+                if let Outcome::Get { kv: Some(kv), .. } = &mut h.ops[victim].outcome {
+                    kv.value = b("never written");
+                }
+                victim
+            } else {
+                let victim = (0..h.ops.len())
+                    .rev()
+                    .find(|&i| {
+                        matches!(&h.ops[i].outcome,
+                            Outcome::Txn { succeeded: false, results, .. } if results.is_empty())
+                    })
+                    .expect("a failed txn with an empty else branch");
+                if let Outcome::Txn { succeeded, .. } = &mut h.ops[victim].outcome {
+                    *succeeded = true;
+                }
+                victim
+            };
+            let c = check(&h, &Budget::default());
+            let started = Instant::now();
+            let text = report(&h, &c, &ShrinkLimits::default());
+            println!(
+                "4000 ops, {} unknown outcomes, {doctored} doctored at #{victim}: {} in {:?} \
+                 ({} steps); reported in {:?}",
+                h.ops.iter().filter(|o| o.ret.is_none()).count(),
+                c.verdict,
+                c.elapsed,
+                c.states,
+                started.elapsed()
+            );
+            assert!(matches!(c.verdict, Verdict::NotLinearizable(_)), "{text}");
         }
-        let c = check(&h, &Budget::default());
-        let started = Instant::now();
-        let text = report(&h, &c, &ShrinkLimits::default());
-        println!(
-            "4000 ops, {} unknown outcomes, violation at #{victim}: {} in {:?} ({} steps); \
-             reported in {:?}",
-            h.ops.iter().filter(|o| o.ret.is_none()).count(),
-            c.verdict,
-            c.elapsed,
-            c.states,
-            started.elapsed()
-        );
-        assert!(matches!(c.verdict, Verdict::NotLinearizable(_)), "{text}");
     }
 }

@@ -5,14 +5,35 @@
 //!   outcomes, printing.
 //! - [`model`]: etcd's semantics: one global revision, per-key create/mod revision and version,
 //!   txn compares.
-//! - [`check`](mod@check): the Wing–Gong search with Lowe's memo, ordered by revision; bounded, answering
-//!   [`Verdict::Unknown`] rather than guessing when the budget runs out.
-//! - [`shrink`](mod@shrink): delta debugging of a rejected history down to a small core that fails the
-//!   same way.
+//! - [`check`](mod@check): the Wing–Gong search with Lowe's memo, ordered by revision;
+//!   bounded, answering [`Verdict::Unknown`] rather than guessing when the budget runs out.
+//! - [`shrink`](mod@shrink): delta debugging of a rejected history down to a small core that
+//!   fails the same way.
 //! - [`record`]: a recorder that times tonic calls and files their results.
 //!
 //! [`report`] puts it together for a test: the verdict, and for a violation the shrunk cores
-//! printed with what the model expected.
+//! printed with what the model expected. Recording and checking, in a test:
+//!
+//! ```no_run
+//! # async fn demo(server: &ballast_conformance::Server) -> anyhow::Result<()> {
+//! use ballast_conformance::linearizability::{
+//!     check, report, Budget, Recorder, ShrinkLimits, Verdict,
+//! };
+//! use ballast_proto::etcdserverpb::kv_client::KvClient;
+//!
+//! // The store's revision now; the keys the clients use are absent.
+//! let recorder = Recorder::new(1);
+//! let mut client = recorder.client(0, KvClient::new(server.channel().await?));
+//! // Errors are filed too (as unknown outcomes unless etcd guarantees nothing happened).
+//! let _ = client.put(b"/lin/x", b"1").await;
+//! let _ = client.get(b"/lin/x").await;
+//! let history = recorder.history();
+//! let c = check(&history, &Budget::default());
+//! let limits = ShrinkLimits::default();
+//! assert!(c.verdict == Verdict::Linearizable, "{}", report(&history, &c, &limits));
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! Invariant: a history is called linearizable only when the search found an order for every
 //! operation with a known outcome; a core is printed only if it was itself checked and
@@ -37,7 +58,7 @@ pub use shrink::{shrink, shrink_from_state, ShrinkLimits, Shrunk};
 /// The verdict on `history` in words. For a violation: where the search got stuck and why;
 /// the core from the store's state there ([`shrink_from_state`], with the ops that wrote the
 /// live keys it shows); and the smallest sub-history from the empty store that fails the same
-/// way ([`shrink`], within `limits`).
+/// way ([`shrink()`], within `limits`).
 pub fn report(history: &History, check: &Check, limits: &ShrinkLimits) -> String {
     let mut clients: Vec<_> = history.ops.iter().map(|o| o.client).collect();
     clients.sort_unstable();

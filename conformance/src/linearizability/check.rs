@@ -720,11 +720,14 @@ impl Violation {
             ),
             Problem::Revision { current } => {
                 if at <= *current {
-                    format!("  its revision {at} was already reached or passed (the store is at {current})")
+                    format!(
+                        "  its revision {at} was already reached or passed (the store is at \
+                         {current})"
+                    )
                 } else {
                     format!(
-                        "  its revision {at} does not follow {current}: no write took the revisions \
-                         between (and no write with an unknown outcome could)"
+                        "  its revision {at} does not follow {current}: no write took the \
+                         revisions between (and no write with an unknown outcome could)"
                     )
                 }
             }

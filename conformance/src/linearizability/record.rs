@@ -22,6 +22,7 @@ use ballast_proto::etcdserverpb::{
     TxnResponse,
 };
 use ballast_proto::mvccpb::KeyValue;
+use bytes::Bytes;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -56,6 +57,7 @@ pub fn definitely_failed(status: &Status) -> bool {
 pub struct Recorder {
     start: Instant,
     initial_revision: i64,
+    initial_keys: Vec<(Bytes, Kv)>,
     ops: Arc<Mutex<Vec<Operation>>>,
 }
 
@@ -63,9 +65,17 @@ impl Recorder {
     /// A recorder for a store at `initial_revision` in which every key the clients will touch
     /// is absent.
     pub fn new(initial_revision: i64) -> Recorder {
+        Recorder::starting_from(initial_revision, Vec::new())
+    }
+
+    /// A recorder for a store at `initial_revision` in which, of the keys the clients will
+    /// touch, exactly `live_keys` exist (as a Range at that revision returned them).
+    pub fn starting_from(initial_revision: i64, mut live_keys: Vec<(Bytes, Kv)>) -> Recorder {
+        live_keys.sort_by(|a, b| a.0.cmp(&b.0));
         Recorder {
             start: Instant::now(),
             initial_revision,
+            initial_keys: live_keys,
             ops: Arc::new(Mutex::new(Vec::new())),
         }
     }
@@ -116,10 +126,11 @@ impl Recorder {
 
     /// The history recorded so far.
     pub fn history(&self) -> History {
-        History::new(
-            self.initial_revision,
-            self.ops.lock().expect("recorder lock").clone(),
-        )
+        History {
+            initial_revision: self.initial_revision,
+            initial_keys: self.initial_keys.clone(),
+            ops: self.ops.lock().expect("recorder lock").clone(),
+        }
     }
 }
 
@@ -195,7 +206,7 @@ async fn send(kv: &mut KvClient<Channel>, call: &Call) -> Result<Outcome, Status
     })
 }
 
-fn put_request(key: &bytes::Bytes, value: &bytes::Bytes, prev_kv: bool) -> PutRequest {
+fn put_request(key: &Bytes, value: &Bytes, prev_kv: bool) -> PutRequest {
     PutRequest {
         key: key.clone(),
         value: value.clone(),
@@ -204,14 +215,14 @@ fn put_request(key: &bytes::Bytes, value: &bytes::Bytes, prev_kv: bool) -> PutRe
     }
 }
 
-fn range_request(key: &bytes::Bytes) -> RangeRequest {
+fn range_request(key: &Bytes) -> RangeRequest {
     RangeRequest {
         key: key.clone(),
         ..Default::default()
     }
 }
 
-fn delete_request(key: &bytes::Bytes) -> DeleteRangeRequest {
+fn delete_request(key: &Bytes) -> DeleteRangeRequest {
     DeleteRangeRequest {
         key: key.clone(),
         ..Default::default()

@@ -822,3 +822,141 @@ fn a_late_violation_among_unknown_outcomes_is_found_quickly() {
         }
     }
 }
+
+#[test]
+fn recorder_reads_outcomes_from_etcd_responses() {
+    use ballast_proto::etcdserverpb::{
+        response_op, DeleteRangeResponse, PutResponse, RangeResponse, ResponseHeader, ResponseOp,
+        TxnResponse,
+    };
+    use ballast_proto::mvccpb::KeyValue;
+    use tonic::{Code, Status};
+
+    use super::record::{delete_outcome, get_outcome, put_outcome, txn_outcome, txn_request};
+
+    let header = |revision| {
+        Some(ResponseHeader {
+            revision,
+            ..Default::default()
+        })
+    };
+    let proto_kv = KeyValue {
+        key: b("x"),
+        value: b("a"),
+        create_revision: 2,
+        mod_revision: 3,
+        version: 2,
+        lease: 0,
+    };
+    assert_eq!(
+        get_outcome(RangeResponse {
+            header: header(4),
+            kvs: vec![proto_kv.clone()],
+            count: 1,
+            ..Default::default()
+        }),
+        Outcome::Get {
+            revision: 4,
+            kv: Some(kv("a", 2, 3, 2))
+        }
+    );
+    assert_eq!(
+        put_outcome(PutResponse {
+            header: header(5),
+            prev_kv: Some(proto_kv.clone()),
+        }),
+        Outcome::Put {
+            revision: 5,
+            prev_kv: Some(kv("a", 2, 3, 2))
+        }
+    );
+    assert_eq!(
+        delete_outcome(DeleteRangeResponse {
+            header: header(6),
+            deleted: 1,
+            prev_kvs: vec![],
+        }),
+        Outcome::Delete {
+            revision: 6,
+            deleted: 1
+        }
+    );
+    let op = |r| ResponseOp { response: Some(r) };
+    assert_eq!(
+        txn_outcome(TxnResponse {
+            header: header(7),
+            succeeded: true,
+            responses: vec![
+                op(response_op::Response::ResponsePut(PutResponse::default())),
+                op(response_op::Response::ResponseRange(
+                    RangeResponse::default()
+                )),
+                op(response_op::Response::ResponseDeleteRange(
+                    DeleteRangeResponse {
+                        deleted: 0,
+                        ..Default::default()
+                    }
+                )),
+            ],
+        }),
+        Outcome::Txn {
+            revision: 7,
+            succeeded: true,
+            results: vec![
+                OpResult::Put,
+                OpResult::Get(None),
+                OpResult::Delete { deleted: 0 }
+            ],
+        }
+    );
+    // A txn request carries etcd's enum numbers and operands.
+    let req = txn_request(&cas("x", "a", "b"));
+    assert_eq!(req.compare.len(), 1);
+    assert_eq!((req.compare[0].result, req.compare[0].target), (0, 3));
+    assert_eq!((req.success.len(), req.failure.len()), (1, 1));
+    // Errors etcd returns before applying anything are left out; the rest are unknown.
+    assert!(definitely_failed(&Status::new(
+        Code::InvalidArgument,
+        "etcdserver: duplicate key"
+    )));
+    assert!(definitely_failed(&Status::new(
+        Code::FailedPrecondition,
+        "cross-shard txn"
+    )));
+    assert!(!definitely_failed(&Status::new(
+        Code::Unavailable,
+        "etcdserver: request timed out"
+    )));
+    assert!(!definitely_failed(&Status::new(
+        Code::DeadlineExceeded,
+        "client timeout"
+    )));
+    let rec = Recorder::new(1);
+    let call = Call::Get { key: b("x") };
+    rec.record(
+        ClientId(1),
+        call.clone(),
+        Nanos(0),
+        &Err(Status::new(Code::InvalidArgument, "")),
+    );
+    rec.record(
+        ClientId(1),
+        call.clone(),
+        Nanos(1),
+        &Err(Status::new(Code::Unavailable, "")),
+    );
+    rec.record(
+        ClientId(1),
+        call,
+        Nanos(2),
+        &Ok(Outcome::Get {
+            revision: 1,
+            kv: None,
+        }),
+    );
+    let h = rec.history();
+    assert_eq!(h.ops.len(), 2);
+    assert_eq!(h.ops[0].outcome, Outcome::Unknown);
+    assert!(h.ops[0].ret.is_none() && h.ops[1].ret.is_some());
+    assert_eq!(verdict(&h), Verdict::Linearizable);
+}

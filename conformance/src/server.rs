@@ -137,6 +137,8 @@ struct ClusterMember {
     name: String,
     /// `--initial-cluster`: every member's `NAME=PEER_URL`.
     initial_cluster: String,
+    /// Joins a running cluster (`--initial-cluster-state existing`).
+    existing: bool,
 }
 
 /// The `--initial-cluster-token` of clusters the harness starts.
@@ -296,8 +298,11 @@ impl Server {
             None => (MEMBER_NAME.to_owned(), format!("{MEMBER_NAME}={peer_url}")),
         };
         let mut cmd = Command::new(&program);
-        if self.member.is_some() {
+        if let Some(m) = &self.member {
             cmd.arg("--initial-cluster-token").arg(CLUSTER_TOKEN);
+            if m.existing {
+                cmd.arg("--initial-cluster-state").arg("existing");
+            }
         }
         cmd.arg("--name")
             .arg(&name)
@@ -412,6 +417,7 @@ impl Server {
                 member: Some(ClusterMember {
                     name: format!("m{i}"),
                     initial_cluster: initial_cluster.clone(),
+                    existing: false,
                 }),
             };
             server.spawn_child()?;
@@ -427,6 +433,60 @@ impl Server {
             })?;
         }
         Ok(servers)
+    }
+
+    /// A member to add to a running cluster: named `name`, on fresh ports, not started; add it
+    /// with its [`Server::peer_url`] (MemberAdd), then [`Server::join`] it.
+    pub fn new_member(kind: Kind, name: &str, extra_args: &[&str]) -> Result<Server> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("conformance-cluster-{name}-"))
+            .tempdir()
+            .context("creating a temp dir")?;
+        let log_path = dir.path().join("server.log");
+        File::create(&log_path).context("creating the server log")?;
+        let (client_port, peer_port) = free_port_pair()?;
+        Ok(Server {
+            kind,
+            child: None,
+            client_port,
+            peer_port,
+            log_path,
+            dir: Some(dir),
+            extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
+            member: Some(ClusterMember {
+                name: name.to_owned(),
+                initial_cluster: String::new(),
+                existing: true,
+            }),
+        })
+    }
+
+    /// Starts a member made by [`Server::new_member`] with `--initial-cluster` naming the
+    /// `cluster`'s members and itself, and waits until it answers a linearizable Range.
+    pub async fn join(&mut self, cluster: &[&Server]) -> Result<()> {
+        let mut entries: Vec<String> = cluster
+            .iter()
+            .map(|s| format!("{}={}", s.name(), s.peer_url()))
+            .collect();
+        entries.push(format!("{}={}", self.name(), self.peer_url()));
+        let m = self
+            .member
+            .as_mut()
+            .ok_or_else(|| anyhow!("not a member made by new_member"))?;
+        m.initial_cluster = entries.join(",");
+        self.spawn_child()?;
+        self.wait_ready().await.with_context(|| {
+            format!(
+                "{} did not join\n--- log ---\n{}",
+                self.name(),
+                self.log_tail()
+            )
+        })
+    }
+
+    /// The peer URL (`http://127.0.0.1:<peer port>`).
+    pub fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
     }
 
     /// The member name (`conformance` outside a started cluster).

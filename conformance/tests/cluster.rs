@@ -1,7 +1,9 @@
 //! A three-member Ballast cluster (three processes on 127.0.0.1 ports): members know each
 //! other, writes through every endpoint land everywhere, and after `kill -9` of the leader
 //! under load a new leader takes over, no acknowledged write is lost, and the killed member
-//! restarts and catches up.
+//! restarts and catches up. Membership changes while writing: a learner is added, joins,
+//! catches up and is promoted, an original member is removed; etcd's errors for refused
+//! changes.
 //!
 //! Invariants: every wait is bounded (the whole test by [`TEST_TIMEOUT`]); the servers are
 //! killed and their temp dirs removed when the test ends, also when it fails. Keys live under
@@ -14,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use ballast_conformance::{Kind, Server};
 use ballast_proto::etcdserverpb::{
-    kv_client::KvClient, MemberListRequest, PutRequest, RangeRequest, StatusRequest,
+    kv_client::KvClient, MemberAddRequest, MemberListRequest, MemberPromoteRequest,
+    MemberRemoveRequest, PutRequest, RangeRequest, StatusRequest,
 };
 use tonic::transport::Channel;
 
@@ -298,4 +301,163 @@ async fn three_members_replicate_and_survive_a_leader_kill() {
     })
     .await
     .expect("the cluster test finished within its bound");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_a_learner_promote_it_and_remove_a_member_while_writing() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let args = ["--heartbeat-interval", "100", "--election-timeout", "1000"];
+        let mut servers = Server::start_cluster(Kind::Ballast, 3, &args)
+            .await
+            .expect("starting three members");
+        let mut cluster = servers[0].clients().await.expect("clients").cluster;
+
+        // etcd's refusals, before anything changes.
+        let err = cluster
+            .member_remove(MemberRemoveRequest { id: 0x1234 })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.code(), err.message()),
+            (tonic::Code::NotFound, "etcdserver: member not found")
+        );
+        let me = member_id(&servers[0]).await;
+        let err = cluster
+            .member_promote(MemberPromoteRequest { id: me })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.code(), err.message()),
+            (
+                tonic::Code::FailedPrecondition,
+                "etcdserver: can only promote a learner member"
+            )
+        );
+        let err = cluster
+            .member_add(MemberAddRequest {
+                peer_ur_ls: vec![servers[1].peer_url()],
+                is_learner: false,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.code(), err.message()),
+            (
+                tonic::Code::FailedPrecondition,
+                "etcdserver: Peer URLs already exists"
+            )
+        );
+
+        // Writers through m0 and m1 for the whole test.
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut writers = Vec::new();
+        for s in &servers[..2] {
+            let ch = s.channel().await.expect("channel");
+            writers.push(tokio::spawn(writer(ch, s.name().to_owned(), stop.clone())));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+
+        // Add m3 as a learner, start it, let it catch up, promote it.
+        let mut m3 = Server::new_member(Kind::Ballast, "m3", &args).expect("new member");
+        let added = cluster
+            .member_add(MemberAddRequest {
+                peer_ur_ls: vec![m3.peer_url()],
+                is_learner: true,
+            })
+            .await
+            .expect("member add --learner")
+            .into_inner();
+        let m3_id = added.member.as_ref().expect("the added member").id;
+        assert!(added.members.iter().any(|m| m.id == m3_id && m.is_learner));
+        assert_eq!(added.members.len(), 4);
+        let err = cluster
+            .member_add(MemberAddRequest {
+                peer_ur_ls: vec!["http://127.0.0.1:1".to_owned()],
+                is_learner: true,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.message(),
+            "etcdserver: too many learner members in cluster"
+        );
+        m3.join(&[&servers[0], &servers[1], &servers[2]])
+            .await
+            .expect("m3 joins");
+        assert_eq!(
+            member_id(&m3).await,
+            m3_id,
+            "m3 knows itself by the id it was added with"
+        );
+        let mut promoted = None;
+        for _ in 0..100 {
+            match cluster
+                .member_promote(MemberPromoteRequest { id: m3_id })
+                .await
+            {
+                Ok(r) => {
+                    promoted = Some(r.into_inner());
+                    break;
+                }
+                Err(e) if e.message().contains("in sync with leader") => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(e) => panic!("member promote: {e}"),
+            }
+        }
+        let promoted = promoted.expect("the learner caught up and was promoted");
+        assert!(promoted
+            .members
+            .iter()
+            .any(|m| m.id == m3_id && !m.is_learner));
+
+        // Remove m2 (not a writer's endpoint).
+        let m2_id = member_id(&servers[2]).await;
+        let removed = cluster
+            .member_remove(MemberRemoveRequest { id: m2_id })
+            .await
+            .expect("member remove")
+            .into_inner();
+        let mut ids: Vec<u64> = removed.members.iter().map(|m| m.id).collect();
+        ids.sort_unstable();
+        let mut want = vec![
+            member_id(&servers[0]).await,
+            member_id(&servers[1]).await,
+            m3_id,
+        ];
+        want.sort_unstable();
+        assert_eq!(ids, want);
+        servers[2].kill9().expect("stopping the removed member");
+
+        // Writes go on with the new membership.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut acked = Vec::new();
+        for w in writers {
+            acked.extend(w.await.expect("writer"));
+        }
+        let want: BTreeSet<String> = acked.iter().map(|a| a.key.clone()).collect();
+        eprintln!(
+            "membership: {} writes acknowledged during the changes",
+            want.len()
+        );
+        assert!(!want.is_empty());
+        for s in [&servers[0], &servers[1], &m3] {
+            let mut kv = KvClient::new(s.channel().await.expect("channel"));
+            let got: BTreeSet<String> = keys(&mut kv, "load/", false)
+                .await
+                .expect("range")
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+            let lost: Vec<_> = want.difference(&got).take(5).collect();
+            assert!(
+                lost.is_empty(),
+                "{} lacks acknowledged writes, e.g. {lost:?}",
+                s.name()
+            );
+        }
+    })
+    .await
+    .expect("the membership test finished within its bound");
 }

@@ -15,6 +15,7 @@
 pub mod codec;
 pub mod durable;
 pub mod log_store;
+pub mod membership;
 pub mod network;
 pub mod runtime;
 pub mod shard;
@@ -26,6 +27,7 @@ pub mod watchers;
 pub mod wire;
 
 pub use codec::LogCommand;
+pub use membership::{MembershipChange, MembershipError};
 pub use network::{Outbound, PeerFailure, PeerKind};
 pub use shard::{
     ClusterConfig, LeaseExpiry, RaftMember, Reply, Request, Response, ShardConfig, ShardError,

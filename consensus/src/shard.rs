@@ -52,6 +52,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::codec::LogCommand;
 use crate::durable::ShardStorage;
 use crate::log_store::{LogBackend, LogStore, MemLog};
+use crate::membership::{MembershipChange, MembershipError};
 use crate::network::{
     cluster_transport, ChannelTransport, Network, NoPeers, Outbound, PeerFailure, PeerKind,
 };
@@ -164,16 +165,35 @@ pub enum Request {
     Put(PutRequest),
     DeleteRange(DeleteRangeRequest),
     Txn(TxnRequest),
-    Compact { revision: Revision },
-    LeaseGrant { id: LeaseId, ttl: i64 },
-    LeaseRevoke { id: LeaseId },
-    Advance { to: Revision },
-    LeaseKeepAlive { id: LeaseId },
-    LeaseTimeToLive { id: LeaseId, keys: bool },
+    Compact {
+        revision: Revision,
+    },
+    LeaseGrant {
+        id: LeaseId,
+        ttl: i64,
+    },
+    LeaseRevoke {
+        id: LeaseId,
+    },
+    Advance {
+        to: Revision,
+    },
+    LeaseKeepAlive {
+        id: LeaseId,
+    },
+    LeaseTimeToLive {
+        id: LeaseId,
+        keys: bool,
+    },
     LeaseLeases,
-    HashKv { revision: Revision },
+    HashKv {
+        revision: Revision,
+    },
     Hash,
     Status,
+    /// A change to the members of the shard's group, made by its leader; answered with
+    /// [`Response::Members`].
+    Membership(MembershipChange),
 }
 
 #[derive(Debug)]
@@ -198,6 +218,8 @@ pub enum Response {
     HashKv(ballast_engine::HashKv),
     Hash(u32),
     Status(ShardStatus),
+    /// The group's members after a membership change.
+    Members(Vec<RaftMember>),
     /// A log entry without a client payload (a leader's blank entry, a membership change) was
     /// applied. No `Request` is answered with it.
     Noop,
@@ -297,6 +319,9 @@ pub enum ShardError {
     /// A forwarded request was sent and no answer came: it may or may not have taken effect.
     #[error("etcdserver: request timed out")]
     Timeout,
+    /// A membership change was refused (etcd's errors).
+    #[error(transparent)]
+    Membership(#[from] MembershipError),
 }
 
 type ReplyTx = oneshot::Sender<Result<Reply, ShardError>>;
@@ -443,9 +468,9 @@ fn route(request: Request) -> Route {
         Request::Advance { to } => Route::Write(LogCommand::Advance { to }),
         Request::Range(ref r) if !r.serializable => Route::LinearizableRead(request),
         Request::Txn(ref t) if !txn_serializable(t) => Route::LinearizableRead(request),
-        Request::LeaseKeepAlive { .. } | Request::LeaseTimeToLive { .. } => {
-            Route::LeaderLocal(request)
-        }
+        Request::LeaseKeepAlive { .. }
+        | Request::LeaseTimeToLive { .. }
+        | Request::Membership(_) => Route::LeaderLocal(request),
         other => Route::Local(other),
     }
 }
@@ -737,11 +762,12 @@ impl Drop for Answer {
 fn write_answer(result: ClientWriteResult<ShardRaft>) -> Result<Reply, ShardError> {
     match result {
         Ok(response) => response.data.map_err(ShardError::Engine),
-        Err(ClientWriteError::ForwardToLeader(f)) | Err(ClientWriteError::LogEntryDiscarded(f)) => {
-            Err(ShardError::NotLeader {
-                leader_id: f.leader_id,
-            })
-        }
+        Err(ClientWriteError::ForwardToLeader(f)) => Err(ShardError::NotLeader {
+            leader_id: f.leader_id,
+        }),
+        // Appended, then lost to another leader's log: it may still commit, so it is not
+        // "not leader" (which a caller may retry) but an unknown outcome.
+        Err(ClientWriteError::LogEntryDiscarded(_)) => Err(ShardError::Timeout),
         Err(other) => {
             tracing::error!(%other, "unexpected write error");
             Err(ShardError::Stopped)
@@ -990,6 +1016,23 @@ impl Core {
                 })
                 .detach();
             }
+            Route::LeaderLocal(Request::Membership(change)) => {
+                let core = self.clone();
+                glommio::spawn_local(async move {
+                    let answer = if core.raft.is_leader() {
+                        crate::membership::change(&core.raft, change)
+                            .await
+                            .map(|members| Reply {
+                                revision: core.shared.borrow().store.revision(),
+                                response: Response::Members(members),
+                            })
+                    } else {
+                        Err(core.not_leader())
+                    };
+                    let _ = reply.send(answer);
+                })
+                .detach();
+            }
             Route::LeaderLocal(request) => {
                 let answer = if self.raft.is_leader() {
                     self.serve_local(request).await
@@ -1090,6 +1133,7 @@ impl Core {
             | Request::Advance { .. } => {
                 unreachable!("writes are routed through the log")
             }
+            Request::Membership(_) => unreachable!("membership changes are made by the leader"),
         };
         Ok(Reply {
             revision: current,

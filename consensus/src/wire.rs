@@ -83,7 +83,8 @@ use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, V
 
 use crate::codec::{self, DecodeError, Reader, TXN_DEPTH_MAX};
 use crate::log_store::{entry_of, log_id, record_of, LogRecord};
-use crate::shard::{Reply, Request, Response, ShardError};
+use crate::membership::{MembershipChange, MembershipError};
+use crate::shard::{RaftMember, Reply, Request, Response, ShardError};
 use crate::types::{Entry, LeaderId, LogId, ShardRaft, Vote};
 
 /// Version of the peer wire encoding. 1: first layout.
@@ -181,6 +182,10 @@ pub fn encode_request(request: &Request) -> Bytes {
         }
         Request::Hash => out.put_u8(13),
         Request::Status => out.put_u8(14),
+        Request::Membership(change) => {
+            out.put_u8(15);
+            put_membership_change(&mut out, change);
+        }
     }
     Bytes::from(out)
 }
@@ -267,6 +272,15 @@ fn put_response(out: &mut Vec<u8>, response: &Response) -> Result<(), NotForward
         }
         Response::Status(_) => return Err(NotForwardable),
         Response::Noop => out.put_u8(14),
+        Response::Members(members) => {
+            out.put_u8(15);
+            out.put_u32_le(members.len() as u32);
+            for m in members {
+                out.put_u64_le(m.id);
+                codec::put_bytes(out, m.addr.as_bytes());
+                codec::put_bool(out, m.is_learner);
+            }
+        }
     }
     Ok(())
 }
@@ -333,6 +347,30 @@ fn put_txn_response(out: &mut Vec<u8>, t: &TxnResponse) {
     }
 }
 
+fn put_membership_change(out: &mut Vec<u8>, change: &MembershipChange) {
+    match change {
+        MembershipChange::Add { id, addr, learner } => {
+            out.put_u8(1);
+            out.put_u64_le(*id);
+            codec::put_bytes(out, addr.as_bytes());
+            codec::put_bool(out, *learner);
+        }
+        MembershipChange::Remove { id } => {
+            out.put_u8(2);
+            out.put_u64_le(*id);
+        }
+        MembershipChange::Update { id, addr } => {
+            out.put_u8(3);
+            out.put_u64_le(*id);
+            codec::put_bytes(out, addr.as_bytes());
+        }
+        MembershipChange::Promote { id } => {
+            out.put_u8(4);
+            out.put_u64_le(*id);
+        }
+    }
+}
+
 fn put_shard_error(out: &mut Vec<u8>, e: &ShardError) -> Result<(), NotForwardable> {
     match e {
         ShardError::Engine(e) => {
@@ -355,6 +393,21 @@ fn put_shard_error(out: &mut Vec<u8>, e: &ShardError) -> Result<(), NotForwardab
             codec::put_bytes(out, cause.as_bytes());
         }
         ShardError::Timeout => out.put_u8(5),
+        ShardError::Membership(e) => {
+            out.put_u8(6);
+            match e {
+                MembershipError::NotFound => out.put_u8(1),
+                MembershipError::IdExists => out.put_u8(2),
+                MembershipError::PeerUrlExists => out.put_u8(3),
+                MembershipError::NotLearner => out.put_u8(4),
+                MembershipError::LearnerNotReady => out.put_u8(5),
+                MembershipError::TooManyLearners => out.put_u8(7),
+                MembershipError::Refused(why) => {
+                    out.put_u8(6);
+                    codec::put_bytes(out, why.as_bytes());
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -524,6 +577,7 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, WireError> {
             12 => Request::HashKv { revision: r.i64()? },
             13 => Request::Hash,
             14 => Request::Status,
+            15 => Request::Membership(r.membership_change()?),
             tag => return Err(unknown("request", tag, at)),
         })
     })
@@ -735,7 +789,37 @@ impl Reader<'_> {
             }),
             13 => Response::Hash(self.u32()?),
             14 => Response::Noop,
+            15 => {
+                let n = self.count()?;
+                let mut members = Vec::with_capacity(n);
+                for _ in 0..n {
+                    members.push(RaftMember {
+                        id: self.u64()?,
+                        addr: self.string()?,
+                        is_learner: self.bool()?,
+                    });
+                }
+                Response::Members(members)
+            }
             tag => return Err(unknown("response", tag, at)),
+        })
+    }
+
+    fn membership_change(&mut self) -> Result<MembershipChange, WireError> {
+        let at = self.at;
+        Ok(match self.u8()? {
+            1 => MembershipChange::Add {
+                id: self.u64()?,
+                addr: self.string()?,
+                learner: self.bool()?,
+            },
+            2 => MembershipChange::Remove { id: self.u64()? },
+            3 => MembershipChange::Update {
+                id: self.u64()?,
+                addr: self.string()?,
+            },
+            4 => MembershipChange::Promote { id: self.u64()? },
+            tag => return Err(unknown("membership change", tag, at)),
         })
     }
 
@@ -755,6 +839,19 @@ impl Reader<'_> {
                 cause: self.string()?,
             },
             5 => ShardError::Timeout,
+            6 => {
+                let at = self.at;
+                ShardError::Membership(match self.u8()? {
+                    1 => MembershipError::NotFound,
+                    2 => MembershipError::IdExists,
+                    3 => MembershipError::PeerUrlExists,
+                    4 => MembershipError::NotLearner,
+                    5 => MembershipError::LearnerNotReady,
+                    6 => MembershipError::Refused(self.string()?),
+                    7 => MembershipError::TooManyLearners,
+                    tag => return Err(unknown("membership error", tag, at)),
+                })
+            }
             tag => return Err(unknown("shard error", tag, at)),
         })
     }

@@ -133,6 +133,7 @@ pub fn shard_error(err: ShardError) -> Status {
         ShardError::NotLeader { leader_id: None } => status::no_leader(),
         ShardError::NotLeader { .. } => status::not_leader(),
         ShardError::Timeout => status::request_timeout(),
+        ShardError::Membership(err) => status::membership(&err),
         ShardError::Failed { cause } => status::shard_failed(&cause),
         _ => status::shard_stopped(),
     }

@@ -493,15 +493,12 @@ pub struct Flags {
 /// Flags that are accepted but whose feature is not built yet.
 const NOT_BUILT: &[&str] = &[
     "initial_election_tick_advance",
-    "listen_peer_urls",
     "max_snapshots",
     "max_wals",
     "quota_backend_bytes",
     "backend_batch_interval",
     "backend_batch_limit",
     "grpc_keepalive_min_time",
-    "initial_advertise_peer_urls",
-    "initial_cluster_state",
     "discovery",
     "discovery_srv",
     "discovery_srv_name",

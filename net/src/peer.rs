@@ -476,6 +476,50 @@ async fn read_answers(
     }
 }
 
+/// The id of the cluster the members at `peers` (peer URLs) belong to, asked of them with a
+/// hello whose cluster id is 0: how a member joining a running cluster learns it (etcd asks its
+/// peers the same). Tries each peer in turn until one answers or `within` passes.
+pub async fn discover_cluster_id(
+    me: &Hello,
+    peers: &[String],
+    within: Duration,
+) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + within;
+    let asking = Hello {
+        cluster_id: 0,
+        ..me.clone()
+    };
+    let mut last = String::from("no peer to ask");
+    loop {
+        for url in peers {
+            match ask_cluster_id(&asking, url).await {
+                Ok(id) if id != 0 => return Ok(id),
+                Ok(_) => last = format!("{url} does not know its cluster yet"),
+                Err(e) => last = format!("{url}: {e:#}"),
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "no member of the cluster answered within {within:?} (asked {}); last: {last}",
+                peers.join(",")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn ask_cluster_id(asking: &Hello, url: &str) -> anyhow::Result<u64> {
+    let target = dial_addr(url).map_err(anyhow::Error::msg)?;
+    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&target))
+        .await
+        .context("connecting timed out")??;
+    write_frame(&mut stream, &[&asking.encode()]).await?;
+    let theirs = tokio::time::timeout(CONNECT_TIMEOUT, read_frame(&mut stream))
+        .await
+        .context("no hello back")??;
+    Ok(Hello::decode(theirs)?.cluster_id)
+}
+
 /// The shards a node serves peers for; set once they have started (messages that arrive
 /// earlier are refused, and the sender retries).
 pub type ShardSlot = Arc<OnceLock<Vec<ShardHandle>>>;
@@ -530,6 +574,11 @@ async fn serve_connection(
     let theirs = Hello::decode(theirs)?;
     write_frame(&mut writer, &[&hub.me.encode()]).await?;
     writer.flush().await?;
+    if theirs.cluster_id == 0 {
+        // A member joining with `--initial-cluster-state existing` asking which cluster this
+        // is ([`discover_cluster_id`]): the hello answered it.
+        return Ok(());
+    }
     if theirs.cluster_id != hub.me.cluster_id {
         bail!(
             "refused member {:x} of cluster {:x} (this node is in cluster {:x})",

@@ -33,7 +33,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ballast_consensus::{Reply, Request, Response, ShardError, ShardHandle, ShardStatus};
+use ballast_consensus::{
+    MembershipChange, MembershipError, RaftMember, Reply, Request, Response, ShardError,
+    ShardHandle, ShardStatus,
+};
 use ballast_engine::{
     sort_range_kvs, Error as EngineError, LeaseId, RangeRequest, RangeResponse, RequestOp,
     Revision, SortTarget, TxnRequest,
@@ -143,6 +146,50 @@ impl Router {
             .unwrap_or(0)
     }
 
+    /// Makes a membership change in every shard's group, shard 0 first (its membership is the
+    /// cluster's), and returns shard 0's members after it. A later shard where the change is
+    /// already in effect (the change run again after it failed part way) is not an error:
+    /// shard 0 took it, so the member exists (add), is gone (remove) or votes (promote) there.
+    pub async fn change_membership(
+        &self,
+        change: MembershipChange,
+    ) -> Result<Vec<RaftMember>, RouteError> {
+        let mut members = Vec::new();
+        for shard in 0..self.shard_count() {
+            let answer = self
+                .call_shard(shard, Request::Membership(change.clone()))
+                .await;
+            match answer {
+                Ok(Reply {
+                    response: Response::Members(m),
+                    ..
+                }) => {
+                    if shard == 0 {
+                        members = m;
+                    }
+                }
+                Ok(_) => {
+                    return Err(RouteError::Shard {
+                        shard,
+                        source: ShardError::Stopped,
+                    })
+                }
+                Err(RouteError::Shard {
+                    source:
+                        ShardError::Membership(
+                            MembershipError::NotFound
+                            | MembershipError::NotLearner
+                            | MembershipError::PeerUrlExists
+                            | MembershipError::IdExists,
+                        ),
+                    ..
+                }) if shard > 0 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(members)
+    }
+
     /// One request to one shard; remembers the revision it answers with.
     pub async fn call_shard(&self, shard: usize, request: Request) -> Result<Reply, RouteError> {
         let reply = self.inner.shards[shard]
@@ -209,6 +256,13 @@ impl Router {
             Request::Hash => self.hash().await,
             Request::HashKv { revision } => self.hash_kv(revision).await,
             Request::Status => self.status().await,
+            Request::Membership(change) => {
+                let members = self.change_membership(change).await?;
+                Ok(Reply {
+                    revision: self.max_revision(),
+                    response: Response::Members(members),
+                })
+            }
         }
     }
 

@@ -120,6 +120,10 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
             .map(|(_, urls)| urls.clone())
             .collect::<Vec<_>>(),
     );
+    let mut member = member;
+    if initial.len() > 1 {
+        member.cluster_id = settle_cluster_id(&data_dir, &config, &member, &initial).await?;
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     // A cluster's peer side starts first: the shards' groups elect leaders over it.
     let mut peer_tasks = Vec::new();
@@ -304,6 +308,51 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
     })
     .await;
     Ok(())
+}
+
+/// The cluster id of a member of a cluster, kept in `<data-dir>/ballast/cluster-id` from its
+/// first start: a new cluster's from its initial members (`Member::new`); a member joining a
+/// running one (`--initial-cluster-state existing`) asks the other members
+/// (`peer::discover_cluster_id`), as the cluster's id was fixed when it was formed.
+async fn settle_cluster_id(
+    data_dir: &std::path::Path,
+    config: &ballast_tuning::config::Config,
+    member: &Member,
+    initial: &[(String, Vec<String>)],
+) -> anyhow::Result<u64> {
+    let path = data_dir.join("ballast").join("cluster-id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            return u64::from_str_radix(text.trim(), 16)
+                .with_context(|| format!("reading the cluster id in {}", path.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    let id = if config.initial_cluster_state == ClusterState::Existing {
+        let others: Vec<String> = initial
+            .iter()
+            .filter(|(name, _)| *name != config.name)
+            .flat_map(|(_, urls)| urls.clone())
+            .collect();
+        let me = Hello {
+            cluster_id: 0,
+            member_id: member.id,
+            name: member.name.clone(),
+            client_urls: member.client_urls.clone(),
+        };
+        peer::discover_cluster_id(&me, &others, std::time::Duration::from_secs(30))
+            .await
+            .context("joining a running cluster (--initial-cluster-state existing)")?
+    } else {
+        member.cluster_id
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(&path, format!("{id:x}\n"))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(id)
 }
 
 fn cores() -> u32 {

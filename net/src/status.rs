@@ -77,6 +77,15 @@ pub fn request_timeout() -> Status {
     Status::unavailable("etcdserver: request timed out")
 }
 
+/// A refused membership change, with etcd's code and text.
+pub fn membership(err: &ballast_consensus::MembershipError) -> Status {
+    use ballast_consensus::MembershipError as E;
+    match err {
+        E::NotFound => Status::not_found(err.to_string()),
+        _ => Status::failed_precondition(err.to_string()),
+    }
+}
+
 pub fn shard_stopped() -> Status {
     Status::unavailable(SHARD_STOPPED)
 }

@@ -14,7 +14,8 @@ use openraft::EntryPayload;
 
 use super::*;
 use crate::codec::LogCommand;
-use crate::shard::ShardStatus;
+use crate::membership::{MembershipChange, MembershipError};
+use crate::shard::{RaftMember, ShardStatus};
 use crate::types::Membership;
 
 fn b(s: &str) -> Bytes {
@@ -132,6 +133,22 @@ fn every_request() -> Vec<Request> {
         Request::HashKv { revision: 0 },
         Request::Hash,
         Request::Status,
+        Request::Membership(MembershipChange::Add {
+            id: u64::MAX,
+            addr: "http://127.0.0.1:2380".into(),
+            learner: true,
+        }),
+        Request::Membership(MembershipChange::Add {
+            id: 1,
+            addr: String::new(),
+            learner: false,
+        }),
+        Request::Membership(MembershipChange::Remove { id: 7 }),
+        Request::Membership(MembershipChange::Update {
+            id: 7,
+            addr: "http://h:1".into(),
+        }),
+        Request::Membership(MembershipChange::Promote { id: 8 }),
     ]
 }
 
@@ -204,6 +221,19 @@ fn every_response() -> Vec<Response> {
         }),
         Response::Hash(u32::MAX),
         Response::Noop,
+        Response::Members(vec![]),
+        Response::Members(vec![
+            RaftMember {
+                id: 1,
+                addr: "http://a:1".into(),
+                is_learner: false,
+            },
+            RaftMember {
+                id: u64::MAX,
+                addr: "http://b:2".into(),
+                is_learner: true,
+            },
+        ]),
     ]
 }
 
@@ -237,6 +267,13 @@ fn every_shard_error() -> Vec<ShardError> {
     errors.extend([
         ShardError::Stopped,
         ShardError::Timeout,
+        ShardError::Membership(MembershipError::NotFound),
+        ShardError::Membership(MembershipError::IdExists),
+        ShardError::Membership(MembershipError::PeerUrlExists),
+        ShardError::Membership(MembershipError::NotLearner),
+        ShardError::Membership(MembershipError::LearnerNotReady),
+        ShardError::Membership(MembershipError::TooManyLearners),
+        ShardError::Membership(MembershipError::Refused("in progress".into())),
         ShardError::NotLeader { leader_id: None },
         ShardError::NotLeader {
             leader_id: Some(u64::MAX),

@@ -17,11 +17,23 @@
 //! The image's opaque "app" bytes carry the Raft facts of the checkpoint:
 //!
 //! ```text
-//! version:u8 = 1 | applied: present:u8 term:u64 LE index:u64 LE
+//! version:u8 = 2 | flags:u8 (bit 0: installed from a leader's snapshot)
+//!                | applied: present:u8 term:u64 LE index:u64 LE
 //!                | membership log id: present:u8 term:u64 LE index:u64 LE
 //!                | membership (the log store's membership encoding)
 //! ```
-//! (indexes in openraft's 0-based numbering; absent ids are written as zeros.)
+//! (indexes in openraft's 0-based numbering; absent ids are written as zeros; version 1 had
+//! no flags byte and is still read.)
+//!
+//! Installing a snapshot from the leader (`snapshot.rs`): the chunks go into a second page log
+//! in `pages/`, under the other of two file prefixes (`<prefix>` and `<prefix>.b`), committed
+//! by its last chunk with the snapshot's facts and the "installed" flag; the state machine
+//! then switches to it and removes the old one. At open, when both exist, the one with a
+//! committed checkpoint at the higher log index wins (a transfer cut short has none) and the
+//! other is removed. An installed image may be ahead of the WAL until openraft purges the log
+//! up to the snapshot; a crash in between is finished at open (the WAL is reset to end at the
+//! snapshot's log id). The flag is cleared by the next checkpoint, which implies the log has
+//! passed the snapshot.
 //!
 //! Fail-stop: the WAL and the page log each latch themselves stopped on a failed write or
 //! sync; openraft turns a log-store or snapshot error into a fatal stop of the group. The
@@ -37,6 +49,9 @@ use std::time::Duration;
 use ballast_engine::btree::{self, CheckpointReport};
 use ballast_engine::io::sim::SimDisk;
 use ballast_engine::io::Disk;
+use ballast_engine::mvcc::image::transfer::{
+    committed_app, page_log_exists, remove_page_log, ImageExport, ImageImport, TransferError,
+};
 use ballast_engine::mvcc::image::{Changes, ImageError, ImageReader, StoreImage};
 use ballast_engine::mvcc::paging::{Loaded, Missing};
 use ballast_engine::wal::{Wal, WalConfig};
@@ -44,10 +59,13 @@ use ballast_engine::Store;
 use bytes::{BufMut, Bytes};
 
 use crate::log_store::{decode_membership, encode_membership, log_id, LocalFuture, WalLog};
+use crate::snapshot::{ChunkSink, ChunkSource};
 use crate::types::{LogId, StoredMembership};
 
-/// Version of the app bytes saved with each checkpoint. 1: first layout.
-pub const CHECKPOINT_META_VERSION: u8 = 1;
+/// Version of the app bytes saved with each checkpoint. 1: first layout. 2: a flags byte
+/// after the version (bit 0: installed from a leader's snapshot).
+pub const CHECKPOINT_META_VERSION: u8 = 2;
+const FLAG_INSTALLED: u8 = 1;
 
 /// Which disks a durable shard uses.
 #[derive(Clone, Default)]
@@ -126,6 +144,66 @@ pub trait Durability {
     /// Why the WAL stopped, if it did.
     fn wal_failure(&self) -> Option<String>;
     fn wal_stats(&self) -> ballast_engine::wal::WalStats;
+    /// The chunks of the last durable checkpoint, which must hold backend log index
+    /// `applied_index` (a newer one is refused: the caller's snapshot is stale).
+    fn export(&self, applied_index: u64) -> Result<Box<dyn ChunkSource>, String>;
+    /// Starts receiving a snapshot into a new page log beside the live one (removing what an
+    /// earlier transfer left there).
+    fn receive(&self) -> LocalFuture<Result<Box<dyn ChunkSink>, TransferError>>;
+    /// Switches to the page log a finished receive committed at `applied_index` (no checkpoint
+    /// may run meanwhile), removes the old one, and returns the store opened on it.
+    fn install(&self, applied_index: u64) -> LocalFuture<Result<Store, ImageError>>;
+    /// Removes a received page log that was not installed.
+    fn discard_received(&self) -> LocalFuture<()>;
+}
+
+/// The other of the two page-log prefixes (module comment).
+fn other_prefix(base: &str, live: &str) -> String {
+    if live == base {
+        format!("{base}.b")
+    } else {
+        base.to_owned()
+    }
+}
+
+struct ImageChunks<D: Disk>(Rc<RefCell<Option<ImageExport<D>>>>);
+
+impl<D: Disk + 'static> ChunkSource for ImageChunks<D> {
+    fn next_chunk(&mut self) -> LocalFuture<Result<Option<Bytes>, TransferError>> {
+        let slot = self.0.clone();
+        Box::pin(async move {
+            let mut export = slot.borrow_mut().take().expect("one chunk read at a time");
+            let chunk = export.next_chunk().await;
+            *slot.borrow_mut() = Some(export);
+            chunk
+        })
+    }
+}
+
+struct ImageSink<D: Disk>(Rc<RefCell<Option<ImageImport<D>>>>);
+
+impl<D: Disk + 'static> ChunkSink for ImageSink<D> {
+    fn push(&mut self, chunk: Bytes) -> LocalFuture<Result<(), TransferError>> {
+        let slot = self.0.clone();
+        Box::pin(async move {
+            let mut import = slot
+                .borrow_mut()
+                .take()
+                .expect("one chunk written at a time");
+            let pushed = import.push(&chunk).await;
+            *slot.borrow_mut() = Some(import);
+            pushed
+        })
+    }
+
+    fn finish(
+        self: Box<Self>,
+        applied_index: u64,
+        app: Bytes,
+    ) -> LocalFuture<Result<(), TransferError>> {
+        let import = self.0.borrow_mut().take().expect("not finished twice");
+        Box::pin(async move { import.finish(applied_index, &app).await.map(|_| ()) })
+    }
 }
 
 struct Parts<D: Disk> {
@@ -137,9 +215,22 @@ struct Parts<D: Disk> {
     stats: Rc<RefCell<btree::Stats>>,
     segment_bytes: u64,
     wal: Wal<D>,
+    /// The page log's directory and configuration; `live` is the prefix in use.
+    disk: D,
+    pages_config: btree::Config,
+    live: Rc<RefCell<String>>,
 }
 
-impl<D: Disk + 'static> Durability for Parts<D> {
+impl<D: Disk> Parts<D> {
+    fn config_for(&self, prefix: &str) -> btree::Config {
+        btree::Config {
+            file_prefix: prefix.to_owned(),
+            ..self.pages_config.clone()
+        }
+    }
+}
+
+impl<D: Disk + Clone + 'static> Durability for Parts<D> {
     fn checkpoint(
         &self,
         changes: Changes,
@@ -188,6 +279,80 @@ impl<D: Disk + 'static> Durability for Parts<D> {
     fn wal_stats(&self) -> ballast_engine::wal::WalStats {
         self.wal.stats()
     }
+
+    fn export(&self, applied_index: u64) -> Result<Box<dyn ChunkSource>, String> {
+        let export = ImageExport::new(self.reader.borrow().clone());
+        if export.applied_index() != applied_index {
+            return Err(format!(
+                "the last checkpoint is at log index {}, the snapshot at {applied_index}",
+                export.applied_index()
+            ));
+        }
+        Ok(Box::new(ImageChunks(Rc::new(RefCell::new(Some(export))))))
+    }
+
+    fn receive(&self) -> LocalFuture<Result<Box<dyn ChunkSink>, TransferError>> {
+        let prefix = other_prefix(&self.pages_config.file_prefix, &self.live.borrow());
+        let config = self.config_for(&prefix);
+        let disk = self.disk.clone();
+        Box::pin(async move {
+            remove_page_log(&disk, &prefix).await?;
+            let import = ImageImport::create(disk, config).await?;
+            Ok(Box::new(ImageSink(Rc::new(RefCell::new(Some(import))))) as Box<dyn ChunkSink>)
+        })
+    }
+
+    fn install(&self, applied_index: u64) -> LocalFuture<Result<Store, ImageError>> {
+        let old = self.live.borrow().clone();
+        let prefix = other_prefix(&self.pages_config.file_prefix, &old);
+        let config = self.config_for(&prefix);
+        let disk = self.disk.clone();
+        let (slot, reader, stats, live) = (
+            self.image.clone(),
+            self.reader.clone(),
+            self.stats.clone(),
+            self.live.clone(),
+        );
+        Box::pin(async move {
+            assert!(
+                slot.borrow().is_some(),
+                "no checkpoint runs during an install"
+            );
+            let (image, mut store, meta) = StoreImage::open(disk.clone(), config, 0).await?;
+            if meta.applied_index != applied_index {
+                return Err(ImageError::Corrupt {
+                    what: format!("received page log {prefix}"),
+                    reason: "committed at another log index than the snapshot's",
+                });
+            }
+            store.keep_journal();
+            *reader.borrow_mut() = image.reader();
+            *stats.borrow_mut() = image.stats();
+            *slot.borrow_mut() = Some(image);
+            *live.borrow_mut() = prefix;
+            // The old image is superseded: the new one is committed at a higher index, which
+            // is what open chooses. Failing to remove it wastes space, nothing else.
+            if let Err(err) = remove_page_log(&disk, &old).await {
+                tracing::warn!(%err, prefix = %old, "removing the page log a snapshot replaced");
+            }
+            Ok(store)
+        })
+    }
+
+    fn discard_received(&self) -> LocalFuture<()> {
+        let prefix = other_prefix(&self.pages_config.file_prefix, &self.live.borrow());
+        let disk = self.disk.clone();
+        Box::pin(async move {
+            match page_log_exists(&disk, &prefix).await {
+                Ok(false) => {}
+                _ => {
+                    if let Err(err) = remove_page_log(&disk, &prefix).await {
+                        tracing::warn!(%err, %prefix, "removing a received page log not installed");
+                    }
+                }
+            }
+        })
+    }
 }
 
 /// A shard's storage, opened.
@@ -216,20 +381,38 @@ pub enum OpenError {
 }
 
 /// Opens the shard's image (`pages_disk`) and log (`wal_disk`). `dir` names them in errors.
-pub async fn open<D: Disk + 'static>(
+pub async fn open<D: Disk + Clone + 'static>(
     wal_disk: D,
     pages_disk: D,
     storage: &ShardStorage,
 ) -> Result<Opened<D>, OpenError> {
     let dir = storage.dir.display().to_string();
-    let (image, mut store, meta) = StoreImage::open(pages_disk, storage.pages.clone(), 0)
+    let image_error = |source| OpenError::Image {
+        dir: dir.clone(),
+        source,
+    };
+    let live = choose_page_log(&pages_disk, &storage.pages)
         .await
-        .map_err(|source| OpenError::Image {
-            dir: dir.clone(),
-            source,
+        .map_err(|e| match e {
+            TransferError::Image(source) => image_error(source),
+            other => image_error(ImageError::Corrupt {
+                what: format!("page logs in {dir}"),
+                reason: if matches!(other, TransferError::Io(_)) {
+                    "listing or removing files failed"
+                } else {
+                    "unreadable"
+                },
+            }),
         })?;
-    let (last_applied, membership) = if meta.app.is_empty() {
-        (None, StoredMembership::default())
+    let live_config = btree::Config {
+        file_prefix: live.clone(),
+        ..storage.pages.clone()
+    };
+    let (image, mut store, meta) = StoreImage::open(pages_disk.clone(), live_config, 0)
+        .await
+        .map_err(image_error)?;
+    let (last_applied, membership, installed) = if meta.app.is_empty() {
+        (None, StoredMembership::default(), false)
     } else {
         decode_app(&meta.app).ok_or(OpenError::Meta {
             dir: dir.clone(),
@@ -248,6 +431,21 @@ pub async fn open<D: Disk + 'static>(
             dir: dir.clone(),
             source,
         })?;
+    if let (true, Some(id)) = (installed, last_applied) {
+        if wal.last().index.0 < meta.applied_index {
+            // Installed from a snapshot, and the crash came before openraft purged the log
+            // up to it: do that now (the log then ends at the snapshot's log id).
+            wal.purge_upto(ballast_engine::wal::LogId::new(
+                id.leader_id.term,
+                meta.applied_index,
+            ))
+            .await
+            .map_err(|source| OpenError::Wal {
+                dir: dir.clone(),
+                source,
+            })?;
+        }
+    }
     if wal.last().index.0 < meta.applied_index && wal.last().index.0 > 0 {
         return Err(OpenError::LogBehindImage {
             dir,
@@ -264,6 +462,9 @@ pub async fn open<D: Disk + 'static>(
         stats,
         segment_bytes: storage.pages.segment_bytes,
         wal: wal.clone(),
+        disk: pages_disk,
+        pages_config: storage.pages.clone(),
+        live: Rc::new(RefCell::new(live)),
     });
     Ok(Opened {
         store,
@@ -272,6 +473,39 @@ pub async fn open<D: Disk + 'static>(
         log: WalLog::new(wal),
         durability,
     })
+}
+
+/// Which of the two page logs (module comment) holds the shard's state; removes the other.
+async fn choose_page_log<D: Disk + Clone>(
+    disk: &D,
+    config: &btree::Config,
+) -> Result<String, TransferError> {
+    let base = config.file_prefix.clone();
+    let alt = other_prefix(&base, &base);
+    if !page_log_exists(disk, &alt).await? {
+        return Ok(base);
+    }
+    let committed = |prefix: &str| {
+        let config = btree::Config {
+            file_prefix: prefix.to_owned(),
+            ..config.clone()
+        };
+        committed_app(disk.clone(), config)
+    };
+    let (alt_index, alt_app) = committed(&alt).await?;
+    let base_index = if page_log_exists(disk, &base).await? {
+        committed(&base).await?.0
+    } else {
+        0
+    };
+    let (live, loser) = if !alt_app.is_empty() && alt_index > base_index {
+        (alt, base)
+    } else {
+        (base, alt)
+    };
+    tracing::info!(%live, removed = %loser, "two page logs found after a snapshot transfer");
+    remove_page_log(disk, &loser).await?;
+    Ok(live)
 }
 
 fn put_log_id(out: &mut Vec<u8>, id: Option<&LogId>) {
@@ -291,15 +525,30 @@ fn put_log_id(out: &mut Vec<u8>, id: Option<&LogId>) {
 
 /// The app bytes of a checkpoint at `applied` with `membership`.
 pub fn encode_app(applied: Option<&LogId>, membership: &StoredMembership) -> Bytes {
-    let mut out = vec![CHECKPOINT_META_VERSION];
+    encode_app_flags(applied, membership, 0)
+}
+
+/// The app bytes of a snapshot installed from the leader (module comment).
+pub fn encode_installed_app(applied: Option<&LogId>, membership: &StoredMembership) -> Bytes {
+    encode_app_flags(applied, membership, FLAG_INSTALLED)
+}
+
+fn encode_app_flags(applied: Option<&LogId>, membership: &StoredMembership, flags: u8) -> Bytes {
+    let mut out = vec![CHECKPOINT_META_VERSION, flags];
     put_log_id(&mut out, applied);
     put_log_id(&mut out, membership.log_id().as_ref());
     out.extend_from_slice(&encode_membership(membership.membership()));
     Bytes::from(out)
 }
 
-fn decode_app(b: &[u8]) -> Option<(Option<LogId>, StoredMembership)> {
-    if b.first() != Some(&CHECKPOINT_META_VERSION) || b.len() < 1 + 17 * 2 {
+/// Decodes app bytes: applied log id, membership, installed from a leader's snapshot.
+pub(crate) fn decode_app(b: &[u8]) -> Option<(Option<LogId>, StoredMembership, bool)> {
+    let (flags, b) = match b.first()? {
+        1 => (0, b),
+        2 => (*b.get(1)?, &b[1..]),
+        _ => return None,
+    };
+    if b.len() < 1 + 17 * 2 || flags & !FLAG_INSTALLED != 0 {
         return None;
     }
     let id_at = |at: usize| -> Option<Option<LogId>> {
@@ -313,7 +562,11 @@ fn decode_app(b: &[u8]) -> Option<(Option<LogId>, StoredMembership)> {
     let applied = id_at(1)?;
     let membership_id = id_at(18)?;
     let membership = decode_membership(&b[35..])?;
-    Some((applied, StoredMembership::new(membership_id, membership)))
+    Some((
+        applied,
+        StoredMembership::new(membership_id, membership),
+        flags & FLAG_INSTALLED != 0,
+    ))
 }
 
 #[cfg(test)]
@@ -336,14 +589,33 @@ mod tests {
         let stored = StoredMembership::new(Some(log_id(3, 0)), m);
         let applied = log_id(4, 17);
         let app = encode_app(Some(&applied), &stored);
-        assert_eq!(decode_app(&app), Some((Some(applied), stored.clone())));
+        assert_eq!(
+            decode_app(&app),
+            Some((Some(applied), stored.clone(), false))
+        );
+        let installed = encode_installed_app(Some(&applied), &stored);
+        assert_eq!(
+            decode_app(&installed),
+            Some((Some(applied), stored.clone(), true))
+        );
         let empty = encode_app(None, &StoredMembership::default());
         assert_eq!(
             decode_app(&empty),
-            Some((None, StoredMembership::default()))
+            Some((None, StoredMembership::default(), false))
+        );
+        // Version 1 (no flags byte) still reads.
+        let mut v1 = app.to_vec();
+        v1.remove(1);
+        v1[0] = 1;
+        assert_eq!(
+            decode_app(&v1),
+            Some((Some(applied), stored.clone(), false))
         );
         let mut bad = app.to_vec();
-        bad[0] = 2;
+        bad[0] = 3;
+        assert_eq!(decode_app(&bad), None);
+        let mut bad = app.to_vec();
+        bad[1] = 2;
         assert_eq!(decode_app(&bad), None);
         assert_eq!(decode_app(&app[..20]), None);
     }

@@ -10,7 +10,8 @@
 //! glommio crate, the only code naming glommio), [`codec`] (the log entry payload and its
 //! encoding), [`types`] (openraft's type configuration, `ShardId`), [`stages`] (where a write's
 //! time goes inside the shard: propose, log, commit, apply), [`wire`] (what nodes send each
-//! other, encoded: Raft's messages, forwarded requests and their answers).
+//! other, encoded: Raft's messages, forwarded requests and their answers), [`snapshot`] (a
+//! snapshot sent to a follower behind the leader's purged log, and received).
 
 pub mod codec;
 pub mod durable;
@@ -19,6 +20,7 @@ pub mod membership;
 pub mod network;
 pub mod runtime;
 pub mod shard;
+pub mod snapshot;
 pub mod stages;
 pub mod state_machine;
 pub mod stats;

@@ -141,6 +141,9 @@ pub enum PeerKind {
     /// answered with the leader's `Result<Reply, ShardError>` (`wire::encode_answer`). The
     /// receiver serves it itself or refuses with `NotLeader`; it never forwards it again.
     Forward = 3,
+    /// One chunk of a snapshot for a follower behind the leader's purged log
+    /// (`wire::encode_snapshot_chunk`, `snapshot.rs`), answered with `wire::encode_snapshot_answer`.
+    Snapshot = 5,
 }
 
 impl PeerKind {
@@ -149,6 +152,7 @@ impl PeerKind {
             1 => Some(PeerKind::Append),
             2 => Some(PeerKind::Vote),
             3 => Some(PeerKind::Forward),
+            5 => Some(PeerKind::Snapshot),
             4 => Some(PeerKind::PreVote),
             _ => None,
         }
@@ -330,18 +334,25 @@ impl PeerTransport for ClusterPeers {
 
     fn full_snapshot(
         &self,
-        _shard: ShardId,
+        shard: ShardId,
         target: NodeId,
-        _vote: Vote,
-        _snapshot: ShardSnapshot,
-        _cancel: CancelTransfer,
-        _option: RPCOption,
+        vote: Vote,
+        snapshot: ShardSnapshot,
+        cancel: CancelTransfer,
+        option: RPCOption,
     ) -> LocalFuture<Result<SnapshotResponse<ShardRaft>, StreamingError<ShardRaft>>> {
-        // Not built yet: a follower behind the leader's purged log cannot catch up.
-        Box::pin(std::future::ready(Err(Unreachable::from_string(format!(
-            "node {target:x}: sending a snapshot to a peer is not built yet"
-        ))
-        .into())))
+        let addr = self.addrs.borrow().get(&target).cloned();
+        let channel = self.channel.clone();
+        Box::pin(async move {
+            let Some(addr) = addr else {
+                return Err(Unreachable::from_string(format!(
+                    "node {target:x} has no known address"
+                ))
+                .into());
+            };
+            crate::snapshot::send(channel, addr, shard, target, vote, snapshot, cancel, option)
+                .await
+        })
     }
 }
 

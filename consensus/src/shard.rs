@@ -671,7 +671,7 @@ async fn start(config: ShardConfig, queue: flume::Receiver<Command>) -> Result<C
 }
 
 /// Opens a durable shard's storage on `wal` and `pages` and starts its Raft group on it.
-async fn start_durable<D: ballast_engine::io::Disk + 'static>(
+async fn start_durable<D: ballast_engine::io::Disk + Clone + 'static>(
     config: &ShardConfig,
     storage: &ShardStorage,
     raft_config: Arc<Config>,
@@ -850,6 +850,7 @@ impl Core {
                 let answer = self.raft.pre_vote(rpc).await.map_err(|e| e.to_string())?;
                 Ok(wire::encode_vote_response(&answer))
             }
+            PeerKind::Snapshot => crate::snapshot::receive(&self.raft, &self.shared, body).await,
             PeerKind::Forward => {
                 let request = wire::decode_request(&body).map_err(|e| e.to_string())?;
                 let (tx, rx) = oneshot::channel();

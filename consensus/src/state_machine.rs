@@ -13,7 +13,13 @@
 //!   data is that checkpoint ([`SnapshotData::Checkpoint`]). In memory, a snapshot is a full
 //!   copy of the store ([`SnapshotData::Store`]) plus the applied log id and membership.
 //!   Installing a copy replaces the store and makes every watcher catch up from history.
-//! - A failed checkpoint latches [`ShardState::failure`]: the shard is stopped (fail-stop).
+//! - A snapshot received from the leader (`snapshot.rs`) arrives whole before it is
+//!   installed: in memory as a new store, on a durable shard as a new page log committed at
+//!   the snapshot's log id ([`SnapshotData::Received`]). Installing the latter waits for a
+//!   running checkpoint to end and keeps new ones from starting, then switches the shard to
+//!   that page log (`durable.rs`); every watcher then catches up from history.
+//! - A failed checkpoint or install latches [`ShardState::failure`]: the shard is stopped
+//!   (fail-stop).
 
 use std::cell::RefCell;
 use std::io;
@@ -38,11 +44,24 @@ use crate::watchers::Registry;
 /// What a snapshot carries besides its metadata.
 #[derive(Clone, Debug)]
 pub enum SnapshotData {
-    /// The durable checkpoint at the snapshot's last log id, in this shard's page log.
-    /// Streaming its pages to a follower comes with the peer transport.
-    Checkpoint,
+    /// The durable checkpoint at the snapshot's last log id, in this shard's page log (sent
+    /// to a follower by reading that page log, `snapshot.rs`).
+    Checkpoint(ImageHandle),
     /// A whole copy of the store (in-memory shards).
     Store(Box<Store>),
+    /// A snapshot received from the leader into a new page log, committed at the snapshot's
+    /// last log id and not yet in use (durable shards; see the module comment).
+    Received,
+}
+
+/// The durable side of a shard, as a snapshot names it.
+#[derive(Clone)]
+pub struct ImageHandle(pub Rc<dyn Durability>);
+
+impl std::fmt::Debug for ImageHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ImageHandle")
+    }
 }
 
 /// The state a shard's core owns.
@@ -67,6 +86,10 @@ pub struct ShardState {
     /// Requests loading data from the page log right now (housekeeping does not evict
     /// meanwhile, or a read larger than the cache bound would never finish loading).
     pub loading: usize,
+    /// The snapshot being received from the leader, between its chunks (`snapshot.rs`).
+    pub incoming: Option<crate::snapshot::Incoming>,
+    /// A received snapshot is being installed: no checkpoint starts meanwhile.
+    installing: bool,
 }
 
 /// What the shard's checkpoints did so far.
@@ -98,6 +121,8 @@ impl ShardState {
             checkpoints: CheckpointFigures::default(),
             failure: None,
             loading: 0,
+            incoming: None,
+            installing: false,
         }
     }
 
@@ -115,7 +140,7 @@ impl ShardState {
                 last_log_id: last_applied,
                 last_membership: membership.clone(),
             },
-            snapshot: SnapshotData::Checkpoint,
+            snapshot: SnapshotData::Checkpoint(ImageHandle(durable.clone())),
         });
         st.checkpoints.last_index = last_applied.map_or(0, |id| id.index + 1);
         st.last_applied = last_applied;
@@ -284,6 +309,10 @@ async fn checkpoint(
     durable: Rc<dyn Durability>,
 ) -> Result<ShardSnapshot, io::Error> {
     let started = Instant::now();
+    // An install switches the page log under the store: wait for it to end.
+    while shared.borrow().installing {
+        sleep(crate::snapshot::CHECKPOINT_WAIT).await;
+    }
     let (changes, meta) = {
         let mut st = shared.borrow_mut();
         if let Some(failure) = &st.failure {
@@ -312,7 +341,7 @@ async fn checkpoint(
             c.last_duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             let snapshot = ShardSnapshot {
                 meta,
-                snapshot: SnapshotData::Checkpoint,
+                snapshot: SnapshotData::Checkpoint(ImageHandle(durable)),
             };
             st.current_snapshot = Some(snapshot.clone());
             tracing::debug!(
@@ -411,18 +440,23 @@ impl RaftStateMachine<ShardRaft> for ShardStateMachine {
         meta: &SnapshotMeta,
         snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
+        if let SnapshotData::Received = snapshot {
+            return install_received(&self.shared, meta).await;
+        }
         let mut st = self.shared.borrow_mut();
         let SnapshotData::Store(store) = &snapshot else {
             return Err(io::Error::other(
-                "a checkpoint snapshot cannot be installed from another node yet",
+                "a checkpoint of this shard is not installed: only one received from the leader",
             ));
         };
         if st.durable.is_some() {
             return Err(io::Error::other(
-                "installing a snapshot on a durable shard comes with the peer transport",
+                "a durable shard installs a snapshot received into its page log, not a store copy",
             ));
         }
+        let min_lease_ttl = st.store.min_lease_ttl();
         st.store = (**store).clone();
+        st.store.set_min_lease_ttl(min_lease_ttl);
         st.last_applied = meta.last_log_id;
         st.last_membership = meta.last_membership.clone();
         st.current_snapshot = Some(ShardSnapshot {
@@ -439,6 +473,60 @@ impl RaftStateMachine<ShardRaft> for ShardStateMachine {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<ShardSnapshot>, io::Error> {
         Ok(self.shared.borrow().current_snapshot.clone())
+    }
+}
+
+/// Waits `d` on the shard's runtime.
+async fn sleep(d: std::time::Duration) {
+    <crate::runtime::GlommioRuntime as openraft::AsyncRuntime>::sleep(d).await;
+}
+
+/// Installs a snapshot received into a new page log (see the module comment).
+async fn install_received(shared: &Shared, meta: &SnapshotMeta) -> Result<(), io::Error> {
+    let durable = shared
+        .borrow()
+        .durable
+        .clone()
+        .ok_or_else(|| io::Error::other("a received page log on an in-memory shard"))?;
+    loop {
+        {
+            let mut st = shared.borrow_mut();
+            if let Some(failure) = &st.failure {
+                return Err(io::Error::other(failure.clone()));
+            }
+            if !st.checkpoints.running {
+                st.installing = true;
+                break;
+            }
+        }
+        sleep(crate::snapshot::CHECKPOINT_WAIT).await;
+    }
+    let applied_index = meta.last_log_id.map_or(0, |id| id.index + 1);
+    let installed = durable.install(applied_index).await;
+    let mut st = shared.borrow_mut();
+    st.installing = false;
+    match installed {
+        Ok(mut store) => {
+            store.set_min_lease_ttl(st.store.min_lease_ttl());
+            st.store = store;
+            st.last_applied = meta.last_log_id;
+            st.last_membership = meta.last_membership.clone();
+            st.current_snapshot = Some(ShardSnapshot {
+                meta: meta.clone(),
+                snapshot: SnapshotData::Checkpoint(ImageHandle(durable)),
+            });
+            st.checkpoints.last_index = applied_index;
+            st.checkpoints.last_at = Some(Instant::now());
+            // Housekeeping catches every watcher up from history, reading the page log.
+            st.watchers.resync_all();
+            Ok(())
+        }
+        Err(err) => {
+            let failure = format!("installing a received snapshot failed: {err}");
+            tracing::error!(%failure, "shard stops (fail-stop)");
+            st.failure = Some(failure.clone());
+            Err(io::Error::other(failure))
+        }
     }
 }
 

@@ -15,6 +15,8 @@
 //! kind 4 append response  append_response
 //! kind 5 vote             vote_request
 //! kind 6 vote response    vote_response
+//! kind 7 snapshot chunk   snapshot_chunk
+//! kind 8 snapshot answer  snapshot_answer
 //!
 //! request  = tag:u8 body
 //!   1 Range range_request          8 Advance to:i64
@@ -59,6 +61,10 @@
 //!                 | 4 vote (HigherVote)
 //! vote_request   = vote last_log_id:option_log_id leadership_transfer:bool
 //! vote_response  = vote vote_granted:bool last_log_id:option_log_id
+//! snapshot_chunk = transfer:u64 seq:u64 first:option(vote meta:bytes) done:bool data:bytes
+//!                  (meta: the checkpoint facts of `durable.rs`; data: one chunk of the
+//!                  engine's snapshot stream, `mvcc::image::transfer`)
+//! snapshot_answer = 1 (Next: send the next chunk) | 2 vote (Done: the install's answer)
 //! ```
 //! Every index on the wire is openraft's (the first entry is index 0); only the log store's
 //! backend counts from 1.
@@ -96,6 +102,8 @@ const KIND_APPEND: u8 = 3;
 const KIND_APPEND_RESPONSE: u8 = 4;
 const KIND_VOTE: u8 = 5;
 const KIND_VOTE_RESPONSE: u8 = 6;
+const KIND_SNAPSHOT_CHUNK: u8 = 7;
+const KIND_SNAPSHOT_ANSWER: u8 = 8;
 
 const ANSWER_OK: u8 = 1;
 const ANSWER_ERR: u8 = 2;
@@ -519,6 +527,59 @@ pub fn encode_vote_response(r: &VoteResponse<ShardRaft>) -> Bytes {
     Bytes::from(out)
 }
 
+/// One chunk of a snapshot sent to a follower (`snapshot.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotChunk {
+    /// Names the transfer: every chunk of one transfer carries it.
+    pub transfer: u64,
+    /// The chunk's number, from 0.
+    pub seq: u64,
+    /// On chunk 0: the leader's vote and the snapshot's meta (`durable::encode_app`).
+    pub first: Option<(Vote, Bytes)>,
+    /// The last chunk.
+    pub done: bool,
+    pub data: Bytes,
+}
+
+/// A follower's answer to a snapshot chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotAnswer {
+    /// Send the next chunk.
+    Next,
+    /// The transfer is over: the follower's vote (openraft's `SnapshotResponse`).
+    Done(Vote),
+}
+
+pub fn encode_snapshot_chunk(c: &SnapshotChunk) -> Bytes {
+    let mut out = start(KIND_SNAPSHOT_CHUNK);
+    out.reserve(c.data.len() + 64);
+    out.put_u64_le(c.transfer);
+    out.put_u64_le(c.seq);
+    match &c.first {
+        None => out.put_u8(0),
+        Some((vote, meta)) => {
+            out.put_u8(1);
+            put_vote(&mut out, vote);
+            codec::put_bytes(&mut out, meta);
+        }
+    }
+    codec::put_bool(&mut out, c.done);
+    codec::put_bytes(&mut out, &c.data);
+    Bytes::from(out)
+}
+
+pub fn encode_snapshot_answer(a: &SnapshotAnswer) -> Bytes {
+    let mut out = start(KIND_SNAPSHOT_ANSWER);
+    match a {
+        SnapshotAnswer::Next => out.put_u8(1),
+        SnapshotAnswer::Done(vote) => {
+            out.put_u8(2);
+            put_vote(&mut out, vote);
+        }
+    }
+    Bytes::from(out)
+}
+
 // ------------------------------------------------------------------ decoding
 
 /// Checks the version and kind, decodes the body and refuses what is left after it. The
@@ -646,6 +707,36 @@ pub fn decode_vote_response(bytes: &[u8]) -> Result<VoteResponse<ShardRaft>, Wir
             vote: r.vote()?,
             vote_granted: r.bool()?,
             last_log_id: r.option_log_id()?,
+        })
+    })
+}
+
+pub fn decode_snapshot_chunk(bytes: &[u8]) -> Result<SnapshotChunk, WireError> {
+    decode_message(bytes, KIND_SNAPSHOT_CHUNK, |r| {
+        let transfer = r.u64()?;
+        let seq = r.u64()?;
+        let first = if r.present()? {
+            Some((r.vote()?, r.bytes()?))
+        } else {
+            None
+        };
+        Ok(SnapshotChunk {
+            transfer,
+            seq,
+            first,
+            done: r.bool()?,
+            data: r.bytes()?,
+        })
+    })
+}
+
+pub fn decode_snapshot_answer(bytes: &[u8]) -> Result<SnapshotAnswer, WireError> {
+    decode_message(bytes, KIND_SNAPSHOT_ANSWER, |r| {
+        let at = r.at;
+        Ok(match r.u8()? {
+            1 => SnapshotAnswer::Next,
+            2 => SnapshotAnswer::Done(r.vote()?),
+            tag => return Err(unknown("snapshot answer", tag, at)),
         })
     })
 }

@@ -1,7 +1,9 @@
 //! The peer transport: the hello, every failure a message can meet (unreachable, another
 //! cluster, a silent peer, a connection lost after sending), and three in-process nodes whose
 //! in-memory shards form one Raft group over real connections on 127.0.0.1: they elect a
-//! leader, replicate, and followers forward writes and linearizable reads to it.
+//! leader, replicate, and followers forward writes and linearizable reads to it. A member that
+//! joins after the leader purged its log catches up through a snapshot (in memory, and on
+//! disk with a restart after the install) and then answers exactly as the leader.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -171,6 +173,7 @@ struct Node {
     shard: ShardHandle,
     hub: Arc<PeerHub>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for Node {
@@ -185,6 +188,16 @@ impl Drop for Node {
 }
 
 async fn start_node(id: u64, listener: TcpListener, members: BTreeMap<u64, String>) -> Node {
+    start_node_with(id, listener, members, ShardConfig::default()).await
+}
+
+/// [`start_node`] with `base`'s snapshot count and storage.
+async fn start_node_with(
+    id: u64,
+    listener: TcpListener,
+    members: BTreeMap<u64, String>,
+    base: ShardConfig,
+) -> Node {
     let hub = PeerHub::new(hello(42, id));
     let (tx, rx) = flume::bounded(OUTBOUND_QUEUE_MAX);
     let slot = ShardSlot::default();
@@ -206,10 +219,10 @@ async fn start_node(id: u64, listener: TcpListener, members: BTreeMap<u64, Strin
             members,
             bootstrap: true,
         }),
-        ..ShardConfig::default()
+        ..base
     };
-    let shard = tokio::task::spawn_blocking(move || {
-        ShardHandle::spawn(&format!("node-{id}"), config).unwrap().0
+    let (shard, thread) = tokio::task::spawn_blocking(move || {
+        ShardHandle::spawn(&format!("node-{id}"), config).unwrap()
     })
     .await
     .unwrap();
@@ -219,6 +232,7 @@ async fn start_node(id: u64, listener: TcpListener, members: BTreeMap<u64, Strin
         shard,
         hub,
         tasks,
+        thread: Some(thread),
     }
 }
 
@@ -344,4 +358,240 @@ async fn three_nodes_elect_replicate_and_forward() {
     let s = status(&nodes[1].shard).await;
     assert_ne!(s.leader_id, leader, "a new leader was elected");
     drop(gone_shard);
+}
+
+/// Binds one listener per member id on 127.0.0.1.
+async fn bind_members(ids: &[u64]) -> (BTreeMap<u64, String>, Vec<(u64, TcpListener)>) {
+    let mut listeners = Vec::new();
+    let mut members = BTreeMap::new();
+    for &id in ids {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        members.insert(id, format!("http://{}", l.local_addr().unwrap()));
+        listeners.push((id, l));
+    }
+    (members, listeners)
+}
+
+/// Stops a node and waits (bounded) for its shard thread to end, so its files are closed.
+async fn stop_node(mut node: Node) {
+    let thread = node.thread.take();
+    drop(node);
+    if let Some(thread) = thread {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !thread.is_finished() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the shard thread stops once its handles are gone"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        thread
+            .join()
+            .expect("the shard thread ends without a panic");
+    }
+}
+
+/// Writes through `shard` (forwarded to the leader when it is a follower): `rounds` batches of
+/// 100 concurrent puts over 300 keys, a lease with keys, deletes and a compaction, so the
+/// state has history, tombstones, a compact revision and leases. Returns the writes made.
+async fn write_history(shard: &ShardHandle, rounds: usize) -> usize {
+    let mut writes = 0;
+    let (lease, _) = match shard
+        .call(Request::LeaseGrant { id: 0, ttl: 600 })
+        .await
+        .expect("grant")
+        .response
+    {
+        Response::LeaseGrant { id, ttl } => (id, ttl),
+        other => panic!("{other:?}"),
+    };
+    for round in 0..rounds {
+        let puts = (0..100).map(|i| {
+            let n = round * 100 + i;
+            let lease = if n % 7 == 0 { lease } else { 0 };
+            shard.call(Request::Put(PutRequest {
+                key: Bytes::from(format!("/registry/pods/k{:03}", n % 300)),
+                value: Bytes::from(format!("v{n}-{}", "x".repeat(n % 200))),
+                lease,
+                ..PutRequest::default()
+            }))
+        });
+        for reply in futures::future::join_all(puts).await {
+            reply.expect("put");
+            writes += 1;
+        }
+        if round % 4 == 3 {
+            shard
+                .call(Request::DeleteRange(ballast_engine::DeleteRangeRequest {
+                    key: Bytes::from(format!("/registry/pods/k{:02}", round % 30)),
+                    range_end: Bytes::from(format!("/registry/pods/k{:02}", round % 30 + 1)),
+                    ..Default::default()
+                }))
+                .await
+                .expect("delete");
+            writes += 1;
+        }
+        if round == rounds / 2 {
+            let revision = status(shard).await.revision - 50;
+            shard
+                .call(Request::Compact { revision })
+                .await
+                .expect("compact");
+            writes += 1;
+        }
+    }
+    writes
+}
+
+/// Waits until `node` has applied what `leader` had applied when called (at most 60 s).
+async fn wait_caught_up(node: &ShardHandle, leader: &ShardHandle) {
+    let want = status(leader).await.applied_index;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = status(node).await;
+        if s.applied_index >= want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "caught up: applied {} of {want} ({s:?})",
+            s.applied_index
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What a replica answers locally that must be the leader's: hash_kv and hash of the whole
+/// state, the revision, the compact revision, the lease table, a range at an old revision.
+async fn fingerprint(shard: &ShardHandle) -> String {
+    let call = |r: Request| async move { shard.call(r).await.map(|r| r.response) };
+    let hash_kv = call(Request::HashKv { revision: 0 }).await;
+    let hash = call(Request::Hash).await;
+    let leases = call(Request::LeaseLeases).await;
+    let Ok(Response::HashKv(h)) = &hash_kv else {
+        panic!("{hash_kv:?}")
+    };
+    let old = call(Request::Range(RangeRequest {
+        key: Bytes::from_static(b"\0"),
+        range_end: Bytes::from_static(b"\0"),
+        revision: h.compact_revision + 1,
+        serializable: true,
+        ..RangeRequest::default()
+    }))
+    .await;
+    let old = match old {
+        Ok(Response::Range(r)) => (r.count, r.kvs.len(), r.kvs.last().cloned()),
+        other => panic!("{other:?}"),
+    };
+    format!("{hash_kv:?} {hash:?} {leases:?} {old:?}")
+}
+
+/// The leader among `nodes` (every node agrees on it).
+async fn leader_of(nodes: &[&Node]) -> ShardHandle {
+    for n in nodes {
+        if status(&n.shard).await.is_leader {
+            return n.shard.clone();
+        }
+    }
+    panic!("no leader among the running nodes");
+}
+
+/// Node 3 joins after nodes 1 and 2 wrote far past what the leader's log keeps (a snapshot
+/// every 50 entries, openraft keeps 1,000 behind it): it must catch up through a snapshot and
+/// then answer as the leader does. With `dir`, every shard is durable and node 3 is restarted
+/// after the install. Prints the figures.
+async fn catch_up_through_a_snapshot(dir: Option<&std::path::Path>) {
+    let (members, mut listeners) = bind_members(&[1, 2, 3]).await;
+    let third = listeners.pop().unwrap();
+    let base = |id: u64| ShardConfig {
+        snapshot_count: 50,
+        storage: dir
+            .map(|d| ballast_consensus::durable::ShardStorage::new(d.join(format!("n{id}")))),
+        ..ShardConfig::default()
+    };
+    let mut nodes = Vec::new();
+    for (id, l) in listeners {
+        nodes.push(start_node_with(id, l, members.clone(), base(id)).await);
+    }
+    let started = std::time::Instant::now();
+    let writes = write_history(&nodes[0].shard, 16).await;
+    let wrote_ms = started.elapsed().as_millis();
+    let leader = leader_of(&[&nodes[0], &nodes[1]]).await;
+    let before = status(&leader).await;
+    assert!(
+        before.applied_index > 1_200,
+        "the log passed what a snapshot keeps: {}",
+        before.applied_index
+    );
+    // Node 3 starts empty; the leader's log no longer holds its start.
+    let started = std::time::Instant::now();
+    let (id, l) = third;
+    let mut joined = start_node_with(id, l, members.clone(), base(id)).await;
+    wait_caught_up(&joined.shard, &leader).await;
+    let caught_up_ms = started.elapsed().as_millis();
+    let s = status(&joined.shard).await;
+    assert!(
+        s.entries_applied < writes as u64,
+        "node 3 applied {} entries of {writes} writes: it installed a snapshot",
+        s.entries_applied
+    );
+    assert_eq!(fingerprint(&joined.shard).await, fingerprint(&leader).await);
+    println!(
+        "snapshot catch-up ({}): {writes} writes in {wrote_ms} ms, leader at index {} revision \
+         {}; node 3 caught up in {caught_up_ms} ms applying {} entries",
+        if dir.is_some() {
+            "durable"
+        } else {
+            "in memory"
+        },
+        before.applied_index,
+        before.revision,
+        s.entries_applied
+    );
+    // It replicates normally afterwards.
+    let reply = put(&leader, "/after", "snapshot").await.expect("put");
+    for _ in 0..500 {
+        if status(&joined.shard).await.revision >= reply.revision {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        get(&joined.shard, "/after", true).await.map(|(v, _)| v),
+        Some(Bytes::from_static(b"snapshot"))
+    );
+    if dir.is_some() {
+        // A restart recovers the installed state from its page log and log.
+        let addr = members[&3].trim_start_matches("http://").to_owned();
+        stop_node(joined).await;
+        let more = write_history(&leader, 2).await;
+        assert!(more > 0);
+        let l = TcpListener::bind(&addr)
+            .await
+            .expect("the port is free again");
+        let started = std::time::Instant::now();
+        joined = start_node_with(3, l, members.clone(), base(3)).await;
+        wait_caught_up(&joined.shard, &leader).await;
+        assert_eq!(fingerprint(&joined.shard).await, fingerprint(&leader).await);
+        println!(
+            "durable node 3 restarted after the install and caught up in {} ms",
+            started.elapsed().as_millis()
+        );
+    }
+    stop_node(joined).await;
+    drop(leader);
+    for n in nodes {
+        stop_node(n).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_behind_the_purged_log_catches_up_through_a_snapshot() {
+    catch_up_through_a_snapshot(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_member_installs_a_snapshot_and_recovers_it_after_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    catch_up_through_a_snapshot(Some(dir.path())).await;
 }

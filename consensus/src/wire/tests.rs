@@ -438,7 +438,61 @@ fn every_encoding() -> Vec<(Bytes, Decoder)> {
             decode_vote_response(b).is_ok()
         }));
     }
+    for c in every_snapshot_chunk() {
+        out.push((encode_snapshot_chunk(&c), |b| {
+            decode_snapshot_chunk(b).is_ok()
+        }));
+    }
+    for a in [SnapshotAnswer::Next, SnapshotAnswer::Done(vote(7, 2, true))] {
+        out.push((encode_snapshot_answer(&a), |b| {
+            decode_snapshot_answer(b).is_ok()
+        }));
+    }
     out
+}
+
+fn every_snapshot_chunk() -> Vec<SnapshotChunk> {
+    vec![
+        SnapshotChunk {
+            transfer: u64::MAX - 3,
+            seq: 0,
+            first: Some((vote(9, 1, true), b("meta bytes"))),
+            done: false,
+            data: b("BLSX chunk"),
+        },
+        SnapshotChunk {
+            transfer: 17,
+            seq: 41,
+            first: None,
+            done: true,
+            data: Bytes::new(),
+        },
+    ]
+}
+
+#[test]
+fn snapshot_chunks_and_answers_round_trip() {
+    for c in every_snapshot_chunk() {
+        assert_eq!(
+            decode_snapshot_chunk(&encode_snapshot_chunk(&c)).unwrap(),
+            c
+        );
+    }
+    for a in [
+        SnapshotAnswer::Next,
+        SnapshotAnswer::Done(vote(7, 2, false)),
+    ] {
+        assert_eq!(
+            decode_snapshot_answer(&encode_snapshot_answer(&a)).unwrap(),
+            a
+        );
+    }
+    // A chunk is not an answer, nor the other way round.
+    let chunk = encode_snapshot_chunk(&every_snapshot_chunk()[0]);
+    assert!(matches!(
+        decode_snapshot_answer(&chunk),
+        Err(WireError::Kind { .. })
+    ));
 }
 
 #[test]

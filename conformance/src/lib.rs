@@ -6,16 +6,20 @@
 //! - [`diff`]: ops, both servers' outcomes, the comparison and its normalizations.
 //! - [`gen`]: seeded random op sequences and a directed sequence covering every error case.
 //! - [`etcdctl`]: run `etcdctl` with a timeout and normalize its output.
+//! - [`netns`]: members in Linux network namespaces on a test-made bridge, for partition
+//!   tests (needs root).
 //! - [`partition`]: which shard Ballast keeps a key in (the Kubernetes preset), for tests run
 //!   with several shards.
 //!
-//! Invariant: nothing here listens beyond 127.0.0.1, and every wait is bounded.
+//! Invariant: nothing here listens beyond 127.0.0.1 (or, in [`netns`], a private subnet on a
+//! bridge the test made), and every wait is bounded.
 
 pub mod crash;
 pub mod diff;
 pub mod etcdctl;
 pub mod gen;
 pub mod linearizability;
+pub mod netns;
 pub mod partition;
 pub mod server;
 

@@ -568,6 +568,9 @@ async fn start(config: ShardConfig, queue: flume::Receiver<Command>) -> Result<C
         election_timeout_min: (election / 2).max(millis(config.heartbeat_interval) + 1),
         election_timeout_max: election.max(millis(config.heartbeat_interval) + 2),
         enable_pre_vote: Some(true),
+        // A snapshot chunk (up to ~4 MiB) written to a follower's disk may take longer than
+        // openraft's 200 ms default.
+        install_snapshot_timeout: 5_000,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_count),
         ..Config::default()
     }
@@ -867,6 +870,14 @@ impl Core {
         Duration::from_secs(5) + 2 * self.config.election_timeout
     }
 
+    /// Waits (polling) until the local store reaches `revision` or `deadline` passes; a write
+    /// the leader answered is committed, so this replica applies it as soon as it learns so.
+    async fn await_revision(&self, revision: Revision, deadline: Instant) {
+        while self.shared.borrow().store.revision() < revision && Instant::now() < deadline {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     /// Serves `request` at the shard's leader on another node (see the module comment).
     async fn forward(self: &Rc<Self>, request: Request) -> Result<Reply, ShardError> {
         let Some(channel) = self.forward.clone() else {
@@ -940,6 +951,13 @@ impl Core {
                 Ok(answer) => match wire::decode_answer(&answer) {
                     // Leadership moved after we looked: ask the new leader.
                     Ok(Err(ShardError::NotLeader { .. })) => glommio::timer::sleep(pause).await,
+                    Ok(Ok(reply)) if writes => {
+                        // Answer once this replica has applied the write too (as etcd's
+                        // members do): a read of this member's own state that follows — a
+                        // serializable read, a HashKV at the write's revision — sees it.
+                        self.await_revision(reply.revision, deadline).await;
+                        return Ok(reply);
+                    }
                     Ok(answer) => return answer,
                     Err(err) => {
                         tracing::error!(%err, %addr, "unreadable answer to a forwarded request");

@@ -566,6 +566,7 @@ impl Server {
     async fn wait_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
         let mut last = String::from("no attempt");
+        let mut foreign = None;
         while Instant::now() < deadline {
             if let Some(child) = self.child.as_mut() {
                 if let Some(status) = child.try_wait()? {
@@ -573,10 +574,22 @@ impl Server {
                 }
             }
             match self.try_range().await {
-                Ok(()) => return self.check_identity().await,
+                // Another server answering on the port is waited out while our process runs
+                // (a member joining a cluster lists itself only once the membership that adds
+                // it has reached it); if it lasts, the error says so and start-up retries.
+                Ok(()) => match self.check_identity().await {
+                    Ok(()) => return Ok(()),
+                    Err(e) => {
+                        last = format!("{e:#}");
+                        foreign = Some(e);
+                    }
+                },
                 Err(e) => last = format!("{e:#}"),
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if let Some(e) = foreign {
+            return Err(e);
         }
         bail!("not ready within {READY_TIMEOUT:?}; last error: {last}")
     }

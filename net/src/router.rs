@@ -155,6 +155,10 @@ impl Router {
         change: MembershipChange,
     ) -> Result<Vec<RaftMember>, RouteError> {
         let mut members = Vec::new();
+        // A promote that shard 0 already made (an earlier try failed in a later shard) goes on
+        // to the others; it is "not a learner" only if no shard still had it as one.
+        let mut already_voter = false;
+        let mut promoted_somewhere = false;
         for shard in 0..self.shard_count() {
             let answer = self
                 .call_shard(shard, Request::Membership(change.clone()))
@@ -164,9 +168,16 @@ impl Router {
                     response: Response::Members(m),
                     ..
                 }) => {
+                    promoted_somewhere = true;
                     if shard == 0 {
                         members = m;
                     }
+                }
+                Err(RouteError::Shard {
+                    source: ShardError::Membership(MembershipError::NotLearner),
+                    ..
+                }) if shard == 0 && matches!(change, MembershipChange::Promote { .. }) => {
+                    already_voter = true;
                 }
                 Ok(_) => {
                     return Err(RouteError::Shard {
@@ -185,6 +196,18 @@ impl Router {
                     ..
                 }) if shard > 0 => {}
                 Err(e) => return Err(e),
+            }
+        }
+        if already_voter {
+            if !promoted_somewhere {
+                return Err(RouteError::Shard {
+                    shard: 0,
+                    source: ShardError::Membership(MembershipError::NotLearner),
+                });
+            }
+            let status = self.call_shard(0, Request::Status).await?;
+            if let Response::Status(s) = status.response {
+                members = s.members;
             }
         }
         Ok(members)

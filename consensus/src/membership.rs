@@ -72,8 +72,11 @@ pub enum MembershipError {
 
 /// The members of `raft`'s group as its latest membership names them.
 pub fn members(raft: &Raft) -> Vec<RaftMember> {
-    let metrics = raft.metrics();
-    let m = metrics.borrow_watched();
+    members_of(&raft.metrics().borrow_watched())
+}
+
+/// The members a replica's metrics name (its latest membership).
+pub fn members_of(m: &openraft::RaftMetrics<ShardRaft>) -> Vec<RaftMember> {
     let membership = m.membership_config.membership();
     let voters: HashSet<NodeId> = membership.voter_ids().collect();
     membership

@@ -1207,18 +1207,7 @@ impl Core {
             wal_syncs: wal.map_or(0, |w| w.flushes),
             wal_records: wal.map_or(0, |w| w.records_flushed),
             failure: None,
-            members: {
-                let membership = m.membership_config.membership();
-                let voters: HashSet<NodeId> = membership.voter_ids().collect();
-                membership
-                    .nodes()
-                    .map(|(id, node)| RaftMember {
-                        id: *id,
-                        addr: node.addr.clone(),
-                        is_learner: !voters.contains(id),
-                    })
-                    .collect()
-            },
+            members: crate::membership::members_of(&m),
         }
     }
 

@@ -65,6 +65,11 @@ impl std::fmt::Display for ForeignServer {
 
 impl std::error::Error for ForeignServer {}
 
+/// The line the harness writes into a server's log before it `what`s it (e.g. restarts it).
+fn log_marker(what: &str) -> String {
+    format!("===== conformance harness: {what} =====")
+}
+
 /// Whether a start that failed with `err` should be retried on fresh ports: the server lost
 /// its port to another process between probing and binding.
 fn lost_port(err: &anyhow::Error, exited: bool, log: &str) -> bool {
@@ -540,6 +545,24 @@ impl Server {
         Err(last_err.unwrap_or_else(|| anyhow!("{} failed to restart", self.kind.label())))
     }
 
+    /// What the server logged since its latest [`Server::restart`] (since it first started if
+    /// it never restarted), at most the last 16 MiB: for tests that check what a start did
+    /// (e.g. that a member caught up through a snapshot).
+    pub fn log_since_restart(&self) -> String {
+        let mut buf = Vec::new();
+        if let Ok(mut f) = File::open(&self.log_path) {
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            let _ = f.seek(SeekFrom::Start(len.saturating_sub(16 << 20)));
+            let _ = f.read_to_end(&mut buf);
+        }
+        let text = String::from_utf8_lossy(&buf);
+        let marker = log_marker("restart");
+        match text.rfind(&marker) {
+            Some(at) => text[at + marker.len()..].to_owned(),
+            None => text.into_owned(),
+        }
+    }
+
     /// Appends a marker line to the log and returns the offset after it.
     fn append_log_marker(&self, what: &str) -> Result<u64> {
         let mut f = File::options()
@@ -547,7 +570,7 @@ impl Server {
             .create(true)
             .open(&self.log_path)
             .context("opening the server log")?;
-        writeln!(f, "===== conformance harness: {what} =====")?;
+        writeln!(f, "{}", log_marker(what))?;
         Ok(f.metadata()?.len())
     }
 

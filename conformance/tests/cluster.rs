@@ -3,17 +3,25 @@
 //! under load a new leader takes over, no acknowledged write is lost, and the killed member
 //! restarts and catches up. Membership changes while writing: a learner is added, joins,
 //! catches up and is promoted, an original member is removed; etcd's errors for refused
-//! changes.
+//! changes. In both, the writers' requests (puts of fresh keys, puts and linearizable gets of
+//! a few hot keys, through every endpoint they use) are recorded, timed-out or ambiguously
+//! failed ones as unknown outcomes, and the history must be linearizable
+//! ([`ballast_conformance::linearizability`]); a violation fails with the checker's report,
+//! the smallest history that breaks it.
 //!
-//! Invariants: every wait is bounded (the whole test by [`TEST_TIMEOUT`]); the servers are
-//! killed and their temp dirs removed when the test ends, also when it fails. Keys live under
-//! `/cluster-test/`, outside `/registry/` (shard 0 with any shard count).
+//! Invariants: every wait is bounded (the scenario by [`TEST_TIMEOUT`], the check after it by
+//! its budget); the servers are killed and their temp dirs removed when the test ends, also
+//! when it fails. Keys live under `/cluster-test/`, outside `/registry/` (shard 0 with any
+//! shard count, one revision counter, as the checker's model has).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ballast_conformance::linearizability::{
+    check, report, Budget, Outcome, Recorder, ShrinkLimits, Verdict,
+};
 use ballast_conformance::{Kind, Server};
 use ballast_proto::etcdserverpb::{
     kv_client::KvClient, MemberAddRequest, MemberListRequest, MemberPromoteRequest,
@@ -94,42 +102,138 @@ async fn member_id(server: &Server) -> u64 {
     r.into_inner().header.expect("header").member_id
 }
 
-/// A write a writer saw acknowledged: its key, when it was sent and when it was answered.
+/// A put a writer saw acknowledged: its key, whether the key was fresh (written once, so it
+/// must stay), when it was sent and when it was answered.
 struct Acked {
     key: String,
+    fresh: bool,
     sent: Instant,
     answered: Instant,
 }
 
-/// A writer: puts `load/<name>/<n>` through one endpoint until `stop`, sequentially; returns
-/// the writes acknowledged (the failover is timed from them).
-async fn writer(server_channel: Channel, name: String, stop: Arc<AtomicBool>) -> Vec<Acked> {
-    let mut kv = KvClient::new(server_channel);
+/// Keys every writer reads and overwrites: few, so that a stale read or a lost write shows in
+/// the history.
+const HOT_KEYS: u64 = 3;
+/// A writer's bound on one request; past it the request's outcome is unknown.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn hot_key(i: u64) -> Vec<u8> {
+    format!("/cluster-test/hot/k{i}").into_bytes()
+}
+
+/// A writer: one request at a time through one endpoint until `stop`, each recorded in
+/// `recorder` as client `id` (an error that may hide an applied write, or a timeout, as an
+/// unknown outcome): half puts of fresh keys `load/<name>/<n>`, the rest puts of unique values
+/// to the hot keys and linearizable gets of them. Returns the puts acknowledged (the failover
+/// is timed from them).
+async fn writer(
+    recorder: Recorder,
+    id: u32,
+    channel: Channel,
+    name: String,
+    stop: Arc<AtomicBool>,
+) -> Vec<Acked> {
+    let mut c = recorder
+        .client(id, KvClient::new(channel))
+        .with_timeout(REQUEST_TIMEOUT);
+    // xorshift seeded by the client id: runs differ only by timing.
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(id + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     let mut acked = Vec::new();
     let mut n = 0u32;
     let deadline = Instant::now() + Duration::from_secs(60);
     while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-        let k = format!("load/{name}/{n:06}");
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
         let sent = Instant::now();
-        let call = tokio::time::timeout(Duration::from_secs(10), put(&mut kv, &k, "x"));
-        if let Ok(Ok(_)) = call.await {
-            acked.push(Acked {
-                key: format!("/cluster-test/{k}"),
+        let (key, fresh, result) = match rng % 4 {
+            0 | 1 => {
+                let k = format!("/cluster-test/load/{name}/{n:06}");
+                let r = c.put(k.as_bytes(), b"x").await;
+                (k, true, r)
+            }
+            2 => {
+                let k = hot_key((rng >> 8) % HOT_KEYS);
+                let r = c.put(&k, format!("{name}-{n}").as_bytes()).await;
+                (String::from_utf8_lossy(&k).into_owned(), false, r)
+            }
+            _ => {
+                let k = hot_key((rng >> 8) % HOT_KEYS);
+                let r = c.get(&k).await;
+                (String::from_utf8_lossy(&k).into_owned(), false, r)
+            }
+        };
+        match result {
+            Ok(Outcome::Put { .. }) => acked.push(Acked {
+                key,
+                fresh,
                 sent,
                 answered: Instant::now(),
-            });
-        } else {
-            // Unknown outcome: not counted as acknowledged; back off briefly.
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            }),
+            Ok(_) => {}
+            // Recorded as it was (unknown outcome, or left out if it surely did nothing); back
+            // off briefly.
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
         n += 1;
     }
     acked
 }
 
+/// The store's revision now, as a linearizable read through `kv` reports it, with the hot keys
+/// absent (they are written only by writers, whose history starts there).
+async fn history_start(kv: &mut KvClient<Channel>) -> Recorder {
+    let r = kv
+        .range(RangeRequest {
+            key: hot_key(0).into(),
+            range_end: b"/cluster-test/hot0".to_vec().into(),
+            ..Default::default()
+        })
+        .await
+        .expect("linearizable range of the hot keys")
+        .into_inner();
+    assert!(r.kvs.is_empty(), "the hot keys are not written yet");
+    Recorder::new(r.header.expect("header").revision)
+}
+
+/// Checks the writers' history for linearizability (bounded by its budget); a violation fails
+/// with the checker's report (the smallest history that breaks it), and so does a budget run
+/// out. Returns a line of figures.
+fn assert_history_linearizable(recorder: &Recorder) -> String {
+    let history = recorder.history();
+    let unknown = history
+        .ops
+        .iter()
+        .filter(|o| o.outcome == Outcome::Unknown)
+        .count();
+    let budget = Budget {
+        max_states: 2_000_000,
+        max_time: Duration::from_secs(20),
+    };
+    let c = check(&history, &budget);
+    let figures = format!(
+        "history of {} ops ({unknown} unknown outcomes): {} in {:?} ({} search steps)",
+        history.ops.len(),
+        c.verdict,
+        c.elapsed,
+        c.states
+    );
+    match &c.verdict {
+        Verdict::Linearizable => figures,
+        Verdict::NotLinearizable(_) => panic!(
+            "the clients' history is not linearizable:\n{}",
+            report(&history, &c, &ShrinkLimits::default())
+        ),
+        other => panic!(
+            "the checker could not decide within its budget ({other}); {} ops, {unknown} unknown",
+            history.ops.len()
+        ),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_members_replicate_and_survive_a_leader_kill() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    let recorder = tokio::time::timeout(TEST_TIMEOUT, async {
         let election = format!("{}", ELECTION.as_millis());
         let mut servers = Server::start_cluster(
             Kind::Ballast,
@@ -211,13 +315,20 @@ async fn three_members_replicate_and_survive_a_leader_kill() {
             .position(|id| *id == leader)
             .expect("the leader is a member");
 
-        // Load through the two others; kill -9 the leader meanwhile.
+        // Load through the two others, recorded; kill -9 the leader meanwhile.
+        let recorder = history_start(&mut kvs[0]).await;
         let stop = Arc::new(AtomicBool::new(false));
         let mut writers = Vec::new();
         for (i, s) in servers.iter().enumerate() {
             if i != victim {
                 let ch = s.channel().await.expect("channel");
-                writers.push(tokio::spawn(writer(ch, s.name().to_owned(), stop.clone())));
+                writers.push(tokio::spawn(writer(
+                    recorder.clone(),
+                    i as u32,
+                    ch,
+                    s.name().to_owned(),
+                    stop.clone(),
+                )));
             }
         }
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -254,8 +365,12 @@ async fn three_members_replicate_and_survive_a_leader_kill() {
             "a new leader ({new_leader:x})"
         );
 
-        // Every acknowledged write is on both survivors.
-        let want: BTreeSet<String> = acked.iter().map(|a| a.key.clone()).collect();
+        // Every acknowledged write of a fresh key is on both survivors.
+        let want: BTreeSet<String> = acked
+            .iter()
+            .filter(|a| a.fresh)
+            .map(|a| a.key.clone())
+            .collect();
         for (i, kv) in kvs.iter_mut().enumerate() {
             if i == victim {
                 continue;
@@ -294,18 +409,33 @@ async fn three_members_replicate_and_survive_a_leader_kill() {
             missing.len(),
             missing.iter().take(5).collect::<Vec<_>>()
         );
+        // Linearizable reads and a write through the restarted member join the history.
+        let mut c = recorder.client(3, kv.clone()).with_timeout(REQUEST_TIMEOUT);
+        for i in 0..HOT_KEYS {
+            c.get(&hot_key(i))
+                .await
+                .expect("a linearizable get through the restarted member");
+        }
+        c.put(&hot_key(0), b"after-restart")
+            .await
+            .expect("a write through the restarted member");
+        c.get(&hot_key(0))
+            .await
+            .expect("a linearizable get through the restarted member");
         let after = put(&mut kv, "after-restart", "ok")
             .await
             .expect("a write through the restarted member");
         assert!(after > *revisions.iter().max().unwrap());
+        recorder
     })
     .await
     .expect("the cluster test finished within its bound");
+    eprintln!("cluster: {}", assert_history_linearizable(&recorder));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_a_learner_promote_it_and_remove_a_member_while_writing() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    let recorder = tokio::time::timeout(TEST_TIMEOUT, async {
         let args = ["--heartbeat-interval", "100", "--election-timeout", "1000"];
         let mut servers = Server::start_cluster(Kind::Ballast, 3, &args)
             .await
@@ -348,12 +478,22 @@ async fn add_a_learner_promote_it_and_remove_a_member_while_writing() {
             )
         );
 
-        // Writers through m0 and m1 for the whole test.
+        // Writers through m0 and m1 for the whole test, recorded.
+        let recorder = history_start(&mut KvClient::new(
+            servers[0].channel().await.expect("channel"),
+        ))
+        .await;
         let stop = Arc::new(AtomicBool::new(false));
         let mut writers = Vec::new();
-        for s in &servers[..2] {
+        for (i, s) in servers[..2].iter().enumerate() {
             let ch = s.channel().await.expect("channel");
-            writers.push(tokio::spawn(writer(ch, s.name().to_owned(), stop.clone())));
+            writers.push(tokio::spawn(writer(
+                recorder.clone(),
+                i as u32,
+                ch,
+                s.name().to_owned(),
+                stop.clone(),
+            )));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -410,6 +550,14 @@ async fn add_a_learner_promote_it_and_remove_a_member_while_writing() {
             .members
             .iter()
             .any(|m| m.id == m3_id && !m.is_learner));
+        // A voter now: a third writer through it.
+        writers.push(tokio::spawn(writer(
+            recorder.clone(),
+            3,
+            m3.channel().await.expect("channel"),
+            m3.name().to_owned(),
+            stop.clone(),
+        )));
 
         // Remove m2 (not a writer's endpoint).
         let m2_id = member_id(&servers[2]).await;
@@ -436,9 +584,14 @@ async fn add_a_learner_promote_it_and_remove_a_member_while_writing() {
         for w in writers {
             acked.extend(w.await.expect("writer"));
         }
-        let want: BTreeSet<String> = acked.iter().map(|a| a.key.clone()).collect();
+        let want: BTreeSet<String> = acked
+            .iter()
+            .filter(|a| a.fresh)
+            .map(|a| a.key.clone())
+            .collect();
         eprintln!(
-            "membership: {} writes acknowledged during the changes",
+            "membership: {} writes acknowledged during the changes ({} of fresh keys)",
+            acked.len(),
             want.len()
         );
         assert!(!want.is_empty());
@@ -457,7 +610,9 @@ async fn add_a_learner_promote_it_and_remove_a_member_while_writing() {
                 s.name()
             );
         }
+        recorder
     })
     .await
     .expect("the membership test finished within its bound");
+    eprintln!("membership: {}", assert_history_linearizable(&recorder));
 }

@@ -18,6 +18,7 @@ pub mod durable;
 pub mod log_store;
 pub mod membership;
 pub mod network;
+pub mod placement;
 pub mod runtime;
 pub mod shard;
 pub mod snapshot;
@@ -30,6 +31,7 @@ pub mod wire;
 
 pub use codec::LogCommand;
 pub use membership::{MembershipChange, MembershipError};
+pub use placement::{Anchor, TransferError};
 pub use network::{Outbound, PeerFailure, PeerKind};
 pub use shard::{
     ClusterConfig, LeaseExpiry, RaftMember, Reply, Request, Response, ShardConfig, ShardError,

@@ -22,7 +22,7 @@ use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError,
 use openraft::impls::BasicNode;
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse};
-use openraft::raft::{VoteRequest, VoteResponse};
+use openraft::raft::{TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse};
 use openraft::{RaftNetworkV2, Snapshot};
 
 use crate::log_store::LocalFuture;
@@ -78,6 +78,19 @@ pub trait PeerTransport: 'static {
         rpc: VoteRequest<ShardRaft>,
         option: RPCOption,
     ) -> LocalFuture<Result<VoteResponse<ShardRaft>, RPCError<ShardRaft>>> {
+        let _ = (shard, rpc, option);
+        Box::pin(std::future::ready(Err(no_peer(target).into())))
+    }
+
+    /// Tells `target` that this leader hands leadership to `rpc.to_node_id()` (openraft's
+    /// transfer: the named node campaigns at once, the others stop trusting the old lease).
+    fn transfer_leader(
+        &self,
+        shard: ShardId,
+        target: NodeId,
+        rpc: TransferLeaderRequest<ShardRaft>,
+        option: RPCOption,
+    ) -> LocalFuture<Result<TransferLeaderResponse<ShardRaft>, RPCError<ShardRaft>>> {
         let _ = (shard, rpc, option);
         Box::pin(std::future::ready(Err(no_peer(target).into())))
     }
@@ -144,6 +157,9 @@ pub enum PeerKind {
     /// One chunk of a snapshot for a follower behind the leader's purged log
     /// (`wire::encode_snapshot_chunk`, `snapshot.rs`), answered with `wire::encode_snapshot_answer`.
     Snapshot = 5,
+    /// A leader hands leadership on (`wire::encode_transfer_leader`), answered with
+    /// `wire::encode_transfer_answer`.
+    TransferLeader = 6,
 }
 
 impl PeerKind {
@@ -154,6 +170,7 @@ impl PeerKind {
             3 => Some(PeerKind::Forward),
             5 => Some(PeerKind::Snapshot),
             4 => Some(PeerKind::PreVote),
+            6 => Some(PeerKind::TransferLeader),
             _ => None,
         }
     }
@@ -332,6 +349,26 @@ impl PeerTransport for ClusterPeers {
         self.ask_vote(shard, target, rpc, option, PeerKind::PreVote)
     }
 
+    fn transfer_leader(
+        &self,
+        shard: ShardId,
+        target: NodeId,
+        rpc: TransferLeaderRequest<ShardRaft>,
+        option: RPCOption,
+    ) -> LocalFuture<Result<TransferLeaderResponse<ShardRaft>, RPCError<ShardRaft>>> {
+        let addr = self.addr(target);
+        let channel = self.channel.clone();
+        Box::pin(async move {
+            let body = wire::encode_transfer_leader(&rpc);
+            let kind = PeerKind::TransferLeader;
+            let answer = channel
+                .send(&addr?, shard, kind, body, option.hard_ttl())
+                .await
+                .map_err(|f| rpc_failure(target, f))?;
+            wire::decode_transfer_answer(&answer).map_err(|e| bad_answer(target, e))
+        })
+    }
+
     fn full_snapshot(
         &self,
         shard: ShardId,
@@ -418,6 +455,16 @@ impl RaftNetworkV2<ShardRaft> for PeerClient {
     ) -> Result<VoteResponse<ShardRaft>, RPCError<ShardRaft>> {
         self.transport
             .pre_vote(self.shard, self.target, rpc, option)
+            .await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        rpc: TransferLeaderRequest<ShardRaft>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<ShardRaft>, RPCError<ShardRaft>> {
+        self.transport
+            .transfer_leader(self.shard, self.target, rpc, option)
             .await
     }
 

@@ -56,6 +56,7 @@ use crate::membership::{MembershipChange, MembershipError};
 use crate::network::{
     cluster_transport, ChannelTransport, Network, NoPeers, Outbound, PeerFailure, PeerKind,
 };
+use crate::placement::{self, Anchor, Pace, TransferError};
 use crate::runtime::{spawn_executor, GlommioRuntime};
 use crate::state_machine::{make_resident, ShardState, ShardStateMachine, Shared};
 use crate::types::{FnResponder, NodeId, Raft, ShardId, ShardRaft};
@@ -99,6 +100,9 @@ pub struct ShardConfig {
     pub lease_expiry: LeaseExpiry,
     /// The cluster the shard's group spans; `None` for a single node (no peers).
     pub cluster: Option<ClusterConfig>,
+    /// Shard 0's leader and term on this node, shared by all its shards (`placement.rs`):
+    /// shard 0 writes it, the others place their leaders by it.
+    pub anchor: Arc<Anchor>,
 }
 
 /// How a shard's group spans the nodes of a cluster.
@@ -151,6 +155,7 @@ impl Default for ShardConfig {
             storage: None,
             lease_expiry: LeaseExpiry::Revoke,
             cluster: None,
+            anchor: Arc::default(),
         }
     }
 }
@@ -345,6 +350,10 @@ enum Command {
         body: bytes::Bytes,
         reply: oneshot::Sender<Result<bytes::Bytes, String>>,
     },
+    MoveLeader {
+        to: NodeId,
+        reply: oneshot::Sender<Result<(), TransferError>>,
+    },
 }
 
 /// The way into a shard: cheap to clone, usable from any thread or async runtime.
@@ -439,6 +448,17 @@ impl ShardHandle {
         answer.await.map_err(|_| "shard stopped".to_owned())?
     }
 
+    /// Hands this replica's leadership of the shard to the voter `to` and returns once `to`
+    /// leads (etcd's `MoveLeader`); refused unless this replica leads and `to` votes.
+    pub async fn move_leader(&self, to: NodeId) -> Result<(), TransferError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send_async(Command::MoveLeader { to, reply })
+            .await
+            .map_err(|_| TransferError::Stopped)?;
+        answer.await.map_err(|_| TransferError::Stopped)?
+    }
+
     /// Tells the shard a watch stream is gone (best effort: a stopped shard has no watchers).
     pub fn stream_closed(&self, stream: StreamId) {
         let _ = self.tx.try_send(Command::StreamClosed(stream));
@@ -521,6 +541,9 @@ struct LoopState {
     /// Expired leases reported to the receiver of [`LeaseExpiry::Report`], and when.
     reported: HashMap<LeaseId, Instant>,
     was_leader: bool,
+    /// When this replica last became the leader, and last asked for a leadership transfer.
+    leader_since: Instant,
+    last_transfer: Option<Instant>,
     next_progress: Instant,
     writes_in_flight: usize,
     write_latency_us: crate::stats::Histogram,
@@ -664,6 +687,8 @@ async fn start(config: ShardConfig, queue: flume::Receiver<Command>) -> Result<C
             revoking: HashSet::new(),
             reported: HashMap::new(),
             was_leader: false,
+            leader_since: Instant::now(),
+            last_transfer: None,
             next_progress: Instant::now() + progress_interval,
             writes_in_flight: 0,
             write_latency_us: crate::stats::Histogram::new(),
@@ -823,6 +848,13 @@ impl Core {
                 })
                 .detach();
             }
+            Command::MoveLeader { to, reply } => {
+                let core = self.clone();
+                glommio::spawn_local(async move {
+                    let _ = reply.send(core.move_leader(to).await);
+                })
+                .detach();
+            }
         }
     }
 
@@ -854,6 +886,15 @@ impl Core {
                 Ok(wire::encode_vote_response(&answer))
             }
             PeerKind::Snapshot => crate::snapshot::receive(&self.raft, &self.shared, body).await,
+            PeerKind::TransferLeader => {
+                let rpc = wire::decode_transfer_leader(&body).map_err(|e| e.to_string())?;
+                let answer = self
+                    .raft
+                    .handle_transfer_leader(rpc)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(wire::encode_transfer_answer(&answer))
+            }
             PeerKind::Forward => {
                 let request = wire::decode_request(&body).map_err(|e| e.to_string())?;
                 let (tx, rx) = oneshot::channel();
@@ -861,6 +902,83 @@ impl Core {
                 let answer = rx.await.unwrap_or(Err(ShardError::Stopped));
                 Ok(wire::encode_answer(&answer))
             }
+        }
+    }
+
+    /// See [`ShardHandle::move_leader`]. The wait is bounded by the request deadline.
+    async fn move_leader(self: &Rc<Self>, to: NodeId) -> Result<(), TransferError> {
+        {
+            let m = self.metrics.borrow_watched();
+            if !m.state.is_leader() {
+                return Err(TransferError::NotLeader);
+            }
+            if !m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == to)
+            {
+                return Err(TransferError::BadTransferee);
+            }
+        }
+        if to == self.config.node_id {
+            return Ok(());
+        }
+        self.loop_state.borrow_mut().last_transfer = Some(Instant::now());
+        tracing::info!(
+            shard = %self.config.shard_id,
+            to = format_args!("{to:x}"),
+            "moving the shard's leadership (MoveLeader)"
+        );
+        self.raft
+            .trigger()
+            .transfer_leader(to)
+            .await
+            .map_err(|_| TransferError::Stopped)?;
+        self.raft
+            .wait(Some(self.request_timeout()))
+            .metrics(
+                move |m| m.current_leader == Some(to),
+                "the new leader is known",
+            )
+            .await
+            .map(|_| ())
+            .map_err(|_| TransferError::TookTooLong)
+    }
+
+    /// Shard 0 publishes its leader and term in the node's anchor; another shard's leader hands
+    /// leadership to the node the placement rule prefers, when that costs little
+    /// (`placement.rs`).
+    async fn place_leader(self: &Rc<Self>) {
+        let target = {
+            let m = self.metrics.borrow_watched();
+            if self.config.shard_id.0 == 0 {
+                self.config.anchor.set(m.current_leader, m.current_term);
+                return;
+            }
+            if self.config.cluster.is_none() {
+                return;
+            }
+            let ls = self.loop_state.borrow();
+            let pace = Pace {
+                election_timeout: self.config.election_timeout,
+                leader_since: ls.leader_since,
+                last_transfer: ls.last_transfer,
+            };
+            let anchor = self.config.anchor.leader();
+            placement::transfer_target(&m, self.config.shard_id, anchor, pace, Instant::now())
+        };
+        let Some(to) = target else {
+            return;
+        };
+        self.loop_state.borrow_mut().last_transfer = Some(Instant::now());
+        tracing::info!(
+            shard = %self.config.shard_id,
+            to = format_args!("{to:x}"),
+            "moving the shard's leadership to its preferred node"
+        );
+        if let Err(fatal) = self.raft.trigger().transfer_leader(to).await {
+            tracing::error!(%fatal, "shard raft stopped");
         }
     }
 
@@ -1228,7 +1346,13 @@ impl Core {
     async fn housekeeping(self: &Rc<Self>) {
         let is_leader = self.raft.is_leader();
         let became_leader = is_leader && !self.loop_state.borrow().was_leader;
-        self.loop_state.borrow_mut().was_leader = is_leader;
+        {
+            let mut ls = self.loop_state.borrow_mut();
+            ls.was_leader = is_leader;
+            if became_leader {
+                ls.leader_since = Instant::now();
+            }
+        }
         let expired = {
             let mut st = self.shared.borrow_mut();
             let now = st.now_ms();
@@ -1294,6 +1418,7 @@ impl Core {
 
     /// Checkpoints, the store's cache, watcher catch-up and progress notifications.
     async fn housekeeping_rest(self: &Rc<Self>) {
+        self.place_leader().await;
         if self.checkpoint_due() {
             if let Err(fatal) = self.raft.trigger().snapshot().await {
                 tracing::error!(%fatal, "shard raft stopped");

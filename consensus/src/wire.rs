@@ -17,6 +17,8 @@
 //! kind 6 vote response    vote_response
 //! kind 7 snapshot chunk   snapshot_chunk
 //! kind 8 snapshot answer  snapshot_answer
+//! kind 9 transfer leader  transfer_leader
+//! kind 10 transfer answer transfer_answer
 //!
 //! request  = tag:u8 body
 //!   1 Range range_request          8 Advance to:i64
@@ -65,6 +67,9 @@
 //!                  (meta: the checkpoint facts of `durable.rs`; data: one chunk of the
 //!                  engine's snapshot stream, `mvcc::image::transfer`)
 //! snapshot_answer = 1 (Next: send the next chunk) | 2 vote (Done: the install's answer)
+//! transfer_leader = from_leader:vote to:u64 last_log_id:option_log_id
+//! transfer_answer = 1 (Ok) | 2 expected:vote actual:vote (VoteChanged)
+//!                 | 3 expected:option_log_id actual:option_log_id (LogNotFlushed)
 //! ```
 //! Every index on the wire is openraft's (the first entry is index 0); only the log store's
 //! backend counts from 1.
@@ -86,6 +91,7 @@ use ballast_engine::{
 };
 use bytes::{BufMut, Bytes};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
+use openraft::raft::{TransferLeaderError, TransferLeaderRequest, TransferLeaderResponse};
 
 use crate::codec::{self, DecodeError, Reader, TXN_DEPTH_MAX};
 use crate::log_store::{entry_of, log_id, record_of, LogRecord};
@@ -104,6 +110,8 @@ const KIND_VOTE: u8 = 5;
 const KIND_VOTE_RESPONSE: u8 = 6;
 const KIND_SNAPSHOT_CHUNK: u8 = 7;
 const KIND_SNAPSHOT_ANSWER: u8 = 8;
+const KIND_TRANSFER_LEADER: u8 = 9;
+const KIND_TRANSFER_ANSWER: u8 = 10;
 
 const ANSWER_OK: u8 = 1;
 const ANSWER_ERR: u8 = 2;
@@ -580,6 +588,32 @@ pub fn encode_snapshot_answer(a: &SnapshotAnswer) -> Bytes {
     Bytes::from(out)
 }
 
+pub fn encode_transfer_leader(req: &TransferLeaderRequest<ShardRaft>) -> Bytes {
+    let mut out = start(KIND_TRANSFER_LEADER);
+    put_vote(&mut out, req.from_leader());
+    out.put_u64_le(*req.to_node_id());
+    put_option_log_id(&mut out, req.last_log_id());
+    Bytes::from(out)
+}
+
+pub fn encode_transfer_answer(a: &TransferLeaderResponse<ShardRaft>) -> Bytes {
+    let mut out = start(KIND_TRANSFER_ANSWER);
+    match a {
+        Ok(()) => out.put_u8(1),
+        Err(TransferLeaderError::VoteChanged { expected, actual }) => {
+            out.put_u8(2);
+            put_vote(&mut out, expected);
+            put_vote(&mut out, actual);
+        }
+        Err(TransferLeaderError::LogNotFlushed { expected, actual }) => {
+            out.put_u8(3);
+            put_option_log_id(&mut out, expected.as_ref());
+            put_option_log_id(&mut out, actual.as_ref());
+        }
+    }
+    Bytes::from(out)
+}
+
 // ------------------------------------------------------------------ decoding
 
 /// Checks the version and kind, decodes the body and refuses what is left after it. The
@@ -737,6 +771,34 @@ pub fn decode_snapshot_answer(bytes: &[u8]) -> Result<SnapshotAnswer, WireError>
             1 => SnapshotAnswer::Next,
             2 => SnapshotAnswer::Done(r.vote()?),
             tag => return Err(unknown("snapshot answer", tag, at)),
+        })
+    })
+}
+
+pub fn decode_transfer_leader(bytes: &[u8]) -> Result<TransferLeaderRequest<ShardRaft>, WireError> {
+    decode_message(bytes, KIND_TRANSFER_LEADER, |r| {
+        let from = r.vote()?;
+        let to = r.u64()?;
+        Ok(TransferLeaderRequest::new(from, to, r.option_log_id()?))
+    })
+}
+
+pub fn decode_transfer_answer(
+    bytes: &[u8],
+) -> Result<TransferLeaderResponse<ShardRaft>, WireError> {
+    decode_message(bytes, KIND_TRANSFER_ANSWER, |r| {
+        let at = r.at;
+        Ok(match r.u8()? {
+            1 => Ok(()),
+            2 => Err(TransferLeaderError::VoteChanged {
+                expected: r.vote()?,
+                actual: r.vote()?,
+            }),
+            3 => Err(TransferLeaderError::LogNotFlushed {
+                expected: r.option_log_id()?,
+                actual: r.option_log_id()?,
+            }),
+            tag => return Err(unknown("transfer answer", tag, at)),
         })
     })
 }

@@ -78,11 +78,9 @@ pub struct Context {
     pub settings: std::sync::Arc<ballast_tuning::Config>,
     /// The peer side of a cluster node (`None` on a single node).
     pub peers: Option<std::sync::Arc<crate::peer::PeerHub>>,
+    /// Shard 0's leader and term as this node knows them (the term goes in every header).
+    pub anchor: std::sync::Arc<ballast_consensus::Anchor>,
 }
-
-/// The Raft term in response headers. A single-node shard elects itself once, in term 1, and
-/// keeps it; Status reports the shard's live term. Per-reply terms come with clustering.
-pub const RAFT_TERM: u64 = 1;
 
 impl Context {
     pub fn header(&self, revision: i64) -> pb::ResponseHeader {
@@ -90,7 +88,7 @@ impl Context {
             cluster_id: self.member.cluster_id,
             member_id: self.member.id,
             revision,
-            raft_term: RAFT_TERM,
+            raft_term: self.anchor.term(),
         }
     }
 

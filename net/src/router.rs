@@ -34,8 +34,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ballast_consensus::{
-    MembershipChange, MembershipError, RaftMember, Reply, Request, Response, ShardError,
-    ShardHandle, ShardStatus,
+    MembershipChange, MembershipError, NodeId, RaftMember, Reply, Request, Response, ShardError,
+    ShardHandle, ShardStatus, TransferError,
 };
 use ballast_engine::{
     sort_range_kvs, Error as EngineError, LeaseId, RangeRequest, RangeResponse, RequestOp,
@@ -211,6 +211,12 @@ impl Router {
             }
         }
         Ok(members)
+    }
+
+    /// Hands shard 0's leadership to member `to` (etcd's `MoveLeader`): the other shards'
+    /// leaders follow shard 0's by the placement rule (`ballast_consensus::placement`).
+    pub async fn move_leader(&self, to: NodeId) -> Result<(), TransferError> {
+        self.inner.shards[0].move_leader(to).await
     }
 
     /// One request to one shard; remembers the revision it answers with.

@@ -171,10 +171,12 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
         None
     };
     let (expired_tx, expired_rx) = tokio::sync::mpsc::channel(EXPIRED_LEASES_MAX);
+    let anchor = std::sync::Arc::new(ballast_consensus::Anchor::default());
     let configs: Vec<ShardConfig> = (0..shard_count)
         .map(|id| {
             let mut shard_config = shard_config(&config, &flags, ShardId(id as u32), shard_count);
             shard_config.core = Some(id % cores() as usize);
+            shard_config.anchor = anchor.clone();
             if let Some(cluster) = &cluster {
                 shard_config.node_id = member.id;
                 shard_config.cluster = Some(cluster.clone());
@@ -244,6 +246,7 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
         },
         settings: std::sync::Arc::new(config.clone()),
         peers: hub,
+        anchor,
     };
     tracing::info!(
         name = %config.name,

@@ -67,6 +67,16 @@ pub fn not_leader() -> Status {
     Status::unavailable("etcdserver: not leader")
 }
 
+/// A `MoveLeader` that did not move the leadership, with etcd's code and text.
+pub fn transfer(err: &ballast_consensus::TransferError) -> Status {
+    use ballast_consensus::TransferError as E;
+    match err {
+        E::NotLeader | E::BadTransferee => Status::failed_precondition(err.to_string()),
+        E::TookTooLong => Status::unavailable(err.to_string()),
+        E::Stopped => shard_stopped(),
+    }
+}
+
 /// etcd's `ErrGRPCNoLeader`: no leader is known within the request timeout.
 pub fn no_leader() -> Status {
     Status::unavailable("etcdserver: no leader")

@@ -448,7 +448,53 @@ fn every_encoding() -> Vec<(Bytes, Decoder)> {
             decode_snapshot_answer(b).is_ok()
         }));
     }
+    for t in every_transfer_leader() {
+        out.push((encode_transfer_leader(&t), |b| {
+            decode_transfer_leader(b).is_ok()
+        }));
+    }
+    for a in every_transfer_answer() {
+        out.push((encode_transfer_answer(&a), |b| {
+            decode_transfer_answer(b).is_ok()
+        }));
+    }
     out
+}
+
+fn every_transfer_leader() -> Vec<TransferLeaderRequest<ShardRaft>> {
+    vec![
+        TransferLeaderRequest::new(vote(4, 1, true), u64::MAX - 1, Some(log_id(4, 77))),
+        TransferLeaderRequest::new(vote(1, 9, true), 2, None),
+    ]
+}
+
+fn every_transfer_answer() -> Vec<TransferLeaderResponse<ShardRaft>> {
+    vec![
+        Ok(()),
+        Err(TransferLeaderError::VoteChanged {
+            expected: vote(4, 1, true),
+            actual: vote(5, 2, false),
+        }),
+        Err(TransferLeaderError::LogNotFlushed {
+            expected: Some(log_id(4, 77)),
+            actual: None,
+        }),
+    ]
+}
+
+#[test]
+fn transfer_leader_messages_round_trip() {
+    for t in every_transfer_leader() {
+        assert_eq!(decode_transfer_leader(&encode_transfer_leader(&t)), Ok(t));
+    }
+    for a in every_transfer_answer() {
+        assert_eq!(decode_transfer_answer(&encode_transfer_answer(&a)), Ok(a));
+    }
+    let request = encode_transfer_leader(&every_transfer_leader()[0]);
+    assert!(matches!(
+        decode_transfer_answer(&request),
+        Err(WireError::Kind { .. })
+    ));
 }
 
 fn every_snapshot_chunk() -> Vec<SnapshotChunk> {

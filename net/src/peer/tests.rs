@@ -167,13 +167,15 @@ async fn a_silent_peer_times_out_and_a_lost_connection_says_so() {
     assert!(matches!(failure, PeerFailure::Lost { .. }), "{failure}");
 }
 
-/// One in-process node: its hub, its peer listener, and one in-memory shard in the group.
+/// One in-process node: its hub, its peer listener, and its in-memory shards, each in its
+/// shard's group (`shard` is shard 0; `shards` all of them, in order).
 struct Node {
     id: u64,
     shard: ShardHandle,
+    shards: Vec<ShardHandle>,
     hub: Arc<PeerHub>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for Node {
@@ -198,6 +200,17 @@ async fn start_node_with(
     members: BTreeMap<u64, String>,
     base: ShardConfig,
 ) -> Node {
+    start_shards(id, listener, members, base, 1).await
+}
+
+/// A node with `count` shards sharing one hub and one anchor (as the server's are).
+async fn start_shards(
+    id: u64,
+    listener: TcpListener,
+    members: BTreeMap<u64, String>,
+    base: ShardConfig,
+    count: u32,
+) -> Node {
     let hub = PeerHub::new(hello(42, id));
     let (tx, rx) = flume::bounded(OUTBOUND_QUEUE_MAX);
     let slot = ShardSlot::default();
@@ -210,29 +223,42 @@ async fn start_node_with(
         )),
         tokio::spawn(hub.clone().run(rx)),
     ];
-    let config = ShardConfig {
-        node_id: id,
-        heartbeat_interval: Duration::from_millis(50),
-        election_timeout: Duration::from_millis(300),
-        cluster: Some(ClusterConfig {
-            peers: tx,
-            members,
-            bootstrap: true,
-        }),
-        ..base
-    };
-    let (shard, thread) = tokio::task::spawn_blocking(move || {
-        ShardHandle::spawn(&format!("node-{id}"), config).unwrap()
-    })
-    .await
-    .unwrap();
-    let _ = slot.set(vec![shard.clone()]);
+    let anchor = Arc::new(ballast_consensus::Anchor::default());
+    let mut shards = Vec::new();
+    let mut threads = Vec::new();
+    for shard_id in 0..count {
+        let mut config = ShardConfig {
+            node_id: id,
+            shard_id: ShardId(shard_id),
+            heartbeat_interval: Duration::from_millis(50),
+            election_timeout: Duration::from_millis(300),
+            cluster: Some(ClusterConfig {
+                peers: tx.clone(),
+                members: members.clone(),
+                bootstrap: true,
+            }),
+            anchor: anchor.clone(),
+            ..base.clone()
+        };
+        if let (Some(storage), true) = (&mut config.storage, count > 1) {
+            storage.dir = storage.dir.join(format!("shard-{shard_id}"));
+        }
+        let (shard, thread) = tokio::task::spawn_blocking(move || {
+            ShardHandle::spawn(&format!("node-{id}-{shard_id}"), config).unwrap()
+        })
+        .await
+        .unwrap();
+        shards.push(shard);
+        threads.push(thread);
+    }
+    let _ = slot.set(shards.clone());
     Node {
         id,
-        shard,
+        shard: shards[0].clone(),
+        shards,
         hub,
         tasks,
-        thread: Some(thread),
+        threads,
     }
 }
 
@@ -372,11 +398,11 @@ async fn bind_members(ids: &[u64]) -> (BTreeMap<u64, String>, Vec<(u64, TcpListe
     (members, listeners)
 }
 
-/// Stops a node and waits (bounded) for its shard thread to end, so its files are closed.
+/// Stops a node and waits (bounded) for its shard threads to end, so its files are closed.
 async fn stop_node(mut node: Node) {
-    let thread = node.thread.take();
+    let threads = std::mem::take(&mut node.threads);
     drop(node);
-    if let Some(thread) = thread {
+    for thread in threads {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while !thread.is_finished() {
             assert!(
@@ -594,4 +620,130 @@ async fn a_member_behind_the_purged_log_catches_up_through_a_snapshot() {
 async fn a_durable_member_installs_a_snapshot_and_recovers_it_after_a_restart() {
     let dir = tempfile::tempdir().expect("temp dir");
     catch_up_through_a_snapshot(Some(dir.path())).await;
+}
+
+/// Each shard's leader as its replicas agree on it (`None` while they do not, or none leads).
+async fn agreed_leaders(nodes: &[Node], shards: usize) -> Vec<Option<u64>> {
+    let mut leaders = Vec::new();
+    for shard in 0..shards {
+        let statuses =
+            futures::future::join_all(nodes.iter().map(|n| status(&n.shards[shard]))).await;
+        let leading: Vec<u64> = statuses
+            .iter()
+            .filter(|s| s.is_leader)
+            .map(|s| s.leader_id)
+            .collect();
+        let agreed = statuses
+            .iter()
+            .all(|s| Some(s.leader_id) == leading.first().copied());
+        leaders.push(if leading.len() == 1 && agreed {
+            Some(leading[0])
+        } else {
+            None
+        });
+    }
+    leaders
+}
+
+/// Waits (bounded) until the shards' leaders sit where the placement rule puts them around
+/// shard 0's leader; returns them.
+async fn wait_placed(nodes: &[Node], shards: usize, voters: &[u64]) -> Vec<u64> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let leaders = agreed_leaders(nodes, shards).await;
+        if let Some(anchor) = leaders[0] {
+            let want: Vec<Option<u64>> = (0..shards)
+                .map(|i| {
+                    ballast_consensus::placement::preferred_leader(
+                        voters,
+                        anchor,
+                        ShardId(i as u32),
+                    )
+                })
+                .collect();
+            if leaders == want {
+                return leaders.into_iter().flatten().collect();
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "leaders not placed within 30 s: {leaders:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_leaders_spread_over_the_nodes_and_follow_a_moved_leader() {
+    const SHARDS: usize = 3;
+    let (members, listeners) = bind_members(&[1, 2, 3]).await;
+    let mut nodes = Vec::new();
+    for (id, l) in listeners {
+        let node = start_shards(
+            id,
+            l,
+            members.clone(),
+            ShardConfig::default(),
+            SHARDS as u32,
+        );
+        nodes.push(node.await);
+    }
+    let voters = [1, 2, 3];
+    // Three shards over three nodes: each node leads one.
+    let started = tokio::time::Instant::now();
+    let leaders = wait_placed(&nodes, SHARDS, &voters).await;
+    let mut distinct = leaders.clone();
+    distinct.sort_unstable();
+    assert_eq!(distinct, voters, "one shard led by each node");
+    eprintln!("leaders {leaders:?} placed after {:?}", started.elapsed());
+
+    // MoveLeader: only shard 0's leader moves it, only to a voter.
+    let node_of = |id: u64| nodes.iter().find(|n| n.id == id).expect("a node");
+    let old = leaders[0];
+    let follower = voters.into_iter().find(|&v| v != old).expect("a follower");
+    assert_eq!(
+        node_of(follower).shard.move_leader(old).await,
+        Err(ballast_consensus::TransferError::NotLeader)
+    );
+    assert_eq!(
+        node_of(old).shard.move_leader(99).await,
+        Err(ballast_consensus::TransferError::BadTransferee)
+    );
+    assert_eq!(
+        node_of(old).shard.move_leader(old).await,
+        Ok(()),
+        "to itself"
+    );
+    let moved = tokio::time::Instant::now();
+    node_of(old)
+        .shard
+        .move_leader(follower)
+        .await
+        .expect("leadership moves to a live voter");
+    eprintln!("shard 0 moved to {follower} in {:?}", moved.elapsed());
+    let leaders = wait_placed(&nodes, SHARDS, &voters).await;
+    assert_eq!(leaders[0], follower);
+    eprintln!(
+        "leaders {leaders:?} placed {:?} after the move",
+        moved.elapsed()
+    );
+
+    // Writes to every shard through every node still land, once each.
+    let mut revisions = Vec::new();
+    for node in &nodes {
+        for shard in &node.shards {
+            let reply = tokio::time::timeout(
+                Duration::from_secs(20),
+                put(shard, &format!("k{}", node.id), "v"),
+            )
+            .await
+            .expect("answered within the request timeout")
+            .expect("put");
+            revisions.push(reply.revision);
+        }
+    }
+    assert_eq!(revisions.len(), SHARDS * nodes.len());
+    for node in nodes {
+        stop_node(node).await;
+    }
 }

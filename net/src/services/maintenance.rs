@@ -3,7 +3,7 @@
 
 use std::pin::Pin;
 
-use ballast_consensus::{Request, Response};
+use ballast_consensus::{Request, Response, TransferError};
 use ballast_proto::etcdserverpb as pb;
 use futures::Stream;
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
@@ -132,11 +132,26 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         Err(status::not_built("Maintenance.Snapshot"))
     }
 
+    /// Moves shard 0's leadership (the leader Status reports) to the voter named; the other
+    /// shards' leaders follow it (`ballast_consensus::placement`). Only the leader does it.
     async fn move_leader(
         &self,
-        _request: GrpcRequest<pb::MoveLeaderRequest>,
+        request: GrpcRequest<pb::MoveLeaderRequest>,
     ) -> Result<GrpcResponse<pb::MoveLeaderResponse>, Status> {
-        Err(status::not_built("Maintenance.MoveLeader"))
+        let target = request.into_inner().target_id;
+        let moved = if self.ctx.peers.is_some() {
+            self.ctx.router.move_leader(target).await
+        } else if target == self.ctx.member.id {
+            // A single node leads already (its groups know it as node 1, not by member id).
+            Ok(())
+        } else {
+            Err(TransferError::BadTransferee)
+        };
+        moved.map_err(|e| status::transfer(&e))?;
+        let revision = self.ctx.call(Request::Status).await?.revision;
+        Ok(GrpcResponse::new(pb::MoveLeaderResponse {
+            header: Some(self.ctx.header(revision)),
+        }))
     }
 
     async fn downgrade(

@@ -683,6 +683,14 @@ impl Server {
         Ok(shards)
     }
 
+    /// The server's `/metrics` page (Prometheus text), read over plain HTTP on the client port
+    /// (at most 5 s).
+    pub async fn metrics(&self) -> Result<String> {
+        tokio::time::timeout(Duration::from_secs(5), self.http_get("/metrics"))
+            .await
+            .map_err(|_| anyhow!("GET /metrics timed out"))?
+    }
+
     /// The body of `GET path` on the client port (HTTP/1.0: the server closes the connection
     /// after the response, so the body is everything after the headers).
     async fn http_get(&self, path: &str) -> Result<String> {

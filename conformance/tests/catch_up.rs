@@ -9,6 +9,11 @@
 //! - its log since the restart says it received a snapshot in every shard (the consensus
 //!   crate logs "snapshot received" on the receiver, "snapshot sent" on the sender).
 //!
+//! The follower stays down until the others' logs show openraft purged past its end in every
+//! shard: a leader postpones a purge while entries it covers are being sent to the follower
+//! and tries again when a send fails, so right after a burst of writes the leader may still
+//! hold them (measured: up to about 2 s after the writes).
+//!
 //! It prints how long the restart and the catch-up took, how many writes, and what the
 //! senders logged of each snapshot (bytes, milliseconds).
 //!
@@ -50,6 +55,9 @@ const VALUE_BYTES: usize = 200;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the restarted member may take to hold every acknowledged write.
 const CATCH_UP_MAX: Duration = Duration::from_secs(60);
+/// How long after the writes the leaders may take to purge their logs past the killed
+/// follower's end.
+const PURGE_MAX: Duration = Duration::from_secs(30);
 /// How long a member that applied a revision may refuse HashKV at it (as not yet applied).
 const HASH_KV_MAX: Duration = Duration::from_secs(5);
 
@@ -190,6 +198,42 @@ async fn status(server: &Server) -> (u64, u64) {
     (r.header.expect("header").member_id, r.leader)
 }
 
+/// The highest `ballast_shard_applied_index` of `server`'s shards (its `/metrics`).
+async fn applied_index_max(server: &Server) -> u64 {
+    let metrics = server.metrics().await.expect("/metrics");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("ballast_shard_applied_index{"))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .max()
+        .unwrap_or_else(|| panic!("no ballast_shard_applied_index in /metrics:\n{metrics}"))
+}
+
+/// The log index of a `term.index` log id as openraft prints it (`None`: 0).
+fn log_index(id: &str) -> u64 {
+    id.rsplit('.')
+        .next()
+        .and_then(|i| i.parse().ok())
+        .unwrap_or(0)
+}
+
+/// How many of openraft's purges in `log` ("purge log, last_purged: T.A, purge_upto: T.B", one
+/// line per purge, of any shard) crossed log index `index`: `A < index <= B`. A shard's purges
+/// only move forward, so each shard of a member crosses it once.
+fn purges_across(log: &str, index: u64) -> usize {
+    lines_with(log, "purge log, last_purged: ")
+        .into_iter()
+        .filter_map(|l| {
+            let rest = l.split("last_purged: ").nth(1)?;
+            let (last, upto) = rest.split_once(", purge_upto: ")?;
+            let upto = upto.split_whitespace().next()?;
+            Some((log_index(last), log_index(upto)))
+        })
+        .filter(|(last, upto)| *last < index && index <= *upto)
+        .count()
+}
+
 /// The lines of `log` that contain `what`.
 fn lines_with<'a>(log: &'a str, what: &str) -> Vec<&'a str> {
     log.lines().filter(|l| l.contains(what)).collect()
@@ -236,6 +280,8 @@ async fn a_member_behind_the_purged_log_catches_up_through_a_snapshot() {
             .position(|id| *id == leader)
             .unwrap_or_else(|| panic!("shard 0's leader {leader:x} is a member ({ids:x?})"));
         let victim = (leader_at + 1) % 3;
+        // Its log ends at most a few entries past what it applied (nothing is written now).
+        let victim_index = applied_index_max(&servers[victim]).await + SNAPSHOT_COUNT;
         servers[victim].kill9().expect("kill -9 the follower");
         let live: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
         let live_kvs: Vec<_> = live.iter().map(|i| kvs[*i].clone()).collect();
@@ -248,6 +294,28 @@ async fn a_member_behind_the_purged_log_catches_up_through_a_snapshot() {
         let during_count = during.len();
         acked.extend(during);
         failed += during_failed;
+
+        // Each shard's leader purges its log past the follower's end (openraft postpones a
+        // purge while it is sending those entries to the follower, and tries again when a
+        // send fails): wait until, in every shard, both members have purged past it.
+        let purge_wait = Instant::now();
+        let purged = loop {
+            let crossed: usize = live
+                .iter()
+                .map(|i| purges_across(&servers[*i].log_since_restart(), victim_index))
+                .sum();
+            if crossed >= live.len() * shards || purge_wait.elapsed() > PURGE_MAX {
+                break crossed;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let purge_wait = purge_wait.elapsed();
+        assert!(
+            purged >= live.len() * shards,
+            "after {DURING_PER_SHARD} writes per shard and {PURGE_MAX:?}, the two live members \
+             purged their logs past index {victim_index} (the killed m{victim}'s end) {purged} \
+             times, not once per shard ({shards}) each"
+        );
 
         // It comes back and catches up.
         let restarted = Instant::now();
@@ -310,7 +378,8 @@ async fn a_member_behind_the_purged_log_catches_up_through_a_snapshot() {
         eprintln!(
             "catch-up: {shards} shard(s); {} writes acknowledged ({during_count} while m{victim} \
              was down, written in {write_time:.1?}; {failed} failed or timed out), {} bytes \
-             each; m{victim} answered {ready:.1?} after its restart and held every \
+             each; the leaders purged past its end (index {victim_index}) {purge_wait:.1?} \
+             after the writes; m{victim} answered {ready:.1?} after its restart and held every \
              acknowledged write after {caught_up:.1?}\n\
              catch-up: m{victim} received {} snapshot(s):\n  {}\ncatch-up: the others \
              sent:\n  {}",

@@ -7,7 +7,8 @@
 //! a few hot keys, through every endpoint they use) are recorded, timed-out or ambiguously
 //! failed ones as unknown outcomes, and the history must be linearizable
 //! ([`ballast_conformance::linearizability`]); a violation fails with the checker's report,
-//! the smallest history that breaks it.
+//! the smallest history that breaks it. And a revision written through one member can be read
+//! at (a Range over every shard, HashKV) through every member.
 //!
 //! Invariants: every wait is bounded (the scenario by [`TEST_TIMEOUT`], the check after it by
 //! its budget); the servers are killed and their temp dirs removed when the test ends, also
@@ -24,7 +25,7 @@ use ballast_conformance::linearizability::{
 };
 use ballast_conformance::{Kind, Server};
 use ballast_proto::etcdserverpb::{
-    kv_client::KvClient, MemberAddRequest, MemberListRequest, MemberPromoteRequest,
+    kv_client::KvClient, HashKvRequest, MemberAddRequest, MemberListRequest, MemberPromoteRequest,
     MemberRemoveRequest, PutRequest, RangeRequest, StatusRequest,
 };
 use tonic::transport::Channel;
@@ -615,4 +616,92 @@ async fn add_a_learner_promote_it_and_remove_a_member_while_writing() {
     .await
     .expect("the membership test finished within its bound");
     eprintln!("membership: {}", assert_history_linearizable(&recorder));
+}
+
+/// A revision written through one member can be read at through every member, as in etcd:
+/// a write through a follower of shard 0 (forwarded to the leader) is acknowledged at revision
+/// R; then a linearizable Range of the whole keyspace at R (every shard) answers through every
+/// member at once, and HashKV at R (served from the member's own state) answers within a few
+/// seconds on every member, equal on all three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_member_reads_at_a_revision_written_through_another() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let args = ["--heartbeat-interval", "100", "--election-timeout", "1000"];
+        let servers = Server::start_cluster(Kind::Ballast, 3, &args)
+            .await
+            .expect("starting three members");
+        let leader = leader_of(&servers[0]).await;
+        let mut via = None;
+        for (i, s) in servers.iter().enumerate() {
+            if member_id(s).await != leader {
+                via = Some(i);
+                break;
+            }
+        }
+        let via = via.expect("a follower of shard 0");
+        let mut kv = KvClient::new(servers[via].channel().await.expect("channel"));
+        let at = put(&mut kv, "via-follower", "x")
+            .await
+            .expect("a write through a follower");
+
+        let mut hashes = Vec::new();
+        let mut problems = Vec::new();
+        for (i, s) in servers.iter().enumerate() {
+            let mut c = s.clients().await.expect("clients");
+            let all =
+                c.kv.range(RangeRequest {
+                    key: b"\0".to_vec().into(),
+                    range_end: b"\0".to_vec().into(),
+                    revision: at,
+                    count_only: true,
+                    ..Default::default()
+                })
+                .await;
+            match all {
+                Ok(r) if r.get_ref().count >= 1 => {}
+                Ok(r) => problems.push(format!(
+                    "m{i}: a linearizable Range of every key at {at} counts {}",
+                    r.get_ref().count
+                )),
+                Err(e) => problems.push(format!(
+                    "m{i}: a linearizable Range of every key at {at}: {:?} {}",
+                    e.code(),
+                    e.message()
+                )),
+            }
+            let asked = Instant::now();
+            let mut first_error = None;
+            let hash = loop {
+                match c.maintenance.hash_kv(HashKvRequest { revision: at }).await {
+                    Ok(r) => break Some(r.into_inner().hash),
+                    Err(e) => {
+                        first_error.get_or_insert_with(|| format!("{:?} {}", e.code(), e.message()))
+                    }
+                };
+                if asked.elapsed() > Duration::from_secs(5) {
+                    break None;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            match hash {
+                Some(h) => hashes.push(h),
+                None => problems.push(format!(
+                    "m{i}: HashKV at {at} refused for 5 s: {}",
+                    first_error.unwrap_or_default()
+                )),
+            }
+        }
+        assert!(
+            problems.is_empty(),
+            "revision {at}, written through m{via} (a follower of shard 0), is not readable \
+             through every member:\n{}",
+            problems.join("\n")
+        );
+        assert!(
+            hashes.iter().all(|h| *h == hashes[0]),
+            "HashKV at {at} differs: {hashes:x?}"
+        );
+    })
+    .await
+    .expect("the test finished within its bound");
 }

@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod authority;
 pub mod context;
 pub mod convert;
 pub mod flags;

@@ -96,11 +96,24 @@ struct Inner {
     map: PartitionMap,
     /// The highest revision each shard has answered with.
     revisions: Vec<AtomicI64>,
+    /// Whether other members write to these shards too (a cluster): then the answers this
+    /// router saw do not tell every shard's revision.
+    clustered: bool,
 }
 
 impl Router {
-    /// A router over `shards`, placed by `map` (which must count as many shards).
+    /// A router over `shards`, placed by `map` (which must count as many shards), on a single
+    /// node: every write to them goes through this router.
     pub fn new(shards: Vec<ShardHandle>, map: PartitionMap) -> Router {
+        Router::build(shards, map, false)
+    }
+
+    /// A router over this member's replicas of a cluster's shards.
+    pub fn for_cluster(shards: Vec<ShardHandle>, map: PartitionMap) -> Router {
+        Router::build(shards, map, true)
+    }
+
+    fn build(shards: Vec<ShardHandle>, map: PartitionMap, clustered: bool) -> Router {
         assert_eq!(
             shards.len(),
             map.shards(),
@@ -112,6 +125,7 @@ impl Router {
                 shards,
                 map,
                 revisions,
+                clustered,
             }),
         }
     }
@@ -416,8 +430,13 @@ impl Router {
     }
 
     /// The revision a read over several shards runs at: the one asked for, or the highest any
-    /// shard has answered with. A revision above that is etcd's future-revision error.
-    fn read_revision(&self, asked: Revision) -> Result<Revision, RouteError> {
+    /// shard has answered with. A revision above that is etcd's future-revision error, once
+    /// the shards' own revisions are asked (in a cluster, writes other members forwarded reach
+    /// this member's shards without this router seeing their answers).
+    async fn read_revision(&self, asked: Revision) -> Result<Revision, RouteError> {
+        if asked > self.max_revision() {
+            self.statuses().await;
+        }
         let current = self.max_revision();
         if asked > current {
             return Err(RouteError::engine(
@@ -431,12 +450,41 @@ impl Router {
         Ok(if asked > 0 { asked } else { current })
     }
 
+    /// Learns each shard's revision as of now, linearizably (a count of the range in each,
+    /// after its read index): a read over several shards at the highest of them then sees
+    /// every write acknowledged before it began, wherever in the cluster it was made.
+    async fn learn_linearizable_revisions(
+        &self,
+        r: &RangeRequest,
+        shards: ShardSet,
+    ) -> Result<(), RouteError> {
+        if !self.inner.clustered {
+            return Ok(());
+        }
+        let probes = shards.iter().map(|shard| {
+            let probe = RangeRequest {
+                key: r.key.clone(),
+                range_end: r.range_end.clone(),
+                count_only: true,
+                ..RangeRequest::default()
+            };
+            self.call_shard(shard, Request::Range(probe))
+        });
+        for result in join_all(probes).await {
+            result?;
+        }
+        Ok(())
+    }
+
     async fn range(&self, r: RangeRequest) -> Result<Reply, RouteError> {
         let shards = nonempty(self.inner.map.shards_of_range(&r.key, &r.range_end));
         if let Some(shard) = shards.single() {
             return self.call_shard(shard, Request::Range(r)).await;
         }
-        let at = self.read_revision(r.revision)?;
+        if r.revision == 0 && !r.serializable {
+            self.learn_linearizable_revisions(&r, shards).await?;
+        }
+        let at = self.read_revision(r.revision).await?;
         self.advance(shards, at).await?;
         // Sorting by value needs the values, even when the answer drops them.
         let keys_only = r.keys_only && r.sort_target != SortTarget::Value;
@@ -475,7 +523,7 @@ impl Router {
     async fn compact(&self, revision: Revision) -> Result<Reply, RouteError> {
         let all = ShardSet::all(self.shard_count());
         let at = if revision > 0 {
-            let at = self.read_revision(revision)?;
+            let at = self.read_revision(revision).await?;
             self.advance(all, at).await?;
             at
         } else {
@@ -578,7 +626,7 @@ impl Router {
 
     /// Every shard's HashKV at one revision, combined as [`Router::hash`] combines hashes.
     async fn hash_kv(&self, revision: Revision) -> Result<Reply, RouteError> {
-        let at = self.read_revision(revision)?;
+        let at = self.read_revision(revision).await?;
         let all = ShardSet::all(self.shard_count());
         self.advance(all, at).await?;
         let calls = all

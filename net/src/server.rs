@@ -12,6 +12,7 @@ use ballast_engine::{btree, wal};
 use ballast_proto::etcdserverpb as pb;
 use ballast_tuning::config::ClusterState;
 use tokio::sync::watch;
+use tokio_stream::StreamExt as _;
 
 use crate::context::{member_id, Context, Limits, Member};
 use crate::flags::{self, CommandLine};
@@ -227,7 +228,11 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
     drop(expired_tx);
     drop(cluster);
     let _ = shard_slot.set(handles.clone());
-    let router = Router::new(handles, map);
+    let router = if hub.is_some() {
+        Router::for_cluster(handles, map)
+    } else {
+        Router::new(handles, map)
+    };
     router
         .load_revisions()
         .await
@@ -271,8 +276,11 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
         let listener = tokio::net::TcpListener::bind(url.addr)
             .await
             .with_context(|| format!("listening on {}", url.url))?;
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        // etcd accepts a URL as a request's authority (etcd 3.4's clients send one): see
+        // `authority.rs`.
+        let incoming = tonic::transport::server::TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .map(|conn| conn.map(crate::authority::LenientAuthority::new));
         tracing::info!(url = %url.url, "serving client requests");
         let keepalive =
             (!flags.grpc_keepalive_interval.is_zero()).then_some(flags.grpc_keepalive_interval);

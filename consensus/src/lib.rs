@@ -31,8 +31,8 @@ pub mod wire;
 
 pub use codec::LogCommand;
 pub use membership::{MembershipChange, MembershipError};
-pub use placement::{Anchor, TransferError};
 pub use network::{Outbound, PeerFailure, PeerKind};
+pub use placement::{Anchor, TransferError};
 pub use shard::{
     ClusterConfig, LeaseExpiry, RaftMember, Reply, Request, Response, ShardConfig, ShardError,
     ShardHandle, ShardStatus,

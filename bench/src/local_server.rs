@@ -1,6 +1,9 @@
 //! Starts an etcd-compatible server (the reference etcd, or Ballast, which takes etcd's flags)
 //! as a single-node cluster on free 127.0.0.1 ports with a fresh data directory, stops it
-//! (SIGTERM or SIGKILL), and starts it again on the same data directory and ports.
+//! (SIGTERM or SIGKILL), and starts it again on the same data directory and ports. The same
+//! process handling serves one member of a cluster (`crate::local_cluster`): then the ports
+//! and the `--initial-cluster` list are given, and `--initial-cluster-state new` and
+//! `--initial-cluster-token` are passed too.
 //!
 //! Invariants: at most one process per `LocalServer` runs at a time; it is killed and reaped
 //! when the `LocalServer` is dropped (also on panic and on an error path), and the temporary
@@ -31,12 +34,22 @@ pub enum StopSignal {
     Kill,
 }
 
-/// A single-node server, running or stopped.
+/// What makes a server one member of a cluster rather than a cluster of its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterFlags {
+    /// `name=peer-url,...` over every member, this one included.
+    pub initial_cluster: String,
+    /// `--initial-cluster-token`: the members of one cluster share it.
+    pub token: String,
+}
+
+/// A server (a single node, or one member of a cluster), running or stopped.
 pub struct LocalServer {
     child: Option<Child>,
     binary: PathBuf,
     name: String,
     extra_args: Vec<String>,
+    cluster: Option<ClusterFlags>,
     /// `http://127.0.0.1:<port>`.
     pub client_url: String,
     peer_url: String,
@@ -66,28 +79,108 @@ impl LocalServer {
         extra_args: &[String],
         parent: Option<&Path>,
     ) -> Result<LocalServer> {
+        let (client_port, peer_port) = loop {
+            let (c, p) = (free_port()?, free_port()?);
+            if c != p {
+                break (c, p);
+            }
+        };
+        let mut server = LocalServer::new_stopped(
+            binary,
+            name,
+            extra_args,
+            parent,
+            client_port,
+            peer_port,
+            None,
+        )?;
+        server.spawn()?;
+        server.wait_ready(READY_TIMEOUT).await?;
+        Ok(server)
+    }
+
+    /// A server on the given ports with a fresh temporary directory (under `parent`, or the
+    /// system's temp dir), not started yet: [`LocalServer::spawn`] starts it. With `cluster`
+    /// it is a member of that cluster, else a single node.
+    pub fn new_stopped(
+        binary: &Path,
+        name: &str,
+        extra_args: &[String],
+        parent: Option<&Path>,
+        client_port: u16,
+        peer_port: u16,
+        cluster: Option<ClusterFlags>,
+    ) -> Result<LocalServer> {
         let mut builder = tempfile::Builder::new();
-        builder.prefix("ballast-bench-");
+        let prefix = format!("ballast-bench-{name}-");
+        builder.prefix(&prefix);
         let dir = match parent {
             Some(p) => builder
                 .tempdir_in(p)
                 .with_context(|| format!("creating a temp dir in {}", p.display()))?,
             None => builder.tempdir()?,
         };
-        let mut server = LocalServer {
+        Ok(LocalServer {
             child: None,
             binary: binary.to_path_buf(),
             name: name.to_string(),
             extra_args: extra_args.to_vec(),
-            client_url: format!("http://127.0.0.1:{}", free_port()?),
-            peer_url: format!("http://127.0.0.1:{}", free_port()?),
+            cluster,
+            client_url: format!("http://127.0.0.1:{client_port}"),
+            peer_url: format!("http://127.0.0.1:{peer_port}"),
             data_dir: dir.path().join("data"),
             log_path: dir.path().join("server.log"),
             _dir: dir,
-        };
-        server.spawn()?;
-        server.wait_ready(READY_TIMEOUT).await?;
-        Ok(server)
+        })
+    }
+
+    /// The member name (`--name`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `http://127.0.0.1:<peer port>`.
+    pub fn peer_url(&self) -> &str {
+        &self.peer_url
+    }
+
+    /// The command-line arguments the server is started with: etcd's flags for its name, data
+    /// dir and URLs, the cluster flags, then the extra arguments.
+    pub fn args(&self) -> Vec<String> {
+        let data_dir = self.data_dir.to_string_lossy();
+        let fixed: [&str; 12] = [
+            "--name",
+            &self.name,
+            "--data-dir",
+            &data_dir,
+            "--listen-client-urls",
+            &self.client_url,
+            "--advertise-client-urls",
+            &self.client_url,
+            "--listen-peer-urls",
+            &self.peer_url,
+            "--initial-advertise-peer-urls",
+            &self.peer_url,
+        ];
+        let mut args: Vec<String> = fixed.iter().map(|s| s.to_string()).collect();
+        match &self.cluster {
+            None => {
+                args.push("--initial-cluster".into());
+                args.push(format!("{}={}", self.name, self.peer_url));
+            }
+            Some(c) => {
+                for (flag, value) in [
+                    ("--initial-cluster", c.initial_cluster.as_str()),
+                    ("--initial-cluster-state", "new"),
+                    ("--initial-cluster-token", c.token.as_str()),
+                ] {
+                    args.push(flag.into());
+                    args.push(value.into());
+                }
+            }
+        }
+        args.extend(self.extra_args.iter().cloned());
+        args
     }
 
     /// Starts the process (again) on the same data dir and ports, without waiting for it to
@@ -101,21 +194,7 @@ impl LocalServer {
             .append(true)
             .open(&self.log_path)?;
         let mut cmd = Command::new(&self.binary);
-        cmd.arg("--name")
-            .arg(&self.name)
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .arg("--listen-client-urls")
-            .arg(&self.client_url)
-            .arg("--advertise-client-urls")
-            .arg(&self.client_url)
-            .arg("--listen-peer-urls")
-            .arg(&self.peer_url)
-            .arg("--initial-advertise-peer-urls")
-            .arg(&self.peer_url)
-            .arg("--initial-cluster")
-            .arg(format!("{}={}", self.name, self.peer_url))
-            .args(&self.extra_args)
+        cmd.args(self.args())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -248,5 +327,87 @@ impl Drop for LocalServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value_of<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+        let i = args.iter().position(|a| a == flag)?;
+        args.get(i + 1).map(String::as_str)
+    }
+
+    #[test]
+    fn a_single_node_names_only_itself_and_passes_no_cluster_state() {
+        let s = LocalServer::new_stopped(
+            Path::new("etcd"),
+            "bench-a",
+            &["--snapshot-count=100".to_string()],
+            None,
+            4001,
+            4002,
+            None,
+        )
+        .unwrap();
+        let args = s.args();
+        assert_eq!(
+            value_of(&args, "--initial-cluster"),
+            Some("bench-a=http://127.0.0.1:4002")
+        );
+        assert_eq!(
+            value_of(&args, "--listen-client-urls"),
+            Some("http://127.0.0.1:4001")
+        );
+        assert_eq!(value_of(&args, "--initial-cluster-state"), None);
+        assert_eq!(value_of(&args, "--initial-cluster-token"), None);
+        assert_eq!(
+            args.last().unwrap(),
+            "--snapshot-count=100",
+            "extra args last"
+        );
+        assert!(s.data_dir.starts_with(s._dir.path()));
+        assert!(s.pid().is_none(), "not started");
+    }
+
+    #[test]
+    fn a_member_passes_the_cluster_list_state_and_token() {
+        let cluster = ClusterFlags {
+            initial_cluster: "m0=http://127.0.0.1:1,m1=http://127.0.0.1:2".into(),
+            token: "tok".into(),
+        };
+        let s = LocalServer::new_stopped(
+            Path::new("ballast"),
+            "m1",
+            &[],
+            None,
+            3,
+            2,
+            Some(cluster.clone()),
+        )
+        .unwrap();
+        let args = s.args();
+        assert_eq!(
+            value_of(&args, "--initial-cluster"),
+            Some(cluster.initial_cluster.as_str())
+        );
+        assert_eq!(value_of(&args, "--initial-cluster-state"), Some("new"));
+        assert_eq!(value_of(&args, "--initial-cluster-token"), Some("tok"));
+        assert_eq!(
+            value_of(&args, "--initial-advertise-peer-urls"),
+            Some("http://127.0.0.1:2")
+        );
+        assert_eq!(s.peer_url(), "http://127.0.0.1:2");
+        assert_eq!(s.name(), "m1");
+    }
+
+    #[test]
+    fn the_temp_dir_goes_with_the_server() {
+        let s = LocalServer::new_stopped(Path::new("etcd"), "gone", &[], None, 1, 2, None).unwrap();
+        let dir = s._dir.path().to_path_buf();
+        assert!(dir.is_dir());
+        drop(s);
+        assert!(!dir.exists());
     }
 }

@@ -1,6 +1,7 @@
 //! The CPU time a process has used, as the kernel counts it in `/proc/<pid>/stat` (`utime` +
 //! `stime`, every thread of the process, living or exited), so `compare` can report a started
-//! server's CPU per operation over the measured phase.
+//! server's CPU per operation over the measured phase; for a started cluster, the sum over its
+//! member processes.
 //!
 //! Invariants: the figures are in seconds, converted from clock ticks at `USER_HZ` = 100 (the
 //! unit the kernel uses for these fields on every architecture Ballast builds for, whatever its
@@ -30,6 +31,14 @@ impl CpuTicks {
     /// User plus system time in seconds.
     pub fn total_s(&self) -> f64 {
         (self.user + self.system) as f64 / USER_HZ as f64
+    }
+
+    /// The sum of two processes' (or two samples') times.
+    pub fn plus(&self, other: &CpuTicks) -> CpuTicks {
+        CpuTicks {
+            user: self.user + other.user,
+            system: self.system + other.system,
+        }
     }
 
     /// The CPU seconds used between `earlier` and `self` (0 if the counters went backwards,
@@ -66,6 +75,14 @@ pub fn read_cpu(pid: u32) -> Result<CpuTicks> {
     parse_stat(&text)
 }
 
+/// The CPU time of processes `pids` so far, summed (e.g. the members of a started cluster).
+/// Every pid must be readable: a member that exited is an error, not a smaller sum.
+pub fn read_cpu_total(pids: &[u32]) -> Result<CpuTicks> {
+    pids.iter().try_fold(CpuTicks::default(), |sum, &pid| {
+        Ok(sum.plus(&read_cpu(pid)?))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, Instant};
@@ -94,6 +111,32 @@ mod tests {
         };
         assert!((t.since_s(&before) - 8.9).abs() < 1e-9);
         assert_eq!(before.since_s(&t), 0.0, "a reused pid counts nothing");
+    }
+
+    #[test]
+    fn sums_processes() {
+        let a = CpuTicks {
+            user: 370,
+            system: 45,
+        };
+        let b = CpuTicks {
+            user: 30,
+            system: 5,
+        };
+        assert_eq!(
+            a.plus(&b),
+            CpuTicks {
+                user: 400,
+                system: 50
+            }
+        );
+        assert_eq!(read_cpu_total(&[]).unwrap(), CpuTicks::default());
+        let me = std::process::id();
+        assert!(read_cpu_total(&[me, me]).is_ok());
+        assert!(
+            read_cpu_total(&[me, u32::MAX]).is_err(),
+            "a pid that does not exist is an error"
+        );
     }
 
     #[test]

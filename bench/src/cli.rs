@@ -287,6 +287,22 @@ pub struct CompareArgs {
     /// The Ballast binary for `ballast` sides.
     #[arg(long)]
     pub ballast_bin: Option<PathBuf>,
+    /// Members of each server `compare` starts (`etcd`, `ballast` sides): 1 runs a single
+    /// node, 3 a 3-member cluster on this machine (every member on its own ports and data dir).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=7))]
+    pub members: u8,
+    /// Which members the clients' connections go to: `all` spreads them round-robin over the
+    /// members (as etcd's benchmark tool does with several --endpoints; a started cluster is
+    /// listed leader first), `leader` only the leader (etcd's `--target-leader`), `follower`
+    /// only one follower (every write forwarded).
+    #[arg(long, value_enum, default_value = "all")]
+    pub target: TargetArg,
+    /// Extra flag for started etcd servers (repeatable), e.g. `--etcd-arg=--snapshot-count=10000`.
+    #[arg(long, allow_hyphen_values = true)]
+    pub etcd_arg: Vec<String>,
+    /// Extra flag for started Ballast servers (repeatable), e.g. `--ballast-arg=--shards=1`.
+    #[arg(long, allow_hyphen_values = true)]
+    pub ballast_arg: Vec<String>,
     /// Rounds; each runs the workload on A, then on B.
     #[arg(long, default_value_t = 2)]
     pub rounds: usize,
@@ -295,6 +311,17 @@ pub struct CompareArgs {
     pub json: bool,
     #[command(subcommand)]
     pub workload: WorkloadCmd,
+}
+
+/// `compare --target` values: which members of a cluster the clients talk to.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetArg {
+    /// Every member, connections round-robin (leader first for a started cluster).
+    All,
+    /// The leader only (for Ballast: shard 0's leader).
+    Leader,
+    /// One follower only (the first member that does not lead).
+    Follower,
 }
 
 #[derive(Args, Debug)]
@@ -435,6 +462,51 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compare_takes_members_target_and_server_flags() {
+        let cli = Cli::try_parse_from([
+            "ballast-bench",
+            "compare",
+            "--members",
+            "3",
+            "--target",
+            "leader",
+            "--ballast-arg=--shards=1",
+            "--ballast-arg",
+            "--heartbeat-interval=50",
+            "--etcd-arg=--snapshot-count=10000",
+            "put",
+            "--clients",
+            "1",
+        ])
+        .unwrap();
+        let Command::Compare(c) = cli.command else {
+            panic!("not compare");
+        };
+        assert_eq!(c.members, 3);
+        assert_eq!(c.target, TargetArg::Leader);
+        assert_eq!(c.ballast_arg, ["--shards=1", "--heartbeat-interval=50"]);
+        assert_eq!(c.etcd_arg, ["--snapshot-count=10000"]);
+        assert_eq!(c.workload.common().clients, 1);
+
+        let Command::Compare(d) = Cli::try_parse_from(["ballast-bench", "compare", "put"])
+            .unwrap()
+            .command
+        else {
+            panic!("not compare");
+        };
+        assert_eq!(d.members, 1, "a single node unless asked");
+        assert_eq!(d.target, TargetArg::All, "etcd's benchmark tool's default");
+        assert!(d.etcd_arg.is_empty() && d.ballast_arg.is_empty());
+
+        for bad in [["--members", "0"], ["--members", "8"], ["--target", "m1"]] {
+            let mut argv = vec!["ballast-bench", "compare"];
+            argv.extend(bad);
+            argv.push("put");
+            assert!(Cli::try_parse_from(argv.clone()).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn sizes() {

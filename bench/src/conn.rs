@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use ballast_proto::etcdserverpb::{
-    kv_client::KvClient, lease_client::LeaseClient, watch_client::WatchClient,
+    kv_client::KvClient, lease_client::LeaseClient, maintenance_client::MaintenanceClient,
+    watch_client::WatchClient,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -99,6 +100,11 @@ impl Pool {
     /// A Lease client on channel `i % conns`.
     pub fn lease(&self, i: usize) -> LeaseClient<Channel> {
         LeaseClient::new(self.channel(i))
+    }
+
+    /// A Maintenance client on channel `i % conns` (Status: who leads).
+    pub fn maintenance(&self, i: usize) -> MaintenanceClient<Channel> {
+        MaintenanceClient::new(self.channel(i))
     }
 }
 

@@ -34,9 +34,10 @@ pub struct RunSpec {
     pub op_timeout: Duration,
     pub progress: bool,
     pub label: String,
-    /// The server process to charge CPU time to over the measured phase (a server the bench
-    /// started); `None` leaves the result's server CPU figures empty.
-    pub server_pid: Option<u32>,
+    /// The server processes to charge CPU time to over the measured phase, summed (the server
+    /// or cluster members the bench started); empty leaves the result's server CPU figures
+    /// empty.
+    pub server_pids: Vec<u32>,
 }
 
 /// A run's result and its full latency histogram (for HDR logs and merging across rounds).
@@ -91,7 +92,11 @@ pub async fn run<W: Workload>(workload: Arc<W>, pool: &Pool, spec: &RunSpec) -> 
         (None, None) => Some(10_000),
         (t, _) => t,
     };
-    let cpu_before = spec.server_pid.map(proc_cpu::read_cpu).transpose()?;
+    let cpu_before = if spec.server_pids.is_empty() {
+        None
+    } else {
+        Some(proc_cpu::read_cpu_total(&spec.server_pids)?)
+    };
     let start = Instant::now();
     let phase = Arc::new(Phase {
         total,
@@ -110,9 +115,9 @@ pub async fn run<W: Workload>(workload: Arc<W>, pool: &Pool, spec: &RunSpec) -> 
     );
     let (_, stats) = run_phase(&workload, states, phase).await?;
     let elapsed = start.elapsed();
-    let server_cpu_s = match (spec.server_pid, cpu_before) {
-        (Some(pid), Some(before)) => Some(proc_cpu::read_cpu(pid)?.since_s(&before)),
-        _ => None,
+    let server_cpu_s = match cpu_before {
+        Some(before) => Some(proc_cpu::read_cpu_total(&spec.server_pids)?.since_s(&before)),
+        None => None,
     };
     progress.finish();
 

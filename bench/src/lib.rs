@@ -12,6 +12,8 @@ pub mod driver;
 pub mod errors;
 pub mod keys;
 pub mod latency;
+pub mod leader;
+pub mod local_cluster;
 pub mod local_server;
 pub mod output;
 pub mod proc_cpu;

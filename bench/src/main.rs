@@ -56,7 +56,7 @@ async fn main() -> Result<()> {
 }
 
 async fn workload(cmd: &WorkloadCmd, tty: bool) -> Result<()> {
-    let out = runner::run(cmd, None, "", tty, None).await?;
+    let out = runner::run(cmd, None, "", tty, &[]).await?;
     let c = cmd.common();
     if let Some(path) = &c.hdr_log {
         let d = std::time::Duration::from_secs_f64(out.result.duration_s);

@@ -26,7 +26,7 @@ fn keygen(k: &KeyArgs, default_prefix: &str) -> KeyGen {
     }
 }
 
-fn spec(c: &CommonArgs, label: &str, progress: bool, server_pid: Option<u32>) -> RunSpec {
+fn spec(c: &CommonArgs, label: &str, progress: bool, server_pids: &[u32]) -> RunSpec {
     RunSpec {
         clients: c.clients,
         total: c.total,
@@ -36,18 +36,18 @@ fn spec(c: &CommonArgs, label: &str, progress: bool, server_pid: Option<u32>) ->
         op_timeout: c.timeout,
         progress: progress && !c.no_progress,
         label: label.to_string(),
-        server_pid,
+        server_pids: server_pids.to_vec(),
     }
 }
 
 /// Runs `cmd` against `endpoints` (the command's own `--endpoints` when `None`), charging the
-/// measured phase's CPU time to process `server_pid` when given.
+/// measured phase's CPU time to processes `server_pids` (summed) when any are given.
 pub async fn run(
     cmd: &WorkloadCmd,
     endpoints: Option<&[String]>,
     label: &str,
     progress: bool,
-    server_pid: Option<u32>,
+    server_pids: &[u32],
 ) -> Result<RunOutput> {
     let c = cmd.common();
     let eps = match endpoints {
@@ -60,7 +60,7 @@ pub async fn run(
     } else {
         label
     };
-    let s = spec(c, label, progress, server_pid);
+    let s = spec(c, label, progress, server_pids);
     let mut out = match cmd {
         WorkloadCmd::Put(a) => {
             go(

@@ -4,8 +4,9 @@
 //!
 //! Invariants: both sides run the same number of rounds with a fresh workload each time; sides
 //! that `compare` started are stopped when it returns (also on error); the merged side results
-//! still satisfy `ops = successes + errors`; a side whose server `compare` started carries that
-//! server's CPU time over the measured phases (`server_cpu_s`, `server_cpu_ms_per_op`).
+//! still satisfy `ops = successes + errors`; a side whose servers `compare` started carries
+//! their CPU time over the measured phases, summed over a cluster's members (`server_cpu_s`,
+//! `server_cpu_ms_per_op`).
 
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +18,7 @@ use crate::result::BenchResult;
 pub mod merge;
 pub mod target;
 
-use target::{prepare, TargetSpec};
+use target::{prepare, SideOptions, TargetSpec};
 
 /// What `compare --json` prints.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -34,20 +35,19 @@ pub struct CompareOutput {
 pub async fn run_compare(args: &CompareArgs, progress: bool) -> anyhow::Result<CompareOutput> {
     let spec_a = TargetSpec::parse(&args.a)?;
     let spec_b = TargetSpec::parse(&args.b)?;
-    let side_a = prepare(
-        &spec_a,
-        &args.etcd_bin,
-        args.ballast_bin.as_deref(),
-        "bench-a",
-    )
-    .await?;
-    let side_b = prepare(
-        &spec_b,
-        &args.etcd_bin,
-        args.ballast_bin.as_deref(),
-        "bench-b",
-    )
-    .await?;
+    let opts = SideOptions {
+        etcd_bin: args.etcd_bin.clone(),
+        ballast_bin: args.ballast_bin.clone(),
+        members: usize::from(args.members),
+        target: args.target,
+        etcd_args: args.etcd_arg.clone(),
+        ballast_args: args.ballast_arg.clone(),
+    };
+    let side_a = prepare(&spec_a, &opts, "bench-a").await?;
+    let side_b = prepare(&spec_b, &opts, "bench-b").await?;
+    for side in [&side_a, &side_b] {
+        eprintln!("{}: endpoints {}", side.label, side.endpoints.join(","));
+    }
     let label_a = format!("A {}", side_a.label);
     let label_b = format!("B {}", side_b.label);
     let mut runs_a: Vec<RunOutput> = Vec::new();
@@ -63,12 +63,17 @@ pub async fn run_compare(args: &CompareArgs, progress: bool) -> anyhow::Result<C
                 Some(&side.endpoints),
                 label,
                 progress,
-                side.server_pid(),
+                &side.server_pids(),
             )
             .await?;
             out.result.label = format!("{label} #{}", round + 1);
             runs.push(out.result.clone());
             into.push(out);
+        }
+    }
+    for side in [&side_a, &side_b] {
+        if let Some(warning) = side.leader_change().await {
+            eprintln!("warning: {warning}");
         }
     }
     let mut a = merge::merge_runs(&runs_a).result;

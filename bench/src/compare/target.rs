@@ -1,14 +1,23 @@
-//! What one side of a comparison talks to: a server `compare` starts (`etcd`, `ballast`) or an
-//! endpoint list given by the user.
+//! What one side of a comparison talks to: a server `compare` starts (`etcd`, `ballast`; a single
+//! node or a cluster of `--members`) or an endpoint list given by the user, and which of its
+//! members the clients' connections go to (`--target`).
 //!
-//! Invariant: a started server lives exactly as long as its `Side`, then is stopped.
+//! Invariants: started servers live exactly as long as their `Side`, then are stopped (every
+//! member); a side's endpoint list is never empty. With `--target all` a started cluster is
+//! listed leader first, then the followers in member order, so the connections (handed out
+//! round-robin over the list, as etcd's benchmark tool hands out its `--endpoints`) fall the
+//! same way whichever member won the election: one connection is the leader's, 16 over 3
+//! members are 6 / 5 / 5 with the 6 on the leader. A user's list is kept in the user's order.
 
-use std::path::Path;
+use std::path::PathBuf;
+use std::time::Duration;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 
+use crate::cli::TargetArg;
 use crate::conn::parse_endpoints;
-use crate::local_server::LocalServer;
+use crate::leader::{self, leader_index};
+use crate::local_cluster::{ClusterSpec, LocalCluster};
 
 /// How a side is given on the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,45 +57,139 @@ impl TargetSpec {
     }
 }
 
+/// How `compare` starts servers and picks endpoints, the same for both sides.
+#[derive(Clone, Debug)]
+pub struct SideOptions {
+    pub etcd_bin: PathBuf,
+    pub ballast_bin: Option<PathBuf>,
+    /// Members per started server.
+    pub members: usize,
+    pub target: TargetArg,
+    pub etcd_args: Vec<String>,
+    pub ballast_args: Vec<String>,
+}
+
 /// A side ready to be measured.
 pub struct Side {
     pub label: String,
+    /// Where the clients connect, in the order connections are handed out.
     pub endpoints: Vec<String>,
-    server: Option<LocalServer>,
+    cluster: Option<LocalCluster>,
 }
 
 impl Side {
-    /// The pid of the server this side started, `None` for a user's endpoints.
-    pub fn server_pid(&self) -> Option<u32> {
-        self.server.as_ref().and_then(LocalServer::pid)
+    /// The pids of the server processes this side started (every member), empty for a user's
+    /// endpoints.
+    pub fn server_pids(&self) -> Vec<u32> {
+        self.cluster
+            .as_ref()
+            .map(LocalCluster::pids)
+            .unwrap_or_default()
+    }
+
+    /// For a started cluster whose leader is no longer the one measured from: a sentence
+    /// saying so (the endpoints chosen by role no longer hold that role).
+    pub async fn leader_change(&self) -> Option<String> {
+        let cluster = self.cluster.as_ref()?;
+        let was = cluster.leader();
+        match cluster.current_leader().await {
+            Ok(now) if now == was => None,
+            Ok(now) => Some(format!(
+                "{}: the leader moved from member {was} to member {now} during the run",
+                self.label
+            )),
+            Err(e) => Some(format!("{}: after the run, {e}", self.label)),
+        }
     }
 }
 
-/// Starts the server a spec asks for, if any.
-pub async fn prepare(
-    spec: &TargetSpec,
-    etcd_bin: &Path,
-    ballast_bin: Option<&Path>,
-    name: &str,
-) -> Result<Side> {
-    let label = spec.label();
-    let server = match spec {
-        TargetSpec::Etcd => Some(LocalServer::start(etcd_bin, name).await?),
-        TargetSpec::Ballast => {
-            let bin = ballast_bin.ok_or_else(|| anyhow!("`ballast` needs --ballast-bin PATH"))?;
-            Some(LocalServer::start(bin, name).await?)
+/// The endpoints the clients use out of a cluster's client URLs (in member order) whose
+/// member `leader` leads. `leader_first` lists the leader first for `all` (a started cluster);
+/// otherwise `all` keeps the given order.
+pub fn choose_endpoints(
+    urls: &[String],
+    leader: usize,
+    target: TargetArg,
+    leader_first: bool,
+) -> Result<Vec<String>> {
+    if leader >= urls.len() {
+        bail!("leader index {leader} out of {} members", urls.len());
+    }
+    Ok(match target {
+        TargetArg::All if leader_first => std::iter::once(leader)
+            .chain((0..urls.len()).filter(|&i| i != leader))
+            .map(|i| urls[i].clone())
+            .collect(),
+        TargetArg::All => urls.to_vec(),
+        TargetArg::Leader => vec![urls[leader].clone()],
+        TargetArg::Follower => {
+            let f = (0..urls.len())
+                .find(|&i| i != leader)
+                .ok_or_else(|| anyhow!("--target follower needs more than one member"))?;
+            vec![urls[f].clone()]
         }
-        TargetSpec::Endpoints(_) => None,
+    })
+}
+
+/// A label for tables: the spec's, with the member count and the target when they are not
+/// the single-node defaults.
+pub fn side_label(spec: &TargetSpec, members: usize, target: TargetArg) -> String {
+    let mut label = spec.label();
+    if members > 1 && !matches!(spec, TargetSpec::Endpoints(_)) {
+        label.push_str(&format!(" x{members}"));
+    }
+    match target {
+        TargetArg::All if members > 1 && !matches!(spec, TargetSpec::Endpoints(_)) => {
+            label.push_str(" all")
+        }
+        TargetArg::All => {}
+        TargetArg::Leader => label.push_str(" leader"),
+        TargetArg::Follower => label.push_str(" follower"),
+    }
+    label
+}
+
+/// Starts the servers a spec asks for, if any, and picks the endpoints.
+pub async fn prepare(spec: &TargetSpec, opts: &SideOptions, name: &str) -> Result<Side> {
+    let label = side_label(spec, opts.members, opts.target);
+    let (binary, extra_args) = match spec {
+        TargetSpec::Etcd => (opts.etcd_bin.clone(), opts.etcd_args.clone()),
+        TargetSpec::Ballast => (
+            opts.ballast_bin
+                .clone()
+                .ok_or_else(|| anyhow!("`ballast` needs --ballast-bin PATH"))?,
+            opts.ballast_args.clone(),
+        ),
+        TargetSpec::Endpoints(given) => {
+            let endpoints = match opts.target {
+                TargetArg::All => given.clone(),
+                target => {
+                    let statuses = leader::statuses(given, Duration::from_secs(5)).await;
+                    let leader = leader_index(&statuses)
+                        .map_err(|e| anyhow!("finding the leader among {given:?}: {e}"))?;
+                    choose_endpoints(given, leader, target, false)?
+                }
+            };
+            return Ok(Side {
+                label,
+                endpoints,
+                cluster: None,
+            });
+        }
     };
-    let endpoints = match (spec, &server) {
-        (TargetSpec::Endpoints(e), _) => e.clone(),
-        (_, Some(s)) => vec![s.client_url.clone()],
-        (_, None) => unreachable!("a started spec has a server"),
-    };
+    let cluster = LocalCluster::start(&ClusterSpec {
+        binary,
+        name: name.to_string(),
+        members: opts.members.max(1),
+        extra_args,
+        parent: None,
+    })
+    .await?;
+    let endpoints = choose_endpoints(&cluster.client_urls(), cluster.leader(), opts.target, true)?;
     Ok(Side {
         label,
         endpoints,
-        server,
+        cluster: Some(cluster),
     })
 }
 
@@ -106,5 +209,65 @@ mod tests {
             ])
         );
         assert!(TargetSpec::parse(" , ").is_err());
+    }
+
+    fn urls() -> Vec<String> {
+        (0..3).map(|i| format!("http://127.0.0.1:{i}")).collect()
+    }
+
+    #[test]
+    fn all_lists_a_started_clusters_leader_first() {
+        let u = urls();
+        assert_eq!(
+            choose_endpoints(&u, 1, TargetArg::All, true).unwrap(),
+            [u[1].clone(), u[0].clone(), u[2].clone()]
+        );
+        assert_eq!(
+            choose_endpoints(&u, 2, TargetArg::All, true).unwrap(),
+            [u[2].clone(), u[0].clone(), u[1].clone()]
+        );
+        assert_eq!(
+            choose_endpoints(&u, 1, TargetArg::All, false).unwrap(),
+            u,
+            "a user's list stays in the user's order"
+        );
+    }
+
+    #[test]
+    fn leader_and_follower_pick_one_member() {
+        let u = urls();
+        assert_eq!(
+            choose_endpoints(&u, 2, TargetArg::Leader, true).unwrap(),
+            [u[2].clone()]
+        );
+        assert_eq!(
+            choose_endpoints(&u, 0, TargetArg::Follower, true).unwrap(),
+            [u[1].clone()]
+        );
+        assert_eq!(
+            choose_endpoints(&u, 1, TargetArg::Follower, false).unwrap(),
+            [u[0].clone()]
+        );
+        assert!(choose_endpoints(&u[..1], 0, TargetArg::Follower, true).is_err());
+        assert!(choose_endpoints(&u, 3, TargetArg::Leader, true).is_err());
+    }
+
+    #[test]
+    fn labels_say_members_and_target() {
+        assert_eq!(side_label(&TargetSpec::Etcd, 1, TargetArg::All), "etcd");
+        assert_eq!(
+            side_label(&TargetSpec::Ballast, 3, TargetArg::All),
+            "ballast x3 all"
+        );
+        assert_eq!(
+            side_label(&TargetSpec::Etcd, 3, TargetArg::Leader),
+            "etcd x3 leader"
+        );
+        let eps = TargetSpec::Endpoints(vec!["http://h:1".into()]);
+        assert_eq!(side_label(&eps, 3, TargetArg::All), "http://h:1");
+        assert_eq!(
+            side_label(&eps, 3, TargetArg::Follower),
+            "http://h:1 follower"
+        );
     }
 }

@@ -35,6 +35,6 @@ pub fn spec(clients: usize, total: u64) -> RunSpec {
         op_timeout: Duration::from_secs(10),
         progress: false,
         label: String::new(),
-        server_pid: None,
+        server_pids: Vec::new(),
     }
 }

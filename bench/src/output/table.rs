@@ -106,9 +106,12 @@ pub fn disk_table(d: &DiskReport, fio: Option<&FioReport>) -> String {
 pub fn compare_table(c: &CompareOutput) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "workload {}  rounds {}", c.a.workload, c.runs.len() / 2);
+    // Column width: 18, or wider for a long side label (`A ballast x3 leader`), always with a
+    // space before it so the two labels never run together.
+    let w = 18.max(c.a.label.len().max(c.b.label.len()) + 1);
     let _ = writeln!(
         s,
-        "{:<22}{:>18}{:>18}{:>10}",
+        "{:<22}{:>w$}{:>w$}{:>10}",
         "metric", c.a.label, c.b.label, "B/A"
     );
     let value = |v: f64| {
@@ -122,7 +125,7 @@ pub fn compare_table(c: &CompareOutput) -> String {
         let ratio = c.ratios.0.get(*name).copied().flatten();
         let _ = writeln!(
             s,
-            "{:<22}{:>18}{:>18}{:>10}",
+            "{:<22}{:>w$}{:>w$}{:>10}",
             name,
             value(metric(&c.a, name)),
             value(metric(&c.b, name)),
@@ -133,7 +136,7 @@ pub fn compare_table(c: &CompareOutput) -> String {
         if !METRICS.iter().any(|(m, _)| m == name) {
             let _ = writeln!(
                 s,
-                "{:<22}{:>18}{:>18}{:>10}",
+                "{:<22}{:>w$}{:>w$}{:>10}",
                 name,
                 "",
                 "",
@@ -147,4 +150,41 @@ pub fn compare_table(c: &CompareOutput) -> String {
         c.a.ops, c.a.error_total, c.b.ops, c.b.error_total
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ratio::ratios;
+    use crate::result::BenchResult;
+
+    #[test]
+    fn long_side_labels_stay_apart_and_columns_line_up() {
+        let side = |label: &str, qps: f64| BenchResult {
+            label: label.into(),
+            workload: "put".into(),
+            qps,
+            ..Default::default()
+        };
+        let a = side("A etcd x3 leader", 1000.0);
+        let b = side("B ballast x3 leader", 1500.0);
+        let c = CompareOutput {
+            ratios: ratios(&a, &b),
+            runs: vec![a.clone(), b.clone()],
+            a,
+            b,
+        };
+        let text = compare_table(&c);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[1].contains("A etcd x3 leader B ballast x3 leader"),
+            "{text}"
+        );
+        let qps = lines.iter().find(|l| l.starts_with("qps")).unwrap();
+        assert_eq!(
+            qps.len(),
+            lines[1].len(),
+            "values under their labels:\n{text}"
+        );
+    }
 }

@@ -385,6 +385,39 @@ impl Server {
         }
     }
 
+    /// Stops the server process with SIGTERM (a clean shutdown, as systemd or the kubelet ask
+    /// for one) and reaps it; fails if it is still running after `within`. Returns its exit
+    /// status and how long it took.
+    pub fn terminate(&mut self, within: Duration) -> Result<(ExitStatus, Duration)> {
+        let mut child = self
+            .child
+            .take()
+            .ok_or_else(|| anyhow!("{} is not running", self.kind.label()))?;
+        let started = Instant::now();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .context("running kill -TERM")?;
+        if !sent.success() {
+            self.child = Some(child);
+            bail!("kill -TERM failed: {sent}");
+        }
+        loop {
+            if let Some(status) = child.try_wait().context("waiting for the server")? {
+                return Ok((status, started.elapsed()));
+            }
+            if started.elapsed() >= within {
+                // Keep it owned so `Drop` kills it.
+                self.child = Some(child);
+                bail!(
+                    "{} still running {within:?} after SIGTERM",
+                    self.kind.label()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Starts a cluster of `n` members of `kind` (`m0`, `m1`, ...) on fresh loopback ports,
     /// each with `extra_args`, and waits until every one answers a linearizable Range (which
     /// takes an elected leader). Servers are in member order.

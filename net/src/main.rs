@@ -43,7 +43,11 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .thread_name("ballast-edge")
         .build()?;
-    runtime.block_on(ballast_net::server::run(cl, shutdown_signal()))
+    let result = runtime.block_on(ballast_net::server::run(cl, shutdown_signal()));
+    // `run` returns once the shards stopped; a blocking task still running (a peer address
+    // lookup, say) must not hold the exit up.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    result
 }
 
 /// etcd warns about `ETCD_*` variables that name no flag; so does Ballast.

@@ -726,7 +726,13 @@ impl Router {
                     None => return,
                 },
             };
-            if let Err(err) = self.lease_revoke(id).await {
+            // A revoke waits for a leader up to the request timeout; a stop does not wait for
+            // it (shard 0 reports the lease again after a restart).
+            let revoked = tokio::select! {
+                () = &mut stop => return,
+                revoked = self.lease_revoke(id) => revoked,
+            };
+            if let Err(err) = revoked {
                 // Shard 0 reports it again while it is still expired.
                 tracing::debug!(lease_id = id, %err, "revoking an expired lease");
             }
@@ -748,7 +754,12 @@ impl Router {
                 _ = tick.tick() => {}
             }
             let to = self.max_revision();
-            if let Err(err) = self.advance(ShardSet::all(self.shard_count()), to).await {
+            // An advance waits for a leader up to the request timeout; a stop does not wait.
+            let advanced = tokio::select! {
+                () = &mut stop => return,
+                advanced = self.advance(ShardSet::all(self.shard_count()), to) => advanced,
+            };
+            if let Err(err) = advanced {
                 tracing::debug!(%err, "advancing shards behind revision {to}");
             }
         }

@@ -305,21 +305,33 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
             tracing::warn!(%err, "server ended with an error");
         }
     }
+    tracing::debug!("client listeners closed");
     let _ = aligner.await;
     let _ = expiry.await;
+    tracing::debug!("router tasks stopped");
     for task in peer_tasks {
         task.abort();
     }
-    // A shard thread ends when the last handle to it (held by the services and the router's
-    // tasks) is dropped; the expiry task ends when shard 0 closes its channel.
-    let _ = tokio::task::spawn_blocking(move || {
+    // A shard thread ends when the last handle to it (held by the services, the router's
+    // tasks and, in a cluster, the peer side's slot) is dropped; the expiry task ends when
+    // shard 0 closes its channel.
+    drop(shard_slot);
+    let joined = tokio::task::spawn_blocking(move || {
         for thread in shard_threads {
             let _ = thread.join();
         }
-    })
-    .await;
+    });
+    if tokio::time::timeout(SHUTDOWN_WAIT, joined).await.is_err() {
+        // Whatever was acknowledged is in the WAL already: exiting loses nothing.
+        tracing::warn!(after = ?SHUTDOWN_WAIT, "shards did not stop in time; exiting anyway");
+    } else {
+        tracing::info!("shards stopped");
+    }
     Ok(())
 }
+
+/// How long a clean shutdown waits for the shards to stop before the process exits anyway.
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The cluster id of a member of a cluster, kept in `<data-dir>/ballast/cluster-id` from its
 /// first start: a new cluster's from its initial members (`Member::new`); a member joining a

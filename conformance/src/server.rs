@@ -389,19 +389,28 @@ impl Server {
     /// for one) and reaps it; fails if it is still running after `within`. Returns its exit
     /// status and how long it took.
     pub fn terminate(&mut self, within: Duration) -> Result<(ExitStatus, Duration)> {
+        let pid = self
+            .pid()
+            .ok_or_else(|| anyhow!("{} is not running", self.kind.label()))?;
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .context("running kill -TERM")?;
+        if !sent.success() {
+            bail!("kill -TERM failed: {sent}");
+        }
+        self.wait_exit(within)
+    }
+
+    /// Waits for the server process to end by itself (e.g. a member removed from its
+    /// cluster) and reaps it; fails if it still runs after `within`. Returns its exit status
+    /// and how long the wait took.
+    pub fn wait_exit(&mut self, within: Duration) -> Result<(ExitStatus, Duration)> {
         let mut child = self
             .child
             .take()
             .ok_or_else(|| anyhow!("{} is not running", self.kind.label()))?;
         let started = Instant::now();
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .context("running kill -TERM")?;
-        if !sent.success() {
-            self.child = Some(child);
-            bail!("kill -TERM failed: {sent}");
-        }
         loop {
             if let Some(status) = child.try_wait().context("waiting for the server")? {
                 return Ok((status, started.elapsed()));
@@ -409,10 +418,7 @@ impl Server {
             if started.elapsed() >= within {
                 // Keep it owned so `Drop` kills it.
                 self.child = Some(child);
-                bail!(
-                    "{} still running {within:?} after SIGTERM",
-                    self.kind.label()
-                );
+                bail!("{} still running after {within:?}", self.kind.label());
             }
             std::thread::sleep(Duration::from_millis(10));
         }

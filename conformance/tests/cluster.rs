@@ -2,8 +2,9 @@
 //! other, writes through every endpoint land everywhere, and after `kill -9` of the leader
 //! under load a new leader takes over, no acknowledged write is lost, and the killed member
 //! restarts and catches up. Membership changes while writing: a learner is added, joins,
-//! catches up and is promoted, an original member is removed; etcd's errors for refused
-//! changes. In both, the writers' requests (puts of fresh keys, puts and linearizable gets of
+//! catches up and is promoted, an original member is removed (and stops itself); etcd's
+//! errors for refused changes. In both, the writers' requests (puts of fresh keys, puts and
+//! linearizable gets of
 //! a few hot keys, through every endpoint they use) are recorded, timed-out or ambiguously
 //! failed ones as unknown outcomes, and the history must be linearizable
 //! ([`ballast_conformance::linearizability`]); a violation fails with the checker's report,
@@ -576,7 +577,21 @@ async fn add_a_learner_promote_it_and_remove_a_member_while_writing() {
         ];
         want.sort_unstable();
         assert_eq!(ids, want);
-        servers[2].kill9().expect("stopping the removed member");
+        // The removed member learns it from the others and stops itself, as etcd's does.
+        let (status, took) = servers[2]
+            .wait_exit(Duration::from_secs(20))
+            .expect("the removed member stops by itself");
+        assert!(
+            status.success(),
+            "the removed member exits cleanly: {status}"
+        );
+        assert!(
+            servers[2]
+                .log_tail()
+                .contains("the member has been permanently removed from the cluster"),
+            "it says why"
+        );
+        eprintln!("membership: the removed member stopped itself {took:?} after its removal");
 
         // Writes go on with the new membership.
         tokio::time::sleep(Duration::from_millis(1500)).await;

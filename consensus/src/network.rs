@@ -160,6 +160,9 @@ pub enum PeerKind {
     /// A leader hands leadership on (`wire::encode_transfer_leader`), answered with
     /// `wire::encode_transfer_answer`.
     TransferLeader = 6,
+    /// Which members does the peer's committed membership name, at which log id? (empty body,
+    /// answered with `wire::encode_members_answer`): how a member learns it was removed.
+    Members = 7,
 }
 
 impl PeerKind {
@@ -171,6 +174,7 @@ impl PeerKind {
             5 => Some(PeerKind::Snapshot),
             4 => Some(PeerKind::PreVote),
             6 => Some(PeerKind::TransferLeader),
+            7 => Some(PeerKind::Members),
             _ => None,
         }
     }

@@ -32,6 +32,8 @@ use crate::types::{NodeId, ShardId, ShardRaft};
 pub struct Anchor {
     leader: AtomicU64,
     term: AtomicU64,
+    /// Set once shard 0 learned that this member was removed from the cluster.
+    removed: std::sync::atomic::AtomicBool,
 }
 
 impl Anchor {
@@ -45,6 +47,16 @@ impl Anchor {
     /// The Raft term of shard 0's group (etcd's `raft_term` in every response header).
     pub fn term(&self) -> u64 {
         self.term.load(Ordering::Relaxed)
+    }
+
+    /// Whether this member learned it was removed from the cluster (the server then stops,
+    /// as etcd's does).
+    pub fn removed(&self) -> bool {
+        self.removed.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_removed(&self) {
+        self.removed.store(true, Ordering::Relaxed);
     }
 
     pub(crate) fn set(&self, leader: Option<NodeId>, term: u64) {

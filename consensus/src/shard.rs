@@ -541,6 +541,8 @@ struct LoopState {
     /// Expired leases reported to the receiver of [`LeaseExpiry::Report`], and when.
     reported: HashMap<LeaseId, Instant>,
     was_leader: bool,
+    /// When a follower of shard 0 next asks its peers whether it is still a member.
+    next_removal_check: Instant,
     /// When this replica last became the leader, and last asked for a leadership transfer.
     leader_since: Instant,
     last_transfer: Option<Instant>,
@@ -689,6 +691,7 @@ async fn start(config: ShardConfig, queue: flume::Receiver<Command>) -> Result<C
             was_leader: false,
             leader_since: Instant::now(),
             last_transfer: None,
+            next_removal_check: Instant::now() + REMOVAL_CHECK_INTERVAL,
             next_progress: Instant::now() + progress_interval,
             writes_in_flight: 0,
             write_latency_us: crate::stats::Histogram::new(),
@@ -886,6 +889,21 @@ impl Core {
                 Ok(wire::encode_vote_response(&answer))
             }
             PeerKind::Snapshot => crate::snapshot::receive(&self.raft, &self.shared, body).await,
+            PeerKind::Members => {
+                let m = self.metrics.borrow_watched();
+                let committed = &m.committed_membership_config;
+                let membership = committed.membership();
+                let mut ids: Vec<NodeId> = membership
+                    .voter_ids()
+                    .chain(membership.learner_ids())
+                    .collect();
+                ids.sort_unstable();
+                ids.dedup();
+                Ok(wire::encode_members_answer(&wire::MembersAnswer {
+                    log_id: *committed.log_id(),
+                    ids,
+                }))
+            }
             PeerKind::TransferLeader => {
                 let rpc = wire::decode_transfer_leader(&body).map_err(|e| e.to_string())?;
                 let answer = self
@@ -980,6 +998,72 @@ impl Core {
         if let Err(fatal) = self.raft.trigger().transfer_leader(to).await {
             tracing::error!(%fatal, "shard raft stopped");
         }
+    }
+
+    /// A follower of shard 0 in a cluster asks its peers, every [`REMOVAL_CHECK_INTERVAL`],
+    /// which members their committed membership names: one committed at or after the latest
+    /// membership this replica knows (log id not lower) that does not name this member means
+    /// it was removed (the leader stops replicating to a removed member, which may never learn
+    /// it from its own log). The anchor then says so, and the server stops, as etcd's does. A
+    /// peer whose membership is older proves nothing (it may lag behind a member just added),
+    /// nor does this replica's own membership (a new member catching up replays configs that
+    /// predate it).
+    fn check_removal(self: &Rc<Self>) {
+        let Some(channel) = self.forward.clone() else {
+            return;
+        };
+        if self.config.shard_id.0 != 0 || self.config.anchor.removed() || self.raft.is_leader() {
+            return;
+        }
+        {
+            let mut ls = self.loop_state.borrow_mut();
+            let now = Instant::now();
+            if now < ls.next_removal_check {
+                return;
+            }
+            ls.next_removal_check = now + REMOVAL_CHECK_INTERVAL;
+        }
+        let (mine, peers) = {
+            let m = self.metrics.borrow_watched();
+            let latest = &m.membership_config;
+            let peers: Vec<String> = latest
+                .membership()
+                .nodes()
+                .filter(|(id, _)| **id != self.config.node_id)
+                .map(|(_, node)| node.addr.clone())
+                .collect();
+            (*latest.log_id(), peers)
+        };
+        let core = self.clone();
+        glommio::spawn_local(async move {
+            let me = core.config.node_id;
+            for addr in peers {
+                let asked = channel
+                    .send(
+                        &addr,
+                        core.config.shard_id,
+                        PeerKind::Members,
+                        bytes::Bytes::new(),
+                        REMOVAL_CHECK_TIMEOUT,
+                    )
+                    .await;
+                let Ok(answer) = asked.map_err(|e| e.to_string()).and_then(|bytes| {
+                    wire::decode_members_answer(&bytes).map_err(|e| e.to_string())
+                }) else {
+                    continue;
+                };
+                if answer.log_id >= mine && !answer.ids.contains(&me) {
+                    tracing::error!(
+                        member_id = format_args!("{me:x}"),
+                        peer = %addr,
+                        "the member has been permanently removed from the cluster"
+                    );
+                    core.config.anchor.set_removed();
+                    return;
+                }
+            }
+        })
+        .detach();
     }
 
     /// How long a request may wait for a leader and its answer (etcd's request timeout: 5 s
@@ -1419,6 +1503,7 @@ impl Core {
     /// Checkpoints, the store's cache, watcher catch-up and progress notifications.
     async fn housekeeping_rest(self: &Rc<Self>) {
         self.place_leader().await;
+        self.check_removal();
         if self.checkpoint_due() {
             if let Err(fatal) = self.raft.trigger().snapshot().await {
                 tracing::error!(%fatal, "shard raft stopped");
@@ -1520,6 +1605,11 @@ impl Core {
         pending.payload_bytes >= storage.checkpoint_bytes || since >= storage.checkpoint_interval
     }
 }
+
+/// How often a follower of shard 0 asks its peers whether it is still a member.
+const REMOVAL_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// How long one peer may take to answer that.
+const REMOVAL_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The compaction pass waits while this many changes wait for a checkpoint.
 const COMPACTION_PENDING_MAX: usize = 50_000;

@@ -19,6 +19,7 @@
 //! kind 8 snapshot answer  snapshot_answer
 //! kind 9 transfer leader  transfer_leader
 //! kind 10 transfer answer transfer_answer
+//! kind 11 members answer  log_id:option_log_id n:u32 id:u64[n]
 //!
 //! request  = tag:u8 body
 //!   1 Range range_request          8 Advance to:i64
@@ -97,7 +98,7 @@ use crate::codec::{self, DecodeError, Reader, TXN_DEPTH_MAX};
 use crate::log_store::{entry_of, log_id, record_of, LogRecord};
 use crate::membership::{MembershipChange, MembershipError};
 use crate::shard::{RaftMember, Reply, Request, Response, ShardError};
-use crate::types::{Entry, LeaderId, LogId, ShardRaft, Vote};
+use crate::types::{Entry, LeaderId, LogId, NodeId, ShardRaft, Vote};
 
 /// Version of the peer wire encoding. 1: first layout.
 pub const WIRE_FORMAT_VERSION: u8 = 1;
@@ -112,6 +113,7 @@ const KIND_SNAPSHOT_CHUNK: u8 = 7;
 const KIND_SNAPSHOT_ANSWER: u8 = 8;
 const KIND_TRANSFER_LEADER: u8 = 9;
 const KIND_TRANSFER_ANSWER: u8 = 10;
+const KIND_MEMBERS_ANSWER: u8 = 11;
 
 const ANSWER_OK: u8 = 1;
 const ANSWER_ERR: u8 = 2;
@@ -614,6 +616,24 @@ pub fn encode_transfer_answer(a: &TransferLeaderResponse<ShardRaft>) -> Bytes {
     Bytes::from(out)
 }
 
+/// A replica's committed membership: the log id of its entry and every member it names
+/// (voters and learners, of every config of a joint membership).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembersAnswer {
+    pub log_id: Option<LogId>,
+    pub ids: Vec<NodeId>,
+}
+
+pub fn encode_members_answer(a: &MembersAnswer) -> Bytes {
+    let mut out = start(KIND_MEMBERS_ANSWER);
+    put_option_log_id(&mut out, a.log_id.as_ref());
+    codec::put_len(&mut out, a.ids.len());
+    for id in &a.ids {
+        out.put_u64_le(*id);
+    }
+    Bytes::from(out)
+}
+
 // ------------------------------------------------------------------ decoding
 
 /// Checks the version and kind, decodes the body and refuses what is left after it. The
@@ -800,6 +820,18 @@ pub fn decode_transfer_answer(
             }),
             tag => return Err(unknown("transfer answer", tag, at)),
         })
+    })
+}
+
+pub fn decode_members_answer(bytes: &[u8]) -> Result<MembersAnswer, WireError> {
+    decode_message(bytes, KIND_MEMBERS_ANSWER, |r| {
+        let log_id = r.option_log_id()?;
+        let n = r.count()?;
+        let mut ids = Vec::with_capacity(n);
+        for _ in 0..n {
+            ids.push(r.u64()?);
+        }
+        Ok(MembersAnswer { log_id, ids })
     })
 }
 

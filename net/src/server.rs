@@ -251,7 +251,7 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
         },
         settings: std::sync::Arc::new(config.clone()),
         peers: hub,
-        anchor,
+        anchor: anchor.clone(),
     };
     tracing::info!(
         name = %config.name,
@@ -297,7 +297,19 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
     }
     drop(ctx);
 
-    shutdown.await;
+    // A member removed from its cluster stops itself, as etcd's does.
+    let removed = async move {
+        while !anchor.removed() {
+            tokio::time::sleep(REMOVED_POLL).await;
+        }
+    };
+    tokio::select! {
+        () = shutdown => {}
+        () = removed => tracing::error!(
+            "stopping: this member was removed from the cluster; remove its data dir before \
+             adding it again"
+        ),
+    }
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     for server in servers {
@@ -329,6 +341,9 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
     }
     Ok(())
 }
+
+/// How often the server looks whether shard 0 learned this member was removed.
+const REMOVED_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// How long a clean shutdown waits for the shards to stop before the process exits anyway.
 const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);

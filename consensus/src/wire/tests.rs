@@ -458,7 +458,32 @@ fn every_encoding() -> Vec<(Bytes, Decoder)> {
             decode_transfer_answer(b).is_ok()
         }));
     }
+    for a in every_members_answer() {
+        out.push((encode_members_answer(&a), |b| {
+            decode_members_answer(b).is_ok()
+        }));
+    }
     out
+}
+
+fn every_members_answer() -> Vec<MembersAnswer> {
+    vec![
+        MembersAnswer {
+            log_id: Some(log_id(3, 41)),
+            ids: vec![1, u64::MAX, 7],
+        },
+        MembersAnswer {
+            log_id: None,
+            ids: Vec::new(),
+        },
+    ]
+}
+
+#[test]
+fn members_answers_round_trip() {
+    for a in every_members_answer() {
+        assert_eq!(decode_members_answer(&encode_members_answer(&a)), Ok(a));
+    }
 }
 
 fn every_transfer_leader() -> Vec<TransferLeaderRequest<ShardRaft>> {

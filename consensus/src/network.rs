@@ -280,23 +280,24 @@ impl ClusterPeers {
 }
 
 impl ClusterPeers {
-    fn ask_vote(
+    /// Sends one encoded Raft message of `kind` to `target` and decodes its answer.
+    fn ask<T: 'static>(
         &self,
         shard: ShardId,
         target: NodeId,
-        rpc: VoteRequest<ShardRaft>,
-        option: RPCOption,
         kind: PeerKind,
-    ) -> LocalFuture<Result<VoteResponse<ShardRaft>, RPCError<ShardRaft>>> {
+        body: Bytes,
+        option: RPCOption,
+        decode: fn(&[u8]) -> Result<T, wire::WireError>,
+    ) -> LocalFuture<Result<T, RPCError<ShardRaft>>> {
         let addr = self.addr(target);
         let channel = self.channel.clone();
         Box::pin(async move {
-            let body = wire::encode_vote(&rpc);
             let answer = channel
                 .send(&addr?, shard, kind, body, option.hard_ttl())
                 .await
                 .map_err(|f| rpc_failure(target, f))?;
-            wire::decode_vote_response(&answer).map_err(|e| bad_answer(target, e))
+            decode(&answer).map_err(|e| bad_answer(target, e))
         })
     }
 }
@@ -321,16 +322,9 @@ impl PeerTransport for ClusterPeers {
         rpc: AppendEntriesRequest<ShardRaft>,
         option: RPCOption,
     ) -> LocalFuture<Result<AppendEntriesResponse<ShardRaft>, RPCError<ShardRaft>>> {
-        let addr = self.addr(target);
-        let channel = self.channel.clone();
-        Box::pin(async move {
-            let body = wire::encode_append(&rpc);
-            let answer = channel
-                .send(&addr?, shard, PeerKind::Append, body, option.hard_ttl())
-                .await
-                .map_err(|f| rpc_failure(target, f))?;
-            wire::decode_append_response(&answer).map_err(|e| bad_answer(target, e))
-        })
+        let body = wire::encode_append(&rpc);
+        let decode = wire::decode_append_response;
+        self.ask(shard, target, PeerKind::Append, body, option, decode)
     }
 
     fn vote(
@@ -340,7 +334,9 @@ impl PeerTransport for ClusterPeers {
         rpc: VoteRequest<ShardRaft>,
         option: RPCOption,
     ) -> LocalFuture<Result<VoteResponse<ShardRaft>, RPCError<ShardRaft>>> {
-        self.ask_vote(shard, target, rpc, option, PeerKind::Vote)
+        let body = wire::encode_vote(&rpc);
+        let decode = wire::decode_vote_response;
+        self.ask(shard, target, PeerKind::Vote, body, option, decode)
     }
 
     fn pre_vote(
@@ -350,7 +346,9 @@ impl PeerTransport for ClusterPeers {
         rpc: VoteRequest<ShardRaft>,
         option: RPCOption,
     ) -> LocalFuture<Result<VoteResponse<ShardRaft>, RPCError<ShardRaft>>> {
-        self.ask_vote(shard, target, rpc, option, PeerKind::PreVote)
+        let body = wire::encode_vote(&rpc);
+        let decode = wire::decode_vote_response;
+        self.ask(shard, target, PeerKind::PreVote, body, option, decode)
     }
 
     fn transfer_leader(
@@ -360,17 +358,16 @@ impl PeerTransport for ClusterPeers {
         rpc: TransferLeaderRequest<ShardRaft>,
         option: RPCOption,
     ) -> LocalFuture<Result<TransferLeaderResponse<ShardRaft>, RPCError<ShardRaft>>> {
-        let addr = self.addr(target);
-        let channel = self.channel.clone();
-        Box::pin(async move {
-            let body = wire::encode_transfer_leader(&rpc);
-            let kind = PeerKind::TransferLeader;
-            let answer = channel
-                .send(&addr?, shard, kind, body, option.hard_ttl())
-                .await
-                .map_err(|f| rpc_failure(target, f))?;
-            wire::decode_transfer_answer(&answer).map_err(|e| bad_answer(target, e))
-        })
+        let body = wire::encode_transfer_leader(&rpc);
+        let decode = wire::decode_transfer_answer;
+        self.ask(
+            shard,
+            target,
+            PeerKind::TransferLeader,
+            body,
+            option,
+            decode,
+        )
     }
 
     fn full_snapshot(

@@ -1,12 +1,18 @@
 //! A 3-member cluster of the reference etcd started by `LocalCluster`: the members agree on the
 //! leader it reports, take writes, and are gone (processes and directories) once it is dropped;
-//! `compare --members 3` measures both sides on such clusters and charges every member's CPU.
+//! the same for Ballast (whose Status names shard 0's leader; the binary as in
+//! `tests/server_bench.rs`); `compare --members 3` measures both sides on such clusters and
+//! charges every member's CPU.
+
+mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
 
 use ballast_bench::compare::CompareOutput;
 use ballast_bench::local_cluster::{ClusterSpec, LocalCluster};
+use ballast_bench::proc_cpu::read_cpu;
+use common::ballast_bin;
 
 fn etcd_cluster_spec(name: &str) -> ClusterSpec {
     ClusterSpec {
@@ -57,6 +63,42 @@ async fn three_etcd_members_elect_the_reported_leader_and_are_cleaned_up() {
         let stat = format!("/proc/{pid}/stat");
         let gone = std::fs::read_to_string(&stat).map_or(true, |s| !s.contains("(etcd)"));
         assert!(gone, "member {pid} was killed and reaped");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_ballast_members_agree_on_shard_0s_leader_and_are_cleaned_up() {
+    let spec = ClusterSpec {
+        binary: ballast_bin(),
+        name: "lc-ballast".into(),
+        members: 3,
+        extra_args: vec!["--shards".into(), "2".into()],
+        parent: None,
+    };
+    let cluster = LocalCluster::start(&spec)
+        .await
+        .expect("a 3-member Ballast cluster starts");
+    let pids = cluster.pids();
+    assert_eq!(pids.len(), 3);
+    for &pid in &pids {
+        read_cpu(pid).expect("every member is running");
+    }
+    assert_eq!(
+        cluster.current_leader().await.expect("a leader"),
+        cluster.leader(),
+        "asked again, the members name the same leader"
+    );
+    let dirs: Vec<PathBuf> = cluster
+        .members()
+        .iter()
+        .map(|m| m.data_dir.parent().unwrap().to_path_buf())
+        .collect();
+    drop(cluster);
+    for d in &dirs {
+        assert!(!d.exists(), "{} removed with the cluster", d.display());
+    }
+    for pid in pids {
+        assert!(read_cpu(pid).is_err(), "member {pid} was killed and reaped");
     }
 }
 

@@ -5,33 +5,19 @@
 //! The Ballast binary is `$BALLAST_BIN`, else `$CARGO_TARGET_DIR/debug/ballast`, else the
 //! workspace's `target/debug/ballast` (build it with `cargo build -p ballast-net --bin ballast`).
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ballast_bench::output::server_table::{memory_table, restart_table};
 use ballast_bench::server_bench::memory::MemoryOutput;
 use ballast_bench::server_bench::restart::RestartOutput;
+use common::ballast_bin;
 
 fn bench() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ballast-bench"))
-}
-
-fn ballast_bin() -> PathBuf {
-    let bin = match std::env::var_os("BALLAST_BIN") {
-        Some(p) => PathBuf::from(p),
-        None => std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
-            .join("debug")
-            .join("ballast"),
-    };
-    assert!(
-        bin.exists(),
-        "no Ballast binary at {}: run `cargo build -p ballast-net --bin ballast` or set BALLAST_BIN",
-        bin.display()
-    );
-    bin
 }
 
 /// Processes whose command line mentions `dir` (servers started with a data dir under it).

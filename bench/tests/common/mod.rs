@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ballast_bench::conn::Pool;
@@ -37,4 +37,23 @@ pub fn spec(clients: usize, total: u64) -> RunSpec {
         label: String::new(),
         server_pids: Vec::new(),
     }
+}
+
+/// The Ballast binary: `$BALLAST_BIN`, else `$CARGO_TARGET_DIR/debug/ballast`, else the
+/// workspace's `target/debug/ballast` (build it with `cargo build -p ballast-net --bin ballast`).
+pub fn ballast_bin() -> PathBuf {
+    let bin = match std::env::var_os("BALLAST_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+            .join("debug")
+            .join("ballast"),
+    };
+    assert!(
+        bin.exists(),
+        "no Ballast binary at {}: run `cargo build -p ballast-net --bin ballast` or set BALLAST_BIN",
+        bin.display()
+    );
+    bin
 }

@@ -173,10 +173,17 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
     };
     let (expired_tx, expired_rx) = tokio::sync::mpsc::channel(EXPIRED_LEASES_MAX);
     let anchor = std::sync::Arc::new(ballast_consensus::Anchor::default());
+    // Shard i runs on core (i + k) mod cores, k this member's place in `--initial-cluster`:
+    // members sharing a machine (test and benchmark clusters) then do not stack every
+    // member's shard 0 on core 0; one member per machine pins one shard per core either way.
+    let first_core = initial
+        .iter()
+        .position(|(name, _)| *name == config.name)
+        .unwrap_or(0);
     let configs: Vec<ShardConfig> = (0..shard_count)
         .map(|id| {
             let mut shard_config = shard_config(&config, &flags, ShardId(id as u32), shard_count);
-            shard_config.core = Some(id % cores() as usize);
+            shard_config.core = Some((id + first_core) % cores() as usize);
             shard_config.anchor = anchor.clone();
             if let Some(cluster) = &cluster {
                 shard_config.node_id = member.id;

@@ -146,3 +146,21 @@ pub fn assert_linearizable(history: &History, budget: &Budget) -> Check {
     }
     c
 }
+
+/// [`assert_linearizable`], returning a line of figures for a test to print: operations,
+/// unknown outcomes, time and search steps.
+pub fn assert_linearizable_figures(history: &History, budget: &Budget) -> String {
+    let unknown = history
+        .ops
+        .iter()
+        .filter(|o| o.outcome == Outcome::Unknown)
+        .count();
+    let c = assert_linearizable(history, budget);
+    format!(
+        "history of {} ops ({unknown} unknown outcomes): {} in {:?} ({} search steps)",
+        history.ops.len(),
+        c.verdict,
+        c.elapsed,
+        c.states
+    )
+}

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ballast_conformance::linearizability::{
-    check, report, Budget, Outcome, Recorder, ShrinkLimits, Verdict,
+    assert_linearizable_figures, Budget, Outcome, Recorder,
 };
 use ballast_conformance::{Kind, Server};
 use ballast_proto::etcdserverpb::{
@@ -202,35 +202,11 @@ async fn history_start(kv: &mut KvClient<Channel>) -> Recorder {
 /// with the checker's report (the smallest history that breaks it), and so does a budget run
 /// out. Returns a line of figures.
 fn assert_history_linearizable(recorder: &Recorder) -> String {
-    let history = recorder.history();
-    let unknown = history
-        .ops
-        .iter()
-        .filter(|o| o.outcome == Outcome::Unknown)
-        .count();
     let budget = Budget {
         max_states: 2_000_000,
         max_time: Duration::from_secs(20),
     };
-    let c = check(&history, &budget);
-    let figures = format!(
-        "history of {} ops ({unknown} unknown outcomes): {} in {:?} ({} search steps)",
-        history.ops.len(),
-        c.verdict,
-        c.elapsed,
-        c.states
-    );
-    match &c.verdict {
-        Verdict::Linearizable => figures,
-        Verdict::NotLinearizable(_) => panic!(
-            "the clients' history is not linearizable:\n{}",
-            report(&history, &c, &ShrinkLimits::default())
-        ),
-        other => panic!(
-            "the checker could not decide within its budget ({other}); {} ops, {unknown} unknown",
-            history.ops.len()
-        ),
-    }
+    assert_linearizable_figures(&recorder.history(), &budget)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ballast_conformance::linearizability::{
-    check, report, Budget, Call, ClientId, Outcome, Recorder, ShrinkLimits, Verdict,
+    assert_linearizable_figures, Budget, Call, ClientId, Outcome, Recorder,
 };
 use ballast_conformance::netns::{NsCluster, NsMember};
 use ballast_proto::etcdserverpb::{
@@ -198,36 +198,13 @@ async fn minority_refuses_majority_continues_and_all_converge_after_heal() {
     let (recorder, figures) = scenario.expect("the partition scenario finished within its bound");
 
     // Linearizability of everything the clients saw.
-    let history = recorder.history();
-    let unknown = history
-        .ops
-        .iter()
-        .filter(|o| o.outcome == Outcome::Unknown)
-        .count();
+    eprintln!("partition: {figures}");
     let budget = Budget {
         max_states: 2_000_000,
         max_time: Duration::from_secs(20),
     };
-    let c = check(&history, &budget);
-    eprintln!(
-        "partition: {figures}\npartition: history of {} ops ({unknown} unknown outcomes): {} in {:?} \
-         ({} search steps)",
-        history.ops.len(),
-        c.verdict,
-        c.elapsed,
-        c.states
-    );
-    match &c.verdict {
-        Verdict::Linearizable => {}
-        Verdict::NotLinearizable(_) => panic!(
-            "the clients' history is not linearizable:\n{}",
-            report(&history, &c, &ShrinkLimits::default())
-        ),
-        other => panic!(
-            "the checker could not decide within its budget ({other}); {} ops, {unknown} unknown",
-            history.ops.len()
-        ),
-    }
+    let checked = assert_linearizable_figures(&recorder.history(), &budget);
+    eprintln!("partition: {checked}");
     drop(cluster);
 }
 

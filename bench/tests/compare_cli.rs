@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 
 use ballast_bench::compare::CompareOutput;
-use common::etcd;
+use common::{etcd, run_json};
 
 fn bench() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ballast-bench"))
@@ -16,25 +16,19 @@ fn bench() -> Command {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_json_has_the_documented_fields() {
     let server = etcd().await;
-    let out = bench()
-        .args([
-            "put",
-            "--total",
-            "200",
-            "--clients",
-            "2",
-            "--json",
-            "--endpoints",
-        ])
-        .arg(&server.client_url)
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let v: serde_json::Value = run_json(
+        bench()
+            .args([
+                "put",
+                "--total",
+                "200",
+                "--clients",
+                "2",
+                "--json",
+                "--endpoints",
+            ])
+            .arg(&server.client_url),
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     for field in ["qps", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms"] {
         assert!(v[field].as_f64().is_some_and(|x| x > 0.0), "{field} in {v}");
     }
@@ -45,27 +39,21 @@ async fn put_json_has_the_documented_fields() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compare_alternates_sides_and_reports_ratios() {
     let server = etcd().await;
-    let out = bench()
-        .args(["compare", "--a", "etcd", "--b"])
-        .arg(&server.client_url)
-        .args([
-            "--rounds",
-            "2",
-            "--json",
-            "put",
-            "--total",
-            "100",
-            "--clients",
-            "2",
-        ])
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let c: CompareOutput = run_json(
+        bench()
+            .args(["compare", "--a", "etcd", "--b"])
+            .arg(&server.client_url)
+            .args([
+                "--rounds",
+                "2",
+                "--json",
+                "put",
+                "--total",
+                "100",
+                "--clients",
+                "2",
+            ]),
     );
-    let c: CompareOutput = serde_json::from_slice(&out.stdout).expect("compare JSON");
     let labels: Vec<&str> = c.runs.iter().map(|r| &r.label[..1]).collect();
     assert_eq!(labels, ["A", "B", "A", "B"]);
     assert_eq!(c.a.ops, 200);

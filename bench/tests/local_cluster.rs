@@ -12,7 +12,7 @@ use std::process::Command;
 use ballast_bench::compare::CompareOutput;
 use ballast_bench::local_cluster::{ClusterSpec, LocalCluster};
 use ballast_bench::proc_cpu::read_cpu;
-use common::ballast_bin;
+use common::{ballast_bin, run_json};
 
 fn etcd_cluster_spec(name: &str) -> ClusterSpec {
     ClusterSpec {
@@ -119,34 +119,25 @@ async fn a_member_that_cannot_start_fails_the_start_with_its_log() {
 
 #[test]
 fn compare_on_three_member_clusters_sums_every_members_cpu() {
-    let out = Command::new(env!("CARGO_BIN_EXE_ballast-bench"))
-        .args([
-            "compare",
-            "--a",
-            "etcd",
-            "--b",
-            "etcd",
-            "--members",
-            "3",
-            "--rounds",
-            "1",
-            "--json",
-            "put",
-            "--total",
-            "200",
-            "--clients",
-            "4",
-            "--conns",
-            "4",
-        ])
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let c: CompareOutput = serde_json::from_slice(&out.stdout).expect("compare JSON");
+    let c: CompareOutput = run_json(Command::new(env!("CARGO_BIN_EXE_ballast-bench")).args([
+        "compare",
+        "--a",
+        "etcd",
+        "--b",
+        "etcd",
+        "--members",
+        "3",
+        "--rounds",
+        "1",
+        "--json",
+        "put",
+        "--total",
+        "200",
+        "--clients",
+        "4",
+        "--conns",
+        "4",
+    ]));
     for side in [&c.a, &c.b] {
         assert_eq!(side.ops, 200);
         assert!(side.label.ends_with("etcd x3 all"), "{}", side.label);
@@ -173,19 +164,13 @@ fn compare_targets_the_leader_of_given_endpoints() {
         .block_on(LocalCluster::start(&etcd_cluster_spec("lc-eps")))
         .expect("starts");
     let leader_url = cluster.client_urls()[cluster.leader()].clone();
-    let out = Command::new(env!("CARGO_BIN_EXE_ballast-bench"))
-        .args(["compare", "--a", "etcd", "--b"])
-        .arg(cluster.client_urls().join(","))
-        .args(["--target", "leader", "--rounds", "1", "--json"])
-        .args(["put", "--total", "50"])
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let c: CompareOutput = run_json(
+        Command::new(env!("CARGO_BIN_EXE_ballast-bench"))
+            .args(["compare", "--a", "etcd", "--b"])
+            .arg(cluster.client_urls().join(","))
+            .args(["--target", "leader", "--rounds", "1", "--json"])
+            .args(["put", "--total", "50"]),
     );
-    let c: CompareOutput = serde_json::from_slice(&out.stdout).expect("compare JSON");
     assert_eq!(c.b.endpoints, [leader_url], "only the leader");
     assert_eq!(c.a.endpoints.len(), 1, "a single etcd node");
     drop(cluster);

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use ballast_bench::output::server_table::{memory_table, restart_table};
 use ballast_bench::server_bench::memory::MemoryOutput;
 use ballast_bench::server_bench::restart::RestartOutput;
-use common::ballast_bin;
+use common::{ballast_bin, run_json};
 
 fn bench() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ballast-bench"))
@@ -49,36 +49,30 @@ fn assert_cleaned_up(tmp: &Path) {
 #[test]
 fn restart_reports_both_servers_after_kill_and_term() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = bench()
-        .args([
-            "restart",
-            "--size",
-            "2MB",
-            "--clients",
-            "16",
-            "--conns",
-            "4",
-            "--json",
-        ])
-        .args([
-            "--servers",
-            "etcd,ballast",
-            "--stop",
-            "kill,term",
-            "--ballast-bin",
-        ])
-        .arg(ballast_bin())
-        .arg("--tmp-dir")
-        .arg(tmp.path())
-        .args(["--load-timeout", "120s", "--ready-timeout", "120s"])
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let o: RestartOutput = run_json(
+        bench()
+            .args([
+                "restart",
+                "--size",
+                "2MB",
+                "--clients",
+                "16",
+                "--conns",
+                "4",
+                "--json",
+            ])
+            .args([
+                "--servers",
+                "etcd,ballast",
+                "--stop",
+                "kill,term",
+                "--ballast-bin",
+            ])
+            .arg(ballast_bin())
+            .arg("--tmp-dir")
+            .arg(tmp.path())
+            .args(["--load-timeout", "120s", "--ready-timeout", "120s"]),
     );
-    let o: RestartOutput = serde_json::from_slice(&out.stdout).expect("restart JSON");
     assert_eq!(o.keys, 2_000_000 / 1024);
     assert_eq!(o.servers.len(), 2);
     for s in &o.servers {
@@ -117,36 +111,30 @@ fn restart_reports_both_servers_after_kill_and_term() {
 #[test]
 fn memory_reports_bytes_per_key_for_both_servers() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = bench()
-        .args([
-            "memory",
-            "--keys",
-            "20000",
-            "--clients",
-            "32",
-            "--conns",
-            "4",
-        ])
-        .args([
-            "--settle",
-            "1s",
-            "--json",
-            "--servers",
-            "etcd,ballast",
-            "--ballast-bin",
-        ])
-        .arg(ballast_bin())
-        .arg("--tmp-dir")
-        .arg(tmp.path())
-        .args(["--load-timeout", "300s"])
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let o: MemoryOutput = run_json(
+        bench()
+            .args([
+                "memory",
+                "--keys",
+                "20000",
+                "--clients",
+                "32",
+                "--conns",
+                "4",
+            ])
+            .args([
+                "--settle",
+                "1s",
+                "--json",
+                "--servers",
+                "etcd,ballast",
+                "--ballast-bin",
+            ])
+            .arg(ballast_bin())
+            .arg("--tmp-dir")
+            .arg(tmp.path())
+            .args(["--load-timeout", "300s"]),
     );
-    let o: MemoryOutput = serde_json::from_slice(&out.stdout).expect("memory JSON");
     assert_eq!(o.servers.len(), 2);
     for s in &o.servers {
         assert_eq!(s.keys_held, 20_000, "{}", s.server);

@@ -10,6 +10,18 @@ use ballast_bench::conn::Pool;
 use ballast_bench::driver::RunSpec;
 use ballast_bench::local_server::LocalServer;
 
+/// Runs `cmd` (a `ballast-bench` command printing JSON), requires it to succeed (its stderr
+/// otherwise) and parses its stdout.
+pub fn run_json<T: serde::de::DeserializeOwned>(cmd: &mut std::process::Command) -> T {
+    let out = cmd.output().expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON document on stdout")
+}
+
 /// Starts the reference etcd from PATH.
 pub async fn etcd() -> LocalServer {
     LocalServer::start(Path::new("etcd"), "bench-test")

@@ -128,6 +128,18 @@ fn hot_key(i: u64) -> Vec<u8> {
 /// unknown outcome): half puts of fresh keys `load/<name>/<n>`, the rest puts of unique values
 /// to the hot keys and linearizable gets of them. Returns the puts acknowledged (the failover
 /// is timed from them).
+/// Starts a [`writer`] through `server`'s client endpoint.
+async fn spawn_writer(
+    recorder: &Recorder,
+    id: u32,
+    server: &Server,
+    stop: &Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<Acked>> {
+    let channel = server.channel().await.expect("channel");
+    let name = server.name().to_owned();
+    tokio::spawn(writer(recorder.clone(), id, channel, name, stop.clone()))
+}
+
 async fn writer(
     recorder: Recorder,
     id: u32,
@@ -299,14 +311,7 @@ async fn three_members_replicate_and_survive_a_leader_kill() {
         let mut writers = Vec::new();
         for (i, s) in servers.iter().enumerate() {
             if i != victim {
-                let ch = s.channel().await.expect("channel");
-                writers.push(tokio::spawn(writer(
-                    recorder.clone(),
-                    i as u32,
-                    ch,
-                    s.name().to_owned(),
-                    stop.clone(),
-                )));
+                writers.push(spawn_writer(&recorder, i as u32, s, &stop).await);
             }
         }
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -464,14 +469,7 @@ async fn add_a_learner_promote_it_and_remove_a_member_while_writing() {
         let stop = Arc::new(AtomicBool::new(false));
         let mut writers = Vec::new();
         for (i, s) in servers[..2].iter().enumerate() {
-            let ch = s.channel().await.expect("channel");
-            writers.push(tokio::spawn(writer(
-                recorder.clone(),
-                i as u32,
-                ch,
-                s.name().to_owned(),
-                stop.clone(),
-            )));
+            writers.push(spawn_writer(&recorder, i as u32, s, &stop).await);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -529,13 +527,7 @@ async fn add_a_learner_promote_it_and_remove_a_member_while_writing() {
             .iter()
             .any(|m| m.id == m3_id && !m.is_learner));
         // A voter now: a third writer through it.
-        writers.push(tokio::spawn(writer(
-            recorder.clone(),
-            3,
-            m3.channel().await.expect("channel"),
-            m3.name().to_owned(),
-            stop.clone(),
-        )));
+        writers.push(spawn_writer(&recorder, 3, &m3, &stop).await);
 
         // Remove m2 (not a writer's endpoint).
         let m2_id = member_id(&servers[2]).await;

@@ -1,5 +1,6 @@
-//! The plain-HTTP endpoints etcd serves on its client URLs: `/health`, `/version`, `/metrics`.
-//! They share the port with gRPC (HTTP/1.1 and HTTP/2 on one listener).
+//! The plain-HTTP endpoints etcd serves on its client URLs: `/health`, `/version`, `/metrics`,
+//! and the JSON gateway (`/v3/...`, [`crate::gateway`]). They share the port with gRPC
+//! (HTTP/1.1 and HTTP/2 on one listener).
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -16,7 +17,8 @@ pub fn router(ctx: Context) -> Router {
         .route("/health", get(health))
         .route("/version", get(version))
         .route("/metrics", get(metrics))
-        .with_state(ctx)
+        .with_state(ctx.clone())
+        .merge(crate::gateway::router(ctx))
 }
 
 /// Healthy when the shard answers and has not stopped after a storage failure (then the

@@ -7,6 +7,7 @@ pub mod authority;
 pub mod context;
 pub mod convert;
 pub mod flags;
+pub mod gateway;
 pub mod http;
 pub mod partition;
 pub mod peer;

@@ -8,6 +8,7 @@
 //! - [`etcdctl`]: run `etcdctl` with a timeout and normalize its output.
 //! - [`netns`]: members in Linux network namespaces on a test-made bridge, for partition
 //!   tests (needs root).
+//! - [`tls`]: a throwaway CA and the certificates of a TLS-serving member and its clients.
 //! - [`partition`]: which shard Ballast keeps a key in (the Kubernetes preset), for tests run
 //!   with several shards.
 //!
@@ -22,5 +23,6 @@ pub mod linearizability;
 pub mod netns;
 pub mod partition;
 pub mod server;
+pub mod tls;
 
 pub use server::{both_etcd, Clients, Kind, Pair, Server};

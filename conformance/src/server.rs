@@ -35,6 +35,8 @@ use ballast_proto::etcdserverpb::{
 };
 use tonic::transport::Channel;
 
+use crate::tls::Pki;
+
 /// How long a server may take to answer its first Range.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many times startup is retried on fresh ports when the server dies before it is ready.
@@ -134,6 +136,9 @@ pub struct Server {
     extra_args: Vec<String>,
     /// How it joins a cluster (`None`: a cluster of one, named [`MEMBER_NAME`]).
     member: Option<ClusterMember>,
+    /// Served over TLS with these certificates (client and peer URLs `https://`, client
+    /// certificates required); the harness's own clients present the client certificate.
+    tls: Option<std::sync::Arc<Pki>>,
 }
 
 /// A member of a cluster the harness starts ([`Server::start_cluster`]).
@@ -200,9 +205,27 @@ impl Server {
     /// both etcd and Ballast accept, since `kind` may be run by etcd), and waits until it
     /// answers a Range.
     pub async fn start_with_args(kind: Kind, extra_args: &[&str]) -> Result<Server> {
+        Server::start_with(kind, extra_args, None).await
+    }
+
+    /// [`Server::start_with_args`], serving its client and peer URLs over TLS with `pki`'s
+    /// certificates and requiring client certificates (a kubeadm member's settings).
+    pub async fn start_tls(
+        kind: Kind,
+        pki: &std::sync::Arc<Pki>,
+        extra_args: &[&str],
+    ) -> Result<Server> {
+        Server::start_with(kind, extra_args, Some(pki.clone())).await
+    }
+
+    async fn start_with(
+        kind: Kind,
+        extra_args: &[&str],
+        tls: Option<std::sync::Arc<Pki>>,
+    ) -> Result<Server> {
         let mut last_err = None;
         for _ in 0..START_ATTEMPTS {
-            let mut server = Server::spawn(kind, extra_args)?;
+            let mut server = Server::spawn(kind, extra_args, tls.clone())?;
             match server.wait_ready().await {
                 Ok(()) => return Ok(server),
                 Err(e) => {
@@ -232,7 +255,7 @@ impl Server {
         Err(last_err.unwrap_or_else(|| anyhow!("{} failed to start", kind.label())))
     }
 
-    fn spawn(kind: Kind, extra_args: &[&str]) -> Result<Server> {
+    fn spawn(kind: Kind, extra_args: &[&str], tls: Option<std::sync::Arc<Pki>>) -> Result<Server> {
         let dir = tempfile::Builder::new()
             .prefix(&format!(
                 "conformance-{}-",
@@ -256,6 +279,7 @@ impl Server {
             dir: Some(dir),
             extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
             member: None,
+            tls,
         };
         server.spawn_child()?;
         Ok(server)
@@ -297,7 +321,7 @@ impl Server {
             .open(&self.log_path)
             .context("opening the server log")?;
         let client_url = self.client_url();
-        let peer_url = format!("http://127.0.0.1:{}", self.peer_port);
+        let peer_url = self.peer_url();
         let (name, initial_cluster) = match &self.member {
             Some(m) => (m.name.clone(), m.initial_cluster.clone()),
             None => (MEMBER_NAME.to_owned(), format!("{MEMBER_NAME}={peer_url}")),
@@ -323,6 +347,7 @@ impl Server {
             .arg(&peer_url)
             .arg("--initial-cluster")
             .arg(&initial_cluster)
+            .args(self.tls.iter().flat_map(|pki| pki.server_args()))
             .args(&self.extra_args)
             .current_dir(&dir)
             .stdin(Stdio::null())
@@ -428,6 +453,27 @@ impl Server {
     /// each with `extra_args`, and waits until every one answers a linearizable Range (which
     /// takes an elected leader). Servers are in member order.
     pub async fn start_cluster(kind: Kind, n: usize, extra_args: &[&str]) -> Result<Vec<Server>> {
+        Server::start_cluster_with(kind, n, extra_args, None).await
+    }
+
+    /// [`Server::start_cluster`] with every member's client and peer URLs served over TLS with
+    /// `pki`'s certificates (client certificates required on both).
+    pub async fn start_cluster_tls(
+        kind: Kind,
+        n: usize,
+        pki: &std::sync::Arc<Pki>,
+        extra_args: &[&str],
+    ) -> Result<Vec<Server>> {
+        Server::start_cluster_with(kind, n, extra_args, Some(pki.clone())).await
+    }
+
+    async fn start_cluster_with(
+        kind: Kind,
+        n: usize,
+        extra_args: &[&str],
+        tls: Option<std::sync::Arc<Pki>>,
+    ) -> Result<Vec<Server>> {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut ports = std::collections::HashSet::new();
         let mut pairs = Vec::new();
         while pairs.len() < n {
@@ -439,7 +485,7 @@ impl Server {
         let initial_cluster = pairs
             .iter()
             .enumerate()
-            .map(|(i, (_, p))| format!("m{i}=http://127.0.0.1:{p}"))
+            .map(|(i, (_, p))| format!("m{i}={scheme}://127.0.0.1:{p}"))
             .collect::<Vec<_>>()
             .join(",");
         let mut servers = Vec::new();
@@ -463,6 +509,7 @@ impl Server {
                     initial_cluster: initial_cluster.clone(),
                     existing: false,
                 }),
+                tls: tls.clone(),
             };
             server.spawn_child()?;
             servers.push(server);
@@ -502,6 +549,7 @@ impl Server {
                 initial_cluster: String::new(),
                 existing: true,
             }),
+            tls: None,
         })
     }
 
@@ -528,9 +576,17 @@ impl Server {
         })
     }
 
-    /// The peer URL (`http://127.0.0.1:<peer port>`).
+    /// The peer URL (`http://127.0.0.1:<peer port>`, `https://` when served over TLS).
     pub fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        format!("{}://127.0.0.1:{}", self.scheme(), self.peer_port)
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// The member name (`conformance` outside a started cluster).
@@ -762,9 +818,9 @@ impl Server {
         format!("127.0.0.1:{}", self.client_port)
     }
 
-    /// `http://127.0.0.1:<client port>`.
+    /// `http://127.0.0.1:<client port>` (`https://` when served over TLS).
     pub fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("{}://127.0.0.1:{}", self.scheme(), self.client_port)
     }
 
     /// The client port.
@@ -777,9 +833,24 @@ impl Server {
         self.peer_port
     }
 
-    /// A new gRPC channel to the client URL.
+    /// A new gRPC channel to the client URL (over TLS with the client certificate when the
+    /// server serves TLS).
     pub async fn channel(&self) -> Result<Channel> {
-        Channel::from_shared(self.client_url())?
+        let mut endpoint = Channel::from_shared(self.client_url())?;
+        if let Some(pki) = &self.tls {
+            let read =
+                |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+            endpoint = endpoint.tls_config(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(read(&pki.ca)?))
+                    .identity(tonic::transport::Identity::from_pem(
+                        read(&pki.client.cert)?,
+                        read(&pki.client.key)?,
+                    ))
+                    .domain_name("127.0.0.1"),
+            )?;
+        }
+        endpoint
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .connect()
@@ -902,6 +973,7 @@ mod tests {
             dir: None,
             extra_args: Vec::new(),
             member: None,
+            tls: None,
         };
         impostor
             .try_range()

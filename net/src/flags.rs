@@ -262,60 +262,60 @@ pub struct Flags {
     pub enable_v2: bool,
 
     // ---- security ----
-    /// Path to the client server TLS cert file [not built yet].
+    /// Path to the client server TLS cert file.
     #[arg(long, env = "ETCD_CERT_FILE", help_heading = "Security")]
     pub cert_file: Option<PathBuf>,
-    /// Path to the client server TLS key file [not built yet].
+    /// Path to the client server TLS key file.
     #[arg(long, env = "ETCD_KEY_FILE", help_heading = "Security")]
     pub key_file: Option<PathBuf>,
-    /// Enable client cert authentication [not built yet].
+    /// Enable client cert authentication.
     #[arg(long, env = "ETCD_CLIENT_CERT_AUTH", default_value = "false", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, value_parser = go_bool!(), help_heading = "Security")]
     pub client_cert_auth: bool,
-    /// Path to the client certificate revocation list file [not built yet].
+    /// Path to the client certificate revocation list file.
     #[arg(long, env = "ETCD_CLIENT_CRL_FILE", help_heading = "Security")]
     pub client_crl_file: Option<PathBuf>,
-    /// Allowed TLS hostname for client cert authentication [not built yet].
+    /// Allowed TLS hostname for client cert authentication.
     #[arg(
         long,
         env = "ETCD_CLIENT_CERT_ALLOWED_HOSTNAME",
         help_heading = "Security"
     )]
     pub client_cert_allowed_hostname: Option<String>,
-    /// Path to the client server TLS trusted CA cert file [not built yet].
+    /// Path to the client server TLS trusted CA cert file.
     #[arg(long, env = "ETCD_TRUSTED_CA_FILE", help_heading = "Security")]
     pub trusted_ca_file: Option<PathBuf>,
-    /// Client TLS using generated certificates [not built yet].
+    /// Client TLS using generated certificates.
     #[arg(long, env = "ETCD_AUTO_TLS", default_value = "false", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, value_parser = go_bool!(), help_heading = "Security")]
     pub auto_tls: bool,
-    /// Path to the peer server TLS cert file [not built yet].
+    /// Path to the peer server TLS cert file.
     #[arg(long, env = "ETCD_PEER_CERT_FILE", help_heading = "Security")]
     pub peer_cert_file: Option<PathBuf>,
-    /// Path to the peer server TLS key file [not built yet].
+    /// Path to the peer server TLS key file.
     #[arg(long, env = "ETCD_PEER_KEY_FILE", help_heading = "Security")]
     pub peer_key_file: Option<PathBuf>,
-    /// Enable peer client cert authentication [not built yet].
+    /// Enable peer client cert authentication.
     #[arg(long, env = "ETCD_PEER_CLIENT_CERT_AUTH", default_value = "false", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, value_parser = go_bool!(), help_heading = "Security")]
     pub peer_client_cert_auth: bool,
-    /// Path to the peer server TLS trusted CA file [not built yet].
+    /// Path to the peer server TLS trusted CA file.
     #[arg(long, env = "ETCD_PEER_TRUSTED_CA_FILE", help_heading = "Security")]
     pub peer_trusted_ca_file: Option<PathBuf>,
-    /// Peer TLS using self-generated certificates [not built yet].
+    /// Peer TLS using self-generated certificates.
     #[arg(long, env = "ETCD_PEER_AUTO_TLS", default_value = "false", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, value_parser = go_bool!(), help_heading = "Security")]
     pub peer_auto_tls: bool,
-    /// Allowed CN for inter peer authentication [not built yet].
+    /// Allowed CN for inter peer authentication.
     #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_CN", help_heading = "Security")]
     pub peer_cert_allowed_cn: Option<String>,
-    /// Allowed TLS hostname for inter peer authentication [not built yet].
+    /// Allowed TLS hostname for inter peer authentication.
     #[arg(
         long,
         env = "ETCD_PEER_CERT_ALLOWED_HOSTNAME",
         help_heading = "Security"
     )]
     pub peer_cert_allowed_hostname: Option<String>,
-    /// Path to the peer certificate revocation list file [not built yet].
+    /// Path to the peer certificate revocation list file.
     #[arg(long, env = "ETCD_PEER_CRL_FILE", help_heading = "Security")]
     pub peer_crl_file: Option<PathBuf>,
-    /// The validity period of the self-signed certificate, in years [not built yet].
+    /// The validity period of the self-signed certificate, in years.
     #[arg(
         long,
         env = "ETCD_SELF_SIGNED_CERT_VALIDITY",
@@ -323,7 +323,7 @@ pub struct Flags {
         help_heading = "Security"
     )]
     pub self_signed_cert_validity: u32,
-    /// Comma-separated list of supported TLS cipher suites [not built yet].
+    /// Comma-separated list of supported TLS cipher suites.
     #[arg(long, env = "ETCD_CIPHER_SUITES", help_heading = "Security")]
     pub cipher_suites: Option<String>,
     /// Comma-separated white list of origins for CORS [not built yet].
@@ -332,10 +332,10 @@ pub struct Flags {
     /// Acceptable hostnames from HTTP client requests, if server is not secure [not built yet].
     #[arg(long, env = "ETCD_HOST_WHITELIST", help_heading = "Security")]
     pub host_whitelist: Option<String>,
-    /// Minimum TLS version supported by etcd [not built yet].
+    /// Minimum TLS version supported by etcd.
     #[arg(long, env = "ETCD_TLS_MIN_VERSION", help_heading = "Security")]
     pub tls_min_version: Option<String>,
-    /// Maximum TLS version supported by etcd [not built yet].
+    /// Maximum TLS version supported by etcd.
     #[arg(long, env = "ETCD_TLS_MAX_VERSION", help_heading = "Security")]
     pub tls_max_version: Option<String>,
 
@@ -406,7 +406,7 @@ pub struct Flags {
         help_heading = "Monitoring"
     )]
     pub metrics: String,
-    /// List of URLs to listen on for the metrics and health endpoints [not built yet].
+    /// List of URLs to listen on for the metrics and health endpoints.
     #[arg(long, env = "ETCD_LISTEN_METRICS_URLS", help_heading = "Monitoring")]
     pub listen_metrics_urls: Option<String>,
 
@@ -509,33 +509,13 @@ const NOT_BUILT: &[&str] = &[
     "auto_compaction_retention",
     "auto_compaction_mode",
     "enable_v2",
-    "cert_file",
-    "key_file",
-    "client_cert_auth",
-    "client_crl_file",
-    "client_cert_allowed_hostname",
-    "trusted_ca_file",
-    "auto_tls",
-    "peer_cert_file",
-    "peer_key_file",
-    "peer_client_cert_auth",
-    "peer_trusted_ca_file",
-    "peer_auto_tls",
-    "peer_cert_allowed_cn",
-    "peer_cert_allowed_hostname",
-    "peer_crl_file",
-    "self_signed_cert_validity",
-    "cipher_suites",
     "cors",
     "host_whitelist",
-    "tls_min_version",
-    "tls_max_version",
     "auth_token",
     "bcrypt_cost",
     "auth_token_ttl",
     "enable_pprof",
     "metrics",
-    "listen_metrics_urls",
     "experimental_initial_corrupt_check",
     "experimental_corrupt_check_time",
     "experimental_enable_lease_checkpoint",
@@ -680,11 +660,13 @@ fn not_built_set(matches: &ArgMatches) -> Vec<String> {
         .collect()
 }
 
-/// A client URL this node serves on.
+/// A URL this node serves on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListenUrl {
     pub url: String,
     pub addr: SocketAddr,
+    /// `https://`: the listener serves TLS.
+    pub tls: bool,
 }
 
 /// Parses a comma-separated URL list such as `http://127.0.0.1:2379,http://localhost:22379`.
@@ -692,14 +674,14 @@ pub struct ListenUrl {
 pub fn parse_listen_urls(list: &str) -> anyhow::Result<Vec<ListenUrl>> {
     let mut out = Vec::new();
     for url in list.split(',').map(str::trim).filter(|u| !u.is_empty()) {
-        let rest = if let Some(rest) = url.strip_prefix("http://") {
-            rest
-        } else if url.starts_with("https://") || url.starts_with("unixs://") {
-            bail!("{url}: TLS is not built yet; serve on an http:// URL")
-        } else if url.starts_with("unix://") {
+        let (rest, tls) = if let Some(rest) = url.strip_prefix("http://") {
+            (rest, false)
+        } else if let Some(rest) = url.strip_prefix("https://") {
+            (rest, true)
+        } else if url.starts_with("unix://") || url.starts_with("unixs://") {
             bail!("{url}: unix socket listeners are not built yet")
         } else {
-            bail!("{url}: URL scheme must be http (or https once TLS is built)")
+            bail!("{url}: URL scheme must be http or https")
         };
         let hostport = rest.trim_end_matches('/');
         let (host, port) = hostport
@@ -718,6 +700,7 @@ pub fn parse_listen_urls(list: &str) -> anyhow::Result<Vec<ListenUrl>> {
         out.push(ListenUrl {
             url: url.to_owned(),
             addr: SocketAddr::new(ip, port),
+            tls,
         });
     }
     if out.is_empty() {
@@ -841,7 +824,7 @@ mod tests {
             cl.flags.experimental_watch_progress_notify_interval,
             Duration::from_secs(5)
         );
-        assert!(cl
+        assert!(!cl
             .set_but_not_built
             .contains(&"--client-cert-auth".to_owned()));
         assert!(cl
@@ -904,7 +887,18 @@ mod tests {
             err.contains("missing from --initial-advertise-peer-urls"),
             "{err}"
         );
-        assert!(parse_listen_urls("https://127.0.0.1:2379").is_err());
+        let urls = parse_listen_urls("https://127.0.0.1:2379,http://localhost:22379").unwrap();
+        assert_eq!(
+            urls.iter()
+                .map(|u| (u.addr.to_string(), u.tls))
+                .collect::<Vec<_>>(),
+            [
+                ("127.0.0.1:2379".to_owned(), true),
+                ("127.0.0.1:22379".to_owned(), false)
+            ]
+        );
+        assert!(parse_listen_urls("unixs://sock").is_err());
+        assert!(parse_listen_urls("ftp://127.0.0.1:1").is_err());
         let cl = parse(args(&["--initial-cluster", "other=http://127.0.0.1:2380"])).unwrap();
         let err = check(&cl.config).unwrap_err().to_string();
         assert!(err.contains("couldn't find local name"), "{err}");

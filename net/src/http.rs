@@ -21,6 +21,14 @@ pub fn router(ctx: Context) -> Router {
         .merge(crate::gateway::router(ctx))
 }
 
+/// What `--listen-metrics-urls` serve: `/health` and `/metrics` only, as etcd does.
+pub fn monitoring_router(ctx: Context) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .with_state(ctx)
+}
+
 /// Healthy when the shard answers and has not stopped after a storage failure (then the
 /// reason names the failure), as etcd's /health checks that a request goes through.
 async fn health(State(ctx): State<Context>) -> impl IntoResponse {

@@ -15,3 +15,4 @@ pub mod router;
 pub mod server;
 pub mod services;
 pub mod status;
+pub mod tls;

@@ -1,5 +1,5 @@
-//! The peer transport between the nodes of a cluster (design.md §3): one TCP connection per
-//! ordered pair of nodes, multiplexing every shard's messages (Raft RPCs and requests a follower
+//! The peer transport between the nodes of a cluster (design.md §3): one TCP connection (TLS
+//! over TCP for `https://` peer URLs, `tls.rs`) per ordered pair of nodes, multiplexing every shard's messages (Raft RPCs and requests a follower
 //! forwards to a leader, [`PeerKind`]). Shards hand messages to the [`PeerHub`] as
 //! [`Outbound`]s over one channel; the hub dials the peer named by the message's address (its
 //! peer URL, as the Raft membership holds it), writes the message as a frame with a request id,
@@ -37,6 +37,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
+
+use crate::tls::PeerTls;
 
 /// Messages waiting for one peer's connection at most; more fail at once as `Unreachable`.
 pub const OUTBOUND_QUEUE_MAX: usize = 8192;
@@ -162,12 +164,67 @@ async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, parts: &[&[u8]]) -> std::
     Ok(())
 }
 
-/// The address to dial for a peer URL (`http://host:port`).
-fn dial_addr(url: &str) -> Result<String, String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("peer URL {url:?}: only http:// peer URLs are built"))?;
-    Ok(rest.trim_end_matches('/').to_owned())
+/// A peer URL to dial: `http://host:port` or `https://host:port`.
+struct Target {
+    host: String,
+    /// `host:port`, for `TcpStream::connect`.
+    addr: String,
+    tls: bool,
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Target, String> {
+        let (rest, tls) = if let Some(rest) = url.strip_prefix("http://") {
+            (rest, false)
+        } else if let Some(rest) = url.strip_prefix("https://") {
+            (rest, true)
+        } else {
+            return Err(format!(
+                "peer URL {url:?}: the scheme must be http or https"
+            ));
+        };
+        let addr = rest.trim_end_matches('/').to_owned();
+        let host = addr
+            .rsplit_once(':')
+            .map_or(addr.as_str(), |(h, _)| h)
+            .to_owned();
+        Ok(Target { host, addr, tls })
+    }
+}
+
+/// A connection to or from a peer: TCP, or TLS over TCP.
+pub trait PeerIo: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> PeerIo for T {}
+
+type PeerReader = BufReader<tokio::io::ReadHalf<Box<dyn PeerIo>>>;
+type PeerWriter = tokio::io::WriteHalf<Box<dyn PeerIo>>;
+
+/// Dials `url`, with TLS when it is `https://` (then `tls` must hold a connector).
+async fn open(url: &str, tls: &PeerTls) -> Result<Box<dyn PeerIo>, String> {
+    let target = Target::parse(url)?;
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&target.addr))
+        .await
+        .map_err(|_| format!("connecting took over {CONNECT_TIMEOUT:?}"))?
+        .map_err(|e| format!("connecting: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    if !target.tls {
+        return Ok(Box::new(stream));
+    }
+    let Some(connector) = &tls.connector else {
+        return Err(format!(
+            "peer URL {url}: this member has no peer certificate to dial https:// peers \
+             (--peer-cert-file, --peer-key-file)"
+        ));
+    };
+    let name = crate::tls::server_name(&target.host)?;
+    let stream = tokio::time::timeout(
+        crate::tls::HANDSHAKE_TIMEOUT,
+        connector.connect(name, stream),
+    )
+    .await
+    .map_err(|_| "the TLS handshake did not finish".to_owned())?
+    .map_err(|e| format!("TLS handshake: {e}"))?;
+    Ok(Box::new(stream))
 }
 
 /// A node's side of the peer transport: its identity, its connections to peers, and what it
@@ -179,15 +236,18 @@ pub struct PeerHub {
     serial: std::sync::atomic::AtomicU64,
     /// What peers said of themselves, by member id.
     known: Mutex<HashMap<u64, Hello>>,
+    /// How connections to and from `https://` peers are made.
+    tls: PeerTls,
 }
 
 impl PeerHub {
-    pub fn new(me: Hello) -> Arc<PeerHub> {
+    pub fn new(me: Hello, tls: PeerTls) -> Arc<PeerHub> {
         Arc::new(PeerHub {
             me,
             conns: Mutex::new(HashMap::new()),
             serial: std::sync::atomic::AtomicU64::new(0),
             known: Mutex::new(HashMap::new()),
+            tls,
         })
     }
 
@@ -279,23 +339,9 @@ impl PeerHub {
         }
     }
 
-    async fn dial(
-        &self,
-        addr: &str,
-    ) -> Result<
-        (
-            BufReader<tokio::net::tcp::OwnedReadHalf>,
-            tokio::net::tcp::OwnedWriteHalf,
-        ),
-        String,
-    > {
-        let target = dial_addr(addr)?;
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&target))
-            .await
-            .map_err(|_| format!("connecting took over {CONNECT_TIMEOUT:?}"))?
-            .map_err(|e| format!("connecting: {e}"))?;
-        let _ = stream.set_nodelay(true);
-        let (reader, mut writer) = stream.into_split();
+    async fn dial(&self, addr: &str) -> Result<(PeerReader, PeerWriter), String> {
+        let stream = open(addr, &self.tls).await?;
+        let (reader, mut writer) = tokio::io::split(stream);
         let mut reader = BufReader::new(reader);
         let hello = self.me.encode();
         write_frame(&mut writer, &[&hello])
@@ -351,8 +397,8 @@ impl Connection {
     async fn run(
         &mut self,
         rx: &mut mpsc::Receiver<Outbound>,
-        reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
-        writer: tokio::net::tcp::OwnedWriteHalf,
+        reader: PeerReader,
+        writer: PeerWriter,
     ) -> String {
         let (answers_tx, mut answers) = mpsc::channel::<Result<Answer, String>>(1024);
         let read_task = tokio::spawn(read_answers(reader, answers_tx));
@@ -400,7 +446,7 @@ impl Connection {
 
     async fn write(
         &mut self,
-        writer: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+        writer: &mut BufWriter<PeerWriter>,
         msg: Outbound,
     ) -> std::io::Result<()> {
         let now = Instant::now();
@@ -448,10 +494,7 @@ impl Connection {
     }
 }
 
-async fn read_answers(
-    mut reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
-    tx: mpsc::Sender<Result<Answer, String>>,
-) {
+async fn read_answers(mut reader: PeerReader, tx: mpsc::Sender<Result<Answer, String>>) {
     loop {
         let answer = match read_frame(&mut reader).await {
             Ok(mut frame) => {
@@ -482,6 +525,7 @@ async fn read_answers(
 pub async fn discover_cluster_id(
     me: &Hello,
     peers: &[String],
+    tls: &PeerTls,
     within: Duration,
 ) -> anyhow::Result<u64> {
     let deadline = Instant::now() + within;
@@ -492,7 +536,7 @@ pub async fn discover_cluster_id(
     let mut last = String::from("no peer to ask");
     loop {
         for url in peers {
-            match ask_cluster_id(&asking, url).await {
+            match ask_cluster_id(&asking, url, tls).await {
                 Ok(id) if id != 0 => return Ok(id),
                 Ok(_) => last = format!("{url} does not know its cluster yet"),
                 Err(e) => last = format!("{url}: {e:#}"),
@@ -508,12 +552,10 @@ pub async fn discover_cluster_id(
     }
 }
 
-async fn ask_cluster_id(asking: &Hello, url: &str) -> anyhow::Result<u64> {
-    let target = dial_addr(url).map_err(anyhow::Error::msg)?;
-    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&target))
-        .await
-        .context("connecting timed out")??;
+async fn ask_cluster_id(asking: &Hello, url: &str, tls: &PeerTls) -> anyhow::Result<u64> {
+    let mut stream = open(url, tls).await.map_err(anyhow::Error::msg)?;
     write_frame(&mut stream, &[&asking.encode()]).await?;
+    stream.flush().await?;
     let theirs = tokio::time::timeout(CONNECT_TIMEOUT, read_frame(&mut stream))
         .await
         .context("no hello back")??;
@@ -542,6 +584,13 @@ pub async fn serve(
                     let hub = hub.clone();
                     let shards = shards.clone();
                     conns.spawn(async move {
+                        let stream = match accept_tls(stream, &hub.tls).await {
+                            Ok(s) => s,
+                            Err(why) => {
+                                tracing::info!(%from, %why, "rejected peer connection");
+                                return;
+                            }
+                        };
                         if let Err(err) = serve_connection(stream, hub, shards).await {
                             tracing::debug!(%from, %err, "peer connection closed");
                         }
@@ -558,14 +607,28 @@ pub async fn serve(
     }
 }
 
+/// An accepted connection, after its TLS handshake and the allowed-CN/hostname check when the
+/// node serves its peers over TLS.
+async fn accept_tls(stream: TcpStream, tls: &PeerTls) -> Result<Box<dyn PeerIo>, String> {
+    let Some(acceptor) = &tls.acceptor else {
+        return Ok(Box::new(stream));
+    };
+    let stream = tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+        .await
+        .map_err(|_| "the TLS handshake did not finish".to_owned())?
+        .map_err(|e| format!("TLS handshake: {e}"))?;
+    tls.check_peer(stream.get_ref().1.peer_certificates())?;
+    Ok(Box::new(stream))
+}
+
 /// One incoming connection: hello, then each request frame handed to its shard concurrently,
 /// answers written back as they complete.
 async fn serve_connection(
-    stream: TcpStream,
+    stream: Box<dyn PeerIo>,
     hub: Arc<PeerHub>,
     shards: ShardSlot,
 ) -> anyhow::Result<()> {
-    let (reader, writer) = stream.into_split();
+    let (reader, writer) = tokio::io::split(stream);
     let mut reader = BufReader::new(reader);
     let mut writer = BufWriter::new(writer);
     let theirs = tokio::time::timeout(CONNECT_TIMEOUT, read_frame(&mut reader))

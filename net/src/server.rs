@@ -20,6 +20,7 @@ use crate::partition::{PartitionMap, Pin};
 use crate::peer::{self, Hello, PeerHub};
 use crate::router::{Router, EXPIRED_LEASES_MAX};
 use crate::services::{cluster, election, kv, lease, lock, maintenance, watch as watch_svc};
+use crate::tls;
 
 /// gRPC's own per-message limit sits this far above `--max-request-bytes`, as in etcd, so that
 /// a request just over the limit gets etcd's "request is too large" rather than a transport error.
@@ -102,6 +103,13 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
     check_data_dir(&data_dir)?;
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    let protocol = tls::Protocol::from_flags(&flags)?;
+    let client_tls = tls::client_tls(&config, &flags, &protocol, &data_dir)?;
+    let peer_tls = tls::PeerTls::from_config(&config, &flags, &protocol, &data_dir)?;
+    let monitoring = match flags.listen_metrics_urls.as_deref() {
+        Some(list) if !list.trim().is_empty() => flags::parse_listen_urls(list)?,
+        _ => Vec::new(),
+    };
 
     let map = settle_layout(&data_dir, &config, cores())?;
     let shard_count = map.shards();
@@ -123,7 +131,8 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
     );
     let mut member = member;
     if initial.len() > 1 {
-        member.cluster_id = settle_cluster_id(&data_dir, &config, &member, &initial).await?;
+        member.cluster_id =
+            settle_cluster_id(&data_dir, &config, &member, &initial, &peer_tls).await?;
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     // A cluster's peer side starts first: the shards' groups elect leaders over it.
@@ -132,12 +141,15 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
     let shard_slot = peer::ShardSlot::default();
     let cluster = if initial.len() > 1 {
         let (peer_tx, peer_rx) = flume::bounded(peer::OUTBOUND_QUEUE_MAX);
-        let peers = PeerHub::new(Hello {
-            cluster_id: member.cluster_id,
-            member_id: member.id,
-            name: member.name.clone(),
-            client_urls: member.client_urls.clone(),
-        });
+        let peers = PeerHub::new(
+            Hello {
+                cluster_id: member.cluster_id,
+                member_id: member.id,
+                name: member.name.clone(),
+                client_urls: member.client_urls.clone(),
+            },
+            peer_tls.clone(),
+        );
         for url in flags::parse_listen_urls(&config.listen_peer_urls.join(","))? {
             let listener = tokio::net::TcpListener::bind(url.addr)
                 .await
@@ -278,29 +290,24 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
     drop(router);
     let mut servers = Vec::new();
     for url in &listen {
-        let routes = routes(&ctx);
-        let mut stop = stop_rx.clone();
-        let listener = tokio::net::TcpListener::bind(url.addr)
-            .await
-            .with_context(|| format!("listening on {}", url.url))?;
-        // etcd accepts a URL as a request's authority (etcd 3.4's clients send one): see
-        // `authority.rs`.
-        let incoming = tonic::transport::server::TcpIncoming::from(listener)
-            .with_nodelay(Some(true))
-            .map(|conn| conn.map(crate::authority::LenientAuthority::new));
+        servers.push(
+            serve_url(
+                url,
+                routes(&ctx),
+                client_tls.as_ref(),
+                &flags,
+                stop_rx.clone(),
+            )
+            .await?,
+        );
         tracing::info!(url = %url.url, "serving client requests");
-        let keepalive =
-            (!flags.grpc_keepalive_interval.is_zero()).then_some(flags.grpc_keepalive_interval);
-        let server = tonic::transport::Server::builder()
-            .accept_http1(true)
-            .max_concurrent_streams(Some(flags.max_concurrent_streams))
-            .http2_keepalive_interval(keepalive)
-            .http2_keepalive_timeout(Some(flags.grpc_keepalive_timeout))
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = stop.wait_for(|s| *s).await;
-            });
-        servers.push(tokio::spawn(server));
+    }
+    // `--listen-metrics-urls`: /health and /metrics only, as etcd serves there (kubelet's
+    // liveness probe of a kubeadm member asks http://127.0.0.1:2381/health).
+    for url in &monitoring {
+        let routes = tonic::service::Routes::from(crate::http::monitoring_router(ctx.clone()));
+        servers.push(serve_url(url, routes, client_tls.as_ref(), &flags, stop_rx.clone()).await?);
+        tracing::info!(url = %url.url, "serving /health and /metrics");
     }
     drop(ctx);
 
@@ -349,6 +356,64 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
     Ok(())
 }
 
+/// Binds `url` and serves `routes` on it (gRPC and HTTP/1.1 on one listener), over TLS when
+/// the URL is `https://`, until `stop` turns true.
+async fn serve_url(
+    url: &flags::ListenUrl,
+    routes: tonic::service::Routes,
+    tls: Option<&tls::ClientTls>,
+    flags: &flags::Flags,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>> {
+    let listener = tokio::net::TcpListener::bind(url.addr)
+        .await
+        .with_context(|| format!("listening on {}", url.url))?;
+    // etcd accepts a URL as a request's authority (etcd 3.4's clients send one): see
+    // `authority.rs`.
+    Ok(if url.tls {
+        let tls = tls
+            .cloned()
+            .with_context(|| format!("{}: no TLS configuration for an https URL", url.url))?;
+        let incoming = tls::incoming(listener, tls)
+            .map(|conn| conn.map(crate::authority::LenientAuthority::new));
+        tokio::spawn(serve_incoming(incoming, routes, flags, stop))
+    } else {
+        let incoming = tonic::transport::server::TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .map(|conn| conn.map(crate::authority::LenientAuthority::new));
+        tokio::spawn(serve_incoming(incoming, routes, flags, stop))
+    })
+}
+
+fn serve_incoming<S, IO>(
+    incoming: S,
+    routes: tonic::service::Routes,
+    flags: &flags::Flags,
+    mut stop: watch::Receiver<bool>,
+) -> impl Future<Output = Result<(), tonic::transport::Error>>
+where
+    S: tokio_stream::Stream<Item = std::io::Result<IO>> + Send + 'static,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+{
+    let keepalive =
+        (!flags.grpc_keepalive_interval.is_zero()).then_some(flags.grpc_keepalive_interval);
+    tonic::transport::Server::builder()
+        .accept_http1(true)
+        .max_concurrent_streams(Some(flags.max_concurrent_streams))
+        .http2_keepalive_interval(keepalive)
+        .http2_keepalive_timeout(Some(flags.grpc_keepalive_timeout))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+}
+
 /// How often the server looks whether shard 0 learned this member was removed.
 const REMOVED_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -364,6 +429,7 @@ async fn settle_cluster_id(
     config: &ballast_tuning::config::Config,
     member: &Member,
     initial: &[(String, Vec<String>)],
+    tls: &tls::PeerTls,
 ) -> anyhow::Result<u64> {
     let path = data_dir.join("ballast").join("cluster-id");
     match std::fs::read_to_string(&path) {
@@ -386,7 +452,7 @@ async fn settle_cluster_id(
             name: member.name.clone(),
             client_urls: member.client_urls.clone(),
         };
-        peer::discover_cluster_id(&me, &others, std::time::Duration::from_secs(30))
+        peer::discover_cluster_id(&me, &others, tls, std::time::Duration::from_secs(30))
             .await
             .context("joining a running cluster (--initial-cluster-state existing)")?
     } else {

@@ -627,11 +627,15 @@ fn resolve_tls(
     out
 }
 
+/// A side's `https://` URLs need its certificate (or auto-tls). For a listen URL the reason is
+/// etcd's own message (`listen_refusal`), as etcd stops with it.
 fn check_tls(
     side: &'static str,
     key_key: &'static str,
     tls: &TlsConfig,
-    urls: &[&Vec<String>],
+    listen: &[String],
+    advertise: &[String],
+    listen_refusal: fn(&str) -> String,
 ) -> Result<(), ConfigError> {
     if tls.cert_file.is_some() != tls.key_file.is_some() {
         return Err(ConfigError::Inconsistent {
@@ -639,15 +643,21 @@ fn check_tls(
             reason: "cert-file and key-file must be given together".into(),
         });
     }
-    for list in urls {
-        for u in list.iter() {
-            if (u.starts_with("https://") || u.starts_with("unixs://")) && !tls.enabled() {
-                return Err(ConfigError::Inconsistent {
-                    key: side,
-                    reason: format!("{u} needs TLS: give cert-file and key-file, or auto-tls"),
-                });
-            }
-        }
+    let secure = |u: &&String| u.starts_with("https://") || u.starts_with("unixs://");
+    if tls.enabled() {
+        return Ok(());
+    }
+    if let Some(u) = listen.iter().find(secure) {
+        return Err(ConfigError::Inconsistent {
+            key: side,
+            reason: listen_refusal(u),
+        });
+    }
+    if let Some(u) = advertise.iter().find(secure) {
+        return Err(ConfigError::Inconsistent {
+            key: side,
+            reason: format!("{u} needs TLS: give cert-file and key-file, or auto-tls"),
+        });
     }
     Ok(())
 }
@@ -748,16 +758,28 @@ pub fn resolve(layers: &[&ConfigFile]) -> Result<Config, ConfigError> {
         "client-transport-security",
         "client-transport-security.key-file",
         &config.client_transport_security,
-        &[&config.listen_client_urls, &config.advertise_client_urls],
+        &config.listen_client_urls,
+        &config.advertise_client_urls,
+        |u| {
+            format!(
+                "TLS key/cert (--cert-file, --key-file) must be provided for client url {u} \
+                 with HTTPS scheme"
+            )
+        },
     )?;
     check_tls(
         "peer-transport-security",
         "peer-transport-security.key-file",
         &config.peer_transport_security,
-        &[
-            &config.listen_peer_urls,
-            &config.initial_advertise_peer_urls,
-        ],
+        &config.listen_peer_urls,
+        &config.initial_advertise_peer_urls,
+        |u| {
+            let addr = u.split_once("://").map_or(u, |(_, rest)| rest);
+            format!(
+                "cannot listen on TLS for {}: KeyFile and CertFile are not presented",
+                addr.trim_end_matches('/')
+            )
+        },
     )?;
     Ok(config)
 }

@@ -1,11 +1,13 @@
 //! The peer transport: the hello, every failure a message can meet (unreachable, another
-//! cluster, a silent peer, a connection lost after sending), and three in-process nodes whose
+//! cluster, a silent peer, a connection lost after sending), TLS between members (only
+//! certificates the cluster's CA signed, and the allowed CN, get through), and three in-process nodes whose
 //! in-memory shards form one Raft group over real connections on 127.0.0.1: they elect a
 //! leader, replicate, and followers forward writes and linearizable reads to it. A member that
 //! joins after the leader purged its log catches up through a snapshot (in memory, and on
 //! disk with a restart after the install) and then answers exactly as the leader.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use ballast_consensus::{
@@ -63,10 +65,7 @@ async fn send(
 }
 
 fn hub_with_channel(me: Hello) -> (Arc<PeerHub>, flume::Sender<Outbound>) {
-    let hub = PeerHub::new(me);
-    let (tx, rx) = flume::bounded(64);
-    tokio::spawn(hub.clone().run(rx));
-    (hub, tx)
+    hub_with_tls(me, PeerTls::default())
 }
 
 #[tokio::test]
@@ -92,7 +91,7 @@ async fn unreachable_peer_and_another_cluster_are_told_apart() {
         "{failure}"
     );
     // A node of cluster 2 does not take cluster 1's messages.
-    let other = PeerHub::new(hello(2, 9));
+    let other = PeerHub::new(hello(2, 9), PeerTls::default());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(serve(
@@ -136,6 +135,121 @@ async fn fake_peer(close_after_request: bool) -> String {
         }
     });
     addr
+}
+
+/// Peer TLS as `flags` (etcd's `--peer-*` flags) configure it, listening on `https://`.
+fn peer_tls(flags: &[String]) -> PeerTls {
+    let mut args: Vec<String> = [
+        "ballast",
+        "--listen-peer-urls",
+        "https://127.0.0.1:2380",
+        "--initial-advertise-peer-urls",
+        "https://127.0.0.1:2380",
+        "--initial-cluster",
+        "default=https://127.0.0.1:2380",
+    ]
+    .iter()
+    .map(|a| (*a).to_owned())
+    .collect();
+    args.extend(flags.iter().cloned());
+    let cl = crate::flags::parse(args).unwrap();
+    let protocol = crate::tls::Protocol::from_flags(&cl.flags).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    PeerTls::from_config(&cl.config, &cl.flags, &protocol, data.path()).unwrap()
+}
+
+fn member_flags(pki: &crate::tls::tests::Pki, cn: &str, ca: &Path) -> Vec<String> {
+    let issued = pki.issue(cn, &["127.0.0.1"]);
+    [
+        "--peer-cert-file",
+        issued.cert.to_str().unwrap(),
+        "--peer-key-file",
+        issued.key.to_str().unwrap(),
+        "--peer-trusted-ca-file",
+        ca.to_str().unwrap(),
+        "--peer-client-cert-auth",
+    ]
+    .iter()
+    .map(|a| (*a).to_owned())
+    .collect()
+}
+
+/// A hub of cluster 1 with `tls`, serving on an `https://` URL it returns (with no shards:
+/// whatever reaches it is refused with "shards are starting", which proves it arrived).
+async fn tls_listener(id: u64, tls: PeerTls) -> String {
+    let hub = PeerHub::new(hello(1, id), tls);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("https://{}", listener.local_addr().unwrap());
+    tokio::spawn(serve(
+        listener,
+        hub,
+        ShardSlot::default(),
+        std::future::pending(),
+    ));
+    addr
+}
+
+#[tokio::test]
+async fn peers_speak_tls_only_with_certificates_their_ca_signed() {
+    let pki = crate::tls::tests::Pki::new("peer ca");
+    let ca = pki.ca_file();
+    let server = tls_listener(2, peer_tls(&member_flags(&pki, "m2", &ca))).await;
+    let vote = |tx: flume::Sender<Outbound>, addr: String| async move {
+        send(
+            &tx,
+            &addr,
+            PeerKind::Vote,
+            Bytes::new(),
+            Duration::from_secs(2),
+        )
+        .await
+    };
+
+    // A member with a certificate of the cluster's CA gets through.
+    let (_a, a) = hub_with_tls(hello(1, 1), peer_tls(&member_flags(&pki, "m1", &ca)));
+    match vote(a.clone(), server.clone()).await {
+        Err(PeerFailure::Refused { why, .. }) => {
+            assert!(why.contains("shards are starting"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // One whose certificate another CA signed does not (it trusts the server's CA, so the
+    // refusal is the server's).
+    let stranger_ca = crate::tls::tests::Pki::new("stranger ca");
+    let (_c, c) = hub_with_tls(
+        hello(1, 3),
+        peer_tls(&member_flags(&stranger_ca, "m3", &ca)),
+    );
+    let failure = vote(c, server.clone()).await.unwrap_err();
+    assert!(!matches!(failure, PeerFailure::Refused { .. }), "{failure}");
+    // A member without a peer certificate cannot dial https:// at all.
+    let (_d, d) = hub_with_channel(hello(1, 4));
+    match vote(d, server.clone()).await {
+        Err(PeerFailure::Unreachable { why, .. }) => {
+            assert!(why.contains("no peer certificate"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // `--peer-cert-allowed-cn` turns away the CA's other certificates.
+    let mut only_m5 = member_flags(&pki, "m2b", &ca);
+    only_m5.extend(["--peer-cert-allowed-cn".to_owned(), "m5".to_owned()]);
+    let picky = tls_listener(6, peer_tls(&only_m5)).await;
+    let failure = vote(a.clone(), picky.clone()).await.unwrap_err();
+    assert!(!matches!(failure, PeerFailure::Refused { .. }), "{failure}");
+    let (_e, e) = hub_with_tls(hello(1, 5), peer_tls(&member_flags(&pki, "m5", &ca)));
+    match vote(e, picky).await {
+        Err(PeerFailure::Refused { why, .. }) => {
+            assert!(why.contains("shards are starting"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+fn hub_with_tls(me: Hello, tls: PeerTls) -> (Arc<PeerHub>, flume::Sender<Outbound>) {
+    let hub = PeerHub::new(me, tls);
+    let (tx, rx) = flume::bounded(64);
+    tokio::spawn(hub.clone().run(rx));
+    (hub, tx)
 }
 
 #[tokio::test]
@@ -211,7 +325,7 @@ async fn start_shards(
     base: ShardConfig,
     count: u32,
 ) -> Node {
-    let hub = PeerHub::new(hello(42, id));
+    let hub = PeerHub::new(hello(42, id), PeerTls::default());
     let (tx, rx) = flume::bounded(OUTBOUND_QUEUE_MAX);
     let slot = ShardSlot::default();
     let tasks = vec![

@@ -103,12 +103,12 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
     check_data_dir(&data_dir)?;
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
-    let protocol = tls::Protocol::from_flags(&flags)?;
+    let protocol = tls::Protocol::from_config(&config, &flags)?;
     let client_tls = tls::client_tls(&config, &flags, &protocol, &data_dir)?;
     let peer_tls = tls::PeerTls::from_config(&config, &flags, &protocol, &data_dir)?;
-    let monitoring = match flags.listen_metrics_urls.as_deref() {
-        Some(list) if !list.trim().is_empty() => flags::parse_listen_urls(list)?,
-        _ => Vec::new(),
+    let monitoring = match config.listen_metrics_urls.join(",") {
+        list if list.trim().is_empty() => Vec::new(),
+        list => flags::parse_listen_urls(&list)?,
     };
 
     let map = settle_layout(&data_dir, &config, cores())?;

@@ -142,9 +142,11 @@ pub struct Protocol {
 }
 
 impl Protocol {
-    pub fn from_flags(flags: &Flags) -> Result<Protocol, TlsError> {
+    /// From the resolved `cipher-suites` (flag, variable or config file) and the version flags.
+    pub fn from_config(config: &Config, flags: &Flags) -> Result<Protocol, TlsError> {
+        let suites = config.cipher_suites.join(",");
         Protocol::new(
-            flags.cipher_suites.as_deref(),
+            Some(suites.as_str()),
             flags.tls_min_version.as_deref(),
             flags.tls_max_version.as_deref(),
         )

@@ -153,7 +153,7 @@ fn peer_tls(flags: &[String]) -> PeerTls {
     .collect();
     args.extend(flags.iter().cloned());
     let cl = crate::flags::parse(args).unwrap();
-    let protocol = crate::tls::Protocol::from_flags(&cl.flags).unwrap();
+    let protocol = crate::tls::Protocol::from_config(&cl.config, &cl.flags).unwrap();
     let data = tempfile::tempdir().unwrap();
     PeerTls::from_config(&cl.config, &cl.flags, &protocol, data.path()).unwrap()
 }

@@ -80,7 +80,7 @@ fn parse(args: &[&str]) -> Result<crate::flags::CommandLine, String> {
 /// Client TLS as the server would set it up from `args`.
 fn client_tls_of(args: &[&str], data_dir: &Path) -> Result<Option<ClientTls>, TlsError> {
     let cl = parse(args).unwrap();
-    let protocol = Protocol::from_flags(&cl.flags)?;
+    let protocol = Protocol::from_config(&cl.config, &cl.flags)?;
     client_tls(&cl.config, &cl.flags, &protocol, data_dir)
 }
 

@@ -17,6 +17,10 @@
 //!   certificates, nothing to verify them against) it encrypts without verifying, as etcd does.
 //! - `--auto-tls` certificates are made once and kept under `<data-dir>/fixtures/client` (and
 //!   `.../peer`), valid for the listen URLs' hosts for `--self-signed-cert-validity` years.
+//! - A certificate and key are re-read when their files change, at the next handshake
+//!   ([`ReloadingCert`]), so a renewed certificate (`kubeadm certs renew`) takes effect without a
+//!   restart, as with etcd; a file caught half-written keeps the previous pair. The trusted CA
+//!   is read once, at start-up (as etcd does).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -231,7 +235,7 @@ impl Protocol {
     /// A server configuration with `files`' certificate, asking for client certificates when
     /// `files.client_cert_auth`.
     fn server(&self, files: &Files, what: &str) -> Result<rustls::ServerConfig, TlsError> {
-        let (certs, key) = load_identity(files)?;
+        let identity = Arc::new(ReloadingCert::new(files, &self.provider)?);
         let builder = rustls::ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&self.versions)
             .map_err(|source| TlsError::Rustls {
@@ -266,13 +270,7 @@ impl Protocol {
         } else {
             builder.with_no_client_auth()
         };
-        let mut config =
-            builder
-                .with_single_cert(certs, key)
-                .map_err(|source| TlsError::Rustls {
-                    what: format!("{what} certificate {}", files.cert_path().display()),
-                    source,
-                })?;
+        let mut config = builder.with_cert_resolver(identity);
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(config)
     }
@@ -281,6 +279,18 @@ impl Protocol {
 impl Files {
     fn cert_path(&self) -> &Path {
         self.cert.as_deref().unwrap_or(Path::new(""))
+    }
+
+    /// The certificate and key files, which come as a pair.
+    fn identity(&self) -> Result<(&Path, &Path), TlsError> {
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Ok((cert, key)),
+            _ => Err(TlsError::Incomplete {
+                flag: "a certificate",
+                needs: "its key",
+                why: "both --cert-file and --key-file (or the --peer-* pair) are needed",
+            }),
+        }
     }
 }
 
@@ -333,32 +343,126 @@ fn parse_version(v: Option<&str>) -> Result<Option<u8>, TlsError> {
 fn load_identity(
     files: &Files,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
-    let (Some(cert), Some(key)) = (&files.cert, &files.key) else {
-        return Err(TlsError::Incomplete {
-            flag: "a certificate",
-            needs: "its key",
-            why: "both --cert-file and --key-file (or the --peer-* pair) are needed",
-        });
-    };
+    let (cert, key) = files.identity()?;
     let certs = CertificateDer::pem_file_iter(cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|source| TlsError::Read {
             what: "certificate",
-            path: cert.clone(),
+            path: cert.to_owned(),
             source,
         })?;
     if certs.is_empty() {
         return Err(TlsError::Empty {
             what: "certificate",
-            path: cert.clone(),
+            path: cert.to_owned(),
         });
     }
     let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Read {
         what: "private key",
-        path: key.clone(),
+        path: key.to_owned(),
         source,
     })?;
     Ok((certs, key))
+}
+
+/// What identifies a file's content cheaply: its modification time and length.
+type Stamp = Option<(std::time::SystemTime, u64)>;
+
+fn stamp(path: &Path) -> Stamp {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// A side's certificate and key, re-read at a handshake when either file changed since the
+/// last read. The first read must succeed (start-up fails otherwise); a later one that fails
+/// (a file being rewritten, a key not matching its certificate) keeps the previous pair and
+/// logs why.
+#[derive(Debug)]
+pub struct ReloadingCert {
+    cert: PathBuf,
+    key: PathBuf,
+    provider: Arc<CryptoProvider>,
+    current: std::sync::Mutex<((Stamp, Stamp), Arc<rustls::sign::CertifiedKey>)>,
+}
+
+impl ReloadingCert {
+    fn new(files: &Files, provider: &Arc<CryptoProvider>) -> Result<ReloadingCert, TlsError> {
+        let (cert, key) = files.identity()?;
+        let stamps = (stamp(cert), stamp(key));
+        let loaded = load_certified(files, provider)?;
+        Ok(ReloadingCert {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            provider: provider.clone(),
+            current: std::sync::Mutex::new((stamps, loaded)),
+        })
+    }
+
+    /// The pair to present now.
+    pub fn get(&self) -> Arc<rustls::sign::CertifiedKey> {
+        let stamps = (stamp(&self.cert), stamp(&self.key));
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.0 != stamps {
+            let files = Files {
+                cert: Some(self.cert.clone()),
+                key: Some(self.key.clone()),
+                ..Files::default()
+            };
+            match load_certified(&files, &self.provider) {
+                Ok(loaded) => {
+                    tracing::info!(cert = %self.cert.display(), "reloaded a changed certificate");
+                    *current = (stamps, loaded);
+                }
+                Err(err) => {
+                    // Retried at the next handshake only if the files change again.
+                    current.0 = stamps;
+                    tracing::warn!(
+                        cert = %self.cert.display(),
+                        %err,
+                        "a changed certificate could not be read; keeping the previous one"
+                    );
+                }
+            }
+        }
+        current.1.clone()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ReloadingCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.get())
+    }
+}
+
+impl rustls::client::ResolvesClientCert for ReloadingCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.get())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// `files`' certificate chain and key, checked to belong together.
+fn load_certified(
+    files: &Files,
+    provider: &CryptoProvider,
+) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
+    let (certs, key) = load_identity(files)?;
+    rustls::sign::CertifiedKey::from_der(certs, key, provider)
+        .map(Arc::new)
+        .map_err(|source| TlsError::Rustls {
+            what: format!("certificate {}", files.cert_path().display()),
+            source,
+        })
 }
 
 fn load_roots(ca: &Path) -> Result<rustls::RootCertStore, TlsError> {
@@ -585,7 +689,7 @@ impl PeerTls {
             ))),
             None => None,
         };
-        let (certs, key) = load_identity(&files)?;
+        let identity = Arc::new(ReloadingCert::new(&files, &protocol.provider)?);
         let builder = rustls::ClientConfig::builder_with_provider(protocol.provider.clone())
             .with_protocol_versions(&protocol.versions)
             .map_err(|source| TlsError::Rustls {
@@ -606,12 +710,7 @@ impl PeerTls {
                 })
             }
         };
-        let config = builder
-            .with_client_auth_cert(certs, key)
-            .map_err(|source| TlsError::Rustls {
-                what: format!("peer certificate {}", files.cert_path().display()),
-                source,
-            })?;
+        let config = builder.with_client_cert_resolver(identity);
         tracing::info!(
             cert = %files.cert_path().display(),
             trusted_ca = %files.trusted_ca.as_deref().unwrap_or(Path::new("")).display(),

@@ -390,3 +390,65 @@ async fn client_cert_auth_lets_in_only_certificates_the_ca_signed() {
         .unwrap();
     echo.abort();
 }
+
+/// The common name of the certificate the server at `addr` presents.
+async fn served_cn(addr: std::net::SocketAddr, connector: &TlsConnector) -> String {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let tls = connector
+        .connect(server_name("127.0.0.1").unwrap(), tcp)
+        .await
+        .unwrap();
+    let certs = tls.get_ref().1.peer_certificates().unwrap();
+    CertNames::parse(&certs[0]).unwrap().common_names.join(",")
+}
+
+#[tokio::test]
+async fn a_renewed_certificate_is_served_at_the_next_handshake() {
+    let pki = Pki::new("cluster ca");
+    let first = pki.issue("server-1", &["127.0.0.1"]);
+    let renewed = pki.issue("server-2", &["127.0.0.1"]);
+    let data = tempfile::tempdir().unwrap();
+    let (cert, key) = (
+        data.path().join("server.crt"),
+        data.path().join("server.key"),
+    );
+    std::fs::copy(&first.cert, &cert).unwrap();
+    std::fs::copy(&first.key, &key).unwrap();
+    let tls = client_tls_of(
+        &[
+            "--listen-client-urls",
+            "https://127.0.0.1:2379",
+            "--cert-file",
+            cert.to_str().unwrap(),
+            "--key-file",
+            key.to_str().unwrap(),
+        ],
+        data.path(),
+    )
+    .unwrap()
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut accepted = incoming(listener, tls);
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some(Ok(stream)) = accepted.next().await {
+            held.push(stream);
+        }
+    });
+    let client = connector(&pki.ca_file(), None);
+    assert_eq!(served_cn(addr, &client).await, "server-1");
+    // `kubeadm certs renew` rewrites both files in place.
+    std::fs::copy(&renewed.cert, &cert).unwrap();
+    std::fs::copy(&renewed.key, &key).unwrap();
+    assert_eq!(served_cn(addr, &client).await, "server-2");
+    // A certificate caught half-written (or a key of another certificate) keeps the last good
+    // pair.
+    std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\nMIIB").unwrap();
+    assert_eq!(served_cn(addr, &client).await, "server-2");
+    std::fs::copy(&first.cert, &cert).unwrap();
+    assert_eq!(served_cn(addr, &client).await, "server-2");
+    std::fs::copy(&first.key, &key).unwrap();
+    assert_eq!(served_cn(addr, &client).await, "server-1");
+    holder.abort();
+}

@@ -99,3 +99,70 @@ async fn random_sequences_match_etcd() {
         run_seed(seed, count).await;
     }
 }
+
+/// What a server answers to a watch create and a cancel of it sent together on one stream
+/// (no wait between them), and to a cancel of a watch on a key spanning every shard: per
+/// response, (watch id, created, canceled).
+async fn create_then_cancel_at_once(
+    server: &ballast_conformance::Server,
+) -> Vec<(i64, bool, bool)> {
+    use ballast_proto::etcdserverpb::{
+        watch_request::RequestUnion, WatchCancelRequest, WatchCreateRequest, WatchRequest,
+    };
+    use tokio_stream::StreamExt as _;
+    let mut clients = server.clients().await.expect("clients");
+    let create = |watch_id: i64, key: &'static [u8], range_end: &'static [u8]| WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+            key: bytes::Bytes::from_static(key),
+            range_end: bytes::Bytes::from_static(range_end),
+            watch_id,
+            ..Default::default()
+        })),
+    };
+    let cancel = |watch_id: i64| WatchRequest {
+        request_union: Some(RequestUnion::CancelRequest(WatchCancelRequest { watch_id })),
+    };
+    // Id 7 on one key; id 8 on every key (in Ballast with several shards, a merged watch).
+    let requests = vec![
+        create(7, b"/at-once", b""),
+        cancel(7),
+        create(8, b"\0", b"\0"),
+        cancel(8),
+    ];
+    let mut stream = clients
+        .watch
+        .watch(tokio_stream::iter(requests).chain(tokio_stream::pending()))
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let resp = tokio::time::timeout(Duration::from_secs(5), stream.message())
+            .await
+            .expect("a watch response within 5 s")
+            .expect("watch stream")
+            .expect("watch stream open");
+        seen.push((resp.watch_id, resp.created, resp.canceled));
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_canceled_at_once_is_created_first() {
+    let pair = Pair::start().await.expect("starting the servers");
+    let [etcd, ballast] = pair.both();
+    let want = vec![
+        (7, true, false),
+        (7, false, true),
+        (8, true, false),
+        (8, false, true),
+    ];
+    assert_eq!(create_then_cancel_at_once(etcd).await, want, "etcd");
+    for round in 0..20 {
+        assert_eq!(
+            create_then_cancel_at_once(ballast).await,
+            want,
+            "ballast, round {round}"
+        );
+    }
+}

@@ -61,6 +61,10 @@ impl WatchService {
 struct WatcherInfo {
     fragment: bool,
     place: Place,
+    /// Its `created` response went out. A cancel that overtakes the shard's `Created` (the
+    /// client cancels at once) sends it first, as etcd answers a create before it reads the
+    /// next request.
+    created: bool,
 }
 
 /// Where a watcher lives.
@@ -119,6 +123,18 @@ impl StreamState {
                 };
                 match canceled {
                     Ok(revision) => {
+                        if !info.created
+                            && !self
+                                .send(pb::WatchResponse {
+                                    header: Some(self.ctx.header(revision)),
+                                    watch_id,
+                                    created: true,
+                                    ..Default::default()
+                                })
+                                .await
+                        {
+                            return false;
+                        }
                         self.send(pb::WatchResponse {
                             header: Some(self.ctx.header(revision)),
                             watch_id,
@@ -263,6 +279,7 @@ impl StreamState {
                 WatcherInfo {
                     fragment: create.fragment,
                     place: Place::Merged(merged),
+                    created: false,
                 },
             );
             return true;
@@ -272,6 +289,7 @@ impl StreamState {
             WatcherInfo {
                 fragment: create.fragment,
                 place: Place::Shard(shard),
+                created: false,
             },
         );
         self.ctx
@@ -293,7 +311,10 @@ impl StreamState {
     async fn on_message(&mut self, msg: WatchMessage) -> bool {
         let resp = match msg {
             WatchMessage::Created { watch_id, revision } => {
-                if !self.watchers.contains_key(&watch_id) {
+                let Some(info) = self.watchers.get_mut(&watch_id) else {
+                    return true;
+                };
+                if std::mem::replace(&mut info.created, true) {
                     return true;
                 }
                 pb::WatchResponse {

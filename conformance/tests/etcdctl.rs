@@ -780,6 +780,23 @@ async fn member_list_outputs() {
             let out = d.same(args).await;
             assert!(out.stdout.contains("<member-id>"), "{args:?}: {out:?}");
         }
+        // A change of a member a single-node cluster does not have.
+        for args in [
+            &["member", "remove", "1234"][..],
+            &[
+                "member",
+                "update",
+                "1234",
+                "--peer-urls=https://127.0.0.1:1",
+            ][..],
+            &["member", "promote", "1234"][..],
+        ] {
+            let out = d.same_err(args).await;
+            assert!(
+                out.stderr.contains("etcdserver: member not found"),
+                "{args:?}: {out:?}"
+            );
+        }
     })
     .await;
 }

@@ -482,6 +482,10 @@ async fn kv_requests_and_their_errors_answer_like_etcd() -> Result<()> {
     for method in ["GET", "PUT", "DELETE", "OPTIONS"] {
         same(&pair, method, "/v3/kv/range", "", Compare::Whole).await?;
     }
+    // Paths outside the gateway (etcd's plain 404).
+    for (method, path) in [("GET", "/nope"), ("POST", "/v2/keys/a"), ("GET", "/")] {
+        same(&pair, method, path, "", Compare::Whole).await?;
+    }
     Ok(())
 }
 

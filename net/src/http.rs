@@ -21,11 +21,46 @@ pub fn router(ctx: Context) -> Router {
         .merge(crate::gateway::router(ctx))
 }
 
+/// What a request no route takes is answered: a gRPC call to an unknown method gets gRPC's
+/// Unimplemented (as tonic answers it); anything else etcd's plain 404, with the CORS headers
+/// etcd sends on every HTTP answer of its client port.
+pub async fn fallback(request: axum::extract::Request) -> axum::response::Response {
+    let grpc = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"));
+    if grpc {
+        let method = request.uri().path().trim_start_matches('/');
+        return tonic::Status::unimplemented(format!("unknown method {method}"))
+            .into_http::<axum::body::Body>();
+    }
+    (
+        StatusCode::NOT_FOUND,
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+            (
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                "POST, GET, OPTIONS, PUT, DELETE",
+            ),
+            (
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                "accept, content-type, authorization",
+            ),
+        ],
+        "404 page not found\n",
+    )
+        .into_response()
+}
+
 /// What `--listen-metrics-urls` serve: `/health` and `/metrics` only, as etcd does.
 pub fn monitoring_router(ctx: Context) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .fallback(fallback)
         .with_state(ctx)
 }
 

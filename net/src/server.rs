@@ -631,7 +631,11 @@ fn routes(ctx: &Context) -> tonic::service::Routes {
         );
     let grpc = routes.routes();
     let http = crate::http::router(ctx.clone());
-    tonic::service::Routes::from(grpc.into_axum_router().merge(http))
+    tonic::service::Routes::from(
+        grpc.into_axum_router()
+            .merge(http)
+            .fallback(crate::http::fallback),
+    )
 }
 
 #[cfg(test)]

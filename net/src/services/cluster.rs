@@ -7,8 +7,9 @@
 //! shard's group through the router, shard 0 first (its membership is the cluster's): a change
 //! refused by shard 0 changes nothing; one that fails in a later shard after shard 0 took it is
 //! reported, and running it again completes it (a change already in effect is not an error in
-//! the later shards). A node started as a single-node cluster has no peer transport and
-//! refuses changes (FailedPrecondition).
+//! the later shards). A node started as a single-node cluster has no peer transport: it
+//! refuses changes (FailedPrecondition), and answers a change of another member as etcd does,
+//! "member not found".
 //!
 //! A new member's id follows from its peer URLs and the cluster token (as every member's does,
 //! `context::member_id`), so the member started with `--initial-cluster-state existing` and the
@@ -61,6 +62,16 @@ impl ClusterService {
     /// Makes `change` in every shard's group and returns the cluster's members after it.
     async fn change(&self, change: MembershipChange) -> Result<Vec<pb::Member>, Status> {
         if self.ctx.peers.is_none() {
+            // A member other than this one does not exist here: etcd's answer.
+            let other = match &change {
+                MembershipChange::Add { .. } => None,
+                MembershipChange::Remove { id }
+                | MembershipChange::Update { id, .. }
+                | MembershipChange::Promote { id } => Some(*id),
+            };
+            if other.is_some_and(|id| id != self.ctx.member.id) {
+                return Err(Status::not_found("etcdserver: member not found"));
+            }
             return Err(Status::failed_precondition(
                 "ballast: this member runs as a single-node cluster (one member in \
                  --initial-cluster), without a peer transport; start a cluster with every \
@@ -78,13 +89,17 @@ impl ClusterService {
 }
 
 /// The one peer URL a member is reached at (Ballast keeps one per member): etcd's
-/// "given member URLs are invalid" unless exactly one `http://host:port` URL is given.
+/// "given member URLs are invalid" unless exactly one `http://host:port` (or `https://`) URL
+/// is given.
 fn one_peer_url(urls: &[String]) -> Result<String, Status> {
     let invalid = || Status::invalid_argument("etcdserver: given member URLs are invalid");
     let [url] = urls else {
         return Err(invalid());
     };
-    let rest = url.strip_prefix("http://").ok_or_else(invalid)?;
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(invalid)?;
     let (host, port) = rest
         .trim_end_matches('/')
         .rsplit_once(':')

@@ -139,18 +139,10 @@ async fn fake_peer(close_after_request: bool) -> String {
 
 /// Peer TLS as `flags` (etcd's `--peer-*` flags) configure it, listening on `https://`.
 fn peer_tls(flags: &[String]) -> PeerTls {
-    let mut args: Vec<String> = [
-        "ballast",
-        "--listen-peer-urls",
-        "https://127.0.0.1:2380",
-        "--initial-advertise-peer-urls",
-        "https://127.0.0.1:2380",
-        "--initial-cluster",
-        "default=https://127.0.0.1:2380",
-    ]
-    .iter()
-    .map(|a| (*a).to_owned())
-    .collect();
+    let mut args: Vec<String> = std::iter::once("ballast")
+        .chain(crate::tls::tests::HTTPS_PEER)
+        .map(str::to_owned)
+        .collect();
     args.extend(flags.iter().cloned());
     let cl = crate::flags::parse(args).unwrap();
     let protocol = crate::tls::Protocol::from_config(&cl.config, &cl.flags).unwrap();

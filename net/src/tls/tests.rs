@@ -193,16 +193,7 @@ fn https_urls_need_a_certificate_and_http_urls_ignore_one() {
         err.to_string(),
         "cannot listen on TLS for 127.0.0.1:2380: KeyFile and CertFile are not presented"
     );
-    let err = parse(&[
-        "--listen-peer-urls",
-        "https://127.0.0.1:2380",
-        "--initial-advertise-peer-urls",
-        "https://127.0.0.1:2380",
-        "--initial-cluster",
-        "default=https://127.0.0.1:2380",
-    ])
-    .err()
-    .unwrap();
+    let err = parse(&HTTPS_PEER).err().unwrap();
     assert!(
         err.contains(
             "cannot listen on TLS for 127.0.0.1:2380: KeyFile and CertFile are not presented"
@@ -314,6 +305,33 @@ fn connector(ca: &Path, identity: Option<&Issued>) -> TlsConnector {
     TlsConnector::from(Arc::new(config))
 }
 
+/// A listener on 127.0.0.1 accepting through `tls` that echoes one byte per connection.
+async fn echo_server(tls: ClientTls) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut accepted = incoming(listener, tls);
+    let echo = tokio::spawn(async move {
+        while let Some(Ok(mut stream)) = accepted.next().await {
+            let mut byte = [0u8; 1];
+            if stream.read_exact(&mut byte).await.is_ok() {
+                let _ = stream.write_all(&byte).await;
+                let _ = stream.flush().await;
+            }
+        }
+    });
+    (addr, echo)
+}
+
+/// The flags of a single member whose peer URL is `https://127.0.0.1:2380`.
+pub(crate) const HTTPS_PEER: [&str; 6] = [
+    "--listen-peer-urls",
+    "https://127.0.0.1:2380",
+    "--initial-advertise-peer-urls",
+    "https://127.0.0.1:2380",
+    "--initial-cluster",
+    "default=https://127.0.0.1:2380",
+];
+
 /// Connects to `addr` and tries one round trip over TLS: the server side echoes a byte.
 async fn round_trip(addr: std::net::SocketAddr, connector: &TlsConnector) -> Result<(), String> {
     let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
@@ -359,21 +377,7 @@ async fn client_cert_auth_lets_in_only_certificates_the_ca_signed() {
     )
     .unwrap()
     .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut accepted = incoming(listener, tls);
-    let echo = tokio::spawn(async move {
-        let mut served = 0;
-        while let Some(Ok(mut stream)) = accepted.next().await {
-            let mut byte = [0u8; 1];
-            if stream.read_exact(&mut byte).await.is_ok() {
-                let _ = stream.write_all(&byte).await;
-                let _ = stream.flush().await;
-            }
-            served += 1;
-        }
-        served
-    });
+    let (addr, echo) = echo_server(tls).await;
 
     round_trip(addr, &connector(&pki.ca_file(), Some(&client)))
         .await
@@ -427,15 +431,7 @@ async fn a_renewed_certificate_is_served_at_the_next_handshake() {
     )
     .unwrap()
     .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut accepted = incoming(listener, tls);
-    let holder = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Some(Ok(stream)) = accepted.next().await {
-            held.push(stream);
-        }
-    });
+    let (addr, echo) = echo_server(tls).await;
     let client = connector(&pki.ca_file(), None);
     assert_eq!(served_cn(addr, &client).await, "server-1");
     // `kubeadm certs renew` rewrites both files in place.
@@ -450,5 +446,5 @@ async fn a_renewed_certificate_is_served_at_the_next_handshake() {
     assert_eq!(served_cn(addr, &client).await, "server-2");
     std::fs::copy(&first.key, &key).unwrap();
     assert_eq!(served_cn(addr, &client).await, "server-1");
-    holder.abort();
+    echo.abort();
 }

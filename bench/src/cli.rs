@@ -71,9 +71,19 @@ impl WorkloadCmd {
 /// Options of every workload.
 #[derive(Args, Debug, Clone)]
 pub struct CommonArgs {
-    /// Comma-separated endpoints (`host:port` or URL).
+    /// Comma-separated endpoints (`host:port` or URL; a bare `host:port` is `https://` when
+    /// --cacert is given).
     #[arg(long, default_value = "127.0.0.1:2379")]
     pub endpoints: String,
+    /// CA certificate (PEM) to verify `https://` endpoints with (etcdctl's --cacert).
+    #[arg(long)]
+    pub cacert: Option<PathBuf>,
+    /// Client certificate (PEM) for endpoints that require one (etcdctl's --cert; needs --key).
+    #[arg(long, requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM; etcdctl's --key).
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
     /// Concurrent clients (each runs one operation at a time).
     #[arg(long, default_value_t = 1)]
     pub clients: usize,
@@ -303,6 +313,13 @@ pub struct CompareArgs {
     /// Extra flag for started Ballast servers (repeatable), e.g. `--ballast-arg=--shards=1`.
     #[arg(long, allow_hyphen_values = true)]
     pub ballast_arg: Vec<String>,
+    /// Start the `etcd` and `ballast` sides as kubeadm runs etcd: a throwaway CA with server,
+    /// peer and client certificates for 127.0.0.1, `https://` client and peer URLs, client
+    /// certificates required (`--client-cert-auth`, `--peer-client-cert-auth`); the load
+    /// generator dials over TLS with the client certificate. Endpoint sides use the workload's
+    /// --cacert/--cert/--key.
+    #[arg(long)]
+    pub tls: bool,
     /// Rounds; each runs the workload on A, then on B.
     #[arg(long, default_value_t = 2)]
     pub rounds: usize,
@@ -462,6 +479,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn compare_takes_members_target_and_server_flags() {
@@ -505,6 +523,46 @@ mod tests {
             argv.extend(bad);
             argv.push("put");
             assert!(Cli::try_parse_from(argv.clone()).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tls_flags_parse_as_etcdctl_names_them() {
+        let Command::Compare(c) = Cli::try_parse_from([
+            "ballast-bench",
+            "compare",
+            "--tls",
+            "put",
+            "--cacert",
+            "/p/ca.crt",
+            "--cert",
+            "/p/c.crt",
+            "--key",
+            "/p/c.key",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not compare");
+        };
+        assert!(c.tls);
+        let common = c.workload.common();
+        assert_eq!(common.cacert.as_deref(), Some(Path::new("/p/ca.crt")));
+        assert_eq!(common.cert.as_deref(), Some(Path::new("/p/c.crt")));
+        assert_eq!(common.key.as_deref(), Some(Path::new("/p/c.key")));
+
+        let Command::Compare(d) = Cli::try_parse_from(["ballast-bench", "compare", "put"])
+            .unwrap()
+            .command
+        else {
+            panic!("not compare");
+        };
+        assert!(!d.tls, "plain http unless asked");
+        assert!(d.workload.common().cacert.is_none());
+        for half in [["--cert", "/c"], ["--key", "/k"]] {
+            let mut argv = vec!["ballast-bench", "put"];
+            argv.extend(half);
+            assert!(Cli::try_parse_from(argv).is_err(), "{half:?} alone");
         }
     }
 

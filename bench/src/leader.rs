@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use ballast_proto::etcdserverpb::StatusRequest;
 
-use crate::conn::Pool;
+use crate::conn::{Endpoints, Pool};
 
 /// One member's answer to Status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,19 +79,19 @@ pub fn leader_index(statuses: &[Option<MemberStatus>]) -> Result<usize, LeaderEr
         .ok_or(LeaderError::NotAmong { leader: first })
 }
 
-/// Asks each endpoint's Status (one connection each, `timeout` per call); `None` where it did
-/// not answer in time or answered with an error.
-pub async fn statuses(endpoints: &[String], timeout: Duration) -> Vec<Option<MemberStatus>> {
-    let mut out = Vec::with_capacity(endpoints.len());
-    for endpoint in endpoints {
-        out.push(status(endpoint, timeout).await);
+/// Asks each endpoint's Status (one connection each, over TLS where the URL is `https://`,
+/// `timeout` per call); `None` where it did not answer in time or answered with an error.
+pub async fn statuses(endpoints: &Endpoints, timeout: Duration) -> Vec<Option<MemberStatus>> {
+    let mut out = Vec::with_capacity(endpoints.urls.len());
+    for i in 0..endpoints.urls.len() {
+        out.push(status(&endpoints.one(i), timeout).await);
     }
     out
 }
 
-async fn status(endpoint: &str, timeout: Duration) -> Option<MemberStatus> {
+async fn status(endpoint: &Endpoints, timeout: Duration) -> Option<MemberStatus> {
     let ask = async {
-        let pool = Pool::connect(&[endpoint.to_string()], 1).await.ok()?;
+        let pool = Pool::connect_to(endpoint, 1).await.ok()?;
         let reply = pool
             .maintenance(0)
             .status(StatusRequest {})

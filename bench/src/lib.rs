@@ -25,4 +25,5 @@ pub mod result;
 pub mod runner;
 pub mod server_bench;
 pub mod tally;
+pub mod tls;
 pub mod workload;

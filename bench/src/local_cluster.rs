@@ -2,7 +2,10 @@
 //! flags) as one cluster on 127.0.0.1: every member on its own free client and peer port, with
 //! its own data dir and log in its own temporary directory, all bootstrapped together with
 //! `--initial-cluster m0=<peer url>,m1=...`, `--initial-cluster-state new` and a shared
-//! `--initial-cluster-token`. One member is exactly `LocalServer`'s single node.
+//! `--initial-cluster-token`. One member is exactly `LocalServer`'s single node. With a
+//! [`Pki`] every member serves TLS on its client and peer URLs as kubeadm runs etcd, members
+//! reach each other over `https://` peer URLs, and the readiness calls made here dial with the
+//! `Pki`'s client certificate.
 //!
 //! Invariants: `start` returns only once every member answered a Range, all members agree on
 //! one leader through `Maintenance.Status` (`crate::leader`), and a Put succeeded through every
@@ -13,15 +16,17 @@
 //! fresh ports, at most `START_ATTEMPTS` times.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use ballast_proto::etcdserverpb::PutRequest;
 use bytes::Bytes;
 
-use crate::conn::Pool;
+use crate::conn::{Endpoints, Pool};
 use crate::leader::{self, leader_index, LeaderError};
 use crate::local_server::{free_port, ClusterFlags, LocalServer};
+use crate::tls::Pki;
 
 /// Bound on the members answering, electing a leader and taking a write.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -49,6 +54,8 @@ pub struct ClusterSpec {
     pub extra_args: Vec<String>,
     /// Where the temporary directories go (the system's temp dir when `None`).
     pub parent: Option<PathBuf>,
+    /// Serve TLS with these certificates (client and peer URLs), `None` for plain http.
+    pub tls: Option<Arc<Pki>>,
 }
 
 /// `m0=http://127.0.0.1:p0,m1=...` from `(name, peer url)` pairs, in member order.
@@ -111,6 +118,14 @@ impl LocalCluster {
         self.members.iter().map(|m| m.client_url.clone()).collect()
     }
 
+    /// The members' client URLs, in member order, with the TLS to dial them with.
+    pub fn endpoints(&self) -> Endpoints {
+        Endpoints {
+            urls: self.client_urls(),
+            tls: self.members[0].client_tls().cloned(),
+        }
+    }
+
     /// The running members' process ids.
     pub fn pids(&self) -> Vec<u32> {
         self.members.iter().filter_map(LocalServer::pid).collect()
@@ -129,7 +144,7 @@ impl LocalCluster {
     /// Asks the members again who leads now (e.g. after a run, to tell whether the leader
     /// changed while it ran).
     pub async fn current_leader(&self) -> Result<usize, LeaderError> {
-        leader_index(&leader::statuses(&self.client_urls(), CALL_TIMEOUT).await)
+        leader_index(&leader::statuses(&self.endpoints(), CALL_TIMEOUT).await)
     }
 }
 
@@ -137,18 +152,28 @@ async fn spawn_members(spec: &ClusterSpec) -> Result<Vec<LocalServer>> {
     let parent = spec.parent.as_deref();
     if spec.members == 1 {
         // A single node, started exactly as `compare` always started one.
-        let server =
-            LocalServer::start_with(&spec.binary, &spec.name, &spec.extra_args, parent).await?;
+        let server = LocalServer::start_with(
+            &spec.binary,
+            &spec.name,
+            &spec.extra_args,
+            parent,
+            spec.tls.clone(),
+        )
+        .await?;
         return Ok(vec![server]);
     }
     let ports = distinct_ports(2 * spec.members, free_port)?;
     let names: Vec<String> = (0..spec.members)
         .map(|i| format!("{}-{i}", spec.name))
         .collect();
+    let scheme = if spec.tls.is_some() { "https" } else { "http" };
     let pairs: Vec<(String, String)> = names
         .iter()
         .enumerate()
-        .map(|(i, n)| (n.clone(), format!("http://127.0.0.1:{}", ports[2 * i + 1])))
+        .map(|(i, n)| {
+            let peer_url = format!("{scheme}://127.0.0.1:{}", ports[2 * i + 1]);
+            (n.clone(), peer_url)
+        })
         .collect();
     let flags = ClusterFlags {
         initial_cluster: initial_cluster(&pairs),
@@ -165,6 +190,9 @@ async fn spawn_members(spec: &ClusterSpec) -> Result<Vec<LocalServer>> {
             ports[2 * i + 1],
             Some(flags.clone()),
         )?;
+        if let Some(pki) = &spec.tls {
+            m = m.with_tls(pki.clone())?;
+        }
         m.spawn()?;
         members.push(m);
     }
@@ -181,7 +209,10 @@ async fn wait_ready(members: &mut [LocalServer]) -> Result<usize> {
             .await
             .with_context(|| format!("member {} did not start", m.name()))?;
     }
-    let urls: Vec<String> = members.iter().map(|m| m.client_url.clone()).collect();
+    let endpoints = Endpoints {
+        urls: members.iter().map(|m| m.client_url.clone()).collect(),
+        tls: members[0].client_tls().cloned(),
+    };
     loop {
         for m in members.iter_mut() {
             if let Some(status) = m.exited()? {
@@ -192,8 +223,8 @@ async fn wait_ready(members: &mut [LocalServer]) -> Result<usize> {
                 );
             }
         }
-        let last = match leader_index(&leader::statuses(&urls, CALL_TIMEOUT).await) {
-            Ok(leader) => match put_through_each(&urls).await {
+        let last = match leader_index(&leader::statuses(&endpoints, CALL_TIMEOUT).await) {
+            Ok(leader) => match put_through_each(&endpoints).await {
                 Ok(()) => return Ok(leader),
                 Err(e) => format!("{e:#}"),
             },
@@ -213,9 +244,9 @@ async fn wait_ready(members: &mut [LocalServer]) -> Result<usize> {
     }
 }
 
-async fn put_through_each(urls: &[String]) -> Result<()> {
-    for url in urls {
-        let pool = Pool::connect(std::slice::from_ref(url), 1).await?;
+async fn put_through_each(endpoints: &Endpoints) -> Result<()> {
+    for (i, url) in endpoints.urls.iter().enumerate() {
+        let pool = Pool::connect_to(&endpoints.one(i), 1).await?;
         let req = PutRequest {
             key: Bytes::from_static(READY_KEY),
             value: Bytes::from(url.clone()),

@@ -3,7 +3,9 @@
 //! (SIGTERM or SIGKILL), and starts it again on the same data directory and ports. The same
 //! process handling serves one member of a cluster (`crate::local_cluster`): then the ports
 //! and the `--initial-cluster` list are given, and `--initial-cluster-state new` and
-//! `--initial-cluster-token` are passed too.
+//! `--initial-cluster-token` are passed too. With a [`Pki`] the server runs as kubeadm runs
+//! etcd: `https://` client and peer URLs with client certificates required on both, and every
+//! call made here to see whether it serves dials over TLS with the `Pki`'s client certificate.
 //!
 //! Invariants: at most one process per `LocalServer` runs at a time; it is killed and reaped
 //! when the `LocalServer` is dropped (also on panic and on an error path), and the temporary
@@ -14,6 +16,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -21,7 +24,8 @@ use ballast_proto::etcdserverpb::RangeRequest;
 use bytes::Bytes;
 use tempfile::TempDir;
 
-use crate::conn::Pool;
+use crate::conn::{Endpoints, Pool};
+use crate::tls::{ClientTls, Pki};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -50,7 +54,9 @@ pub struct LocalServer {
     name: String,
     extra_args: Vec<String>,
     cluster: Option<ClusterFlags>,
-    /// `http://127.0.0.1:<port>`.
+    /// The certificates it serves with and the client side of them (`None`: plain http).
+    tls: Option<(Arc<Pki>, ClientTls)>,
+    /// `http://127.0.0.1:<port>` (`https://` with TLS).
     pub client_url: String,
     peer_url: String,
     pub data_dir: PathBuf,
@@ -68,16 +74,18 @@ impl LocalServer {
     /// Starts `binary` (e.g. `etcd` from PATH or a Ballast binary) named `name`, and waits
     /// until it serves.
     pub async fn start(binary: &Path, name: &str) -> Result<LocalServer> {
-        Self::start_with(binary, name, &[], None).await
+        Self::start_with(binary, name, &[], None, None).await
     }
 
-    /// Like [`LocalServer::start`], with `extra_args` after the cluster flags and the temporary
-    /// directory created under `parent` (the system's temp dir when `None`).
+    /// Like [`LocalServer::start`], with `extra_args` after the cluster (and TLS) flags, the
+    /// temporary directory created under `parent` (the system's temp dir when `None`), and
+    /// serving TLS with `tls`'s certificates when given.
     pub async fn start_with(
         binary: &Path,
         name: &str,
         extra_args: &[String],
         parent: Option<&Path>,
+        tls: Option<Arc<Pki>>,
     ) -> Result<LocalServer> {
         let (client_port, peer_port) = loop {
             let (c, p) = (free_port()?, free_port()?);
@@ -94,6 +102,9 @@ impl LocalServer {
             peer_port,
             None,
         )?;
+        if let Some(pki) = tls {
+            server = server.with_tls(pki)?;
+        }
         server.spawn()?;
         server.wait_ready(READY_TIMEOUT).await?;
         Ok(server)
@@ -126,12 +137,40 @@ impl LocalServer {
             name: name.to_string(),
             extra_args: extra_args.to_vec(),
             cluster,
+            tls: None,
             client_url: format!("http://127.0.0.1:{client_port}"),
             peer_url: format!("http://127.0.0.1:{peer_port}"),
             data_dir: dir.path().join("data"),
             log_path: dir.path().join("server.log"),
             _dir: dir,
         })
+    }
+
+    /// Serves with `pki`'s certificates: `https://` client and peer URLs, kubeadm's TLS flags
+    /// (before the extra arguments), and client certificates required. Call before
+    /// [`LocalServer::spawn`].
+    pub fn with_tls(mut self, pki: Arc<Pki>) -> Result<LocalServer> {
+        let client = pki.client_tls()?;
+        for url in [&mut self.client_url, &mut self.peer_url] {
+            if let Some(rest) = url.strip_prefix("http://") {
+                *url = format!("https://{rest}");
+            }
+        }
+        self.tls = Some((pki, client));
+        Ok(self)
+    }
+
+    /// The client URL with the TLS to dial it with.
+    pub fn endpoints(&self) -> Endpoints {
+        Endpoints {
+            urls: vec![self.client_url.clone()],
+            tls: self.client_tls().cloned(),
+        }
+    }
+
+    /// The client side of the certificates it serves with (`None` for plain http).
+    pub fn client_tls(&self) -> Option<&ClientTls> {
+        self.tls.as_ref().map(|(_, client)| client)
     }
 
     /// The member name (`--name`).
@@ -178,6 +217,9 @@ impl LocalServer {
                     args.push(value.into());
                 }
             }
+        }
+        if let Some((pki, _)) = &self.tls {
+            args.extend(pki.server_args());
         }
         args.extend(self.extra_args.iter().cloned());
         args
@@ -287,7 +329,7 @@ impl LocalServer {
     }
 
     async fn answers(&self) -> bool {
-        let Ok(pool) = Pool::connect(std::slice::from_ref(&self.client_url), 1).await else {
+        let Ok(pool) = Pool::connect_to(&self.endpoints(), 1).await else {
             return false;
         };
         let req = RangeRequest {
@@ -400,6 +442,42 @@ mod tests {
         );
         assert_eq!(s.peer_url(), "http://127.0.0.1:2");
         assert_eq!(s.name(), "m1");
+    }
+
+    #[test]
+    fn with_tls_serves_https_with_kubeadms_flags_before_the_extra_args() {
+        let pki = Arc::new(Pki::generate().unwrap());
+        let s = LocalServer::new_stopped(
+            Path::new("etcd"),
+            "secure",
+            &["--snapshot-count=100".to_string()],
+            None,
+            4001,
+            4002,
+            None,
+        )
+        .unwrap()
+        .with_tls(pki.clone())
+        .unwrap();
+        let args = s.args();
+        assert_eq!(
+            value_of(&args, "--listen-client-urls"),
+            Some("https://127.0.0.1:4001")
+        );
+        assert_eq!(
+            value_of(&args, "--initial-advertise-peer-urls"),
+            Some("https://127.0.0.1:4002")
+        );
+        assert_eq!(
+            value_of(&args, "--initial-cluster"),
+            Some("secure=https://127.0.0.1:4002")
+        );
+        let tls_at = args.iter().position(|a| a == "--cert-file").unwrap();
+        assert_eq!(&args[tls_at..args.len() - 1], pki.server_args());
+        assert_eq!(args.last().unwrap(), "--snapshot-count=100");
+        let e = s.endpoints();
+        assert_eq!(e.urls, ["https://127.0.0.1:4001"]);
+        assert_eq!(e.tls, Some(pki.client_tls().unwrap()));
     }
 
     #[test]

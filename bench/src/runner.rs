@@ -9,9 +9,10 @@ use std::sync::Arc;
 use anyhow::Result;
 
 use crate::cli::{CommonArgs, Consistency, KeyArgs, WorkloadCmd};
-use crate::conn::{parse_endpoints, Pool};
+use crate::conn::{Endpoints, Pool};
 use crate::driver::{self, RunOutput, RunSpec};
 use crate::keys::KeyGen;
+use crate::tls::ClientTls;
 use crate::workload::{k8s, list, put, range, txn_cas, watch, Workload};
 
 fn keygen(k: &KeyArgs, default_prefix: &str) -> KeyGen {
@@ -40,21 +41,27 @@ fn spec(c: &CommonArgs, label: &str, progress: bool, server_pids: &[u32]) -> Run
     }
 }
 
+/// The command's own `--endpoints` with the TLS its `--cacert/--cert/--key` give.
+pub fn own_endpoints(c: &CommonArgs) -> Result<Endpoints> {
+    let tls = ClientTls::from_flags(c.cacert.as_deref(), c.cert.as_deref(), c.key.as_deref())?;
+    Ok(Endpoints::parse(&c.endpoints, tls))
+}
+
 /// Runs `cmd` against `endpoints` (the command's own `--endpoints` when `None`), charging the
 /// measured phase's CPU time to processes `server_pids` (summed) when any are given.
 pub async fn run(
     cmd: &WorkloadCmd,
-    endpoints: Option<&[String]>,
+    endpoints: Option<&Endpoints>,
     label: &str,
     progress: bool,
     server_pids: &[u32],
 ) -> Result<RunOutput> {
     let c = cmd.common();
     let eps = match endpoints {
-        Some(e) => e.to_vec(),
-        None => parse_endpoints(&c.endpoints),
+        Some(e) => e.clone(),
+        None => own_endpoints(c)?,
     };
-    let pool = Pool::connect(&eps, c.conns).await?;
+    let pool = Pool::connect_to(&eps, c.conns).await?;
     let label = if label.is_empty() {
         c.label.as_str()
     } else {

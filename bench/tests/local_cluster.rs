@@ -21,6 +21,7 @@ fn etcd_cluster_spec(name: &str) -> ClusterSpec {
         members: 3,
         extra_args: Vec::new(),
         parent: None,
+        tls: None,
     }
 }
 
@@ -74,6 +75,7 @@ async fn three_ballast_members_agree_on_shard_0s_leader_and_are_cleaned_up() {
         members: 3,
         extra_args: vec!["--shards".into(), "2".into()],
         parent: None,
+        tls: None,
     };
     let cluster = LocalCluster::start(&spec)
         .await

@@ -6,7 +6,10 @@
 //! that `compare` started are stopped when it returns (also on error); the merged side results
 //! still satisfy `ops = successes + errors`; a side whose servers `compare` started carries
 //! their CPU time over the measured phases, summed over a cluster's members (`server_cpu_s`,
-//! `server_cpu_ms_per_op`).
+//! `server_cpu_ms_per_op`). With `--tls` one throwaway certificate set serves both started
+//! sides (kubeadm's flags, the same for etcd and Ballast) and lives until `compare` returns.
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +17,8 @@ use crate::cli::CompareArgs;
 use crate::driver::RunOutput;
 use crate::ratio::{ratios, Ratios};
 use crate::result::BenchResult;
+use crate::runner::own_endpoints;
+use crate::tls::Pki;
 
 pub mod merge;
 pub mod target;
@@ -42,11 +47,21 @@ pub async fn run_compare(args: &CompareArgs, progress: bool) -> anyhow::Result<C
         target: args.target,
         etcd_args: args.etcd_arg.clone(),
         ballast_args: args.ballast_arg.clone(),
+        tls: if args.tls {
+            Some(Arc::new(Pki::generate()?))
+        } else {
+            None
+        },
+        user_tls: own_endpoints(args.workload.common())?.tls,
     };
     let side_a = prepare(&spec_a, &opts, "bench-a").await?;
     let side_b = prepare(&spec_b, &opts, "bench-b").await?;
     for side in [&side_a, &side_b] {
-        eprintln!("{}: endpoints {}", side.label, side.endpoints.join(","));
+        eprintln!(
+            "{}: endpoints {}",
+            side.label,
+            side.endpoints.urls.join(",")
+        );
     }
     let label_a = format!("A {}", side_a.label);
     let label_b = format!("B {}", side_b.label);

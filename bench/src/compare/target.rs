@@ -8,16 +8,20 @@
 //! round-robin over the list, as etcd's benchmark tool hands out its `--endpoints`) fall the
 //! same way whichever member won the election: one connection is the leader's, 16 over 3
 //! members are 6 / 5 / 5 with the 6 on the leader. A user's list is kept in the user's order.
+//! A started side serves TLS when `--tls` gave a certificate set, and its endpoints carry the
+//! client side of it; a user's endpoints carry the workload's `--cacert/--cert/--key`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 
 use crate::cli::TargetArg;
-use crate::conn::parse_endpoints;
+use crate::conn::{parse_endpoints, Endpoints};
 use crate::leader::{self, leader_index};
 use crate::local_cluster::{ClusterSpec, LocalCluster};
+use crate::tls::{ClientTls, Pki};
 
 /// How a side is given on the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,13 +71,17 @@ pub struct SideOptions {
     pub target: TargetArg,
     pub etcd_args: Vec<String>,
     pub ballast_args: Vec<String>,
+    /// Certificates the started servers serve TLS with (`None`: plain http).
+    pub tls: Option<Arc<Pki>>,
+    /// TLS for a user's endpoints (the workload's --cacert/--cert/--key).
+    pub user_tls: Option<ClientTls>,
 }
 
 /// A side ready to be measured.
 pub struct Side {
     pub label: String,
-    /// Where the clients connect, in the order connections are handed out.
-    pub endpoints: Vec<String>,
+    /// Where the clients connect, in the order connections are handed out, and with which TLS.
+    pub endpoints: Endpoints,
     cluster: Option<LocalCluster>,
 }
 
@@ -132,8 +140,8 @@ pub fn choose_endpoints(
 }
 
 /// A label for tables: the spec's, with the member count and the target when they are not
-/// the single-node defaults.
-pub fn side_label(spec: &TargetSpec, members: usize, target: TargetArg) -> String {
+/// the single-node defaults, and ` tls` for a started server that serves TLS.
+pub fn side_label(spec: &TargetSpec, members: usize, target: TargetArg, tls: bool) -> String {
     let mut label = spec.label();
     if members > 1 && !matches!(spec, TargetSpec::Endpoints(_)) {
         label.push_str(&format!(" x{members}"));
@@ -146,12 +154,15 @@ pub fn side_label(spec: &TargetSpec, members: usize, target: TargetArg) -> Strin
         TargetArg::Leader => label.push_str(" leader"),
         TargetArg::Follower => label.push_str(" follower"),
     }
+    if tls && !matches!(spec, TargetSpec::Endpoints(_)) {
+        label.push_str(" tls");
+    }
     label
 }
 
 /// Starts the servers a spec asks for, if any, and picks the endpoints.
 pub async fn prepare(spec: &TargetSpec, opts: &SideOptions, name: &str) -> Result<Side> {
-    let label = side_label(spec, opts.members, opts.target);
+    let label = side_label(spec, opts.members, opts.target, opts.tls.is_some());
     let (binary, extra_args) = match spec {
         TargetSpec::Etcd => (opts.etcd_bin.clone(), opts.etcd_args.clone()),
         TargetSpec::Ballast => (
@@ -161,14 +172,22 @@ pub async fn prepare(spec: &TargetSpec, opts: &SideOptions, name: &str) -> Resul
             opts.ballast_args.clone(),
         ),
         TargetSpec::Endpoints(given) => {
-            let endpoints = match opts.target {
-                TargetArg::All => given.clone(),
+            let given = Endpoints {
+                urls: given.clone(),
+                tls: opts.user_tls.clone(),
+            };
+            let urls = match opts.target {
+                TargetArg::All => given.urls.clone(),
                 target => {
-                    let statuses = leader::statuses(given, Duration::from_secs(5)).await;
+                    let statuses = leader::statuses(&given, Duration::from_secs(5)).await;
                     let leader = leader_index(&statuses)
-                        .map_err(|e| anyhow!("finding the leader among {given:?}: {e}"))?;
-                    choose_endpoints(given, leader, target, false)?
+                        .map_err(|e| anyhow!("finding the leader among {:?}: {e}", given.urls))?;
+                    choose_endpoints(&given.urls, leader, target, false)?
                 }
+            };
+            let endpoints = Endpoints {
+                urls,
+                tls: given.tls,
             };
             return Ok(Side {
                 label,
@@ -183,9 +202,13 @@ pub async fn prepare(spec: &TargetSpec, opts: &SideOptions, name: &str) -> Resul
         members: opts.members.max(1),
         extra_args,
         parent: None,
+        tls: opts.tls.clone(),
     })
     .await?;
-    let endpoints = choose_endpoints(&cluster.client_urls(), cluster.leader(), opts.target, true)?;
+    let endpoints = Endpoints {
+        urls: choose_endpoints(&cluster.client_urls(), cluster.leader(), opts.target, true)?,
+        tls: cluster.endpoints().tls,
+    };
     Ok(Side {
         label,
         endpoints,
@@ -254,20 +277,32 @@ mod tests {
 
     #[test]
     fn labels_say_members_and_target() {
-        assert_eq!(side_label(&TargetSpec::Etcd, 1, TargetArg::All), "etcd");
         assert_eq!(
-            side_label(&TargetSpec::Ballast, 3, TargetArg::All),
+            side_label(&TargetSpec::Etcd, 1, TargetArg::All, false),
+            "etcd"
+        );
+        assert_eq!(
+            side_label(&TargetSpec::Ballast, 3, TargetArg::All, false),
             "ballast x3 all"
         );
         assert_eq!(
-            side_label(&TargetSpec::Etcd, 3, TargetArg::Leader),
+            side_label(&TargetSpec::Etcd, 3, TargetArg::Leader, false),
             "etcd x3 leader"
         );
         let eps = TargetSpec::Endpoints(vec!["http://h:1".into()]);
-        assert_eq!(side_label(&eps, 3, TargetArg::All), "http://h:1");
+        assert_eq!(side_label(&eps, 3, TargetArg::All, false), "http://h:1");
         assert_eq!(
-            side_label(&eps, 3, TargetArg::Follower),
+            side_label(&eps, 3, TargetArg::Follower, false),
             "http://h:1 follower"
+        );
+        assert_eq!(
+            side_label(&TargetSpec::Ballast, 3, TargetArg::All, true),
+            "ballast x3 all tls"
+        );
+        assert_eq!(
+            side_label(&eps, 1, TargetArg::All, true),
+            "http://h:1",
+            "a user's endpoints say their scheme themselves"
         );
     }
 }

@@ -52,6 +52,7 @@ impl ServerSetup {
             &format!("bench-{}", self.name()),
             &self.extra_args,
             args.tmp_dir.as_deref(),
+            None,
         )
         .await
     }

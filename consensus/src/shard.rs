@@ -1221,17 +1221,41 @@ impl Core {
             .detach();
             return;
         }
+        // In a cluster, a write this leader loses its leadership before appending is sent on
+        // to the new leader (it was never appended, so it cannot take effect twice).
+        let resend = (may_forward && self.forward.is_some()).then(|| request.clone());
         match route(request) {
-            Route::Write(cmd) => self.propose(cmd, reply).await,
+            Route::Write(cmd) => match resend {
+                Some(original) => {
+                    let (tx, rx) = oneshot::channel();
+                    self.propose(cmd, tx).await;
+                    let core = self.clone();
+                    glommio::spawn_local(async move {
+                        let answer = match rx.await.unwrap_or(Err(ShardError::Stopped)) {
+                            Err(ShardError::NotLeader { .. }) => core.forward(original).await,
+                            answer => answer,
+                        };
+                        let _ = reply.send(answer);
+                    })
+                    .detach();
+                }
+                None => self.propose(cmd, reply).await,
+            },
             Route::LinearizableRead(request) => {
                 let core = self.clone();
+                let may_forward = may_forward && self.forward.is_some();
                 glommio::spawn_local(async move {
                     let answer = match core.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
                         Ok(_) => core.serve_local(request).await,
-                        Err(_) => Err(match core.failure() {
-                            Some(cause) => ShardError::Failed { cause },
-                            None => core.not_leader(),
-                        }),
+                        Err(_) => match core.failure() {
+                            Some(cause) => Err(ShardError::Failed { cause }),
+                            // Leadership moved while the read waited for its read index (a
+                            // leader transfer, an election): served as a follower serves it,
+                            // at the leader once one is known, within the request timeout, as
+                            // etcd's read waits rather than failing at once.
+                            None if may_forward => core.forward(request).await,
+                            None => Err(core.not_leader()),
+                        },
                     };
                     let _ = reply.send(answer);
                 })

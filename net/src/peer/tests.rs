@@ -853,3 +853,82 @@ async fn shard_leaders_spread_over_the_nodes_and_follow_a_moved_leader() {
         stop_node(node).await;
     }
 }
+
+/// A linearizable read or a write that reaches a leader while it hands its leadership over is
+/// served by the new leader, as etcd's requests wait for a leader, instead of failing with
+/// "not leader" (reads and writes keep going through the old leader during three moves).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_and_writes_go_on_through_leader_moves() {
+    let (members, listeners) = bind_members(&[1, 2, 3]).await;
+    let mut nodes = Vec::new();
+    for (id, l) in listeners {
+        nodes.push(start_node(id, l, members.clone()).await);
+    }
+    // A write through any node waits for the first leader.
+    tokio::time::timeout(Duration::from_secs(20), put(&nodes[0].shard, "k", "v"))
+        .await
+        .expect("a leader within 20 s")
+        .expect("put");
+    let mut moves = 0;
+    let mut requests = 0usize;
+    let mut failures = Vec::new();
+    for round in 0..3 {
+        let mut from = None;
+        for node in &nodes {
+            if status(&node.shard).await.is_leader {
+                from = Some((node.id, node.shard.clone()));
+            }
+        }
+        let (from, leader) = from.expect("a leader");
+        let to = [1, 2, 3]
+            .into_iter()
+            .find(|&id| id != from)
+            .expect("another voter");
+        // Reads through the leader being moved away from, before, during and after the move.
+        let reader = {
+            let shard = leader.clone();
+            tokio::spawn(async move {
+                let mut outcomes = Vec::new();
+                for i in 0..200 {
+                    let request = if i % 2 == 0 {
+                        Request::Range(RangeRequest {
+                            key: Bytes::from_static(b"k"),
+                            ..RangeRequest::default()
+                        })
+                    } else {
+                        Request::Put(PutRequest {
+                            key: Bytes::from_static(b"k"),
+                            value: Bytes::from(format!("{round}-{i}")),
+                            ..PutRequest::default()
+                        })
+                    };
+                    let answer =
+                        tokio::time::timeout(Duration::from_secs(10), shard.call(request)).await;
+                    outcomes.push(match answer {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(_) => Err("no answer in 10 s".to_owned()),
+                    });
+                }
+                outcomes
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        match leader.move_leader(to).await {
+            Ok(()) => moves += 1,
+            Err(e) => eprintln!("round {round}: move to {to} refused: {e}"),
+        }
+        for outcome in reader.await.expect("reader") {
+            requests += 1;
+            if let Err(e) = outcome {
+                failures.push(format!("round {round}: {e}"));
+            }
+        }
+    }
+    eprintln!("{requests} reads and writes across {moves} leader moves");
+    assert!(moves >= 2, "the leadership moved only {moves} times");
+    assert!(failures.is_empty(), "requests failed: {failures:?}");
+    for node in nodes {
+        stop_node(node).await;
+    }
+}

@@ -246,7 +246,7 @@ pub struct Flags {
     /// Enable the raft Pre-Vote algorithm [not built yet].
     #[arg(long, env = "ETCD_PRE_VOTE", default_value = "false", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, value_parser = go_bool!(), help_heading = "Clustering")]
     pub pre_vote: bool,
-    /// Auto compaction retention length. 0 means disable auto compaction [not built yet].
+    /// Auto compaction retention length. 0 means disable auto compaction.
     #[arg(
         long,
         env = "ETCD_AUTO_COMPACTION_RETENTION",
@@ -254,7 +254,7 @@ pub struct Flags {
         help_heading = "Clustering"
     )]
     pub auto_compaction_retention: String,
-    /// Interpret 'auto-compaction-retention' one of: 'periodic', 'revision' [not built yet].
+    /// Interpret 'auto-compaction-retention' one of: 'periodic', 'revision'.
     #[arg(long, env = "ETCD_AUTO_COMPACTION_MODE", default_value = "periodic", value_parser = ["periodic", "revision"], help_heading = "Clustering")]
     pub auto_compaction_mode: String,
     /// Accept etcd V2 client requests [not built: Ballast serves the v3 API only].
@@ -506,8 +506,6 @@ const NOT_BUILT: &[&str] = &[
     "discovery_proxy",
     "strict_reconfig_check",
     "pre_vote",
-    "auto_compaction_retention",
-    "auto_compaction_mode",
     "enable_v2",
     "cors",
     "host_whitelist",

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod authority;
+pub mod compactor;
 pub mod context;
 pub mod convert;
 pub mod flags;

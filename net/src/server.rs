@@ -279,10 +279,23 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
         "starting ballast"
     );
 
+    // Checked when the configuration was resolved; read before any task starts.
+    let auto_compaction = config
+        .settings
+        .auto_compaction()
+        .context("reading --auto-compaction-mode/--auto-compaction-retention")?;
     let mut align_stop = stop_rx.clone();
     let aligner = tokio::spawn(router.clone().align(async move {
         let _ = align_stop.wait_for(|s| *s).await;
     }));
+    let mut compactor_stop = stop_rx.clone();
+    let compactor = tokio::spawn(crate::compactor::run(
+        router.clone(),
+        auto_compaction,
+        async move {
+            let _ = compactor_stop.wait_for(|s| *s).await;
+        },
+    ));
     let mut expiry_stop = stop_rx.clone();
     let expiry = tokio::spawn(router.clone().revoke_expired(expired_rx, async move {
         let _ = expiry_stop.wait_for(|s| *s).await;
@@ -333,6 +346,7 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
     }
     tracing::debug!("client listeners closed");
     let _ = aligner.await;
+    let _ = compactor.await;
     let _ = expiry.await;
     tracing::debug!("router tasks stopped");
     for task in peer_tasks {

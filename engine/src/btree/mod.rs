@@ -56,7 +56,7 @@ use std::rc::Rc;
 
 use crate::io::{Disk, DiskFile, IoError};
 
-pub use checkpoint::CheckpointReport;
+pub use checkpoint::{no_pause, CheckpointReport, PAGES_PER_PAUSE};
 pub use page::{decode_page, encode_page, PageError, PageId, MAX_KEY_LEN, PAGE_SIZE};
 pub use reader::Reader;
 pub use superblock::{FORMAT_VERSION, MAX_SEGMENTS, SLOT_SIZE};

@@ -264,6 +264,59 @@ fn checkpoint_and_reopen_equal_the_model() {
     });
 }
 
+/// A checkpoint awaits its caller's `pause` every `PAGES_PER_PAUSE` pages it encodes, and
+/// pausing changes nothing it writes: the same tree checkpointed with and without pauses gets
+/// the same page ids and reopens to the same contents.
+#[test]
+fn a_checkpoint_pauses_while_it_encodes_and_writes_the_same_pages() {
+    block_on(async {
+        let cfg = Config {
+            segment_bytes: 4096 * PAGE_SIZE as u64,
+            cache_bytes: 8192 * PAGE_SIZE as u64,
+            ..Config::default()
+        };
+        // Two identical trees, one per disk, each with one dirty tree of many nodes.
+        let mut trees = Vec::new();
+        for _ in 0..2 {
+            let disk = SimDisk::new(31);
+            let mut bt = BTree::open(disk.clone(), cfg.clone()).await.expect("open");
+            let mut rng = StdRng::seed_from_u64(31);
+            let mut model = Model::new();
+            for _ in 0..16_000 {
+                random_op(&mut bt, T0, &mut model, &mut rng, 90, 40_000, 60).await;
+            }
+            trees.push((disk, bt, model));
+        }
+        let dirty = trees[0].1.stats().dirty_nodes;
+        assert!(
+            dirty > 2 * PAGES_PER_PAUSE,
+            "the test needs several pauses' worth of dirty nodes, has {dirty}"
+        );
+        let (disk_a, mut a, model) = trees.remove(0);
+        let (_, mut b, _) = trees.remove(0);
+        let plain = a.checkpoint(7, 3).await.expect("checkpoint");
+        let mut pauses = 0usize;
+        let paused = b
+            .checkpoint_pausing(7, 3, || {
+                pauses += 1;
+                async {}
+            })
+            .await
+            .expect("checkpoint with pauses");
+        // One dirty tree: a pause before node n for every n > 0 that is a multiple of the step.
+        assert_eq!(pauses, (dirty - 1) / PAGES_PER_PAUSE);
+        assert_eq!(plain, paused);
+        assert_eq!(a.roots, b.roots, "the same nodes got the same page ids");
+        drop(a);
+        let mut reopened = BTree::open(disk_a.crash_with(CrashPolicy::DropAll), cfg)
+            .await
+            .expect("reopen");
+        reopened.check_invariants().await.expect("invariants");
+        let mut rng = StdRng::seed_from_u64(32);
+        assert_model(&mut reopened, T0, &model, &mut rng).await;
+    });
+}
+
 #[test]
 fn crash_at_every_step_of_a_checkpoint_recovers_a_checkpoint_exactly() {
     block_on(async {

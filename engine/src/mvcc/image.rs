@@ -468,7 +468,8 @@ impl<D: Disk> StoreImage<D> {
     }
 
     /// Writes `changes` and commits them as the state after `applied_index`, with `app` saved
-    /// beside. `pause` is awaited every [`RECORDS_PER_PAUSE`] records so other tasks can run.
+    /// beside. `pause` is awaited every [`RECORDS_PER_PAUSE`] records, and then every
+    /// [`btree::PAGES_PER_PAUSE`] pages encoded, so other tasks can run.
     pub async fn checkpoint<F, P>(
         &mut self,
         changes: Changes,
@@ -571,7 +572,7 @@ impl<D: Disk> StoreImage<D> {
         }
         Ok(self
             .pages
-            .checkpoint(applied_index, changes.revision)
+            .checkpoint_pausing(applied_index, changes.revision, &mut pause)
             .await?)
     }
 

@@ -179,7 +179,7 @@ impl Store {
     /// indexes as they are now. Until [`Store::checkpoint_done`], memory keeps (pins) what it
     /// took. Runs between two applies; its cost is that of the changes.
     pub fn take_changes(&mut self) -> Changes {
-        let (revs, payload_bytes) = self.history.take_journal();
+        let (mut revs, payload_bytes) = self.history.take_journal();
         let records = revs
             .iter()
             .map(|rev| (*rev, self.history.get(*rev).cloned()))
@@ -199,7 +199,7 @@ impl Store {
         let mut keys = Vec::new();
         let mut image_compacted = self.compact_main;
         if let Some(p) = self.paging.as_mut() {
-            let changed = std::mem::take(&mut p.keys_changed);
+            let mut changed = std::mem::take(&mut p.keys_changed);
             for key in &changed {
                 let encoded = self.index.get(key).map(|ki| {
                     let mut v = Vec::new();
@@ -208,8 +208,10 @@ impl Store {
                 });
                 keys.push((key.clone(), encoded));
             }
-            p.keys_inflight.extend(changed);
-            p.revs_inflight.extend(revs);
+            // `append` into an empty set (no checkpoint in flight: the usual case) is a swap;
+            // `extend` re-inserted every element, 10-30 ms per 8 MiB checkpoint under load.
+            p.keys_inflight.append(&mut changed);
+            p.revs_inflight.append(&mut revs);
             image_compacted = p.image_compacted;
         }
         Changes {

@@ -14,6 +14,9 @@
 //! tag 7 Advance      to:i64       (added after 1–6 within version 1: a log holding only
 //!                                  tags 1–6 decodes as before; a decoder older than tag 7
 //!                                  refuses it as an unknown tag)
+//! tag 8 Alarm        action:u8 (0 get, 1 activate, 2 deactivate) member_id:u64 alarm:i32
+//!                                 (added after 7, in the same way; only shard 0's log
+//!                                  carries it, and only activate/deactivate)
 //! bytes    = len:u32 data[len]
 //! bool     = u8 (0 or 1; anything else is refused)
 //! put_request          = key:bytes value:bytes lease:i64 prev_kv:bool ignore_value:bool ignore_lease:bool
@@ -38,6 +41,8 @@ use ballast_engine::{
 };
 use bytes::{BufMut, Bytes};
 
+use crate::alarms::{AlarmAction, AlarmMember, AlarmType};
+
 /// Version of the command encoding. 1: first layout.
 pub const COMMAND_FORMAT_VERSION: u8 = 1;
 /// Deepest txn nesting a decoder accepts (etcd allows nested txns; a bound keeps a hostile or
@@ -52,10 +57,24 @@ pub enum LogCommand {
     Put(PutRequest),
     DeleteRange(DeleteRangeRequest),
     Txn(TxnRequest),
-    Compact { revision: Revision },
-    LeaseGrant { id: LeaseId, ttl: i64 },
-    LeaseRevoke { id: LeaseId },
-    Advance { to: Revision },
+    Compact {
+        revision: Revision,
+    },
+    LeaseGrant {
+        id: LeaseId,
+        ttl: i64,
+    },
+    LeaseRevoke {
+        id: LeaseId,
+    },
+    Advance {
+        to: Revision,
+    },
+    /// A change to the cluster's alarm table (`alarms.rs`), in shard 0.
+    Alarm {
+        action: AlarmAction,
+        member: AlarmMember,
+    },
 }
 
 impl fmt::Display for LogCommand {
@@ -74,6 +93,11 @@ impl fmt::Display for LogCommand {
             LogCommand::LeaseGrant { id, ttl } => write!(f, "lease_grant({id}, ttl {ttl})"),
             LogCommand::LeaseRevoke { id } => write!(f, "lease_revoke({id})"),
             LogCommand::Advance { to } => write!(f, "advance({to})"),
+            LogCommand::Alarm { action, member } => write!(
+                f,
+                "alarm({action:?} {} of {:x})",
+                member.alarm, member.member_id
+            ),
         }
     }
 }
@@ -131,6 +155,16 @@ pub fn encode(cmd: &LogCommand) -> Bytes {
         LogCommand::Advance { to } => {
             out.put_u8(7);
             out.put_i64_le(*to);
+        }
+        LogCommand::Alarm { action, member } => {
+            out.put_u8(8);
+            out.put_u8(match action {
+                AlarmAction::Get => 0,
+                AlarmAction::Activate => 1,
+                AlarmAction::Deactivate => 2,
+            });
+            out.put_u64_le(member.member_id);
+            out.put_i32_le(member.alarm.0);
         }
     }
     Bytes::from(out)
@@ -281,6 +315,17 @@ pub fn decode(payload: &Bytes) -> Result<LogCommand, DecodeError> {
         },
         6 => LogCommand::LeaseRevoke { id: r.i64()? },
         7 => LogCommand::Advance { to: r.i64()? },
+        8 => LogCommand::Alarm {
+            action: match r.tag("alarm action", 2)? {
+                0 => AlarmAction::Get,
+                1 => AlarmAction::Activate,
+                _ => AlarmAction::Deactivate,
+            },
+            member: AlarmMember {
+                member_id: u64::from_le_bytes(r.array()?),
+                alarm: AlarmType(i32::from_le_bytes(r.array()?)),
+            },
+        },
         tag => {
             return Err(DecodeError::Tag {
                 what: "command",
@@ -603,6 +648,24 @@ mod tests {
             LogCommand::LeaseRevoke { id: 9 },
             LogCommand::Advance { to: 1 << 40 },
             LogCommand::Advance { to: -1 },
+            LogCommand::Alarm {
+                action: AlarmAction::Activate,
+                member: AlarmMember {
+                    alarm: AlarmType::NOSPACE,
+                    member_id: u64::MAX,
+                },
+            },
+            LogCommand::Alarm {
+                action: AlarmAction::Deactivate,
+                member: AlarmMember {
+                    alarm: AlarmType(-3),
+                    member_id: 1,
+                },
+            },
+            LogCommand::Alarm {
+                action: AlarmAction::Get,
+                member: AlarmMember::default(),
+            },
         ]
     }
 
@@ -731,14 +794,14 @@ mod tests {
             decode(&Bytes::from(trailing)),
             Err(DecodeError::Trailing { extra: 1 })
         );
-        // The next tag is still unknown.
+        // The tag after the last is still unknown.
         let mut unknown = bytes.to_vec();
-        unknown[1] = 8;
+        unknown[1] = 9;
         assert_eq!(
             decode(&Bytes::from(unknown)),
             Err(DecodeError::Tag {
                 what: "command",
-                tag: 8,
+                tag: 9,
                 offset: 1
             })
         );

@@ -17,13 +17,15 @@
 //! The image's opaque "app" bytes carry the Raft facts of the checkpoint:
 //!
 //! ```text
-//! version:u8 = 2 | flags:u8 (bit 0: installed from a leader's snapshot)
+//! version:u8 = 3 | flags:u8 (bit 0: installed from a leader's snapshot)
 //!                | applied: present:u8 term:u64 LE index:u64 LE
 //!                | membership log id: present:u8 term:u64 LE index:u64 LE
+//!                | alarms (`alarms::AlarmTable::encode`: n:u32, then member_id:u64 alarm:i32
+//!                  each, LE; shard 0's alarm table, empty in other shards)
 //!                | membership (the log store's membership encoding)
 //! ```
-//! (indexes in openraft's 0-based numbering; absent ids are written as zeros; version 1 had
-//! no flags byte and is still read.)
+//! (indexes in openraft's 0-based numbering; absent ids are written as zeros; versions 1 (no
+//! flags byte) and 2 (no alarms) are still read, with no alarms.)
 //!
 //! Installing a snapshot from the leader (`snapshot.rs`): the chunks go into a second page log
 //! in `pages/`, under the other of two file prefixes (`<prefix>` and `<prefix>.b`), committed
@@ -58,13 +60,15 @@ use ballast_engine::wal::{Wal, WalConfig};
 use ballast_engine::Store;
 use bytes::{BufMut, Bytes};
 
+use crate::alarms::AlarmTable;
 use crate::log_store::{decode_membership, encode_membership, log_id, LocalFuture, WalLog};
 use crate::snapshot::{ChunkSink, ChunkSource};
 use crate::types::{LogId, StoredMembership};
 
 /// Version of the app bytes saved with each checkpoint. 1: first layout. 2: a flags byte
-/// after the version (bit 0: installed from a leader's snapshot).
-pub const CHECKPOINT_META_VERSION: u8 = 2;
+/// after the version (bit 0: installed from a leader's snapshot). 3: the alarm table before
+/// the membership.
+pub const CHECKPOINT_META_VERSION: u8 = 3;
 const FLAG_INSTALLED: u8 = 1;
 
 /// Which disks a durable shard uses.
@@ -155,6 +159,9 @@ pub trait Durability {
     fn install(&self, applied_index: u64) -> LocalFuture<Result<Store, ImageError>>;
     /// Removes a received page log that was not installed.
     fn discard_received(&self) -> LocalFuture<()>;
+    /// The alarm table saved with the last durable checkpoint (its facts' table; empty before
+    /// the first checkpoint).
+    fn committed_alarms(&self) -> LocalFuture<Result<AlarmTable, String>>;
 }
 
 /// The other of the two page-log prefixes (module comment).
@@ -339,6 +346,19 @@ impl<D: Disk + Clone + 'static> Durability for Parts<D> {
         })
     }
 
+    fn committed_alarms(&self) -> LocalFuture<Result<AlarmTable, String>> {
+        let export = ImageExport::new(self.reader.borrow().clone());
+        Box::pin(async move {
+            let app = export.app().await.map_err(|e| e.to_string())?;
+            if app.is_empty() {
+                return Ok(AlarmTable::default());
+            }
+            decode_app(&app)
+                .map(|facts| facts.alarms)
+                .ok_or_else(|| "the last checkpoint's facts do not decode".to_owned())
+        })
+    }
+
     fn discard_received(&self) -> LocalFuture<()> {
         let prefix = other_prefix(&self.pages_config.file_prefix, &self.live.borrow());
         let disk = self.disk.clone();
@@ -360,6 +380,8 @@ pub struct Opened<D: Disk> {
     pub store: Store,
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
+    /// The alarm table saved with the checkpoint (shard 0's; empty elsewhere).
+    pub alarms: AlarmTable,
     pub log: WalLog<D>,
     pub durability: Rc<dyn Durability>,
 }
@@ -411,8 +433,13 @@ pub async fn open<D: Disk + Clone + 'static>(
     let (image, mut store, meta) = StoreImage::open(pages_disk.clone(), live_config, 0)
         .await
         .map_err(image_error)?;
-    let (last_applied, membership, installed) = if meta.app.is_empty() {
-        (None, StoredMembership::default(), false)
+    let CheckpointFacts {
+        applied: last_applied,
+        membership,
+        installed,
+        alarms,
+    } = if meta.app.is_empty() {
+        CheckpointFacts::default()
     } else {
         decode_app(&meta.app).ok_or(OpenError::Meta {
             dir: dir.clone(),
@@ -470,6 +497,7 @@ pub async fn open<D: Disk + Clone + 'static>(
         store,
         last_applied,
         membership,
+        alarms,
         log: WalLog::new(wal),
         durability,
     })
@@ -523,29 +551,54 @@ fn put_log_id(out: &mut Vec<u8>, id: Option<&LogId>) {
     }
 }
 
-/// The app bytes of a checkpoint at `applied` with `membership`.
-pub fn encode_app(applied: Option<&LogId>, membership: &StoredMembership) -> Bytes {
-    encode_app_flags(applied, membership, 0)
+/// The app bytes of a checkpoint at `applied` with `membership` and `alarms`.
+pub fn encode_app(
+    applied: Option<&LogId>,
+    membership: &StoredMembership,
+    alarms: &AlarmTable,
+) -> Bytes {
+    encode_app_flags(applied, membership, alarms, 0)
 }
 
 /// The app bytes of a snapshot installed from the leader (module comment).
-pub fn encode_installed_app(applied: Option<&LogId>, membership: &StoredMembership) -> Bytes {
-    encode_app_flags(applied, membership, FLAG_INSTALLED)
+pub fn encode_installed_app(
+    applied: Option<&LogId>,
+    membership: &StoredMembership,
+    alarms: &AlarmTable,
+) -> Bytes {
+    encode_app_flags(applied, membership, alarms, FLAG_INSTALLED)
 }
 
-fn encode_app_flags(applied: Option<&LogId>, membership: &StoredMembership, flags: u8) -> Bytes {
+fn encode_app_flags(
+    applied: Option<&LogId>,
+    membership: &StoredMembership,
+    alarms: &AlarmTable,
+    flags: u8,
+) -> Bytes {
     let mut out = vec![CHECKPOINT_META_VERSION, flags];
     put_log_id(&mut out, applied);
     put_log_id(&mut out, membership.log_id().as_ref());
+    alarms.encode(&mut out);
     out.extend_from_slice(&encode_membership(membership.membership()));
     Bytes::from(out)
 }
 
-/// Decodes app bytes: applied log id, membership, installed from a leader's snapshot.
-pub(crate) fn decode_app(b: &[u8]) -> Option<(Option<LogId>, StoredMembership, bool)> {
-    let (flags, b) = match b.first()? {
+/// What a checkpoint's app bytes say (module comment).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CheckpointFacts {
+    pub applied: Option<LogId>,
+    pub membership: StoredMembership,
+    /// Installed from a leader's snapshot, and no checkpoint since.
+    pub installed: bool,
+    pub alarms: AlarmTable,
+}
+
+/// Decodes app bytes (any version this code wrote).
+pub fn decode_app(b: &[u8]) -> Option<CheckpointFacts> {
+    let version = *b.first()?;
+    let (flags, b) = match version {
         1 => (0, b),
-        2 => (*b.get(1)?, &b[1..]),
+        2 | 3 => (*b.get(1)?, &b[1..]),
         _ => return None,
     };
     if b.len() < 1 + 17 * 2 || flags & !FLAG_INSTALLED != 0 {
@@ -561,17 +614,24 @@ pub(crate) fn decode_app(b: &[u8]) -> Option<(Option<LogId>, StoredMembership, b
     };
     let applied = id_at(1)?;
     let membership_id = id_at(18)?;
-    let membership = decode_membership(&b[35..])?;
-    Some((
+    let (alarms, alarms_len) = if version == 3 {
+        AlarmTable::decode(&b[35..])?
+    } else {
+        (AlarmTable::default(), 0)
+    };
+    let membership = decode_membership(&b[35 + alarms_len..])?;
+    Some(CheckpointFacts {
         applied,
-        StoredMembership::new(membership_id, membership),
-        flags & FLAG_INSTALLED != 0,
-    ))
+        membership: StoredMembership::new(membership_id, membership),
+        installed: flags & FLAG_INSTALLED != 0,
+        alarms,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alarms::{AlarmMember, AlarmType};
     use crate::types::Membership;
     use openraft::impls::BasicNode;
     use std::collections::{BTreeMap, BTreeSet};
@@ -588,35 +648,53 @@ mod tests {
         .expect("valid membership");
         let stored = StoredMembership::new(Some(log_id(3, 0)), m);
         let applied = log_id(4, 17);
-        let app = encode_app(Some(&applied), &stored);
+        let mut alarms = AlarmTable::default();
+        alarms.activate(AlarmMember {
+            alarm: AlarmType::NOSPACE,
+            member_id: 0xabcd,
+        });
+        let facts = |applied, membership: &StoredMembership, installed, alarms: &AlarmTable| {
+            Some(CheckpointFacts {
+                applied,
+                membership: membership.clone(),
+                installed,
+                alarms: alarms.clone(),
+            })
+        };
+        let app = encode_app(Some(&applied), &stored, &alarms);
         assert_eq!(
             decode_app(&app),
-            Some((Some(applied), stored.clone(), false))
+            facts(Some(applied), &stored, false, &alarms)
         );
-        let installed = encode_installed_app(Some(&applied), &stored);
+        let installed = encode_installed_app(Some(&applied), &stored, &alarms);
         assert_eq!(
             decode_app(&installed),
-            Some((Some(applied), stored.clone(), true))
+            facts(Some(applied), &stored, true, &alarms)
         );
-        let empty = encode_app(None, &StoredMembership::default());
+        let none = AlarmTable::default();
+        let empty = encode_app(None, &StoredMembership::default(), &none);
         assert_eq!(
             decode_app(&empty),
-            Some((None, StoredMembership::default(), false))
+            facts(None, &StoredMembership::default(), false, &none)
         );
-        // Version 1 (no flags byte) still reads.
-        let mut v1 = app.to_vec();
+        // Version 2 (no alarms) and version 1 (no flags byte either) still read.
+        let v3_no_alarms = encode_app(Some(&applied), &stored, &none).to_vec();
+        let mut v2 = v3_no_alarms.clone();
+        v2.drain(36..40);
+        v2[0] = 2;
+        assert_eq!(decode_app(&v2), facts(Some(applied), &stored, false, &none));
+        let mut v1 = v2.clone();
         v1.remove(1);
         v1[0] = 1;
-        assert_eq!(
-            decode_app(&v1),
-            Some((Some(applied), stored.clone(), false))
-        );
+        assert_eq!(decode_app(&v1), facts(Some(applied), &stored, false, &none));
         let mut bad = app.to_vec();
-        bad[0] = 3;
+        bad[0] = 4;
         assert_eq!(decode_app(&bad), None);
         let mut bad = app.to_vec();
         bad[1] = 2;
         assert_eq!(decode_app(&bad), None);
         assert_eq!(decode_app(&app[..20]), None);
+        // Cut inside the alarm table.
+        assert_eq!(decode_app(&app[..45]), None);
     }
 }

@@ -11,8 +11,10 @@
 //! encoding), [`types`] (openraft's type configuration, `ShardId`), [`stages`] (where a write's
 //! time goes inside the shard: propose, log, commit, apply), [`wire`] (what nodes send each
 //! other, encoded: Raft's messages, forwarded requests and their answers), [`snapshot`] (a
-//! snapshot sent to a follower behind the leader's purged log, and received).
+//! snapshot sent to a follower behind the leader's purged log, and received), [`alarms`]
+//! (etcd's alarm table, held by shard 0, and the node's view of it).
 
+pub mod alarms;
 pub mod codec;
 pub mod durable;
 pub mod log_store;
@@ -29,6 +31,7 @@ pub mod types;
 pub mod watchers;
 pub mod wire;
 
+pub use alarms::{AlarmAction, AlarmMember, AlarmTable, AlarmType, NodeAlarms};
 pub use codec::LogCommand;
 pub use membership::{MembershipChange, MembershipError};
 pub use network::{Outbound, PeerFailure, PeerKind};

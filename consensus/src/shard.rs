@@ -10,6 +10,8 @@
 //!   `ReadPolicy::ReadIndex`: leadership confirmed by a quorum, the state machine applied up
 //!   to the commit index seen then) and is then served from the local store — no log write;
 //! - a serializable read is served from the local store at once;
+//! - an alarm change (`Request::Alarm` activate/deactivate, shard 0) goes through the log like
+//!   a write; listing the alarms is a linearizable read of shard 0's table (`alarms.rs`);
 //! - `LeaseKeepAlive` and `LeaseTimeToLive` are answered by the leader without the log, as
 //!   etcd does: a lease's deadline is leader-local state (followers hold no timers and reset
 //!   every deadline when they become leader), so refreshing it needs no agreement; only the
@@ -49,6 +51,7 @@ use openraft::type_config::alias::WatchReceiverOf;
 use openraft::{Config, RaftMetrics, ReadPolicy, SnapshotPolicy};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::alarms::{AlarmAction, AlarmMember, AlarmTable, NodeAlarms};
 use crate::codec::LogCommand;
 use crate::durable::ShardStorage;
 use crate::log_store::{LogBackend, LogStore, MemLog};
@@ -104,6 +107,12 @@ pub struct ShardConfig {
     /// shard 0 writes it, the others place their leaders by it.
     pub anchor: Arc<Anchor>,
 }
+    /// The cluster's alarm table as this node's replica of shard 0 applies it (`alarms.rs`):
+    /// shard 0 writes it, the node's write path reads it.
+    pub alarms: Arc<NodeAlarms>,
+    /// Where the shard publishes its backend size in use, for the node's storage quota check
+    /// (`state_machine::BackendSize`).
+    pub backend_bytes: Arc<std::sync::atomic::AtomicU64>,
 
 /// How a shard's group spans the nodes of a cluster.
 #[derive(Clone, Debug)]
@@ -157,6 +166,8 @@ impl Default for ShardConfig {
             cluster: None,
             anchor: Arc::default(),
         }
+            alarms: Arc::default(),
+            backend_bytes: Arc::default(),
     }
 }
 
@@ -192,6 +203,13 @@ pub enum Request {
     },
     LeaseLeases,
     HashKv {
+    /// `Maintenance.Alarm` (shard 0): `Get` lists the alarms of `member.alarm` (every alarm
+    /// for `AlarmType::NONE`), a linearizable read; `Activate`/`Deactivate` change the table
+    /// through the log. Answered with [`Response::Alarms`].
+    Alarm {
+        action: AlarmAction,
+        member: AlarmMember,
+    },
         revision: Revision,
     },
     Hash,
@@ -228,6 +246,8 @@ pub enum Response {
     /// A log entry without a client payload (a leader's blank entry, a membership change) was
     /// applied. No `Request` is answered with it.
     Noop,
+    /// The alarms a `Request::Alarm` listed or changed (etcd's `AlarmResponse.alarms`).
+    Alarms(Vec<AlarmMember>),
 }
 
 /// A response with the store revision for its header.
@@ -252,6 +272,10 @@ pub struct ShardStatus {
     pub raft_term: u64,
     /// Index of the last entry in the shard's log.
     pub raft_index: u64,
+    /// The shard's backend size and the part in use, which the storage quota counts
+    /// (`state_machine::BackendSize`).
+    pub backend_bytes: u64,
+    pub backend_in_use_bytes: u64,
     /// Index of the last entry known committed.
     pub raft_commit_index: u64,
     /// The group's leader as this replica knows it (0: none known).
@@ -495,6 +519,11 @@ fn route(request: Request) -> Route {
     }
 }
 
+        Request::Alarm {
+            action: action @ (AlarmAction::Activate | AlarmAction::Deactivate),
+            member,
+        } => Route::Write(LogCommand::Alarm { action, member }),
+        Request::Alarm { .. } => Route::LinearizableRead(request),
 /// Whether any branch of the txn, at any depth, writes.
 fn txn_writes(t: &TxnRequest) -> bool {
     t.success.iter().chain(&t.failure).any(|op| match op {
@@ -604,7 +633,9 @@ async fn start(config: ShardConfig, queue: flume::Receiver<Command>) -> Result<C
     let raft_config = Arc::new(raft_config);
     let (shared, raft) = match &config.storage {
         None => {
-            let shared: Shared = Rc::new(RefCell::new(ShardState::new(Store::new())));
+            let mut state = ShardState::new(Store::new());
+            attach_node_state(&config, &mut state, AlarmTable::default());
+            let shared: Shared = Rc::new(RefCell::new(state));
             let raft = new_raft(&config, raft_config, MemLog::new(), &shared).await?;
             (shared, raft)
         }
@@ -719,7 +750,7 @@ async fn start_durable<D: ballast_engine::io::Disk + Clone + 'static>(
         checkpoint_index = opened.last_applied.map_or(0, |id| id.index + 1),
         "opened shard storage"
     );
-    let state = ShardState::durable(
+    let mut state = ShardState::durable(
         opened.store,
         opened.last_applied,
         opened.membership,
@@ -738,11 +769,24 @@ async fn new_raft<B: LogBackend>(
 ) -> Result<Raft, String> {
     let network = match &config.cluster {
         None => Network::new(config.shard_id, Rc::new(NoPeers)),
+    attach_node_state(config, &mut state, opened.alarms);
         Some(cluster) => {
             let transport = cluster_transport(ChannelTransport::new(cluster.peers.clone()));
             for (id, addr) in &cluster.members {
                 transport.learn(*id, addr);
             }
+/// Connects a new shard state to what the node's shards share, before any entry is applied:
+/// shard 0 applies alarm changes to the node's table (starting from the checkpoint's `alarms`),
+/// and every shard publishes its backend size.
+fn attach_node_state(config: &ShardConfig, state: &mut ShardState, alarms: AlarmTable) {
+    if config.shard_id.0 == 0 {
+        state.alarms = config.alarms.clone();
+    }
+    state.alarms.replace(alarms);
+    state.backend_bytes = config.backend_bytes.clone();
+    state.publish_backend_size();
+}
+
             Network::new(config.shard_id, transport)
         }
     };
@@ -1363,6 +1407,14 @@ impl Core {
             Request::LeaseTimeToLive { id, keys } => {
                 Response::LeaseTimeToLive(store.lease_time_to_live(id, keys, now)?)
             }
+        if let Request::Alarm { action, member } = &request {
+            // Only listing is routed here: changes go through the log.
+            debug_assert_eq!(*action, AlarmAction::Get);
+            return Ok(Reply {
+                revision: st.store.revision(),
+                response: Response::Alarms(st.alarms.table().get(member.alarm)),
+            });
+        }
             Request::LeaseLeases => Response::LeaseLeases(store.leases()),
             Request::HashKv { revision } => Response::HashKv(store.hash_kv(revision)?),
             Request::Hash => Response::Hash(store.hash()),
@@ -1381,6 +1433,7 @@ impl Core {
             Request::Membership(_) => unreachable!("membership changes are made by the leader"),
         };
         Ok(Reply {
+            Request::Alarm { .. } => unreachable!("answered above"),
             revision: current,
             response,
         })
@@ -1423,10 +1476,13 @@ impl Core {
             durable: st.durable.is_some(),
             checkpoints: st.checkpoints.count,
             checkpoint_index: st.checkpoints.last_index,
+        let backend = st.backend_size();
             checkpoint_duration_ms_last: st.checkpoints.last_duration_ms,
             checkpoint_pending_changes: st.store.pending_changes().changes as u64,
             cached_keys: cache.keys,
             cached_records: cache.records,
+            backend_bytes: backend.total_bytes,
+            backend_in_use_bytes: backend.in_use_bytes,
             cache_loads: cache.loads,
             page_log_bytes: st.durable.as_ref().map_or(0, |d| d.page_log_bytes()),
             page_cache_bytes: pages.as_ref().map_or(0, |p| p.cache_bytes),
@@ -1548,6 +1604,13 @@ impl Core {
         }
         // Watchers whose history was evicted during the loads above catch up next time.
         let mut st = self.shared.borrow_mut();
+        {
+            let st = self.shared.borrow();
+            if st.durable.is_none() {
+                // A pass over the key index: here, not after every apply.
+                st.publish_backend_size();
+            }
+        }
         let ShardState {
             store, watchers, ..
         } = &mut *st;

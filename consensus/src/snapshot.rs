@@ -24,6 +24,10 @@
 //! happens in the state machine's `install_snapshot` (`state_machine.rs`). A failed write of
 //! the incoming image is the transfer's failure, not the shard's: the live state is intact.
 //!
+//! Chunk 0's meta is the checkpoint facts (`durable.rs`), alarm table included: a durable
+//! sender sends the table of its last committed checkpoint, which is the snapshot's or a
+//! newer one (harmless: `alarms.rs` says why); an in-memory sender sends none.
+//!
 //! Invariants: a snapshot is installed only whole (every chunk in order, the stream's own end
 //! and counts checked); the data sent is the state at exactly the snapshot's last log id.
 
@@ -37,6 +41,7 @@ use openraft::error::{NetworkError, StreamingError, Unreachable};
 use openraft::network::RPCOption;
 use openraft::raft::SnapshotResponse;
 
+use crate::alarms::AlarmTable;
 use crate::durable::encode_app;
 use crate::log_store::LocalFuture;
 use crate::network::{CancelTransfer, ChannelTransport, PeerFailure, PeerKind, ShardSnapshot};
@@ -123,9 +128,17 @@ pub async fn send(
 ) -> Result<SnapshotResponse<ShardRaft>, StreamingError<ShardRaft>> {
     let started = Instant::now();
     let meta = snapshot.meta.clone();
+    let alarms = match &snapshot.snapshot {
+        SnapshotData::Checkpoint(image) => image
+            .0
+            .committed_alarms()
+            .await
+            .map_err(|e| unreadable(target, e))?,
+        _ => AlarmTable::default(),
+    };
     let mut source = export(target, snapshot)?;
     let transfer = transfer_id();
-    let meta_bytes = encode_app(meta.last_log_id.as_ref(), &meta.last_membership);
+    let meta_bytes = encode_app(meta.last_log_id.as_ref(), &meta.last_membership, &alarms);
     let read = |e: TransferError| unreadable(target, e);
     let mut chunk = source.next_chunk().await.map_err(read)?;
     let mut seq = 0u64;
@@ -201,6 +214,7 @@ pub struct Incoming {
     transfer: u64,
     vote: Vote,
     meta: SnapshotMeta,
+    alarms: AlarmTable,
     next_seq: u64,
     sink: Option<Sink>,
 }
@@ -220,8 +234,9 @@ pub async fn receive(raft: &Raft, shared: &Shared, body: Bytes) -> Result<Bytes,
             if vote < &ours {
                 return Ok(wire::encode_snapshot_answer(&SnapshotAnswer::Done(ours)));
             }
-            let (last_log_id, last_membership, _) =
+            let facts =
                 crate::durable::decode_app(meta_bytes).ok_or_else(|| refuse("unreadable meta"))?;
+            let (last_log_id, last_membership) = (facts.applied, facts.membership);
             if last_log_id.is_none() {
                 return Err(refuse("a snapshot without a last log id"));
             }
@@ -237,6 +252,7 @@ pub async fn receive(raft: &Raft, shared: &Shared, body: Bytes) -> Result<Bytes,
                     last_log_id,
                     last_membership,
                 },
+                alarms: facts.alarms,
                 next_seq: 0,
                 sink: Some(sink),
             }
@@ -280,7 +296,9 @@ pub async fn receive(raft: &Raft, shared: &Shared, body: Bytes) -> Result<Bytes,
         }
         return Ok(wire::encode_snapshot_answer(&SnapshotAnswer::Next));
     }
-    let Incoming { vote, meta, .. } = incoming;
+    let Incoming {
+        vote, meta, alarms, ..
+    } = incoming;
     let applied_index = meta.last_log_id.map_or(0, |id| id.index + 1);
     let data = match sink {
         Sink::Memory(import) => {
@@ -291,6 +309,7 @@ pub async fn receive(raft: &Raft, shared: &Shared, body: Bytes) -> Result<Bytes,
             let app = crate::durable::encode_installed_app(
                 meta.last_log_id.as_ref(),
                 &meta.last_membership,
+                &alarms,
             );
             image.finish(applied_index, app).await.map_err(refuse)?;
             SnapshotData::Received
@@ -301,10 +320,12 @@ pub async fn receive(raft: &Raft, shared: &Shared, body: Bytes) -> Result<Bytes,
         meta: meta.clone(),
         snapshot: data,
     };
-    let response = raft
-        .install_full_snapshot(vote, snapshot)
-        .await
-        .map_err(|e| format!("installing the snapshot: {e}"))?;
+    // The state machine's install takes the table with the snapshot.
+    shared.borrow_mut().received_alarms = Some(alarms);
+    let installed = raft.install_full_snapshot(vote, snapshot).await;
+    // Not installed (openraft keeps a newer state): the table goes with the snapshot.
+    shared.borrow_mut().received_alarms = None;
+    let response = installed.map_err(|e| format!("installing the snapshot: {e}"))?;
     // openraft installs only a snapshot newer than what this replica committed; a received
     // image it did not take is removed (a restart would otherwise find it committed).
     let durable = shared.borrow().durable.clone();

@@ -20,10 +20,18 @@
 //!   that page log (`durable.rs`); every watcher then catches up from history.
 //! - A failed checkpoint or install latches [`ShardState::failure`]: the shard is stopped
 //!   (fail-stop).
+//! - Shard 0's state includes the cluster's alarm table (`alarms.rs`): applied from
+//!   [`LogCommand::Alarm`] entries, saved in each checkpoint's facts as of the same applied
+//!   entry as the store, and replaced by the table a received snapshot carries.
+//! - [`ShardState::backend_bytes`] is the shard's backend size in use (the figure the storage
+//!   quota is checked against, [`BackendSize`]), published after every applied batch,
+//!   checkpoint and install.
 
 use std::cell::RefCell;
 use std::io;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use ballast_engine::mvcc::paging::Access;
@@ -32,6 +40,7 @@ use futures::{Stream, StreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 
+use crate::alarms::{AlarmTable, NodeAlarms};
 use crate::codec::LogCommand;
 use crate::durable::{encode_app, Durability};
 use crate::network::ShardSnapshot;
@@ -90,6 +99,30 @@ pub struct ShardState {
     pub incoming: Option<crate::snapshot::Incoming>,
     /// A received snapshot is being installed: no checkpoint starts meanwhile.
     installing: bool,
+    /// The cluster's alarm table as this replica applied it (shard 0: the node's shared view;
+    /// other shards never apply alarm entries and keep an empty one of their own).
+    pub alarms: Arc<NodeAlarms>,
+    /// The alarm table a snapshot being installed carries, set just before the install.
+    pub received_alarms: Option<AlarmTable>,
+    /// Where the shard publishes its backend size in use (see the module comment).
+    pub backend_bytes: Arc<AtomicU64>,
+}
+
+/// A shard's backend size (etcd's `db_size`) and the part of it in use (`db_size_in_use`),
+/// which is what the storage quota counts.
+///
+/// On a durable shard, the size is the page-log bytes written (pages appended to segments
+/// the cleaner has not reclaimed yet, live or dead) plus the superblock file; in use, the
+/// live pages only. Both add the key and value bytes applied since the last durable
+/// checkpoint (not yet in the page log). The quota counts the bytes in use because Ballast
+/// reclaims dead pages itself (the cleaner, at checkpoints), where an etcd member's file
+/// keeps its free pages until a defragmentation: after deletes or a compaction, the space
+/// counts as free once the next checkpoint has written the change. In memory: the store's
+/// approximate size, both figures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendSize {
+    pub total_bytes: u64,
+    pub in_use_bytes: u64,
 }
 
 /// What the shard's checkpoints did so far.
@@ -101,6 +134,9 @@ pub struct CheckpointFigures {
     /// Backend (1-based) log index of the last checkpoint.
     pub last_index: u64,
     pub last_duration_ms: u64,
+    /// Key and value bytes of the running checkpoint's changes (0 when none runs): taken out
+    /// of the store's journal and not yet durable in the page log.
+    pub inflight_bytes: u64,
 }
 
 pub type Shared = Rc<RefCell<ShardState>>;
@@ -123,7 +159,42 @@ impl ShardState {
             loading: 0,
             incoming: None,
             installing: false,
+            alarms: Arc::default(),
+            received_alarms: None,
+            backend_bytes: Arc::default(),
         }
+    }
+
+    /// The shard's backend size now (see [`BackendSize`]). Costs O(1) on a durable shard and
+    /// a pass over the key index in memory.
+    pub fn backend_size(&self) -> BackendSize {
+        match &self.durable {
+            Some(d) => {
+                let pages = d.page_stats();
+                let unwritten =
+                    self.store.pending_changes().payload_bytes + self.checkpoints.inflight_bytes;
+                BackendSize {
+                    total_bytes: pages.written_bytes
+                        + 2 * ballast_engine::btree::SLOT_SIZE as u64
+                        + unwritten,
+                    in_use_bytes: pages.live_bytes + unwritten,
+                }
+            }
+            None => {
+                let bytes = self.store.approximate_size_bytes();
+                BackendSize {
+                    total_bytes: bytes,
+                    in_use_bytes: bytes,
+                }
+            }
+        }
+    }
+
+    /// Publishes the backend size in use for the node's quota check
+    /// ([`ShardState::backend_bytes`]).
+    pub fn publish_backend_size(&self) {
+        self.backend_bytes
+            .store(self.backend_size().in_use_bytes, Ordering::Relaxed);
     }
 
     /// The state of a durable shard as opened: the store and the Raft facts of its last
@@ -192,6 +263,12 @@ impl ShardState {
                 let a = store.advance(to);
                 (a.revision, Response::Advance, a.events)
             }
+            // The alarm table is not part of the keyspace: no revision, no event.
+            LogCommand::Alarm { action, member } => (
+                store.revision(),
+                Response::Alarms(self.alarms.apply(action, member)),
+                Vec::new(),
+            ),
         };
         self.watchers.notify(revision, &events);
         Ok(Reply { revision, response })
@@ -244,9 +321,10 @@ pub fn access_of(cmd: &LogCommand) -> Option<Access<'_>> {
         LogCommand::DeleteRange(r) => Some(Access::DeleteRange(r)),
         LogCommand::Txn(r) => Some(Access::Txn(r)),
         LogCommand::LeaseRevoke { id } => Some(Access::LeaseRevoke(*id)),
-        LogCommand::Compact { .. } | LogCommand::LeaseGrant { .. } | LogCommand::Advance { .. } => {
-            None
-        }
+        LogCommand::Compact { .. }
+        | LogCommand::LeaseGrant { .. }
+        | LogCommand::Advance { .. }
+        | LogCommand::Alarm { .. } => None,
     }
 }
 
@@ -313,7 +391,7 @@ async fn checkpoint(
     while shared.borrow().installing {
         sleep(crate::snapshot::CHECKPOINT_WAIT).await;
     }
-    let (changes, meta) = {
+    let (changes, meta, alarms) = {
         let mut st = shared.borrow_mut();
         if let Some(failure) = &st.failure {
             return Err(io::Error::other(failure.clone()));
@@ -323,14 +401,18 @@ async fn checkpoint(
             last_log_id: st.last_applied,
             last_membership: st.last_membership.clone(),
         };
-        (st.store.take_changes(), meta)
+        let changes = st.store.take_changes();
+        st.checkpoints.inflight_bytes = changes.payload_bytes();
+        // The alarm table as of the same applied entry as the changes.
+        (changes, meta, st.alarms.table())
     };
     let n_changes = changes.len();
     let applied_index = meta.last_log_id.map_or(0, |id| id.index + 1);
-    let app = encode_app(meta.last_log_id.as_ref(), &meta.last_membership);
+    let app = encode_app(meta.last_log_id.as_ref(), &meta.last_membership, &alarms);
     let result = durable.checkpoint(changes, applied_index, app).await;
     let mut st = shared.borrow_mut();
     st.checkpoints.running = false;
+    st.checkpoints.inflight_bytes = 0;
     match result {
         Ok(report) => {
             st.store.checkpoint_done(report.sequence);
@@ -344,6 +426,7 @@ async fn checkpoint(
                 snapshot: SnapshotData::Checkpoint(ImageHandle(durable)),
             };
             st.current_snapshot = Some(snapshot.clone());
+            st.publish_backend_size();
             tracing::debug!(
                 applied_index,
                 changes = n_changes,
@@ -417,10 +500,16 @@ impl RaftStateMachine<ShardRaft> for ShardStateMachine {
                 }
             }
             // No `.await` from the residency check to the apply: nothing is evicted between.
-            let result = self
-                .shared
-                .borrow_mut()
-                .apply_entry(entry.payload, entry.log_id);
+            let result = {
+                let mut st = self.shared.borrow_mut();
+                let result = st.apply_entry(entry.payload, entry.log_id);
+                if st.durable.is_some() {
+                    // Before the answer, so a client that sees it sees the size too. O(1)
+                    // here; an in-memory shard publishes from housekeeping.
+                    st.publish_backend_size();
+                }
+                result
+            };
             // The borrow is released: the responder may run code that reads the state.
             if let Some(responder) = responder {
                 responder.send(result);
@@ -463,6 +552,9 @@ impl RaftStateMachine<ShardRaft> for ShardStateMachine {
             meta: meta.clone(),
             snapshot,
         });
+        if let Some(alarms) = st.received_alarms.take() {
+            st.alarms.replace(alarms);
+        }
         st.watchers.resync_all();
         let ShardState {
             watchers, store, ..
@@ -517,6 +609,10 @@ async fn install_received(shared: &Shared, meta: &SnapshotMeta) -> Result<(), io
             });
             st.checkpoints.last_index = applied_index;
             st.checkpoints.last_at = Some(Instant::now());
+            if let Some(alarms) = st.received_alarms.take() {
+                st.alarms.replace(alarms);
+            }
+            st.publish_backend_size();
             // Housekeeping catches every watcher up from history, reading the page log.
             st.watchers.resync_all();
             Ok(())

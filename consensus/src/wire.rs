@@ -43,6 +43,9 @@
 //!   7 LeaseRevoke                  14 Noop
 //! range_response = n:u32 kv[n] more:bool count:i64
 //! txn_response   = succeeded:bool n:u32 response_op[n]
+//!   16 Alarms n:u32 (member_id:u64 alarm:i32)[n]
+//!   (request 17 Alarm action:u8 member_id:u64 alarm:i32, action 0 get, 1 activate,
+//!    2 deactivate)
 //! response_op    = 1 range_response | 2 option_kv | 3 deleted:i64 n:u32 kv[n] | 4 txn_response
 //! kv             = key:bytes create_revision:i64 mod_revision:i64 version:i64 value:bytes lease:i64
 //! option_x       = 0 | 1 x                      (a presence byte; anything else is refused)
@@ -96,6 +99,7 @@ use openraft::raft::{TransferLeaderError, TransferLeaderRequest, TransferLeaderR
 
 use crate::codec::{self, DecodeError, Reader, TXN_DEPTH_MAX};
 use crate::log_store::{entry_of, log_id, record_of, LogRecord};
+use crate::alarms::{AlarmAction, AlarmMember, AlarmType};
 use crate::membership::{MembershipChange, MembershipError};
 use crate::shard::{RaftMember, Reply, Request, Response, ShardError};
 use crate::types::{Entry, LeaderId, LogId, NodeId, ShardRaft, Vote};
@@ -157,6 +161,16 @@ pub fn encode_request(request: &Request) -> Bytes {
         }
         Request::Put(r) => {
             out.put_u8(2);
+        Request::Alarm { action, member } => {
+            out.put_u8(17);
+            out.put_u8(match action {
+                AlarmAction::Get => 0,
+                AlarmAction::Activate => 1,
+                AlarmAction::Deactivate => 2,
+            });
+            out.put_u64_le(member.member_id);
+            out.put_i32_le(member.alarm.0);
+        }
             codec::put_put(&mut out, r);
         }
         Request::DeleteRange(r) => {
@@ -250,6 +264,14 @@ fn put_response(out: &mut Vec<u8>, response: &Response) -> Result<(), NotForward
             put_txn_response(out, t);
         }
         Response::Compact => out.put_u8(5),
+        Response::Alarms(alarms) => {
+            out.put_u8(16);
+            codec::put_len(out, alarms.len());
+            for m in alarms {
+                out.put_u64_le(m.member_id);
+                out.put_i32_le(m.alarm.0);
+            }
+        }
         Response::LeaseGrant { id, ttl } => {
             out.put_u8(6);
             out.put_i64_le(*id);
@@ -688,6 +710,14 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, WireError> {
                 id: r.i64()?,
                 keys: r.bool()?,
             },
+            17 => Request::Alarm {
+                action: match r.tag("alarm action", 2)? {
+                    0 => AlarmAction::Get,
+                    1 => AlarmAction::Activate,
+                    _ => AlarmAction::Deactivate,
+                },
+                member: r.alarm_member()?,
+            },
             11 => Request::LeaseLeases,
             12 => Request::HashKv { revision: r.i64()? },
             13 => Request::Hash,
@@ -858,6 +888,13 @@ impl Reader<'_> {
         String::from_utf8(bytes.to_vec()).map_err(|_| WireError::Utf8 { offset })
     }
 
+    fn alarm_member(&mut self) -> Result<AlarmMember, DecodeError> {
+        Ok(AlarmMember {
+            member_id: self.u64()?,
+            alarm: AlarmType(i32::from_le_bytes(self.array()?)),
+        })
+    }
+
     fn kv(&mut self) -> Result<KeyValue, DecodeError> {
         Ok(KeyValue {
             key: self.bytes()?,
@@ -955,6 +992,14 @@ impl Reader<'_> {
                 Response::LeaseTimeToLive(LeaseTimeToLive {
                     id,
                     ttl_remaining_secs,
+            16 => {
+                let n = self.count()?;
+                let mut alarms = Vec::with_capacity(n);
+                for _ in 0..n {
+                    alarms.push(self.alarm_member()?);
+                }
+                Response::Alarms(alarms)
+            }
                     granted_ttl,
                     keys,
                 })

@@ -489,3 +489,118 @@ async fn a_restarted_shard_reads_its_page_log_within_a_bounded_memory() {
     );
     assert_eq!(dump(&shard).await, before, "answers after eviction");
 }
+
+/// The alarm table (shard 0's) survives restarts both ways: replayed from the log, and read
+/// from a checkpoint's facts; the node's view (`ShardConfig::alarms`) follows it, and the
+/// published backend size grows with the data.
+#[tokio::test]
+async fn alarms_survive_restarts_from_the_log_and_from_a_checkpoint() {
+    use ballast_consensus::{AlarmAction, AlarmMember, AlarmType, NodeAlarms};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let nospace = AlarmMember {
+        alarm: AlarmType::NOSPACE,
+        member_id: 0xfeed,
+    };
+    let corrupt = AlarmMember {
+        alarm: AlarmType::CORRUPT,
+        member_id: 9,
+    };
+    let alarm = |action, member| Request::Alarm { action, member };
+    let listed = |reply: ballast_consensus::Reply| match reply.response {
+        Response::Alarms(a) => a,
+        other => panic!("alarm answered {other:?}"),
+    };
+    let node = |st: &ShardStorage| {
+        let alarms = Arc::new(NodeAlarms::default());
+        let backend = Arc::new(AtomicU64::new(0));
+        let c = ShardConfig {
+            alarms: alarms.clone(),
+            backend_bytes: backend.clone(),
+            ..config(st.clone())
+        };
+        (c, alarms, backend)
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let st = ShardStorage {
+        checkpoint_interval: Duration::from_secs(3600),
+        ..storage(dir.path())
+    };
+    let (c, alarms, backend) = node(&st);
+    let mut shard = Shard::start(c);
+    let before = backend.load(Ordering::Relaxed);
+    shard
+        .call(put("k", &"v".repeat(10_000)))
+        .await
+        .expect("put");
+    assert!(
+        backend.load(Ordering::Relaxed) >= before + 10_000,
+        "the backend size counts the bytes applied since the last checkpoint"
+    );
+    let raised = shard
+        .call(alarm(AlarmAction::Activate, nospace))
+        .await
+        .expect("activate");
+    assert_eq!(listed(raised), vec![nospace]);
+    shard
+        .call(alarm(AlarmAction::Activate, corrupt))
+        .await
+        .expect("activate");
+    assert!(alarms.nospace() && alarms.corrupt());
+    let gone = shard
+        .call(alarm(AlarmAction::Deactivate, corrupt))
+        .await
+        .expect("deactivate");
+    assert_eq!(listed(gone), vec![corrupt]);
+    let revision = shard.status().await.revision;
+    assert_eq!(revision, 2, "alarms take no revision");
+    shard.stop();
+
+    // From the log.
+    let (c, alarms, _) = node(&st);
+    let mut shard = Shard::start(c);
+    let all = shard
+        .call(alarm(AlarmAction::Get, AlarmMember::default()))
+        .await
+        .expect("get");
+    assert_eq!(listed(all), vec![nospace]);
+    assert!(alarms.nospace() && !alarms.corrupt());
+    shard.stop();
+
+    // From a checkpoint: a short interval checkpoints the replayed entries, and the log after
+    // it is empty.
+    let st = ShardStorage {
+        checkpoint_interval: Duration::from_millis(20),
+        ..st
+    };
+    let (c, _, _) = node(&st);
+    let mut shard = Shard::start(c);
+    let status = wait_status(&shard, |s| {
+        s.checkpoints > 0 && s.checkpoint_index >= s.applied_index
+    })
+    .await;
+    assert!(status.checkpoints > 0, "{status:?}");
+    shard.stop();
+    let (c, alarms, backend) = node(&st);
+    let shard = Shard::start(c);
+    assert_eq!(
+        shard.status().await.checkpoint_index,
+        status.checkpoint_index
+    );
+    assert_eq!(alarms.list(), vec![nospace]);
+    let got = shard
+        .call(alarm(
+            AlarmAction::Get,
+            AlarmMember {
+                alarm: AlarmType::CORRUPT,
+                member_id: 0,
+            },
+        ))
+        .await
+        .expect("get");
+    assert!(listed(got).is_empty());
+    assert!(
+        backend.load(Ordering::Relaxed) >= 10_000,
+        "the checkpointed pages count"
+    );
+}

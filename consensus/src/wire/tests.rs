@@ -122,6 +122,24 @@ fn every_request() -> Vec<Request> {
         }),
         Request::Txn(nested_txn_request()),
         Request::Txn(TxnRequest::default()),
+        Request::Alarm {
+            action: AlarmAction::Activate,
+            member: AlarmMember {
+                alarm: AlarmType::NOSPACE,
+                member_id: u64::MAX,
+            },
+        },
+        Request::Alarm {
+            action: AlarmAction::Deactivate,
+            member: AlarmMember {
+                alarm: AlarmType(-7),
+                member_id: 1,
+            },
+        },
+        Request::Alarm {
+            action: AlarmAction::Get,
+            member: AlarmMember::default(),
+        },
         Request::Compact { revision: 42 },
         Request::LeaseGrant { id: 0, ttl: 60 },
         Request::LeaseRevoke { id: -1 },
@@ -200,6 +218,17 @@ fn every_response() -> Vec<Response> {
         Response::LeaseRevoke,
         Response::Advance,
         Response::LeaseKeepAlive { ttl: -1 },
+        Response::Alarms(vec![]),
+        Response::Alarms(vec![
+            AlarmMember {
+                alarm: AlarmType::NOSPACE,
+                member_id: 9,
+            },
+            AlarmMember {
+                alarm: AlarmType::CORRUPT,
+                member_id: u64::MAX,
+            },
+        ]),
         Response::LeaseTimeToLive(LeaseTimeToLive {
             id: 3,
             ttl_remaining_secs: -2,

@@ -106,13 +106,13 @@ pub struct ShardConfig {
     /// Shard 0's leader and term on this node, shared by all its shards (`placement.rs`):
     /// shard 0 writes it, the others place their leaders by it.
     pub anchor: Arc<Anchor>,
-}
     /// The cluster's alarm table as this node's replica of shard 0 applies it (`alarms.rs`):
     /// shard 0 writes it, the node's write path reads it.
     pub alarms: Arc<NodeAlarms>,
     /// Where the shard publishes its backend size in use, for the node's storage quota check
     /// (`state_machine::BackendSize`).
     pub backend_bytes: Arc<std::sync::atomic::AtomicU64>,
+}
 
 /// How a shard's group spans the nodes of a cluster.
 #[derive(Clone, Debug)]
@@ -165,9 +165,9 @@ impl Default for ShardConfig {
             lease_expiry: LeaseExpiry::Revoke,
             cluster: None,
             anchor: Arc::default(),
-        }
             alarms: Arc::default(),
             backend_bytes: Arc::default(),
+        }
     }
 }
 
@@ -202,7 +202,6 @@ pub enum Request {
         keys: bool,
     },
     LeaseLeases,
-    HashKv {
     /// `Maintenance.Alarm` (shard 0): `Get` lists the alarms of `member.alarm` (every alarm
     /// for `AlarmType::NONE`), a linearizable read; `Activate`/`Deactivate` change the table
     /// through the log. Answered with [`Response::Alarms`].
@@ -210,6 +209,7 @@ pub enum Request {
         action: AlarmAction,
         member: AlarmMember,
     },
+    HashKv {
         revision: Revision,
     },
     Hash,
@@ -238,6 +238,8 @@ pub enum Response {
     },
     LeaseTimeToLive(ballast_engine::LeaseTimeToLive),
     LeaseLeases(Vec<LeaseId>),
+    /// The alarms a `Request::Alarm` listed or changed (etcd's `AlarmResponse.alarms`).
+    Alarms(Vec<AlarmMember>),
     HashKv(ballast_engine::HashKv),
     Hash(u32),
     Status(ShardStatus),
@@ -246,8 +248,6 @@ pub enum Response {
     /// A log entry without a client payload (a leader's blank entry, a membership change) was
     /// applied. No `Request` is answered with it.
     Noop,
-    /// The alarms a `Request::Alarm` listed or changed (etcd's `AlarmResponse.alarms`).
-    Alarms(Vec<AlarmMember>),
 }
 
 /// A response with the store revision for its header.
@@ -263,6 +263,10 @@ pub struct ShardStatus {
     pub revision: Revision,
     pub compact_revision: Revision,
     pub size_bytes: u64,
+    /// The shard's backend size and the part in use, which the storage quota counts
+    /// (`state_machine::BackendSize`).
+    pub backend_bytes: u64,
+    pub backend_in_use_bytes: u64,
     /// Index of the last log entry applied to the store (Raft's applied index; blank and
     /// membership entries count). Log indexes here count from 1, as etcd's raft and the WAL
     /// do (openraft's first entry, index 0, is index 1 here).
@@ -272,10 +276,6 @@ pub struct ShardStatus {
     pub raft_term: u64,
     /// Index of the last entry in the shard's log.
     pub raft_index: u64,
-    /// The shard's backend size and the part in use, which the storage quota counts
-    /// (`state_machine::BackendSize`).
-    pub backend_bytes: u64,
-    pub backend_in_use_bytes: u64,
     /// Index of the last entry known committed.
     pub raft_commit_index: u64,
     /// The group's leader as this replica knows it (0: none known).
@@ -510,6 +510,11 @@ fn route(request: Request) -> Route {
         Request::LeaseGrant { id, ttl } => Route::Write(LogCommand::LeaseGrant { id, ttl }),
         Request::LeaseRevoke { id } => Route::Write(LogCommand::LeaseRevoke { id }),
         Request::Advance { to } => Route::Write(LogCommand::Advance { to }),
+        Request::Alarm {
+            action: action @ (AlarmAction::Activate | AlarmAction::Deactivate),
+            member,
+        } => Route::Write(LogCommand::Alarm { action, member }),
+        Request::Alarm { .. } => Route::LinearizableRead(request),
         Request::Range(ref r) if !r.serializable => Route::LinearizableRead(request),
         Request::Txn(ref t) if !txn_serializable(t) => Route::LinearizableRead(request),
         Request::LeaseKeepAlive { .. }
@@ -519,11 +524,6 @@ fn route(request: Request) -> Route {
     }
 }
 
-        Request::Alarm {
-            action: action @ (AlarmAction::Activate | AlarmAction::Deactivate),
-            member,
-        } => Route::Write(LogCommand::Alarm { action, member }),
-        Request::Alarm { .. } => Route::LinearizableRead(request),
 /// Whether any branch of the txn, at any depth, writes.
 fn txn_writes(t: &TxnRequest) -> bool {
     t.success.iter().chain(&t.failure).any(|op| match op {
@@ -756,25 +756,12 @@ async fn start_durable<D: ballast_engine::io::Disk + Clone + 'static>(
         opened.membership,
         opened.durability,
     );
+    attach_node_state(config, &mut state, opened.alarms);
     let shared: Shared = Rc::new(RefCell::new(state));
     let raft = new_raft(config, raft_config, opened.log, &shared).await?;
     Ok((shared, raft))
 }
 
-async fn new_raft<B: LogBackend>(
-    config: &ShardConfig,
-    raft_config: Arc<Config>,
-    log: B,
-    shared: &Shared,
-) -> Result<Raft, String> {
-    let network = match &config.cluster {
-        None => Network::new(config.shard_id, Rc::new(NoPeers)),
-    attach_node_state(config, &mut state, opened.alarms);
-        Some(cluster) => {
-            let transport = cluster_transport(ChannelTransport::new(cluster.peers.clone()));
-            for (id, addr) in &cluster.members {
-                transport.learn(*id, addr);
-            }
 /// Connects a new shard state to what the node's shards share, before any entry is applied:
 /// shard 0 applies alarm changes to the node's table (starting from the checkpoint's `alarms`),
 /// and every shard publishes its backend size.
@@ -787,6 +774,19 @@ fn attach_node_state(config: &ShardConfig, state: &mut ShardState, alarms: Alarm
     state.publish_backend_size();
 }
 
+async fn new_raft<B: LogBackend>(
+    config: &ShardConfig,
+    raft_config: Arc<Config>,
+    log: B,
+    shared: &Shared,
+) -> Result<Raft, String> {
+    let network = match &config.cluster {
+        None => Network::new(config.shard_id, Rc::new(NoPeers)),
+        Some(cluster) => {
+            let transport = cluster_transport(ChannelTransport::new(cluster.peers.clone()));
+            for (id, addr) in &cluster.members {
+                transport.learn(*id, addr);
+            }
             Network::new(config.shard_id, transport)
         }
     };
@@ -1390,6 +1390,14 @@ impl Core {
         }
         // No `.await` from here: the store still holds what was made resident.
         let mut st = self.shared.borrow_mut();
+        if let Request::Alarm { action, member } = &request {
+            // Only listing is routed here: changes go through the log.
+            debug_assert_eq!(*action, AlarmAction::Get);
+            return Ok(Reply {
+                revision: st.store.revision(),
+                response: Response::Alarms(st.alarms.table().get(member.alarm)),
+            });
+        }
         let now = st.now_ms();
         let store = &mut st.store;
         let current = store.revision();
@@ -1407,15 +1415,8 @@ impl Core {
             Request::LeaseTimeToLive { id, keys } => {
                 Response::LeaseTimeToLive(store.lease_time_to_live(id, keys, now)?)
             }
-        if let Request::Alarm { action, member } = &request {
-            // Only listing is routed here: changes go through the log.
-            debug_assert_eq!(*action, AlarmAction::Get);
-            return Ok(Reply {
-                revision: st.store.revision(),
-                response: Response::Alarms(st.alarms.table().get(member.alarm)),
-            });
-        }
             Request::LeaseLeases => Response::LeaseLeases(store.leases()),
+            Request::Alarm { .. } => unreachable!("answered above"),
             Request::HashKv { revision } => Response::HashKv(store.hash_kv(revision)?),
             Request::Hash => Response::Hash(store.hash()),
             Request::Status => {
@@ -1433,7 +1434,6 @@ impl Core {
             Request::Membership(_) => unreachable!("membership changes are made by the leader"),
         };
         Ok(Reply {
-            Request::Alarm { .. } => unreachable!("answered above"),
             revision: current,
             response,
         })
@@ -1454,10 +1454,13 @@ impl Core {
         let wal = st.durable.as_ref().map(|d| d.wal_stats());
         let cache = st.store.cache_figures();
         let stage_figures = Box::new(st.stages.borrow().figures());
+        let backend = st.backend_size();
         ShardStatus {
             revision: st.store.revision(),
             compact_revision: st.store.compact_revision(),
             size_bytes: cache.bytes,
+            backend_bytes: backend.total_bytes,
+            backend_in_use_bytes: backend.in_use_bytes,
             applied_index: st.last_applied.map_or(0, |id| id.index + 1),
             watchers: st.watchers.len(),
             raft_term: m.current_term,
@@ -1476,13 +1479,10 @@ impl Core {
             durable: st.durable.is_some(),
             checkpoints: st.checkpoints.count,
             checkpoint_index: st.checkpoints.last_index,
-        let backend = st.backend_size();
             checkpoint_duration_ms_last: st.checkpoints.last_duration_ms,
             checkpoint_pending_changes: st.store.pending_changes().changes as u64,
             cached_keys: cache.keys,
             cached_records: cache.records,
-            backend_bytes: backend.total_bytes,
-            backend_in_use_bytes: backend.in_use_bytes,
             cache_loads: cache.loads,
             page_log_bytes: st.durable.as_ref().map_or(0, |d| d.page_log_bytes()),
             page_cache_bytes: pages.as_ref().map_or(0, |p| p.cache_bytes),
@@ -1582,6 +1582,13 @@ impl Core {
 
     /// Checkpoints, the store's cache, watcher catch-up and progress notifications.
     async fn housekeeping_rest(self: &Rc<Self>) {
+        {
+            let st = self.shared.borrow();
+            if st.durable.is_none() {
+                // A pass over the key index: here, not after every apply.
+                st.publish_backend_size();
+            }
+        }
         self.place_leader().await;
         self.check_removal();
         if self.checkpoint_due() {
@@ -1604,13 +1611,6 @@ impl Core {
         }
         // Watchers whose history was evicted during the loads above catch up next time.
         let mut st = self.shared.borrow_mut();
-        {
-            let st = self.shared.borrow();
-            if st.durable.is_none() {
-                // A pass over the key index: here, not after every apply.
-                st.publish_backend_size();
-            }
-        }
         let ShardState {
             store, watchers, ..
         } = &mut *st;

@@ -41,11 +41,11 @@
 //!   5 Compact                      12 HashKv hash:u32 compact_revision:i64 hash_revision:i64
 //!   6 LeaseGrant id:i64 ttl:i64    13 Hash hash:u32
 //!   7 LeaseRevoke                  14 Noop
-//! range_response = n:u32 kv[n] more:bool count:i64
-//! txn_response   = succeeded:bool n:u32 response_op[n]
 //!   16 Alarms n:u32 (member_id:u64 alarm:i32)[n]
 //!   (request 17 Alarm action:u8 member_id:u64 alarm:i32, action 0 get, 1 activate,
 //!    2 deactivate)
+//! range_response = n:u32 kv[n] more:bool count:i64
+//! txn_response   = succeeded:bool n:u32 response_op[n]
 //! response_op    = 1 range_response | 2 option_kv | 3 deleted:i64 n:u32 kv[n] | 4 txn_response
 //! kv             = key:bytes create_revision:i64 mod_revision:i64 version:i64 value:bytes lease:i64
 //! option_x       = 0 | 1 x                      (a presence byte; anything else is refused)
@@ -97,9 +97,9 @@ use bytes::{BufMut, Bytes};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
 use openraft::raft::{TransferLeaderError, TransferLeaderRequest, TransferLeaderResponse};
 
+use crate::alarms::{AlarmAction, AlarmMember, AlarmType};
 use crate::codec::{self, DecodeError, Reader, TXN_DEPTH_MAX};
 use crate::log_store::{entry_of, log_id, record_of, LogRecord};
-use crate::alarms::{AlarmAction, AlarmMember, AlarmType};
 use crate::membership::{MembershipChange, MembershipError};
 use crate::shard::{RaftMember, Reply, Request, Response, ShardError};
 use crate::types::{Entry, LeaderId, LogId, NodeId, ShardRaft, Vote};
@@ -159,8 +159,6 @@ pub fn encode_request(request: &Request) -> Bytes {
             out.put_u8(1);
             codec::put_range(&mut out, r);
         }
-        Request::Put(r) => {
-            out.put_u8(2);
         Request::Alarm { action, member } => {
             out.put_u8(17);
             out.put_u8(match action {
@@ -171,6 +169,8 @@ pub fn encode_request(request: &Request) -> Bytes {
             out.put_u64_le(member.member_id);
             out.put_i32_le(member.alarm.0);
         }
+        Request::Put(r) => {
+            out.put_u8(2);
             codec::put_put(&mut out, r);
         }
         Request::DeleteRange(r) => {
@@ -251,6 +251,14 @@ fn put_response(out: &mut Vec<u8>, response: &Response) -> Result<(), NotForward
             out.put_u8(1);
             put_range_response(out, r);
         }
+        Response::Alarms(alarms) => {
+            out.put_u8(16);
+            codec::put_len(out, alarms.len());
+            for m in alarms {
+                out.put_u64_le(m.member_id);
+                out.put_i32_le(m.alarm.0);
+            }
+        }
         Response::Put(r) => {
             out.put_u8(2);
             put_option_kv(out, r.prev_kv.as_ref());
@@ -264,14 +272,6 @@ fn put_response(out: &mut Vec<u8>, response: &Response) -> Result<(), NotForward
             put_txn_response(out, t);
         }
         Response::Compact => out.put_u8(5),
-        Response::Alarms(alarms) => {
-            out.put_u8(16);
-            codec::put_len(out, alarms.len());
-            for m in alarms {
-                out.put_u64_le(m.member_id);
-                out.put_i32_le(m.alarm.0);
-            }
-        }
         Response::LeaseGrant { id, ttl } => {
             out.put_u8(6);
             out.put_i64_le(*id);
@@ -697,6 +697,14 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, WireError> {
             1 => Request::Range(r.range()?),
             2 => Request::Put(r.put()?),
             3 => Request::DeleteRange(r.delete()?),
+            17 => Request::Alarm {
+                action: match r.tag("alarm action", 2)? {
+                    0 => AlarmAction::Get,
+                    1 => AlarmAction::Activate,
+                    _ => AlarmAction::Deactivate,
+                },
+                member: r.alarm_member()?,
+            },
             4 => Request::Txn(r.txn(0)?),
             5 => Request::Compact { revision: r.i64()? },
             6 => Request::LeaseGrant {
@@ -709,14 +717,6 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, WireError> {
             10 => Request::LeaseTimeToLive {
                 id: r.i64()?,
                 keys: r.bool()?,
-            },
-            17 => Request::Alarm {
-                action: match r.tag("alarm action", 2)? {
-                    0 => AlarmAction::Get,
-                    1 => AlarmAction::Activate,
-                    _ => AlarmAction::Deactivate,
-                },
-                member: r.alarm_member()?,
             },
             11 => Request::LeaseLeases,
             12 => Request::HashKv { revision: r.i64()? },
@@ -867,6 +867,13 @@ pub fn decode_members_answer(bytes: &[u8]) -> Result<MembersAnswer, WireError> {
 
 /// The wire's readers, on `codec.rs`'s `Reader` (which reads the engine's request types).
 impl Reader<'_> {
+    fn alarm_member(&mut self) -> Result<AlarmMember, DecodeError> {
+        Ok(AlarmMember {
+            member_id: self.u64()?,
+            alarm: AlarmType(i32::from_le_bytes(self.array()?)),
+        })
+    }
+
     fn u64(&mut self) -> Result<u64, DecodeError> {
         Ok(u64::from_le_bytes(self.array()?))
     }
@@ -886,13 +893,6 @@ impl Reader<'_> {
         let offset = self.at;
         let bytes = self.bytes()?;
         String::from_utf8(bytes.to_vec()).map_err(|_| WireError::Utf8 { offset })
-    }
-
-    fn alarm_member(&mut self) -> Result<AlarmMember, DecodeError> {
-        Ok(AlarmMember {
-            member_id: self.u64()?,
-            alarm: AlarmType(i32::from_le_bytes(self.array()?)),
-        })
     }
 
     fn kv(&mut self) -> Result<KeyValue, DecodeError> {
@@ -971,6 +971,14 @@ impl Reader<'_> {
                 prev_kv: self.option_kv()?,
             }),
             3 => Response::DeleteRange(self.delete_response()?),
+            16 => {
+                let n = self.count()?;
+                let mut alarms = Vec::with_capacity(n);
+                for _ in 0..n {
+                    alarms.push(self.alarm_member()?);
+                }
+                Response::Alarms(alarms)
+            }
             4 => Response::Txn(self.txn_response(0)?),
             5 => Response::Compact,
             6 => Response::LeaseGrant {
@@ -992,14 +1000,6 @@ impl Reader<'_> {
                 Response::LeaseTimeToLive(LeaseTimeToLive {
                     id,
                     ttl_remaining_secs,
-            16 => {
-                let n = self.count()?;
-                let mut alarms = Vec::with_capacity(n);
-                for _ in 0..n {
-                    alarms.push(self.alarm_member()?);
-                }
-                Response::Alarms(alarms)
-            }
                     granted_ttl,
                     keys,
                 })

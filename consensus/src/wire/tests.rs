@@ -213,11 +213,6 @@ fn every_response() -> Vec<Response> {
             prev_kvs: vec![kv("x", 1), kv("y", 2)],
         }),
         Response::Txn(nested_txn_response()),
-        Response::Compact,
-        Response::LeaseGrant { id: 77, ttl: 10 },
-        Response::LeaseRevoke,
-        Response::Advance,
-        Response::LeaseKeepAlive { ttl: -1 },
         Response::Alarms(vec![]),
         Response::Alarms(vec![
             AlarmMember {
@@ -229,6 +224,11 @@ fn every_response() -> Vec<Response> {
                 member_id: u64::MAX,
             },
         ]),
+        Response::Compact,
+        Response::LeaseGrant { id: 77, ttl: 10 },
+        Response::LeaseRevoke,
+        Response::Advance,
+        Response::LeaseKeepAlive { ttl: -1 },
         Response::LeaseTimeToLive(LeaseTimeToLive {
             id: 3,
             ttl_remaining_secs: -2,

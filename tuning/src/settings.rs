@@ -17,6 +17,9 @@ use crate::units::{parse_bool_or_err, parse_bytes, parse_duration_ms, parse_u64,
 
 /// etcd's default quota-backend-bytes (2 GiB); a quota of 0 in a file or flag means this.
 pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 * GIB;
+/// A negative quota-backend-bytes (etcd: no quota at all) is kept as this value, and printed
+/// back as `-1`.
+pub const QUOTA_DISABLED: u64 = u64::MAX;
 /// etcd's suggested maximum quota; above it `Settings::warnings` says so.
 pub const MAX_SUGGESTED_QUOTA_BACKEND_BYTES: u64 = 8 * GIB;
 /// etcd refuses election timeouts of 50 s or more.
@@ -87,7 +90,8 @@ pub struct Settings {
     pub heartbeat_interval_ms: u64,
     /// Raft election timeout.
     pub election_timeout_ms: u64,
-    /// Storage quota; past it writes fail with NOSPACE and the alarm is raised.
+    /// Storage quota; past it writes fail with NOSPACE and the alarm is raised
+    /// ([`QUOTA_DISABLED`]: no quota).
     pub quota_backend_bytes: u64,
     /// Largest request a client may send.
     pub max_request_bytes: u64,
@@ -213,6 +217,7 @@ impl Settings {
             "checkpoint-interval-ms" => self.checkpoint_interval_ms.to_string(),
             "heartbeat-interval" => self.heartbeat_interval_ms.to_string(),
             "election-timeout" => self.election_timeout_ms.to_string(),
+            "quota-backend-bytes" if self.quota_backend_bytes == QUOTA_DISABLED => "-1".into(),
             "quota-backend-bytes" => self.quota_backend_bytes.to_string(),
             "max-request-bytes" => self.max_request_bytes.to_string(),
             "max-txn-ops" => self.max_txn_ops.to_string(),
@@ -364,7 +369,9 @@ impl Settings {
     /// Legal but doubtful choices, one sentence each (the server logs them at startup).
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if self.quota_backend_bytes > MAX_SUGGESTED_QUOTA_BACKEND_BYTES {
+        if self.quota_backend_bytes > MAX_SUGGESTED_QUOTA_BACKEND_BYTES
+            && self.quota_backend_bytes != QUOTA_DISABLED
+        {
             out.push(format!(
                 "quota-backend-bytes {} exceeds the suggested maximum of 8 GiB",
                 self.quota_backend_bytes
@@ -527,7 +534,7 @@ impl SettingsPatch {
             "checkpoint-interval-ms" => self.checkpoint_interval_ms = Some(parse_u64(key, text)?),
             "heartbeat-interval" => self.heartbeat_interval = Some(parse_u64(key, text)?),
             "election-timeout" => self.election_timeout = Some(parse_u64(key, text)?),
-            "quota-backend-bytes" => self.quota_backend_bytes = Some(parse_bytes(key, text)?),
+            "quota-backend-bytes" => self.quota_backend_bytes = Some(parse_quota(key, text)?),
             "max-request-bytes" => self.max_request_bytes = Some(parse_bytes(key, text)?),
             "max-txn-ops" => self.max_txn_ops = Some(parse_u64(key, text)?),
             "group-commit-max-batch" => self.group_commit_max_batch = Some(parse_u32(key, text)?),
@@ -604,6 +611,21 @@ impl SettingsPatch {
     }
 }
 
+/// A quota: a byte count, or a negative whole number, which etcd reads as "no quota"
+/// ([`QUOTA_DISABLED`]).
+fn parse_quota(key: &str, text: &str) -> Result<u64, ConfigError> {
+    match text.trim().strip_prefix('-') {
+        Some(magnitude) => parse_u64(key, magnitude)
+            .ok()
+            .filter(|n| *n > 0)
+            .map(|_| QUOTA_DISABLED)
+            .ok_or_else(|| {
+                ConfigError::invalid(key, text.trim(), "expected a number of bytes, or -1")
+            }),
+        None => parse_bytes(key, text),
+    }
+}
+
 /// Whether `text` is a yes/no flag value; used for boolean server keys.
 pub fn parse_bool(key: &str, text: &str) -> Result<bool, ConfigError> {
     parse_bool_or_err(key, text)
@@ -621,6 +643,19 @@ mod tests {
         assert_eq!(s.snapshot_count, 100_000);
         assert_eq!(s.quota_backend_bytes, 2 * 1024 * 1024 * 1024);
         assert_eq!(s.max_request_bytes, 1_572_864);
+        // etcd: 0 is the default quota, a negative quota none.
+        let mut p = SettingsPatch::default();
+        assert!(p.set("quota-backend-bytes", "0").unwrap());
+        let mut q = Settings::default();
+        p.apply_to(&mut q);
+        assert_eq!(q.quota_backend_bytes, DEFAULT_QUOTA_BACKEND_BYTES);
+        p.set("quota-backend-bytes", "-5").unwrap();
+        p.apply_to(&mut q);
+        assert_eq!(q.quota_backend_bytes, QUOTA_DISABLED);
+        assert_eq!(q.value_of("quota-backend-bytes").as_deref(), Some("-1"));
+        assert!(q.warnings().is_empty());
+        assert!(p.set("quota-backend-bytes", "-").is_err());
+        assert!(p.set("quota-backend-bytes", "-0").is_err());
         assert_eq!(s.max_txn_ops, 128);
         assert_eq!(s.auto_compaction().unwrap(), AutoCompaction::Disabled);
         s.validate().unwrap();

@@ -80,6 +80,8 @@ pub struct Context {
     pub peers: Option<std::sync::Arc<crate::peer::PeerHub>>,
     /// Shard 0's leader and term as this node knows them (the term goes in every header).
     pub anchor: std::sync::Arc<ballast_consensus::Anchor>,
+    /// The storage quota and the alarms' hold on writes (`quota.rs`), checked by [`Context::call`].
+    pub quota: crate::quota::Quota,
 }
 
 impl Context {
@@ -92,7 +94,9 @@ impl Context {
         }
     }
 
+    /// Serves a client's request, once the quota and the alarms allow it (`quota.rs`).
     pub async fn call(&self, request: Request) -> Result<Reply, Status> {
+        self.quota.check(&self.router, &request).await?;
         self.router.call(request).await.map_err(route_error)
     }
 

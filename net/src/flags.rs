@@ -151,11 +151,12 @@ pub struct Flags {
         help_heading = "Member"
     )]
     pub max_wals: u32,
-    /// Raise alarms when backend size exceeds the given quota (0 defaults to low space quota) [not built yet].
+    /// Raise alarms when backend size exceeds the given quota (0 defaults to low space quota; negative: no quota).
     #[arg(
         long,
         env = "ETCD_QUOTA_BACKEND_BYTES",
         default_value_t = 0,
+        allow_negative_numbers = true,
         help_heading = "Member"
     )]
     pub quota_backend_bytes: i64,
@@ -495,7 +496,6 @@ const NOT_BUILT: &[&str] = &[
     "initial_election_tick_advance",
     "max_snapshots",
     "max_wals",
-    "quota_backend_bytes",
     "backend_batch_interval",
     "backend_batch_limit",
     "grpc_keepalive_min_time",
@@ -828,6 +828,29 @@ mod tests {
         assert!(cl
             .set_but_not_built
             .contains(&"--force-new-cluster".to_owned()));
+    }
+
+    #[test]
+    fn quota_backend_bytes_acts_with_etcds_zero_and_negative() {
+        use ballast_tuning::settings::{DEFAULT_QUOTA_BACKEND_BYTES, QUOTA_DISABLED};
+        let quota = |list: &[&str]| {
+            let cl = parse(args(list)).unwrap();
+            assert!(
+                cl.set_but_not_built.is_empty(),
+                "{:?}",
+                cl.set_but_not_built
+            );
+            cl.config.settings.quota_backend_bytes
+        };
+        assert_eq!(quota(&[]), DEFAULT_QUOTA_BACKEND_BYTES);
+        assert_eq!(
+            quota(&["--quota-backend-bytes=0"]),
+            DEFAULT_QUOTA_BACKEND_BYTES
+        );
+        assert_eq!(quota(&["--quota-backend-bytes", "4194304"]), 4 << 20);
+        // Go's flags take a negative value after a space too.
+        assert_eq!(quota(&["--quota-backend-bytes", "-1"]), QUOTA_DISABLED);
+        assert_eq!(quota(&["-quota-backend-bytes=-100"]), QUOTA_DISABLED);
     }
 
     #[test]

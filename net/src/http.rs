@@ -2,7 +2,7 @@
 //! and the JSON gateway (`/v3/...`, [`crate::gateway`]). They share the port with gRPC
 //! (HTTP/1.1 and HTTP/2 on one listener).
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -64,9 +64,12 @@ pub fn monitoring_router(ctx: Context) -> Router {
         .with_state(ctx)
 }
 
-/// Healthy when the shard answers and has not stopped after a storage failure (then the
-/// reason names the failure), as etcd's /health checks that a request goes through.
-async fn health(State(ctx): State<Context>) -> impl IntoResponse {
+/// Unhealthy while an alarm is in force, answered as etcd 3.4.23 answers it (503, its
+/// `http.Error` body `{"health":"false"}` and a newline); `?exclude=NOSPACE` (repeatable)
+/// leaves alarms of that type out, as etcd's does. Otherwise healthy when the shard answers and
+/// has not stopped after a storage failure (then the reason names the failure), as etcd's
+/// /health checks that a request goes through.
+async fn health(State(ctx): State<Context>, RawQuery(query): RawQuery) -> axum::response::Response {
     let json = |ok: bool, reason: &str| {
         format!(
             "{{\"health\":\"{}\",\"reason\":\"{}\"}}",
@@ -74,7 +77,30 @@ async fn health(State(ctx): State<Context>) -> impl IntoResponse {
             reason
         )
     };
-    match ctx.call(Request::Status).await {
+    let excluded: Vec<&str> = query
+        .as_deref()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.strip_prefix("exclude="))
+        .collect();
+    let alarmed = ctx
+        .quota
+        .alarms
+        .list()
+        .iter()
+        .any(|a| !excluded.contains(&a.alarm.to_string().as_str()));
+    if alarmed {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            ],
+            "{\"health\":\"false\"}\n",
+        )
+            .into_response();
+    }
+    let answer = match ctx.call(Request::Status).await {
         Ok(Reply {
             response:
                 Response::Status(ShardStatus {
@@ -91,7 +117,8 @@ async fn health(State(ctx): State<Context>) -> impl IntoResponse {
             StatusCode::SERVICE_UNAVAILABLE,
             json(false, &status.message().replace('"', "'")),
         ),
-    }
+    };
+    answer.into_response()
 }
 
 async fn version() -> impl IntoResponse {
@@ -131,20 +158,22 @@ async fn metrics(State(ctx): State<Context>) -> impl IntoResponse {
         "Whether or not this member is a leader. 1 if is, 0 otherwise.",
         "1".into(),
     );
+    // The backend size the storage quota counts (`ballast_consensus::state_machine::
+    // BackendSize`), as etcd's figures are its bolt file's.
     gauge(
         "etcd_mvcc_db_total_size_in_bytes",
         "Total size of the underlying database physically allocated in bytes.",
-        if s.durable {
-            s.page_log_bytes
-        } else {
-            s.size_bytes
-        }
-        .to_string(),
+        s.backend_bytes.to_string(),
     );
     gauge(
         "etcd_mvcc_db_total_size_in_use_in_bytes",
         "Total size of the underlying database logically in use in bytes.",
-        s.size_bytes.to_string(),
+        s.backend_in_use_bytes.to_string(),
+    );
+    gauge(
+        "etcd_server_quota_backend_bytes",
+        "Current backend storage quota size in bytes.",
+        ctx.quota.reported_bytes().to_string(),
     );
     gauge(
         "etcd_debugging_mvcc_current_revision",

@@ -12,6 +12,7 @@ pub mod gateway;
 pub mod http;
 pub mod partition;
 pub mod peer;
+pub mod quota;
 pub mod router;
 pub mod server;
 pub mod services;

@@ -22,6 +22,7 @@
 //!   on a channel ([`LeaseExpiry::Report`]) and the router revokes them everywhere; the other
 //!   shards keep no deadlines ([`LeaseExpiry::Ignore`]).
 //! - Status: the shards' figures put together (revision: the highest; sizes and counts: sums).
+//! - Alarm (list, activate, deactivate): shard 0, which holds the cluster's alarm table.
 //!
 //! Revisions: each shard counts its own; the router remembers the highest revision each shard
 //! has answered with, and every [`ALIGN_INTERVAL`] advances the shards behind the highest one,
@@ -296,8 +297,12 @@ impl Router {
             Request::LeaseKeepAlive { .. } | Request::LeaseLeases => {
                 self.call_shard(0, request).await
             }
+            // Shard 0 holds the cluster's alarm table.
+            Request::Alarm { .. } => self.call_shard(0, request).await,
             Request::Hash => self.hash().await,
             Request::HashKv { revision } => self.hash_kv(revision).await,
+            // One shard's history: a snapshot reads each shard through `call_shard`.
+            Request::History { .. } => self.call_shard(0, request).await,
             Request::Status => self.status().await,
             Request::Membership(change) => {
                 let members = self.change_membership(change).await?;
@@ -861,6 +866,8 @@ pub fn combine_statuses(all: &[ShardStatus]) -> ShardStatus {
         s.revision = s.revision.max(o.revision);
         s.compact_revision = s.compact_revision.max(o.compact_revision);
         s.size_bytes += o.size_bytes;
+        s.backend_bytes += o.backend_bytes;
+        s.backend_in_use_bytes += o.backend_in_use_bytes;
         s.watchers += o.watchers;
         s.queue_depth += o.queue_depth;
         s.writes_in_flight += o.writes_in_flight;

@@ -92,6 +92,11 @@ fn shard_config(
     }
 }
 
+/// The storage quota the resolved setting asks for (`None`: no quota, etcd's negative value).
+pub fn quota_limit(setting: u64) -> Option<u64> {
+    (setting != ballast_tuning::settings::QUOTA_DISABLED).then_some(setting)
+}
+
 pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let CommandLine { flags, config, .. } = cl;
     flags::check(&config)?;
@@ -185,6 +190,12 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
     };
     let (expired_tx, expired_rx) = tokio::sync::mpsc::channel(EXPIRED_LEASES_MAX);
     let anchor = std::sync::Arc::new(ballast_consensus::Anchor::default());
+    // The cluster's alarm table as this node's shard 0 applies it, and each shard's backend
+    // size: what the storage quota is checked against (`quota.rs`).
+    let alarms = std::sync::Arc::new(ballast_consensus::NodeAlarms::default());
+    let backend_bytes: Vec<std::sync::Arc<std::sync::atomic::AtomicU64>> = (0..shard_count)
+        .map(|_| std::sync::Arc::default())
+        .collect();
     // Shard i runs on core (i + k) mod cores, k this member's place in `--initial-cluster`:
     // members sharing a machine (test and benchmark clusters) then do not stack every
     // member's shard 0 on core 0; one member per machine pins one shard per core either way.
@@ -197,6 +208,8 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
             let mut shard_config = shard_config(&config, &flags, ShardId(id as u32), shard_count);
             shard_config.core = Some((id + first_core) % cores() as usize);
             shard_config.anchor = anchor.clone();
+            shard_config.alarms = alarms.clone();
+            shard_config.backend_bytes = backend_bytes[id].clone();
             if let Some(cluster) = &cluster {
                 shard_config.node_id = member.id;
                 shard_config.cluster = Some(cluster.clone());
@@ -260,6 +273,7 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
         .reconcile_leases()
         .await
         .context("reconciling the shards' lease tables")?;
+    let member_id = member.id;
     let ctx = Context {
         router: router.clone(),
         member,
@@ -271,7 +285,17 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
         settings: std::sync::Arc::new(config.clone()),
         peers: hub,
         anchor: anchor.clone(),
+        quota: crate::quota::Quota {
+            limit_bytes: quota_limit(config.settings.quota_backend_bytes),
+            alarms,
+            backend_bytes,
+            member_id,
+        },
     };
+    match ctx.quota.limit_bytes {
+        Some(bytes) => tracing::info!(quota_bytes = bytes, "enabled backend quota"),
+        None => tracing::info!("disabled backend quota"),
+    }
     tracing::info!(
         name = %config.name,
         member_id = format_args!("{:x}", ctx.member.id),

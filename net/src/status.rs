@@ -8,6 +8,8 @@ use tonic::{Code, Status};
 pub const REQUEST_TOO_LARGE: &str = "etcdserver: request is too large";
 pub const NOT_CAPABLE: &str = "etcdserver: not capable";
 pub const SHARD_STOPPED: &str = "etcdserver: server stopped";
+pub const NO_SPACE: &str = "etcdserver: mvcc: database space exceeded";
+pub const CORRUPT: &str = "etcdserver: corrupt cluster";
 
 pub fn from_engine(err: &EngineError) -> Status {
     let (code, msg) = match err {
@@ -61,6 +63,16 @@ fn from_unmapped(err: &EngineError) -> Status {
 
 pub fn request_too_large() -> Status {
     Status::invalid_argument(REQUEST_TOO_LARGE)
+}
+
+/// etcd's `ErrGRPCNoSpace`: the storage quota is reached, or a NOSPACE alarm is in force.
+pub fn no_space() -> Status {
+    Status::resource_exhausted(NO_SPACE)
+}
+
+/// etcd's `ErrGRPCCorrupt`: a CORRUPT alarm is in force.
+pub fn corrupt() -> Status {
+    Status::data_loss(CORRUPT)
 }
 
 pub fn not_leader() -> Status {

@@ -3,7 +3,7 @@
 
 use std::pin::Pin;
 
-use ballast_consensus::{Request, Response, TransferError};
+use ballast_consensus::{AlarmAction, AlarmMember, AlarmType, Request, Response, TransferError};
 use ballast_proto::etcdserverpb as pb;
 use futures::Stream;
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
@@ -23,21 +23,31 @@ impl MaintenanceService {
 
 #[tonic::async_trait]
 impl pb::maintenance_server::Maintenance for MaintenanceService {
-    /// No alarm is ever raised while the quota is not built, so the list is empty and there is
-    /// nothing to deactivate; raising one by hand needs the quota machinery.
+    /// The cluster's alarm table, in shard 0 (`ballast_consensus::alarms`): GET lists the
+    /// alarms of the type named (every one for NONE); ACTIVATE and DEACTIVATE change it
+    /// through shard 0's log and answer the alarm changed, as etcd's applier does.
     async fn alarm(
         &self,
         request: GrpcRequest<pb::AlarmRequest>,
     ) -> Result<GrpcResponse<pb::AlarmResponse>, Status> {
-        use pb::alarm_request::AlarmAction;
+        use pb::alarm_request::AlarmAction as Action;
         let req = request.into_inner();
-        if req.action == AlarmAction::Activate as i32 {
-            return Err(status::not_built("Maintenance.Alarm ACTIVATE"));
-        }
-        let revision = self.ctx.call(Request::Status).await?.revision;
+        let action = match Action::try_from(req.action) {
+            Ok(Action::Activate) => AlarmAction::Activate,
+            Ok(Action::Deactivate) => AlarmAction::Deactivate,
+            Ok(Action::Get) | Err(_) => AlarmAction::Get,
+        };
+        let member = AlarmMember {
+            alarm: AlarmType(req.alarm),
+            member_id: req.member_id,
+        };
+        let reply = self.ctx.call(Request::Alarm { action, member }).await?;
+        let Response::Alarms(alarms) = reply.response else {
+            return Err(unexpected_reply("Alarm"));
+        };
         Ok(GrpcResponse::new(pb::AlarmResponse {
-            header: Some(self.ctx.header(revision)),
-            alarms: Vec::new(),
+            header: Some(self.ctx.header(reply.revision)),
+            alarms: alarms.iter().map(alarm_to_pb).collect(),
         }))
     }
 
@@ -49,12 +59,11 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         let Response::Status(s) = reply.response else {
             return Err(unexpected_reply("Status"));
         };
-        let size = i64::try_from(if s.durable {
-            s.page_log_bytes
-        } else {
-            s.size_bytes
-        })
-        .unwrap_or(i64::MAX);
+        // The backend size the quota counts (`ballast_consensus::state_machine::BackendSize`).
+        let size = i64::try_from(s.backend_bytes).unwrap_or(i64::MAX);
+        let in_use = i64::try_from(s.backend_in_use_bytes).unwrap_or(i64::MAX);
+        let mut errors: Vec<String> = s.failure.iter().cloned().collect();
+        errors.extend(self.ctx.quota.alarms.list().iter().map(alarm_error));
         Ok(GrpcResponse::new(pb::StatusResponse {
             header: Some(self.ctx.header(reply.revision)),
             version: ETCD_VERSION.to_owned(),
@@ -72,11 +81,11 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
             raft_index: s.raft_index,
             raft_term: s.raft_term,
             raft_applied_index: s.applied_index,
-            errors: s.failure.iter().cloned().collect(),
-            db_size_in_use: size,
+            errors,
+            db_size_in_use: in_use,
             is_learner: false,
             storage_version: String::new(),
-            db_size_quota: 0,
+            db_size_quota: self.ctx.quota.reported_bytes(),
         }))
     }
 
@@ -160,4 +169,16 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
     ) -> Result<GrpcResponse<pb::DowngradeResponse>, Status> {
         Err(status::not_built("Maintenance.Downgrade"))
     }
+}
+
+fn alarm_to_pb(m: &AlarmMember) -> pb::AlarmMember {
+    pb::AlarmMember {
+        member_id: m.member_id,
+        alarm: m.alarm.0,
+    }
+}
+
+/// An alarm as etcd lists it in `Status.errors` (its protobuf text form).
+pub fn alarm_error(m: &AlarmMember) -> String {
+    format!("memberID:{} alarm:{} ", m.member_id, m.alarm)
 }

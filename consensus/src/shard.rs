@@ -65,6 +65,7 @@ use crate::state_machine::{make_resident, ShardState, ShardStateMachine, Shared}
 use crate::types::{FnResponder, NodeId, Raft, ShardId, ShardRaft};
 use crate::watchers::{StreamId, WatchCreate, WatchMessage};
 use crate::wire;
+use ballast_engine::mvcc::export::{HistoryChunk, HistoryCursor};
 use ballast_engine::mvcc::paging::Access;
 
 /// Commands queued for one shard at most; a full queue makes callers wait (backpressure).
@@ -217,6 +218,13 @@ pub enum Request {
     /// A change to the members of the shard's group, made by its leader; answered with
     /// [`Response::Members`].
     Membership(MembershipChange),
+    /// A stretch of the store's history for a snapshot (`Store::history_chunk`), read from
+    /// the local store like a serializable read; answered with [`Response::History`].
+    History {
+        from: HistoryCursor,
+        upto: Revision,
+        max_entries: usize,
+    },
 }
 
 #[derive(Debug)]
@@ -245,6 +253,7 @@ pub enum Response {
     Status(ShardStatus),
     /// The group's members after a membership change.
     Members(Vec<RaftMember>),
+    History(HistoryChunk),
     /// A log entry without a client payload (a leader's blank entry, a membership change) was
     /// applied. No `Request` is answered with it.
     Noop,
@@ -547,7 +556,11 @@ fn needs_leader(request: &Request) -> bool {
     match request {
         Request::Range(r) => !r.serializable,
         Request::Txn(t) => txn_writes(t) || !txn_serializable(t),
-        Request::LeaseLeases | Request::HashKv { .. } | Request::Hash | Request::Status => false,
+        Request::LeaseLeases
+        | Request::HashKv { .. }
+        | Request::Hash
+        | Request::Status
+        | Request::History { .. } => false,
         _ => true,
     }
 }
@@ -1381,6 +1394,10 @@ impl Core {
             Request::Range(r) => Some(Access::Range(r)),
             Request::Txn(t) => Some(Access::Txn(t)),
             Request::HashKv { .. } | Request::Hash => Some(Access::Everything),
+            Request::History { from, upto, .. } => Some(Access::History {
+                from: *from,
+                upto: *upto,
+            }),
             _ => None,
         };
         if let Some(access) = access {
@@ -1419,6 +1436,11 @@ impl Core {
             Request::Alarm { .. } => unreachable!("answered above"),
             Request::HashKv { revision } => Response::HashKv(store.hash_kv(revision)?),
             Request::Hash => Response::Hash(store.hash()),
+            Request::History {
+                from,
+                upto,
+                max_entries,
+            } => Response::History(store.history_chunk(from, upto, max_entries)),
             Request::Status => {
                 drop(st);
                 Response::Status(self.status())

@@ -29,6 +29,8 @@
 //!   5 Compact revision:i64         12 HashKv revision:i64
 //!   6 LeaseGrant id:i64 ttl:i64    13 Hash
 //!   7 LeaseRevoke id:i64           14 Status
+//!   16 History from_main:i64 from_sub:i64 upto:i64 max_entries:u64 (its answer is not
+//!      forwardable: a snapshot reads the member's own store)
 //! answer   = 1 revision:i64 response           Ok(Reply)
 //!          | 2 shard_error                     Err(ShardError)
 //!          | 3                                 not forwardable: decodes to Err(Stopped)
@@ -218,6 +220,17 @@ pub fn encode_request(request: &Request) -> Bytes {
             out.put_u8(15);
             put_membership_change(&mut out, change);
         }
+        Request::History {
+            from,
+            upto,
+            max_entries,
+        } => {
+            out.put_u8(16);
+            out.put_i64_le(from.main);
+            out.put_i64_le(from.sub);
+            out.put_i64_le(*upto);
+            out.put_u64_le(*max_entries as u64);
+        }
     }
     Bytes::from(out)
 }
@@ -310,7 +323,7 @@ fn put_response(out: &mut Vec<u8>, response: &Response) -> Result<(), NotForward
             out.put_u8(13);
             out.put_u32_le(*hash);
         }
-        Response::Status(_) => return Err(NotForwardable),
+        Response::Status(_) | Response::History(_) => return Err(NotForwardable),
         Response::Noop => out.put_u8(14),
         Response::Members(members) => {
             out.put_u8(15);
@@ -723,6 +736,14 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, WireError> {
             13 => Request::Hash,
             14 => Request::Status,
             15 => Request::Membership(r.membership_change()?),
+            16 => Request::History {
+                from: ballast_engine::mvcc::export::HistoryCursor {
+                    main: r.i64()?,
+                    sub: r.i64()?,
+                },
+                upto: r.i64()?,
+                max_entries: usize::try_from(r.u64()?).unwrap_or(usize::MAX),
+            },
             tag => return Err(unknown("request", tag, at)),
         })
     })

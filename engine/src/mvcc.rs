@@ -65,6 +65,7 @@
 //!
 //! Invariant: every revision held by a key index has exactly one history record and vice versa.
 
+pub mod export;
 mod history;
 pub mod image;
 mod key_index;

@@ -151,6 +151,11 @@ fn every_request() -> Vec<Request> {
         Request::HashKv { revision: 0 },
         Request::Hash,
         Request::Status,
+        Request::History {
+            from: ballast_engine::mvcc::export::HistoryCursor { main: 7, sub: 2 },
+            upto: 1 << 33,
+            max_entries: 1024,
+        },
         Request::Membership(MembershipChange::Add {
             id: u64::MAX,
             addr: "http://127.0.0.1:2380".into(),

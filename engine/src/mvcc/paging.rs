@@ -233,6 +233,11 @@ pub enum Access<'a> {
     },
     /// Hashes: every key and every record.
     Everything,
+    /// A snapshot's history read (`Store::history_chunk`).
+    History {
+        from: super::export::HistoryCursor,
+        upto: Revision,
+    },
 }
 
 /// What must be read from the image before a request can run.
@@ -350,7 +355,7 @@ impl Paging {
     }
 
     /// A record with this revision is in memory if it exists.
-    fn record_resident(&self, rev: Rev) -> bool {
+    pub(super) fn record_resident(&self, rev: Rev) -> bool {
         rev >= self.history_from || self.window.is_some_and(|(lo, hi)| lo <= rev && rev < hi)
     }
 }
@@ -390,7 +395,7 @@ fn spans_of(store: &Store, access: &Access, out: &mut Vec<(Span, Vec<Revision>)>
                 }
             }
         }
-        Access::Events { .. } => {}
+        Access::Events { .. } | Access::History { .. } => {}
         Access::Everything => out.push((Span::all(), Vec::new())),
     }
 }
@@ -437,6 +442,10 @@ impl Store {
         } = *access
         {
             self.events_missing(key, range_end, from, &mut m);
+            return (!m.is_empty()).then_some(m);
+        }
+        if let Access::History { from, upto } = *access {
+            self.history_missing(from, upto, &mut m);
             return (!m.is_empty()).then_some(m);
         }
         let mut spans = Vec::new();
@@ -561,7 +570,7 @@ impl Store {
         }
     }
 
-    fn key_known_absent(&self, k: &[u8]) -> bool {
+    pub(super) fn key_known_absent(&self, k: &[u8]) -> bool {
         self.paging
             .as_ref()
             .is_some_and(|p| p.resident.contains_key(k) || p.pinned_key(k))

@@ -181,6 +181,27 @@ pub(crate) fn prepare<D: Disk>(store: &mut Store, reader: &ImageReader<D>, acces
     panic!("still missing data after 100 loads");
 }
 
+/// What a snapshot exports up to `upto` (`mvcc/export.rs`), read in chunks of 7, each made
+/// resident first (nothing to load on an unpaged store).
+fn exported<D: Disk>(
+    store: &mut Store,
+    reader: &ImageReader<D>,
+    upto: Revision,
+) -> Vec<crate::mvcc::export::HistoryEntry> {
+    let mut out = Vec::new();
+    let mut from = crate::mvcc::export::HistoryCursor::default();
+    for _ in 0..100_000 {
+        prepare(store, reader, &Access::History { from, upto });
+        let chunk = store.history_chunk(from, upto, 7);
+        out.extend(chunk.entries);
+        match chunk.next {
+            Some(next) => from = next,
+            None => return out,
+        }
+    }
+    panic!("the export did not end");
+}
+
 /// The store with its whole image in memory (so the synchronous reads below can run).
 pub(super) fn loaded<D: Disk>(mut store: Store, image: &StoreImage<D>) -> Store {
     prepare(&mut store, &image.reader(), &Access::Everything);
@@ -668,6 +689,12 @@ fn a_paged_store_answers_as_the_whole_store_does() {
                 }
                 _ => {
                     let at = rng.gen_range(0..=model.revision());
+                    let upto = model.revision();
+                    assert_eq!(
+                        exported(&mut paged, &reader, upto),
+                        exported(&mut model, &reader, upto),
+                        "{ctx}: the history a snapshot exports up to {upto}"
+                    );
                     prepare(&mut paged, &reader, &Access::Everything);
                     assert_eq!(
                         paged.hash_kv(at),

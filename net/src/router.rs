@@ -301,6 +301,8 @@ impl Router {
             Request::Alarm { .. } => self.call_shard(0, request).await,
             Request::Hash => self.hash().await,
             Request::HashKv { revision } => self.hash_kv(revision).await,
+            // One shard's history: a snapshot reads each shard through `call_shard`.
+            Request::History { .. } => self.call_shard(0, request).await,
             Request::Status => self.status().await,
             Request::Membership(change) => {
                 let members = self.change_membership(change).await?;

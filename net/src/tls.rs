@@ -54,9 +54,9 @@ pub enum TlsError {
         "TLS key/cert (--cert-file, --key-file) must be provided for client url {url} with HTTPS scheme"
     )]
     NoClientCert { url: String },
-    /// etcd's message for an `https://` peer URL without a certificate.
+    /// etcd's message for an `https://` peer or metrics URL without a certificate.
     #[error("cannot listen on TLS for {addr}: KeyFile and CertFile are not presented")]
-    NoPeerCert { addr: String },
+    NoListenerCert { addr: String },
     #[error("{flag} is set but {needs} is not: {why}")]
     Incomplete {
         flag: &'static str,
@@ -558,6 +558,13 @@ fn url_hosts(urls: &[String]) -> Vec<String> {
     hosts
 }
 
+/// The `host:port` of a listen URL, as etcd's listener errors name it.
+fn url_addr(url: &str) -> &str {
+    url.split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .trim_end_matches('/')
+}
+
 fn is_https(url: &str) -> bool {
     url.trim().starts_with("https://")
 }
@@ -571,7 +578,8 @@ pub struct ClientTls {
     pub allowed_hostname: Option<String>,
 }
 
-/// TLS for the client listeners: `None` when no client URL is `https://`.
+/// TLS for the client listeners and the `https://` metrics URLs, which use the client
+/// certificate as etcd's do: `None` when none of those URLs is `https://`.
 pub fn client_tls(
     config: &Config,
     flags: &Flags,
@@ -579,9 +587,11 @@ pub fn client_tls(
     data_dir: &Path,
 ) -> Result<Option<ClientTls>, TlsError> {
     let listen_urls = &config.listen_client_urls;
+    let metrics_urls = &config.listen_metrics_urls;
     let mut files = Files::client(config, flags);
-    let https: Vec<&String> = listen_urls.iter().filter(|u| is_https(u)).collect();
-    let Some(first) = https.first() else {
+    let https_client = listen_urls.iter().find(|u| is_https(u));
+    let https_metrics = metrics_urls.iter().find(|u| is_https(u));
+    if https_client.is_none() && https_metrics.is_none() {
         if files.has_cert() {
             tracing::warn!(
                 "the client URLs are all http://, while a client key and certificate are given: \
@@ -589,18 +599,27 @@ pub fn client_tls(
             );
         }
         return Ok(None);
-    };
+    }
     if !files.has_cert() {
         if !files.auto {
-            return Err(TlsError::NoClientCert {
-                url: (*first).clone(),
+            // etcd checks the client URLs first, each with its own message.
+            return Err(match (https_client, https_metrics) {
+                (Some(url), _) => TlsError::NoClientCert { url: url.clone() },
+                (None, Some(url)) => TlsError::NoListenerCert {
+                    addr: url_addr(url).to_owned(),
+                },
+                (None, None) => unreachable!("returned above"),
             });
         }
         let validity = flags.self_signed_cert_validity;
+        let mut hosts = url_hosts(listen_urls);
+        hosts.extend(url_hosts(metrics_urls));
+        hosts.sort();
+        hosts.dedup();
         auto_certificate(
             &mut files,
             &data_dir.join("fixtures").join("client"),
-            &url_hosts(listen_urls),
+            &hosts,
             validity,
         )?;
     }
@@ -670,9 +689,8 @@ impl PeerTls {
         }
         if !files.has_cert() {
             if let Some(url) = https_listen {
-                let addr = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
-                return Err(TlsError::NoPeerCert {
-                    addr: addr.trim_end_matches('/').to_owned(),
+                return Err(TlsError::NoListenerCert {
+                    addr: url_addr(url).to_owned(),
                 });
             }
             return Ok(PeerTls::default());

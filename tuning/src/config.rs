@@ -773,15 +773,27 @@ pub fn resolve(layers: &[&ConfigFile]) -> Result<Config, ConfigError> {
         &config.peer_transport_security,
         &config.listen_peer_urls,
         &config.initial_advertise_peer_urls,
-        |u| {
-            let addr = u.split_once("://").map_or(u, |(_, rest)| rest);
-            format!(
-                "cannot listen on TLS for {}: KeyFile and CertFile are not presented",
-                addr.trim_end_matches('/')
-            )
-        },
+        listener_refusal,
+    )?;
+    // `https://` metrics URLs are served with the client certificate, as etcd's are.
+    check_tls(
+        "client-transport-security",
+        "client-transport-security.key-file",
+        &config.client_transport_security,
+        &config.listen_metrics_urls,
+        &[],
+        listener_refusal,
     )?;
     Ok(config)
+}
+
+/// etcd's refusal of an `https://` peer or metrics URL without a certificate.
+fn listener_refusal(url: &str) -> String {
+    let addr = url.split_once("://").map_or(url, |(_, rest)| rest);
+    format!(
+        "cannot listen on TLS for {}: KeyFile and CertFile are not presented",
+        addr.trim_end_matches('/')
+    )
 }
 
 /// Apply `profile` (if given), then the YAML file at `file` (if given): the profile argument

@@ -254,6 +254,42 @@ fn auto_tls_makes_a_certificate_once_for_the_listen_hosts() {
     assert_eq!(std::fs::read(&cert_path).unwrap(), first);
 }
 
+/// An `https://` metrics URL is served with the client certificate, as etcd's is, even when
+/// every client URL is `http://`; without a certificate it is refused with etcd's message.
+#[test]
+fn https_metrics_urls_use_the_client_certificate() {
+    let data = tempfile::tempdir().unwrap();
+    let metrics = ["--listen-metrics-urls", "https://localhost:2381"];
+    let refusal = "cannot listen on TLS for localhost:2381: KeyFile and CertFile are not presented";
+    let err = parse(&metrics).err().unwrap();
+    assert!(err.contains(refusal), "{err}");
+    // The same refusal from the TLS setup itself (a config that skipped the parse check).
+    let mut cl = parse(&[]).unwrap();
+    cl.config.listen_metrics_urls = vec!["https://localhost:2381/".to_owned()];
+    let protocol = Protocol::new(None, None, None).unwrap();
+    let err = client_tls(&cl.config, &cl.flags, &protocol, data.path())
+        .err()
+        .unwrap();
+    assert_eq!(err.to_string(), refusal);
+
+    let pki = Pki::new("ca");
+    let server = pki.issue("server", &["localhost"]);
+    let (cert, key) = (server.cert.to_str().unwrap(), server.key.to_str().unwrap());
+    let given = [&metrics[..], &["--cert-file", cert, "--key-file", key]].concat();
+    assert!(client_tls_of(&given, data.path()).unwrap().is_some());
+
+    // --auto-tls: the self-signed certificate names the metrics host too.
+    let auto = [&metrics[..], &["--auto-tls"]].concat();
+    assert!(client_tls_of(&auto, data.path()).unwrap().is_some());
+    let der = CertificateDer::from_pem_file(data.path().join("fixtures/client/cert.pem")).unwrap();
+    let names = CertNames::parse(&der).unwrap();
+    assert!(names.valid_for("localhost"), "{names:?}");
+    assert!(
+        names.valid_for("127.0.0.1"),
+        "the client URL's host: {names:?}"
+    );
+}
+
 #[test]
 fn certificate_names_match_hosts_and_common_names() {
     let pki = Pki::new("ca");

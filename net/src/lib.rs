@@ -16,5 +16,6 @@ pub mod quota;
 pub mod router;
 pub mod server;
 pub mod services;
+pub mod snapshot;
 pub mod status;
 pub mod tls;

@@ -1,5 +1,6 @@
-//! `etcdserverpb.Maintenance`: Status, Hash, HashKV, Alarm, Defragment; Snapshot, MoveLeader
-//! and Downgrade answer Unimplemented until their features exist.
+//! `etcdserverpb.Maintenance`: Status, Hash, HashKV, Alarm, Defragment, Snapshot (an etcd 3.4
+//! backend file, `crate::snapshot`), MoveLeader; Downgrade answers Unimplemented until it
+//! exists.
 
 use std::pin::Pin;
 
@@ -8,8 +9,22 @@ use ballast_proto::etcdserverpb as pb;
 use futures::Stream;
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 
-use crate::context::{Context, ETCD_VERSION};
+use crate::context::{route_error, Context, ETCD_VERSION};
+use crate::snapshot::{self, SnapshotError};
 use crate::status::{self, unexpected_reply};
+
+/// Times a snapshot is tried when compactions keep interrupting it.
+const SNAPSHOT_ATTEMPTS: usize = 3;
+
+/// A snapshot's failure as the client sees it: a shard's error as etcd's; a file error with
+/// code Unknown and its text (etcd's answer to an error it has no code for).
+fn snapshot_status(err: SnapshotError) -> Status {
+    match err {
+        SnapshotError::Route(e) => route_error(e),
+        SnapshotError::Interrupted { .. } => Status::unavailable(err.to_string()),
+        other => Status::unknown(other.to_string()),
+    }
+}
 
 pub struct MaintenanceService {
     ctx: Context,
@@ -134,11 +149,25 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
     type SnapshotStream =
         Pin<Box<dyn Stream<Item = Result<pb::SnapshotResponse, Status>> + Send + 'static>>;
 
+    /// The whole store as an etcd 3.4 backend file (`crate::snapshot`), streamed as etcd
+    /// streams it. A compaction landing while the history is read makes it start again (at
+    /// most [`SNAPSHOT_ATTEMPTS`] times).
     async fn snapshot(
         &self,
         _request: GrpcRequest<pb::SnapshotRequest>,
     ) -> Result<GrpcResponse<Self::SnapshotStream>, Status> {
-        Err(status::not_built("Maintenance.Snapshot"))
+        let dir = std::path::Path::new(&self.ctx.settings.data_dir).join("ballast");
+        let mut attempt = 1;
+        let snapshot = loop {
+            match snapshot::take(&self.ctx.router, &dir).await {
+                Ok(s) => break s,
+                Err(SnapshotError::Interrupted { .. }) if attempt < SNAPSHOT_ATTEMPTS => {
+                    attempt += 1;
+                }
+                Err(err) => return Err(snapshot_status(err)),
+            }
+        };
+        Ok(GrpcResponse::new(Box::pin(snapshot::stream(snapshot))))
     }
 
     /// Moves shard 0's leadership (the leader Status reports) to the voter named; the other

@@ -1,0 +1,371 @@
+//! `etcdctl snapshot save` against Ballast, then `snapshot status` and `snapshot restore`, and
+//! the reference etcd 3.4.23 started on the restored data dir: it must serve what Ballast
+//! served. On one shard and on two (unless `BALLAST_SHARDS` fixes the count; with
+//! `BALLAST_CONFORMANCE_BOTH_ETCD=1` the "Ballast" side is an etcd, which validates the test).
+//!
+//! The history written: leases (one with keys, one without, one revoked with its key), keys
+//! in both shards (so two shards hold changes at the same main revision), overwrites, deletes
+//! and re-creations, a txn writing two keys, a compaction in the middle, writes after it.
+//! Compared, Ballast against the restored etcd:
+//! - `snapshot status`: its revision is Ballast's revision, its key count at least the changes
+//!   kept plus the leases;
+//! - the current revision (a Range's header), and every key with value, create and mod
+//!   revision, version and lease, read at every revision from the compact revision to the
+//!   current one;
+//! - a read below the compact revision and a compaction at it: both refused as compacted;
+//! - the leases: ids, granted TTLs, attached keys.
+//!
+//! Bounded: every etcdctl run has a timeout, the restored etcd must answer within 30 s, and
+//! every process is killed when the test ends (also on failure).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use ballast_conformance::etcdctl;
+use ballast_conformance::partition::shard_of;
+use ballast_conformance::server::{ballast_shards, free_port};
+use ballast_conformance::{both_etcd, Kind, Server};
+use ballast_proto::etcdserverpb::{
+    kv_client::KvClient, lease_client::LeaseClient, request_op, CompactionRequest,
+    DeleteRangeRequest, LeaseGrantRequest, LeaseLeasesRequest, LeaseRevokeRequest,
+    LeaseTimeToLiveRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+};
+use tonic::transport::Channel;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+const CTL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A key in shard 0 and one in shard 1 when there are two shards (both in shard 0 otherwise).
+const SHARD0_KEYS: [&str; 3] = ["/app/config", "/registry/events/default/e1", "/app/lock"];
+const SHARD1_KEYS: [&str; 2] = ["/registry/pods/default/a", "/registry/pods/default/b"];
+
+/// The reference etcd on a restored data dir; killed and reaped on drop.
+struct Restored {
+    child: Child,
+    client_url: String,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Restored {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- restored etcd log (last lines) ---");
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+/// A key as read: (key, value, create revision, mod revision, version, lease).
+type Kv = (String, String, i64, i64, i64, i64);
+
+/// What one server answers, for comparison.
+#[derive(Debug, PartialEq)]
+struct View {
+    revision: i64,
+    /// Every key at every revision from the compact revision on.
+    at: Vec<(i64, Vec<Kv>)>,
+    below_compact: (tonic::Code, String),
+    compact_again: (tonic::Code, String),
+    /// (id, granted ttl, keys)
+    leases: Vec<(i64, i64, Vec<String>)>,
+}
+
+async fn view(ch: Channel, compact: i64) -> Result<View> {
+    let mut kv = KvClient::new(ch.clone());
+    let mut lease = LeaseClient::new(ch);
+    let all = |revision| RangeRequest {
+        key: vec![0].into(),
+        range_end: vec![0].into(),
+        revision,
+        ..Default::default()
+    };
+    let current = kv.range(all(0)).await?.into_inner();
+    let revision = current.header.context("header")?.revision;
+    let mut at = Vec::new();
+    for r in compact..=revision {
+        let resp = kv.range(all(r)).await?.into_inner();
+        let kvs = resp
+            .kvs
+            .iter()
+            .map(|k| {
+                (
+                    String::from_utf8_lossy(&k.key).into_owned(),
+                    String::from_utf8_lossy(&k.value).into_owned(),
+                    k.create_revision,
+                    k.mod_revision,
+                    k.version,
+                    k.lease,
+                )
+            })
+            .collect();
+        at.push((r, kvs));
+    }
+    let below = kv
+        .range(all(compact - 1))
+        .await
+        .expect_err("a read below the compact revision");
+    let again = kv
+        .compact(CompactionRequest {
+            revision: compact,
+            physical: false,
+        })
+        .await
+        .expect_err("compacting at the compact revision again");
+    let mut leases = Vec::new();
+    let ids = lease
+        .lease_leases(LeaseLeasesRequest {})
+        .await?
+        .into_inner();
+    let mut ids: Vec<i64> = ids.leases.iter().map(|l| l.id).collect();
+    ids.sort_unstable();
+    for id in ids {
+        let t = lease
+            .lease_time_to_live(LeaseTimeToLiveRequest { id, keys: true })
+            .await?
+            .into_inner();
+        let mut keys: Vec<String> = t
+            .keys
+            .iter()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect();
+        keys.sort();
+        leases.push((id, t.granted_ttl, keys));
+    }
+    Ok(View {
+        revision,
+        at,
+        below_compact: (below.code(), below.message().to_owned()),
+        compact_again: (again.code(), again.message().to_owned()),
+        leases,
+    })
+}
+
+fn put(key: &str, value: &str, lease: i64) -> PutRequest {
+    PutRequest {
+        key: key.as_bytes().to_vec().into(),
+        value: value.as_bytes().to_vec().into(),
+        lease,
+        ..Default::default()
+    }
+}
+
+/// Writes the history (module comment); returns the compact revision.
+async fn write_history(ch: Channel, shards: usize) -> Result<i64> {
+    if shards == 2 {
+        for k in SHARD0_KEYS {
+            ensure!(shard_of(k.as_bytes(), 2) == 0, "{k} is in shard 0");
+        }
+        for k in SHARD1_KEYS {
+            ensure!(shard_of(k.as_bytes(), 2) == 1, "{k} is in shard 1");
+        }
+    }
+    let mut kv = KvClient::new(ch.clone());
+    let mut lease = LeaseClient::new(ch);
+    let grant = |ttl| LeaseGrantRequest { ttl, id: 0 };
+    let l1 = lease.lease_grant(grant(300)).await?.into_inner().id;
+    let l2 = lease.lease_grant(grant(120)).await?.into_inner().id;
+    let l3 = lease.lease_grant(grant(90)).await?.into_inner().id;
+    for round in 0..3 {
+        for k in SHARD0_KEYS.iter().chain(&SHARD1_KEYS) {
+            kv.put(put(k, &format!("{k}-v{round}"), 0)).await?;
+        }
+    }
+    kv.put(put(SHARD1_KEYS[0], "leased", l1)).await?;
+    kv.put(put(SHARD0_KEYS[2], "leased-too", l1)).await?;
+    kv.put(put("/app/doomed", "revoked with its lease", l3))
+        .await?;
+    kv.delete_range(DeleteRangeRequest {
+        key: SHARD0_KEYS[1].as_bytes().to_vec().into(),
+        ..Default::default()
+    })
+    .await?;
+    kv.txn(TxnRequest {
+        success: ["/registry/pods/default/c", "/registry/pods/default/d"]
+            .iter()
+            .map(|k| RequestOp {
+                request: Some(request_op::Request::RequestPut(put(k, "txn", 0))),
+            })
+            .collect(),
+        ..Default::default()
+    })
+    .await?;
+    let mid = kv.put(put("/app/mid", "m", 0)).await?.into_inner();
+    let compact = mid.header.context("header")?.revision;
+    kv.delete_range(DeleteRangeRequest {
+        key: SHARD1_KEYS[1].as_bytes().to_vec().into(),
+        ..Default::default()
+    })
+    .await?;
+    kv.compact(CompactionRequest {
+        revision: compact,
+        physical: true,
+    })
+    .await?;
+    lease.lease_revoke(LeaseRevokeRequest { id: l3 }).await?;
+    kv.put(put(SHARD1_KEYS[1], "re-created", l2)).await?;
+    kv.put(put(SHARD0_KEYS[1], "back", 0)).await?;
+    kv.put(put(SHARD0_KEYS[0], "last", 0)).await?;
+    Ok(compact)
+}
+
+async fn start_restored(dir: &Path, snapshot: &Path, endpoint: &str) -> Result<Restored> {
+    let client_port = free_port()?;
+    let mut peer_port = free_port()?;
+    while peer_port == client_port {
+        peer_port = free_port()?;
+    }
+    let client_url = format!("http://127.0.0.1:{client_port}");
+    let peer_url = format!("http://127.0.0.1:{peer_port}");
+    let data_dir = dir.join("restored");
+    let initial = format!("restored={peer_url}");
+    let snapshot_arg = snapshot.to_string_lossy().into_owned();
+    let data_arg = data_dir.to_string_lossy().into_owned();
+    let out = etcdctl::run(
+        endpoint,
+        &[
+            "snapshot",
+            "restore",
+            &snapshot_arg,
+            "--data-dir",
+            &data_arg,
+            "--name",
+            "restored",
+            "--initial-cluster",
+            &initial,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+            "--initial-cluster-token",
+            "snapshot-test",
+        ],
+        None,
+        CTL_TIMEOUT,
+    )
+    .await?;
+    ensure!(out.code == Some(0), "snapshot restore: {out:?}");
+    let log = dir.join("restored.log");
+    let log_file = std::fs::File::create(&log)?;
+    let child = Command::new("etcd")
+        .args(["--name", "restored", "--data-dir", &data_arg])
+        .args(["--listen-client-urls", &client_url])
+        .args(["--advertise-client-urls", &client_url])
+        .args(["--listen-peer-urls", &peer_url])
+        .args(["--initial-advertise-peer-urls", &peer_url])
+        .args(["--initial-cluster", &initial])
+        .args(["--initial-cluster-token", "snapshot-test"])
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        .spawn()
+        .context("spawning etcd")?;
+    let restored = Restored {
+        child,
+        client_url,
+        log,
+    };
+    let started = Instant::now();
+    loop {
+        if let Ok(ch) = restored.channel().await {
+            if KvClient::new(ch)
+                .range(RangeRequest {
+                    key: "health".into(),
+                    ..Default::default()
+                })
+                .await
+                .is_ok()
+            {
+                return Ok(restored);
+            }
+        }
+        if started.elapsed() > READY_TIMEOUT {
+            bail!("the restored etcd did not answer within {READY_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+impl Restored {
+    async fn channel(&self) -> Result<Channel> {
+        Ok(Channel::from_shared(self.client_url.clone())?
+            .connect_timeout(Duration::from_secs(2))
+            .connect()
+            .await?)
+    }
+}
+
+async fn round_trip(shard_args: &[&str], shards: usize) -> Result<()> {
+    let ballast = Server::start_with_args(Kind::Ballast, shard_args).await?;
+    let compact = write_history(ballast.channel().await?, shards).await?;
+    let before = view(ballast.channel().await?, compact).await?;
+
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("backup.db");
+    let file_arg = file.to_string_lossy().into_owned();
+    let endpoint = ballast.endpoint();
+    let saved = etcdctl::run(
+        &endpoint,
+        &["snapshot", "save", &file_arg],
+        None,
+        CTL_TIMEOUT,
+    )
+    .await?;
+    ensure!(saved.code == Some(0), "snapshot save: {saved:?}");
+    let size = std::fs::metadata(&file)?.len();
+    // A bbolt file of whole pages, then the 32-byte SHA-256.
+    ensure!(size % 4096 == 32, "snapshot of {size} bytes");
+
+    let status = etcdctl::run(
+        &endpoint,
+        &["snapshot", "status", &file_arg, "-w", "json"],
+        None,
+        CTL_TIMEOUT,
+    )
+    .await?;
+    ensure!(status.code == Some(0), "snapshot status: {status:?}");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout)?;
+    ensure!(
+        status["revision"].as_i64() == Some(before.revision),
+        "snapshot status {status} against revision {}",
+        before.revision
+    );
+    let kept: usize = before.at.first().map_or(0, |(_, kvs)| kvs.len());
+    let total = status["totalKey"].as_u64().unwrap_or(0) as usize;
+    ensure!(
+        total >= kept + before.leases.len(),
+        "snapshot status {status}: fewer keys than the {kept} kept at the compact revision"
+    );
+
+    let restored = start_restored(dir.path(), &file, &endpoint).await?;
+    let after = view(restored.channel().await?, compact).await?;
+    assert_eq!(
+        after, before,
+        "restored etcd against ballast ({shards} shards)"
+    );
+    // Ballast still serves after the snapshot, at the same revision.
+    let again = view(ballast.channel().await?, compact).await?;
+    assert_eq!(again.revision, before.revision);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ballast_snapshot_restores_into_etcd() {
+    let runs: Vec<(Vec<&str>, usize)> = if both_etcd() {
+        vec![(vec![], 1)]
+    } else if let Some(n) = ballast_shards() {
+        vec![(vec![], n)]
+    } else {
+        vec![(vec!["--shards", "1"], 1), (vec!["--shards", "2"], 2)]
+    };
+    for (args, shards) in runs {
+        round_trip(&args, shards)
+            .await
+            .unwrap_or_else(|e| panic!("{shards} shard(s): {e:#}"));
+    }
+}

@@ -28,16 +28,6 @@ use openraft_rt_tokio::{TokioMpsc, TokioMutex, TokioOneshot, TokioWatch};
 pub const IO_MEMORY_BYTES: usize = 2 << 20;
 const _: () = assert!(IO_MEMORY_BYTES >= 512 << 10);
 
-/// How long a shard's executor runs tasks before it reaps io_uring completions again (glommio's
-/// preemption timer; its default is 100 ms). glommio polls for I/O only between scheduler
-/// rounds, and a round lasts while any task is runnable: a long task that keeps yielding (a
-/// checkpoint) kept every WAL completion unseen for up to the whole slice. With 100 ms, 256
-/// clients' puts had WAL-stage stalls of 70-100 ms at each checkpoint and a p99.9 of 180-220
-/// ms; with 1 ms, 55-85 ms, about what the same load gives with no checkpoint at all
-/// (docs/benchmarks.md, "Checkpoints and glommio's preemption timer"). An idle executor parks
-/// and wakes on a completion at once, so the timer only matters when it is busy.
-pub const PREEMPT_TIMER: std::time::Duration = std::time::Duration::from_millis(1);
-
 /// openraft's runtime on a glommio executor. The value itself is only used by openraft's test
 /// helpers (`new`/`block_on`); a shard builds its executor with [`spawn_executor`].
 pub struct GlommioRuntime {
@@ -196,7 +186,6 @@ fn build_executor(name: &str, core: Option<usize>) -> std::io::Result<LocalExecu
         LocalExecutorBuilder::new(placement)
             .name(name)
             .io_memory(IO_MEMORY_BYTES)
-            .preempt_timer(PREEMPT_TIMER)
             .make()
             .map_err(|e| std::io::Error::other(e.to_string()))
     };
@@ -213,9 +202,11 @@ fn build_executor(name: &str, core: Option<usize>) -> std::io::Result<LocalExecu
 
 /// Lets the executor run its other tasks now (long loops on the shard's thread, like a
 /// checkpoint writing its records, call it every few hundred steps). Unconditional: glommio's
-/// `yield_if_needed` yields only once the preemption slice ([`PREEMPT_TIMER`]) has passed. It
-/// does not poll I/O by itself: completions are reaped when that slice ends, which is why the
-/// slice is short.
+/// `yield_if_needed` yields only once the preemption slice (100 ms by default) has passed. It
+/// does not poll I/O by itself: io_uring completions are reaped when that slice ends or the
+/// executor runs out of runnable tasks (docs/benchmarks.md, session 8: a 1 ms slice cut the
+/// checkpoints' 256-client p99.9 by ~3x but was taken back, suspected of hanging shard
+/// start-up in CI).
 pub async fn yield_now() {
     glommio::executor().yield_task_queue_now().await;
 }

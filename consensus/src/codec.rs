@@ -158,16 +158,22 @@ pub fn encode(cmd: &LogCommand) -> Bytes {
         }
         LogCommand::Alarm { action, member } => {
             out.put_u8(8);
-            out.put_u8(match action {
-                AlarmAction::Get => 0,
-                AlarmAction::Activate => 1,
-                AlarmAction::Deactivate => 2,
-            });
-            out.put_u64_le(member.member_id);
-            out.put_i32_le(member.alarm.0);
+            put_alarm(&mut out, *action, *member);
         }
     }
     Bytes::from(out)
+}
+
+/// An alarm change: `action:u8` (0 get, 1 activate, 2 deactivate), `member_id:u64`,
+/// `alarm:i32`; the log's tag 8 and the wire's request 17 carry the same body.
+pub(crate) fn put_alarm(out: &mut Vec<u8>, action: AlarmAction, member: AlarmMember) {
+    out.put_u8(match action {
+        AlarmAction::Get => 0,
+        AlarmAction::Activate => 1,
+        AlarmAction::Deactivate => 2,
+    });
+    out.put_u64_le(member.member_id);
+    out.put_i32_le(member.alarm.0);
 }
 
 pub(crate) fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {

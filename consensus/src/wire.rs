@@ -163,13 +163,7 @@ pub fn encode_request(request: &Request) -> Bytes {
         }
         Request::Alarm { action, member } => {
             out.put_u8(17);
-            out.put_u8(match action {
-                AlarmAction::Get => 0,
-                AlarmAction::Activate => 1,
-                AlarmAction::Deactivate => 2,
-            });
-            out.put_u64_le(member.member_id);
-            out.put_i32_le(member.alarm.0);
+            codec::put_alarm(&mut out, *action, *member);
         }
         Request::Put(r) => {
             out.put_u8(2);

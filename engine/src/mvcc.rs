@@ -68,6 +68,7 @@
 pub mod export;
 mod history;
 pub mod image;
+pub mod import;
 mod key_index;
 pub mod paging;
 #[cfg(test)]

@@ -17,6 +17,17 @@
 //! tag 8 Alarm        action:u8 (0 get, 1 activate, 2 deactivate) member_id:u64 alarm:i32
 //!                                 (added after 7, in the same way; only shard 0's log
 //!                                  carries it, and only activate/deactivate)
+//! tag 9 Auth         by:bytes auth_command (added after 8, in the same way; shard 0 only:
+//!                                  an auth change or authentication, `auth.rs`)
+//! auth_command         = tag:u8 body: 0 Enable | 1 Disable
+//!                        | 2 UserAdd name:bytes hash:bytes no_password:bool
+//!                        | 3 UserDelete name:bytes | 4 UserChangePassword name:bytes hash:bytes
+//!                        | 5 UserGrantRole user:bytes role:bytes
+//!                        | 6 UserRevokeRole name:bytes role:bytes | 7 RoleAdd name:bytes
+//!                        | 8 RoleDelete name:bytes
+//!                        | 9 RoleGrantPermission name:bytes type:i32 key:bytes range_end:bytes
+//!                        | 10 RoleRevokePermission name:bytes key:bytes range_end:bytes
+//!                        | 11 Authenticate name:bytes token_prefix:bytes
 //! bytes    = len:u32 data[len]
 //! bool     = u8 (0 or 1; anything else is refused)
 //! put_request          = key:bytes value:bytes lease:i64 prev_kv:bool ignore_value:bool ignore_lease:bool
@@ -42,6 +53,7 @@ use ballast_engine::{
 use bytes::{BufMut, Bytes};
 
 use crate::alarms::{AlarmAction, AlarmMember, AlarmType};
+use crate::auth::AuthCommand;
 
 /// Version of the command encoding. 1: first layout.
 pub const COMMAND_FORMAT_VERSION: u8 = 1;
@@ -75,6 +87,11 @@ pub enum LogCommand {
         action: AlarmAction,
         member: AlarmMember,
     },
+    /// An auth change or authentication by user `by` (empty: none), in shard 0 (`auth.rs`).
+    Auth {
+        by: String,
+        cmd: AuthCommand,
+    },
 }
 
 impl fmt::Display for LogCommand {
@@ -98,6 +115,7 @@ impl fmt::Display for LogCommand {
                 "alarm({action:?} {} of {:x})",
                 member.alarm, member.member_id
             ),
+            LogCommand::Auth { cmd, .. } => write!(f, "auth({})", auth_name(cmd)),
         }
     }
 }
@@ -160,8 +178,30 @@ pub fn encode(cmd: &LogCommand) -> Bytes {
             out.put_u8(8);
             put_alarm(&mut out, *action, *member);
         }
+        LogCommand::Auth { by, cmd } => {
+            out.put_u8(9);
+            crate::auth::put_auth(&mut out, by, cmd);
+        }
     }
     Bytes::from(out)
+}
+
+/// An auth command's name for logs (never its names or hashes).
+fn auth_name(cmd: &AuthCommand) -> &'static str {
+    match cmd {
+        AuthCommand::Enable => "enable",
+        AuthCommand::Disable => "disable",
+        AuthCommand::UserAdd { .. } => "user_add",
+        AuthCommand::UserDelete { .. } => "user_delete",
+        AuthCommand::UserChangePassword { .. } => "user_change_password",
+        AuthCommand::UserGrantRole { .. } => "user_grant_role",
+        AuthCommand::UserRevokeRole { .. } => "user_revoke_role",
+        AuthCommand::RoleAdd { .. } => "role_add",
+        AuthCommand::RoleDelete { .. } => "role_delete",
+        AuthCommand::RoleGrantPermission { .. } => "role_grant_permission",
+        AuthCommand::RoleRevokePermission { .. } => "role_revoke_permission",
+        AuthCommand::Authenticate { .. } => "authenticate",
+    }
 }
 
 /// An alarm change: `action:u8` (0 get, 1 activate, 2 deactivate), `member_id:u64`,
@@ -332,6 +372,10 @@ pub fn decode(payload: &Bytes) -> Result<LogCommand, DecodeError> {
                 alarm: AlarmType(i32::from_le_bytes(r.array()?)),
             },
         },
+        9 => {
+            let (by, cmd) = crate::auth::read_auth(&mut r)?;
+            LogCommand::Auth { by, cmd }
+        }
         tag => {
             return Err(DecodeError::Tag {
                 what: "command",
@@ -673,6 +717,72 @@ mod tests {
                 member: AlarmMember::default(),
             },
         ]
+        .into_iter()
+        .chain(auth_commands())
+        .collect()
+    }
+
+    fn auth_commands() -> Vec<LogCommand> {
+        use crate::auth::{AuthCommand as A, PermType, Permission};
+        let name = || "näme".to_owned();
+        let b = |s: &'static str| Bytes::from_static(s.as_bytes());
+        [
+            A::Enable,
+            A::Disable,
+            A::UserAdd {
+                name: name(),
+                password_hash: b("$2a$10$hash"),
+                no_password: false,
+            },
+            A::UserAdd {
+                name: name(),
+                password_hash: Bytes::new(),
+                no_password: true,
+            },
+            A::UserDelete { name: name() },
+            A::UserChangePassword {
+                name: name(),
+                password_hash: b("h"),
+            },
+            A::UserGrantRole {
+                user: name(),
+                role: "r".into(),
+            },
+            A::UserRevokeRole {
+                name: name(),
+                role: "r".into(),
+            },
+            A::RoleAdd { name: name() },
+            A::RoleDelete { name: name() },
+            A::RoleGrantPermission {
+                name: name(),
+                permission: Permission {
+                    perm_type: PermType::READWRITE,
+                    key: b("k"),
+                    range_end: b("\0"),
+                },
+            },
+            A::RoleRevokePermission {
+                name: name(),
+                key: b("k"),
+                range_end: Bytes::new(),
+            },
+            A::Authenticate {
+                name: name(),
+                token_prefix: "abcdefghijklmnop".into(),
+            },
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, cmd)| LogCommand::Auth {
+            by: if i % 2 == 0 {
+                String::new()
+            } else {
+                "root".into()
+            },
+            cmd,
+        })
+        .collect()
     }
 
     #[test]
@@ -802,12 +912,12 @@ mod tests {
         );
         // The tag after the last is still unknown.
         let mut unknown = bytes.to_vec();
-        unknown[1] = 9;
+        unknown[1] = 10;
         assert_eq!(
             decode(&Bytes::from(unknown)),
             Err(DecodeError::Tag {
                 what: "command",
-                tag: 9,
+                tag: 10,
                 offset: 1
             })
         );

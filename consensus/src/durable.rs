@@ -17,15 +17,18 @@
 //! The image's opaque "app" bytes carry the Raft facts of the checkpoint:
 //!
 //! ```text
-//! version:u8 = 3 | flags:u8 (bit 0: installed from a leader's snapshot)
+//! version:u8 = 4 | flags:u8 (bit 0: installed from a leader's snapshot)
 //!                | applied: present:u8 term:u64 LE index:u64 LE
 //!                | membership log id: present:u8 term:u64 LE index:u64 LE
 //!                | alarms (`alarms::AlarmTable::encode`: n:u32, then member_id:u64 alarm:i32
 //!                  each, LE; shard 0's alarm table, empty in other shards)
+//!                | auth (`auth::AuthState::encode`: shard 0's users, roles, enabled flag and
+//!                  revision; a new store's state in other shards)
 //!                | membership (the log store's membership encoding)
 //! ```
 //! (indexes in openraft's 0-based numbering; absent ids are written as zeros; versions 1 (no
-//! flags byte) and 2 (no alarms) are still read, with no alarms.)
+//! flags byte), 2 (no alarms) and 3 (no auth) are still read, with no alarms and a new auth
+//! state.)
 //!
 //! Installing a snapshot from the leader (`snapshot.rs`): the chunks go into a second page log
 //! in `pages/`, under the other of two file prefixes (`<prefix>` and `<prefix>.b`), committed
@@ -61,14 +64,15 @@ use ballast_engine::Store;
 use bytes::{BufMut, Bytes};
 
 use crate::alarms::AlarmTable;
+use crate::auth::AuthState;
 use crate::log_store::{decode_membership, encode_membership, log_id, LocalFuture, WalLog};
 use crate::snapshot::{ChunkSink, ChunkSource};
 use crate::types::{LogId, StoredMembership};
 
 /// Version of the app bytes saved with each checkpoint. 1: first layout. 2: a flags byte
 /// after the version (bit 0: installed from a leader's snapshot). 3: the alarm table before
-/// the membership.
-pub const CHECKPOINT_META_VERSION: u8 = 3;
+/// the membership. 4: the auth state after the alarm table.
+pub const CHECKPOINT_META_VERSION: u8 = 4;
 const FLAG_INSTALLED: u8 = 1;
 
 /// Which disks a durable shard uses.
@@ -159,9 +163,9 @@ pub trait Durability {
     fn install(&self, applied_index: u64) -> LocalFuture<Result<Store, ImageError>>;
     /// Removes a received page log that was not installed.
     fn discard_received(&self) -> LocalFuture<()>;
-    /// The alarm table saved with the last durable checkpoint (its facts' table; empty before
-    /// the first checkpoint).
-    fn committed_alarms(&self) -> LocalFuture<Result<AlarmTable, String>>;
+    /// The alarm table and auth state saved with the last durable checkpoint (its facts'
+    /// tables; empty before the first checkpoint).
+    fn committed_alarms(&self) -> LocalFuture<Result<(AlarmTable, AuthState), String>>;
 }
 
 /// The other of the two page-log prefixes (module comment).
@@ -346,15 +350,15 @@ impl<D: Disk + Clone + 'static> Durability for Parts<D> {
         })
     }
 
-    fn committed_alarms(&self) -> LocalFuture<Result<AlarmTable, String>> {
+    fn committed_alarms(&self) -> LocalFuture<Result<(AlarmTable, AuthState), String>> {
         let export = ImageExport::new(self.reader.borrow().clone());
         Box::pin(async move {
             let app = export.app().await.map_err(|e| e.to_string())?;
             if app.is_empty() {
-                return Ok(AlarmTable::default());
+                return Ok(Default::default());
             }
             decode_app(&app)
-                .map(|facts| facts.alarms)
+                .map(|facts| (facts.alarms, facts.auth))
                 .ok_or_else(|| "the last checkpoint's facts do not decode".to_owned())
         })
     }
@@ -382,6 +386,8 @@ pub struct Opened<D: Disk> {
     pub membership: StoredMembership,
     /// The alarm table saved with the checkpoint (shard 0's; empty elsewhere).
     pub alarms: AlarmTable,
+    /// The auth state saved with the checkpoint (shard 0's).
+    pub auth: AuthState,
     pub log: WalLog<D>,
     pub durability: Rc<dyn Durability>,
 }
@@ -438,6 +444,7 @@ pub async fn open<D: Disk + Clone + 'static>(
         membership,
         installed,
         alarms,
+        auth,
     } = if meta.app.is_empty() {
         CheckpointFacts::default()
     } else {
@@ -498,6 +505,7 @@ pub async fn open<D: Disk + Clone + 'static>(
         last_applied,
         membership,
         alarms,
+        auth,
         log: WalLog::new(wal),
         durability,
     })
@@ -551,13 +559,14 @@ fn put_log_id(out: &mut Vec<u8>, id: Option<&LogId>) {
     }
 }
 
-/// The app bytes of a checkpoint at `applied` with `membership` and `alarms`.
+/// The app bytes of a checkpoint at `applied` with `membership`, `alarms` and `auth`.
 pub fn encode_app(
     applied: Option<&LogId>,
     membership: &StoredMembership,
     alarms: &AlarmTable,
+    auth: &AuthState,
 ) -> Bytes {
-    encode_app_flags(applied, membership, alarms, 0)
+    encode_app_flags(applied, membership, alarms, auth, 0)
 }
 
 /// The app bytes of a snapshot installed from the leader (module comment).
@@ -565,20 +574,23 @@ pub fn encode_installed_app(
     applied: Option<&LogId>,
     membership: &StoredMembership,
     alarms: &AlarmTable,
+    auth: &AuthState,
 ) -> Bytes {
-    encode_app_flags(applied, membership, alarms, FLAG_INSTALLED)
+    encode_app_flags(applied, membership, alarms, auth, FLAG_INSTALLED)
 }
 
 fn encode_app_flags(
     applied: Option<&LogId>,
     membership: &StoredMembership,
     alarms: &AlarmTable,
+    auth: &AuthState,
     flags: u8,
 ) -> Bytes {
     let mut out = vec![CHECKPOINT_META_VERSION, flags];
     put_log_id(&mut out, applied);
     put_log_id(&mut out, membership.log_id().as_ref());
     alarms.encode(&mut out);
+    auth.encode(&mut out);
     out.extend_from_slice(&encode_membership(membership.membership()));
     Bytes::from(out)
 }
@@ -591,6 +603,7 @@ pub struct CheckpointFacts {
     /// Installed from a leader's snapshot, and no checkpoint since.
     pub installed: bool,
     pub alarms: AlarmTable,
+    pub auth: AuthState,
 }
 
 /// Decodes app bytes (any version this code wrote).
@@ -598,7 +611,7 @@ pub fn decode_app(b: &[u8]) -> Option<CheckpointFacts> {
     let version = *b.first()?;
     let (flags, b) = match version {
         1 => (0, b),
-        2 | 3 => (*b.get(1)?, &b[1..]),
+        2..=4 => (*b.get(1)?, &b[1..]),
         _ => return None,
     };
     if b.len() < 1 + 17 * 2 || flags & !FLAG_INSTALLED != 0 {
@@ -614,17 +627,23 @@ pub fn decode_app(b: &[u8]) -> Option<CheckpointFacts> {
     };
     let applied = id_at(1)?;
     let membership_id = id_at(18)?;
-    let (alarms, alarms_len) = if version == 3 {
+    let (alarms, alarms_len) = if version >= 3 {
         AlarmTable::decode(&b[35..])?
     } else {
         (AlarmTable::default(), 0)
     };
-    let membership = decode_membership(&b[35 + alarms_len..])?;
+    let (auth, auth_len) = if version >= 4 {
+        AuthState::decode(&b[35 + alarms_len..])?
+    } else {
+        (AuthState::default(), 0)
+    };
+    let membership = decode_membership(&b[35 + alarms_len + auth_len..])?;
     Some(CheckpointFacts {
         applied,
         membership: StoredMembership::new(membership_id, membership),
         installed: flags & FLAG_INSTALLED != 0,
         alarms,
+        auth,
     })
 }
 
@@ -653,32 +672,52 @@ mod tests {
             alarm: AlarmType::NOSPACE,
             member_id: 0xabcd,
         });
+        let mut auth = AuthState::default();
+        auth.apply(
+            "",
+            &crate::auth::AuthCommand::RoleAdd { name: "r".into() },
+            9,
+        )
+        .expect("a new role");
         let facts = |applied, membership: &StoredMembership, installed, alarms: &AlarmTable| {
             Some(CheckpointFacts {
                 applied,
                 membership: membership.clone(),
                 installed,
                 alarms: alarms.clone(),
+                auth: AuthState::default(),
             })
         };
-        let app = encode_app(Some(&applied), &stored, &alarms);
+        let with_auth = encode_app(Some(&applied), &stored, &alarms, &auth);
+        assert_eq!(decode_app(&with_auth).map(|f| f.auth), Some(auth.clone()));
+        let new = AuthState::default();
+        let app = encode_app(Some(&applied), &stored, &alarms, &new);
         assert_eq!(
             decode_app(&app),
             facts(Some(applied), &stored, false, &alarms)
         );
-        let installed = encode_installed_app(Some(&applied), &stored, &alarms);
+        let installed = encode_installed_app(Some(&applied), &stored, &alarms, &new);
         assert_eq!(
             decode_app(&installed),
             facts(Some(applied), &stored, true, &alarms)
         );
         let none = AlarmTable::default();
-        let empty = encode_app(None, &StoredMembership::default(), &none);
+        let empty = encode_app(None, &StoredMembership::default(), &none, &new);
         assert_eq!(
             decode_app(&empty),
             facts(None, &StoredMembership::default(), false, &none)
         );
-        // Version 2 (no alarms) and version 1 (no flags byte either) still read.
-        let v3_no_alarms = encode_app(Some(&applied), &stored, &none).to_vec();
+        // Version 3 (no auth), 2 (no alarms) and 1 (no flags byte either) still read.
+        let v4 = encode_app(Some(&applied), &stored, &none, &new).to_vec();
+        let mut auth_bytes = Vec::new();
+        new.encode(&mut auth_bytes);
+        let mut v3_no_alarms = v4.clone();
+        v3_no_alarms.drain(40..40 + auth_bytes.len());
+        v3_no_alarms[0] = 3;
+        assert_eq!(
+            decode_app(&v3_no_alarms),
+            facts(Some(applied), &stored, false, &none)
+        );
         let mut v2 = v3_no_alarms.clone();
         v2.drain(36..40);
         v2[0] = 2;
@@ -688,7 +727,7 @@ mod tests {
         v1[0] = 1;
         assert_eq!(decode_app(&v1), facts(Some(applied), &stored, false, &none));
         let mut bad = app.to_vec();
-        bad[0] = 4;
+        bad[0] = 5;
         assert_eq!(decode_app(&bad), None);
         let mut bad = app.to_vec();
         bad[1] = 2;

@@ -12,9 +12,11 @@
 //! time goes inside the shard: propose, log, commit, apply), [`wire`] (what nodes send each
 //! other, encoded: Raft's messages, forwarded requests and their answers), [`snapshot`] (a
 //! snapshot sent to a follower behind the leader's purged log, and received), [`alarms`]
-//! (etcd's alarm table, held by shard 0, and the node's view of it).
+//! (etcd's alarm table, held by shard 0, and the node's view of it), [`auth`] (etcd's
+//! users, roles and permissions, held by shard 0, and the node's view and simple tokens).
 
 pub mod alarms;
+pub mod auth;
 pub mod codec;
 pub mod durable;
 pub mod log_store;
@@ -32,6 +34,7 @@ pub mod watchers;
 pub mod wire;
 
 pub use alarms::{AlarmAction, AlarmMember, AlarmTable, AlarmType, NodeAlarms};
+pub use auth::{AuthAnswer, AuthCommand, AuthError, AuthOutcome, AuthState, NodeAuth};
 pub use codec::LogCommand;
 pub use membership::{MembershipChange, MembershipError};
 pub use network::{Outbound, PeerFailure, PeerKind};

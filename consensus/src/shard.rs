@@ -12,6 +12,8 @@
 //! - a serializable read is served from the local store at once;
 //! - an alarm change (`Request::Alarm` activate/deactivate, shard 0) goes through the log like
 //!   a write; listing the alarms is a linearizable read of shard 0's table (`alarms.rs`);
+//! - an auth change or authentication (`Request::Auth`, shard 0) goes through the log
+//!   (`auth.rs`); auth reads are served by the edge from the node's copy;
 //! - `LeaseKeepAlive` and `LeaseTimeToLive` are answered by the leader without the log, as
 //!   etcd does: a lease's deadline is leader-local state (followers hold no timers and reset
 //!   every deadline when they become leader), so refreshing it needs no agreement; only the
@@ -52,6 +54,7 @@ use openraft::{Config, RaftMetrics, ReadPolicy, SnapshotPolicy};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::alarms::{AlarmAction, AlarmMember, AlarmTable, NodeAlarms};
+use crate::auth::{AuthCommand, AuthOutcome, AuthState, NodeAuth};
 use crate::codec::LogCommand;
 use crate::durable::ShardStorage;
 use crate::log_store::{LogBackend, LogStore, MemLog};
@@ -110,6 +113,9 @@ pub struct ShardConfig {
     /// The cluster's alarm table as this node's replica of shard 0 applies it (`alarms.rs`):
     /// shard 0 writes it, the node's write path reads it.
     pub alarms: Arc<NodeAlarms>,
+    /// The cluster's auth state as this node's replica of shard 0 applies it (`auth.rs`):
+    /// shard 0 writes it, the node's edge reads it.
+    pub auth: Arc<NodeAuth>,
     /// Where the shard publishes its backend size in use, for the node's storage quota check
     /// (`state_machine::BackendSize`).
     pub backend_bytes: Arc<std::sync::atomic::AtomicU64>,
@@ -167,6 +173,7 @@ impl Default for ShardConfig {
             cluster: None,
             anchor: Arc::default(),
             alarms: Arc::default(),
+            auth: Arc::default(),
             backend_bytes: Arc::default(),
         }
     }
@@ -210,6 +217,12 @@ pub enum Request {
         action: AlarmAction,
         member: AlarmMember,
     },
+    /// An auth change or authentication by user `by` (shard 0), through the log; answered
+    /// with [`Response::Auth`].
+    Auth {
+        by: String,
+        cmd: AuthCommand,
+    },
     HashKv {
         revision: Revision,
     },
@@ -248,6 +261,8 @@ pub enum Response {
     LeaseLeases(Vec<LeaseId>),
     /// The alarms a `Request::Alarm` listed or changed (etcd's `AlarmResponse.alarms`).
     Alarms(Vec<AlarmMember>),
+    /// What a `Request::Auth` came to (etcd's auth errors are answers, not shard errors).
+    Auth(AuthOutcome),
     HashKv(ballast_engine::HashKv),
     Hash(u32),
     Status(ShardStatus),
@@ -524,6 +539,7 @@ fn route(request: Request) -> Route {
             member,
         } => Route::Write(LogCommand::Alarm { action, member }),
         Request::Alarm { .. } => Route::LinearizableRead(request),
+        Request::Auth { by, cmd } => Route::Write(LogCommand::Auth { by, cmd }),
         Request::Range(ref r) if !r.serializable => Route::LinearizableRead(request),
         Request::Txn(ref t) if !txn_serializable(t) => Route::LinearizableRead(request),
         Request::LeaseKeepAlive { .. }
@@ -647,7 +663,12 @@ async fn start(config: ShardConfig, queue: flume::Receiver<Command>) -> Result<C
     let (shared, raft) = match &config.storage {
         None => {
             let mut state = ShardState::new(Store::new());
-            attach_node_state(&config, &mut state, AlarmTable::default());
+            attach_node_state(
+                &config,
+                &mut state,
+                AlarmTable::default(),
+                AuthState::default(),
+            );
             let shared: Shared = Rc::new(RefCell::new(state));
             let raft = new_raft(&config, raft_config, MemLog::new(), &shared).await?;
             (shared, raft)
@@ -769,7 +790,7 @@ async fn start_durable<D: ballast_engine::io::Disk + Clone + 'static>(
         opened.membership,
         opened.durability,
     );
-    attach_node_state(config, &mut state, opened.alarms);
+    attach_node_state(config, &mut state, opened.alarms, opened.auth);
     let shared: Shared = Rc::new(RefCell::new(state));
     let raft = new_raft(config, raft_config, opened.log, &shared).await?;
     Ok((shared, raft))
@@ -778,11 +799,18 @@ async fn start_durable<D: ballast_engine::io::Disk + Clone + 'static>(
 /// Connects a new shard state to what the node's shards share, before any entry is applied:
 /// shard 0 applies alarm changes to the node's table (starting from the checkpoint's `alarms`),
 /// and every shard publishes its backend size.
-fn attach_node_state(config: &ShardConfig, state: &mut ShardState, alarms: AlarmTable) {
+fn attach_node_state(
+    config: &ShardConfig,
+    state: &mut ShardState,
+    alarms: AlarmTable,
+    auth: AuthState,
+) {
     if config.shard_id.0 == 0 {
         state.alarms = config.alarms.clone();
+        state.auth = config.auth.clone();
     }
     state.alarms.replace(alarms);
+    state.auth.replace(auth);
     state.backend_bytes = config.backend_bytes.clone();
     state.publish_backend_size();
 }
@@ -1434,6 +1462,7 @@ impl Core {
             }
             Request::LeaseLeases => Response::LeaseLeases(store.leases()),
             Request::Alarm { .. } => unreachable!("answered above"),
+            Request::Auth { .. } => unreachable!("auth requests go through the log"),
             Request::HashKv { revision } => Response::HashKv(store.hash_kv(revision)?),
             Request::Hash => Response::Hash(store.hash()),
             Request::History {

@@ -26,7 +26,9 @@
 //!
 //! Chunk 0's meta is the checkpoint facts (`durable.rs`), alarm table included: a durable
 //! sender sends the table of its last committed checkpoint, which is the snapshot's or a
-//! newer one (harmless: `alarms.rs` says why); an in-memory sender sends none.
+//! newer one (harmless: `alarms.rs` says why); an in-memory sender sends none. The auth
+//! state (`auth.rs`) travels beside it in the same way; each state names the last auth entry
+//! it holds, so entries replayed after a newer state are skipped.
 //!
 //! Invariants: a snapshot is installed only whole (every chunk in order, the stream's own end
 //! and counts checked); the data sent is the state at exactly the snapshot's last log id.
@@ -42,6 +44,7 @@ use openraft::network::RPCOption;
 use openraft::raft::SnapshotResponse;
 
 use crate::alarms::AlarmTable;
+use crate::auth::AuthState;
 use crate::durable::encode_app;
 use crate::log_store::LocalFuture;
 use crate::network::{CancelTransfer, ChannelTransport, PeerFailure, PeerKind, ShardSnapshot};
@@ -128,17 +131,22 @@ pub async fn send(
 ) -> Result<SnapshotResponse<ShardRaft>, StreamingError<ShardRaft>> {
     let started = Instant::now();
     let meta = snapshot.meta.clone();
-    let alarms = match &snapshot.snapshot {
+    let (alarms, auth) = match &snapshot.snapshot {
         SnapshotData::Checkpoint(image) => image
             .0
             .committed_alarms()
             .await
             .map_err(|e| unreadable(target, e))?,
-        _ => AlarmTable::default(),
+        _ => Default::default(),
     };
     let mut source = export(target, snapshot)?;
     let transfer = transfer_id();
-    let meta_bytes = encode_app(meta.last_log_id.as_ref(), &meta.last_membership, &alarms);
+    let meta_bytes = encode_app(
+        meta.last_log_id.as_ref(),
+        &meta.last_membership,
+        &alarms,
+        &auth,
+    );
     let read = |e: TransferError| unreadable(target, e);
     let mut chunk = source.next_chunk().await.map_err(read)?;
     let mut seq = 0u64;
@@ -215,6 +223,7 @@ pub struct Incoming {
     vote: Vote,
     meta: SnapshotMeta,
     alarms: AlarmTable,
+    auth: AuthState,
     next_seq: u64,
     sink: Option<Sink>,
 }
@@ -253,6 +262,7 @@ pub async fn receive(raft: &Raft, shared: &Shared, body: Bytes) -> Result<Bytes,
                     last_membership,
                 },
                 alarms: facts.alarms,
+                auth: facts.auth,
                 next_seq: 0,
                 sink: Some(sink),
             }
@@ -297,7 +307,11 @@ pub async fn receive(raft: &Raft, shared: &Shared, body: Bytes) -> Result<Bytes,
         return Ok(wire::encode_snapshot_answer(&SnapshotAnswer::Next));
     }
     let Incoming {
-        vote, meta, alarms, ..
+        vote,
+        meta,
+        alarms,
+        auth,
+        ..
     } = incoming;
     let applied_index = meta.last_log_id.map_or(0, |id| id.index + 1);
     let data = match sink {
@@ -310,6 +324,7 @@ pub async fn receive(raft: &Raft, shared: &Shared, body: Bytes) -> Result<Bytes,
                 meta.last_log_id.as_ref(),
                 &meta.last_membership,
                 &alarms,
+                &auth,
             );
             image.finish(applied_index, app).await.map_err(refuse)?;
             SnapshotData::Received
@@ -321,7 +336,7 @@ pub async fn receive(raft: &Raft, shared: &Shared, body: Bytes) -> Result<Bytes,
         snapshot: data,
     };
     // The state machine's install takes the table with the snapshot.
-    shared.borrow_mut().received_alarms = Some(alarms);
+    shared.borrow_mut().received_alarms = Some((alarms, auth));
     let installed = raft.install_full_snapshot(vote, snapshot).await;
     // Not installed (openraft keeps a newer state): the table goes with the snapshot.
     shared.borrow_mut().received_alarms = None;

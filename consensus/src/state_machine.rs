@@ -41,6 +41,7 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 
 use crate::alarms::{AlarmTable, NodeAlarms};
+use crate::auth::{AuthState, NodeAuth};
 use crate::codec::LogCommand;
 use crate::durable::{encode_app, Durability};
 use crate::network::ShardSnapshot;
@@ -102,8 +103,12 @@ pub struct ShardState {
     /// The cluster's alarm table as this replica applied it (shard 0: the node's shared view;
     /// other shards never apply alarm entries and keep an empty one of their own).
     pub alarms: Arc<NodeAlarms>,
+    /// The cluster's auth state as this replica applied it (`auth.rs`; shard 0: the node's
+    /// shared view, other shards an unused one of their own).
+    pub auth: Arc<NodeAuth>,
     /// The alarm table a snapshot being installed carries, set just before the install.
-    pub received_alarms: Option<AlarmTable>,
+    /// ... and the auth state (`auth.rs`).
+    pub received_alarms: Option<(AlarmTable, AuthState)>,
     /// Where the shard publishes its backend size in use (see the module comment).
     pub backend_bytes: Arc<AtomicU64>,
 }
@@ -160,6 +165,7 @@ impl ShardState {
             incoming: None,
             installing: false,
             alarms: Arc::default(),
+            auth: Arc::default(),
             received_alarms: None,
             backend_bytes: Arc::default(),
         }
@@ -269,6 +275,13 @@ impl ShardState {
                 Response::Alarms(self.alarms.apply(action, member)),
                 Vec::new(),
             ),
+            // Not part of the keyspace either. `apply_entry` applies log entries with their
+            // index (a simple token's suffix); here there is none.
+            LogCommand::Auth { by, cmd } => (
+                store.revision(),
+                Response::Auth(self.auth.apply(&by, &cmd, 0)),
+                Vec::new(),
+            ),
         };
         self.watchers.notify(revision, &events);
         Ok(Reply { revision, response })
@@ -282,6 +295,11 @@ impl ShardState {
         let started = Instant::now();
         self.last_applied = Some(log_id);
         let result = match payload {
+            // The index completes a simple token and orders replays (`auth.rs`).
+            EntryPayload::Normal(LogCommand::Auth { by, cmd }) => Ok(Reply {
+                revision: self.store.revision(),
+                response: Response::Auth(self.auth.apply(&by, &cmd, log_id.index + 1)),
+            }),
             EntryPayload::Normal(cmd) => self.apply_command(cmd),
             EntryPayload::Blank => Ok(Reply {
                 revision: self.store.revision(),
@@ -324,7 +342,8 @@ pub fn access_of(cmd: &LogCommand) -> Option<Access<'_>> {
         LogCommand::Compact { .. }
         | LogCommand::LeaseGrant { .. }
         | LogCommand::Advance { .. }
-        | LogCommand::Alarm { .. } => None,
+        | LogCommand::Alarm { .. }
+        | LogCommand::Auth { .. } => None,
     }
 }
 
@@ -404,11 +423,16 @@ async fn checkpoint(
         let changes = st.store.take_changes();
         st.checkpoints.inflight_bytes = changes.payload_bytes();
         // The alarm table as of the same applied entry as the changes.
-        (changes, meta, st.alarms.table())
+        (changes, meta, (st.alarms.table(), st.auth.state()))
     };
     let n_changes = changes.len();
     let applied_index = meta.last_log_id.map_or(0, |id| id.index + 1);
-    let app = encode_app(meta.last_log_id.as_ref(), &meta.last_membership, &alarms);
+    let app = encode_app(
+        meta.last_log_id.as_ref(),
+        &meta.last_membership,
+        &alarms.0,
+        &alarms.1,
+    );
     let result = durable.checkpoint(changes, applied_index, app).await;
     let mut st = shared.borrow_mut();
     st.checkpoints.running = false;
@@ -552,8 +576,9 @@ impl RaftStateMachine<ShardRaft> for ShardStateMachine {
             meta: meta.clone(),
             snapshot,
         });
-        if let Some(alarms) = st.received_alarms.take() {
+        if let Some((alarms, auth)) = st.received_alarms.take() {
             st.alarms.replace(alarms);
+            st.auth.replace(auth);
         }
         st.watchers.resync_all();
         let ShardState {
@@ -609,8 +634,9 @@ async fn install_received(shared: &Shared, meta: &SnapshotMeta) -> Result<(), io
             });
             st.checkpoints.last_index = applied_index;
             st.checkpoints.last_at = Some(Instant::now());
-            if let Some(alarms) = st.received_alarms.take() {
+            if let Some((alarms, auth)) = st.received_alarms.take() {
                 st.alarms.replace(alarms);
+                st.auth.replace(auth);
             }
             st.publish_backend_size();
             // Housekeeping catches every watcher up from history, reading the page log.

@@ -46,6 +46,8 @@
 //!   16 Alarms n:u32 (member_id:u64 alarm:i32)[n]
 //!   (request 17 Alarm action:u8 member_id:u64 alarm:i32, action 0 get, 1 activate,
 //!    2 deactivate)
+//!   17 Auth 0 (0 | 1 token:string) | 1 error:u8   (`auth::put_outcome`)
+//!   (request 18 Auth by:string auth_command, as the log's tag 9 body)
 //! range_response = n:u32 kv[n] more:bool count:i64
 //! txn_response   = succeeded:bool n:u32 response_op[n]
 //! response_op    = 1 range_response | 2 option_kv | 3 deleted:i64 n:u32 kv[n] | 4 txn_response
@@ -165,6 +167,10 @@ pub fn encode_request(request: &Request) -> Bytes {
             out.put_u8(17);
             codec::put_alarm(&mut out, *action, *member);
         }
+        Request::Auth { by, cmd } => {
+            out.put_u8(18);
+            crate::auth::put_auth(&mut out, by, cmd);
+        }
         Request::Put(r) => {
             out.put_u8(2);
             codec::put_put(&mut out, r);
@@ -257,6 +263,10 @@ fn put_response(out: &mut Vec<u8>, response: &Response) -> Result<(), NotForward
         Response::Range(r) => {
             out.put_u8(1);
             put_range_response(out, r);
+        }
+        Response::Auth(outcome) => {
+            out.put_u8(17);
+            crate::auth::put_outcome(out, outcome);
         }
         Response::Alarms(alarms) => {
             out.put_u8(16);
@@ -712,6 +722,10 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, WireError> {
                 },
                 member: r.alarm_member()?,
             },
+            18 => {
+                let (by, cmd) = crate::auth::read_auth(r)?;
+                Request::Auth { by, cmd }
+            }
             4 => Request::Txn(r.txn(0)?),
             5 => Request::Compact { revision: r.i64()? },
             6 => Request::LeaseGrant {
@@ -994,6 +1008,7 @@ impl Reader<'_> {
                 }
                 Response::Alarms(alarms)
             }
+            17 => Response::Auth(crate::auth::read_outcome(self)?),
             4 => Response::Txn(self.txn_response(0)?),
             5 => Response::Compact,
             6 => Response::LeaseGrant {

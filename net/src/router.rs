@@ -298,7 +298,7 @@ impl Router {
                 self.call_shard(0, request).await
             }
             // Shard 0 holds the cluster's alarm table.
-            Request::Alarm { .. } => self.call_shard(0, request).await,
+            Request::Alarm { .. } | Request::Auth { .. } => self.call_shard(0, request).await,
             Request::Hash => self.hash().await,
             Request::HashKv { revision } => self.hash_kv(revision).await,
             // One shard's history: a snapshot reads each shard through `call_shard`.

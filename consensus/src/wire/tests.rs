@@ -140,6 +140,21 @@ fn every_request() -> Vec<Request> {
             action: AlarmAction::Get,
             member: AlarmMember::default(),
         },
+        Request::Auth {
+            by: "root".into(),
+            cmd: crate::auth::AuthCommand::UserAdd {
+                name: "u".into(),
+                password_hash: b("$2b$10$x"),
+                no_password: false,
+            },
+        },
+        Request::Auth {
+            by: String::new(),
+            cmd: crate::auth::AuthCommand::Authenticate {
+                name: "u".into(),
+                token_prefix: "abcdefghijklmnop".into(),
+            },
+        },
         Request::Compact { revision: 42 },
         Request::LeaseGrant { id: 0, ttl: 60 },
         Request::LeaseRevoke { id: -1 },
@@ -219,6 +234,9 @@ fn every_response() -> Vec<Response> {
         }),
         Response::Txn(nested_txn_response()),
         Response::Alarms(vec![]),
+        Response::Auth(Ok(crate::auth::AuthAnswer::Done)),
+        Response::Auth(Ok(crate::auth::AuthAnswer::Token("abc.12".into()))),
+        Response::Auth(Err(crate::auth::AuthError::PermissionDenied)),
         Response::Alarms(vec![
             AlarmMember {
                 alarm: AlarmType::NOSPACE,

@@ -82,6 +82,8 @@ pub struct Context {
     pub anchor: std::sync::Arc<ballast_consensus::Anchor>,
     /// The storage quota and the alarms' hold on writes (`quota.rs`), checked by [`Context::call`].
     pub quota: crate::quota::Quota,
+    /// The auth state as this node applied it, and the auth settings (`auth.rs`).
+    pub auth: crate::auth::AuthEdge,
 }
 
 impl Context {
@@ -98,6 +100,26 @@ impl Context {
     pub async fn call(&self, request: Request) -> Result<Reply, Status> {
         self.quota.check(&self.router, &request).await?;
         self.router.call(request).await.map_err(route_error)
+    }
+
+    /// Serves a request of `caller` once auth permits it (`auth.rs`), then as [`Context::call`].
+    pub async fn call_as(
+        &self,
+        caller: &crate::auth::Caller,
+        request: Request,
+    ) -> Result<Reply, Status> {
+        self.auth
+            .check_request(&self.router, caller, &request)
+            .await?;
+        self.call(request).await
+    }
+
+    /// The caller a gRPC request's metadata names (its token).
+    pub async fn caller(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<crate::auth::Caller, Status> {
+        self.auth.caller(metadata).await
     }
 
     /// etcd refuses a write whose encoded request exceeds `--max-request-bytes`.

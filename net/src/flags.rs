@@ -341,7 +341,7 @@ pub struct Flags {
     pub tls_max_version: Option<String>,
 
     // ---- auth ----
-    /// Specify auth token specific options [not built yet].
+    /// Specify a v3 authentication token type and its options ('simple'; 'jwt' is not built and refused).
     #[arg(
         long,
         env = "ETCD_AUTH_TOKEN",
@@ -349,7 +349,7 @@ pub struct Flags {
         help_heading = "Auth"
     )]
     pub auth_token: String,
-    /// Specify the cost / strength of the bcrypt algorithm for hashing auth passwords [not built yet].
+    /// Specify the cost / strength of the bcrypt algorithm for hashing auth passwords (4 to 31).
     #[arg(
         long,
         env = "ETCD_BCRYPT_COST",
@@ -357,7 +357,7 @@ pub struct Flags {
         help_heading = "Auth"
     )]
     pub bcrypt_cost: u32,
-    /// The lifetime in seconds of the auth token [not built yet].
+    /// The lifetime in seconds of the auth token.
     #[arg(
         long,
         env = "ETCD_AUTH_TOKEN_TTL",
@@ -509,9 +509,6 @@ const NOT_BUILT: &[&str] = &[
     "enable_v2",
     "cors",
     "host_whitelist",
-    "auth_token",
-    "bcrypt_cost",
-    "auth_token_ttl",
     "enable_pprof",
     "metrics",
     "experimental_initial_corrupt_check",

@@ -16,19 +16,22 @@
 //!
 //! Known differences from etcd: JSON syntax errors carry serde's message where etcd's carry
 //! Go's (except a cut-off body: both say `unexpected EOF`); base64 without padding or in the
-//! URL-safe alphabet is accepted where etcd refuses it; the Auth paths answer Unimplemented
-//! (Ballast has no Auth service).
+//! URL-safe alphabet is accepted where etcd refuses it.
+//!
+//! Auth: `/v3/auth/*` call the Auth service; the token `auth/authenticate` answers goes in
+//! the `Authorization` header of later requests (passed on as metadata `authorization`).
 
 use std::convert::Infallible;
 use std::future::Future;
 
 use axum::body::{Body, BodyDataStream};
 use axum::extract::State;
-use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post, MethodRouter};
 use axum::Router;
+use ballast_proto::etcdserverpb::auth_server::Auth as _;
 use ballast_proto::etcdserverpb::cluster_server::Cluster as _;
 use ballast_proto::etcdserverpb::kv_server::Kv as _;
 use ballast_proto::etcdserverpb::lease_server::Lease as _;
@@ -43,6 +46,7 @@ use tonic::codec::Codec;
 use tonic::{Code, Request as GrpcRequest, Response as GrpcResponse, Status, Streaming};
 
 use crate::context::Context;
+use crate::services::auth::AuthService;
 use crate::services::cluster::ClusterService;
 use crate::services::election::ElectionService;
 use crate::services::kv::KvService;
@@ -63,26 +67,6 @@ const PREFIXES: [&str; 2] = ["/v3", "/v3beta"];
 const JSON_BYTES_PER_REQUEST_BYTE: usize = 2;
 const JSON_OVERHEAD_BYTES: usize = 64 * 1024;
 
-/// The Auth paths etcd 3.4 maps, with the method each names.
-const AUTH_PATHS: [(&str, &str); 16] = [
-    ("auth/enable", "Auth.AuthEnable"),
-    ("auth/disable", "Auth.AuthDisable"),
-    ("auth/authenticate", "Auth.Authenticate"),
-    ("auth/user/add", "Auth.UserAdd"),
-    ("auth/user/get", "Auth.UserGet"),
-    ("auth/user/list", "Auth.UserList"),
-    ("auth/user/delete", "Auth.UserDelete"),
-    ("auth/user/changepw", "Auth.UserChangePassword"),
-    ("auth/user/grant", "Auth.UserGrantRole"),
-    ("auth/user/revoke", "Auth.UserRevokeRole"),
-    ("auth/role/add", "Auth.RoleAdd"),
-    ("auth/role/get", "Auth.RoleGet"),
-    ("auth/role/list", "Auth.RoleList"),
-    ("auth/role/delete", "Auth.RoleDelete"),
-    ("auth/role/grant", "Auth.RoleGrantPermission"),
-    ("auth/role/revoke", "Auth.RoleRevokePermission"),
-];
-
 /// The gateway's routes, to be merged into the client port's router.
 pub fn router(ctx: Context) -> Router {
     let mut routes = Router::new();
@@ -91,171 +75,227 @@ pub fn router(ctx: Context) -> Router {
         routes = routes
             .route(
                 &path("kv/range"),
-                unary(|ctx, req| async move { KvService::new(ctx).range(grpc(req)).await }),
+                unary(|ctx, req| async move { KvService::new(ctx).range(req).await }),
             )
             .route(
                 &path("kv/put"),
-                unary(|ctx, req| async move { KvService::new(ctx).put(grpc(req)).await }),
+                unary(|ctx, req| async move { KvService::new(ctx).put(req).await }),
             )
             .route(
                 &path("kv/deleterange"),
-                unary(|ctx, req| async move { KvService::new(ctx).delete_range(grpc(req)).await }),
+                unary(|ctx, req| async move { KvService::new(ctx).delete_range(req).await }),
             )
             .route(
                 &path("kv/txn"),
-                unary(|ctx, req| async move { KvService::new(ctx).txn(grpc(req)).await }),
+                unary(|ctx, req| async move { KvService::new(ctx).txn(req).await }),
             )
             .route(
                 &path("kv/compaction"),
-                unary(|ctx, req| async move { KvService::new(ctx).compact(grpc(req)).await }),
+                unary(|ctx, req| async move { KvService::new(ctx).compact(req).await }),
             )
             .route(
                 &path("watch"),
-                bidi(|ctx, reqs| async move { WatchService::new(ctx).watch(grpc(reqs)).await }),
+                bidi(|ctx, reqs| async move { WatchService::new(ctx).watch(reqs).await }),
             )
             .route(
                 &path("lease/grant"),
-                unary(
-                    |ctx, req| async move { LeaseService::new(ctx).lease_grant(grpc(req)).await },
-                ),
+                unary(|ctx, req| async move { LeaseService::new(ctx).lease_grant(req).await }),
             )
             .route(
                 &path("lease/keepalive"),
-                bidi(|ctx, reqs| async move {
-                    LeaseService::new(ctx).lease_keep_alive(grpc(reqs)).await
-                }),
+                bidi(
+                    |ctx, reqs| async move { LeaseService::new(ctx).lease_keep_alive(reqs).await },
+                ),
             );
         for lease_prefix in ["lease", "kv/lease"] {
             let lease_path = |p: &str| path(&format!("{lease_prefix}/{p}"));
             routes = routes
                 .route(
                     &lease_path("revoke"),
-                    unary(|ctx, req| async move {
-                        LeaseService::new(ctx).lease_revoke(grpc(req)).await
-                    }),
+                    unary(|ctx, req| async move { LeaseService::new(ctx).lease_revoke(req).await }),
                 )
                 .route(
                     &lease_path("timetolive"),
                     unary(|ctx, req| async move {
-                        LeaseService::new(ctx).lease_time_to_live(grpc(req)).await
+                        LeaseService::new(ctx).lease_time_to_live(req).await
                     }),
                 )
                 .route(
                     &lease_path("leases"),
-                    unary(|ctx, req| async move {
-                        LeaseService::new(ctx).lease_leases(grpc(req)).await
-                    }),
+                    unary(|ctx, req| async move { LeaseService::new(ctx).lease_leases(req).await }),
                 );
         }
         routes = routes
             .route(
                 &path("cluster/member/list"),
-                unary(|ctx, req| async move {
-                    ClusterService::new(ctx).member_list(grpc(req)).await
-                }),
+                unary(|ctx, req| async move { ClusterService::new(ctx).member_list(req).await }),
             )
             .route(
                 &path("cluster/member/add"),
-                unary(|ctx, req| async move { ClusterService::new(ctx).member_add(grpc(req)).await }),
+                unary(|ctx, req| async move { ClusterService::new(ctx).member_add(req).await }),
             )
             .route(
                 &path("cluster/member/remove"),
-                unary(|ctx, req| async move {
-                    ClusterService::new(ctx).member_remove(grpc(req)).await
-                }),
+                unary(|ctx, req| async move { ClusterService::new(ctx).member_remove(req).await }),
             )
             .route(
                 &path("cluster/member/update"),
-                unary(|ctx, req| async move {
-                    ClusterService::new(ctx).member_update(grpc(req)).await
-                }),
+                unary(|ctx, req| async move { ClusterService::new(ctx).member_update(req).await }),
             )
             .route(
                 &path("cluster/member/promote"),
-                unary(|ctx, req| async move {
-                    ClusterService::new(ctx).member_promote(grpc(req)).await
-                }),
+                unary(|ctx, req| async move { ClusterService::new(ctx).member_promote(req).await }),
             )
             .route(
                 &path("maintenance/status"),
-                unary(|ctx, req| async move {
-                    MaintenanceService::new(ctx).status(grpc(req)).await
-                }),
+                unary(|ctx, req| async move { MaintenanceService::new(ctx).status(req).await }),
             )
             .route(
                 &path("maintenance/alarm"),
-                unary(|ctx, req| async move { MaintenanceService::new(ctx).alarm(grpc(req)).await }),
+                unary(|ctx, req| async move { MaintenanceService::new(ctx).alarm(req).await }),
             )
             .route(
                 &path("maintenance/defragment"),
-                unary(|ctx, req| async move {
-                    MaintenanceService::new(ctx).defragment(grpc(req)).await
-                }),
+                unary(|ctx, req| async move { MaintenanceService::new(ctx).defragment(req).await }),
             )
             .route(
                 &path("maintenance/hash"),
-                unary(|ctx, req| async move { MaintenanceService::new(ctx).hash(grpc(req)).await }),
+                unary(|ctx, req| async move { MaintenanceService::new(ctx).hash(req).await }),
             )
             .route(
                 &path("maintenance/snapshot"),
                 server_streaming(|ctx, req| async move {
-                    MaintenanceService::new(ctx).snapshot(grpc(req)).await
+                    MaintenanceService::new(ctx).snapshot(req).await
                 }),
             )
             .route(
                 &path("maintenance/transfer-leadership"),
-                unary(|ctx, req| async move {
-                    MaintenanceService::new(ctx).move_leader(grpc(req)).await
-                }),
+                unary(
+                    |ctx, req| async move { MaintenanceService::new(ctx).move_leader(req).await },
+                ),
             )
             .route(
                 &path("lock/lock"),
-                unary(|ctx, req| async move { LockService::new(ctx).lock(grpc(req)).await }),
+                unary(|ctx, req| async move { LockService::new(ctx).lock(req).await }),
             )
             .route(
                 &path("lock/unlock"),
-                unary(|ctx, req| async move { LockService::new(ctx).unlock(grpc(req)).await }),
+                unary(|ctx, req| async move { LockService::new(ctx).unlock(req).await }),
             )
             .route(
                 &path("election/campaign"),
-                unary(|ctx, req| async move {
-                    ElectionService::new(ctx).campaign(grpc(req)).await
-                }),
+                unary(|ctx, req| async move { ElectionService::new(ctx).campaign(req).await }),
             )
             .route(
                 &path("election/proclaim"),
-                unary(|ctx, req| async move {
-                    ElectionService::new(ctx).proclaim(grpc(req)).await
-                }),
+                unary(|ctx, req| async move { ElectionService::new(ctx).proclaim(req).await }),
             )
             .route(
                 &path("election/leader"),
-                unary(|ctx, req| async move { ElectionService::new(ctx).leader(grpc(req)).await }),
+                unary(|ctx, req| async move { ElectionService::new(ctx).leader(req).await }),
             )
             .route(
                 &path("election/observe"),
-                server_streaming(|ctx, req| async move {
-                    ElectionService::new(ctx).observe(grpc(req)).await
-                }),
+                server_streaming(
+                    |ctx, req| async move { ElectionService::new(ctx).observe(req).await },
+                ),
             )
             .route(
                 &path("election/resign"),
-                unary(|ctx, req| async move { ElectionService::new(ctx).resign(grpc(req)).await }),
+                unary(|ctx, req| async move { ElectionService::new(ctx).resign(req).await }),
             );
-        for (auth_path, method) in AUTH_PATHS {
-            routes = routes.route(
-                &path(auth_path),
-                post(move || async move { error_response(&status::not_built(method)) })
-                    .fallback(method_not_allowed),
-            );
-        }
+        routes =
+            routes
+                .route(
+                    &path("auth/enable"),
+                    unary(|ctx, req| async move { AuthService::new(ctx).auth_enable(req).await }),
+                )
+                .route(
+                    &path("auth/disable"),
+                    unary(|ctx, req| async move { AuthService::new(ctx).auth_disable(req).await }),
+                )
+                .route(
+                    &path("auth/authenticate"),
+                    unary(|ctx, req| async move { AuthService::new(ctx).authenticate(req).await }),
+                )
+                .route(
+                    &path("auth/user/add"),
+                    unary(|ctx, req| async move { AuthService::new(ctx).user_add(req).await }),
+                )
+                .route(
+                    &path("auth/user/get"),
+                    unary(|ctx, req| async move { AuthService::new(ctx).user_get(req).await }),
+                )
+                .route(
+                    &path("auth/user/list"),
+                    unary(|ctx, req| async move { AuthService::new(ctx).user_list(req).await }),
+                )
+                .route(
+                    &path("auth/user/delete"),
+                    unary(|ctx, req| async move { AuthService::new(ctx).user_delete(req).await }),
+                )
+                .route(
+                    &path("auth/user/changepw"),
+                    unary(|ctx, req| async move {
+                        AuthService::new(ctx).user_change_password(req).await
+                    }),
+                )
+                .route(
+                    &path("auth/user/grant"),
+                    unary(
+                        |ctx, req| async move { AuthService::new(ctx).user_grant_role(req).await },
+                    ),
+                )
+                .route(
+                    &path("auth/user/revoke"),
+                    unary(
+                        |ctx, req| async move { AuthService::new(ctx).user_revoke_role(req).await },
+                    ),
+                )
+                .route(
+                    &path("auth/role/add"),
+                    unary(|ctx, req| async move { AuthService::new(ctx).role_add(req).await }),
+                )
+                .route(
+                    &path("auth/role/get"),
+                    unary(|ctx, req| async move { AuthService::new(ctx).role_get(req).await }),
+                )
+                .route(
+                    &path("auth/role/list"),
+                    unary(|ctx, req| async move { AuthService::new(ctx).role_list(req).await }),
+                )
+                .route(
+                    &path("auth/role/delete"),
+                    unary(|ctx, req| async move { AuthService::new(ctx).role_delete(req).await }),
+                )
+                .route(
+                    &path("auth/role/grant"),
+                    unary(|ctx, req| async move {
+                        AuthService::new(ctx).role_grant_permission(req).await
+                    }),
+                )
+                .route(
+                    &path("auth/role/revoke"),
+                    unary(|ctx, req| async move {
+                        AuthService::new(ctx).role_revoke_permission(req).await
+                    }),
+                );
         routes = routes.route(&path("{*rest}"), any(not_found));
     }
     routes.layer(middleware::from_fn(cors)).with_state(ctx)
 }
 
-fn grpc<T>(message: T) -> GrpcRequest<T> {
-    GrpcRequest::new(message)
+/// The gRPC request a gateway call makes: the message, and the token of the HTTP
+/// `Authorization` header as metadata `authorization`, as etcd's gateway forwards it.
+fn grpc<T>(message: T, headers: &HeaderMap) -> GrpcRequest<T> {
+    let mut request = GrpcRequest::new(message);
+    if let Some(token) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| tonic::metadata::MetadataValue::try_from(v.as_bytes()).ok())
+    {
+        request.metadata_mut().insert("authorization", token);
+    }
+    request
 }
 
 /// A unary method: one JSON request, one JSON answer.
@@ -263,19 +303,21 @@ fn unary<Req, Resp, F, Fut>(call: F) -> MethodRouter<Context>
 where
     Req: DeserializeOwned + Default + Send + 'static,
     Resp: Serialize + Send + 'static,
-    F: FnOnce(Context, Req) -> Fut + Clone + Send + Sync + 'static,
+    F: FnOnce(Context, GrpcRequest<Req>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<GrpcResponse<Resp>, Status>> + Send + 'static,
 {
-    post(move |State(ctx): State<Context>, body: Body| async move {
-        let req = match read_request::<Req>(&ctx, body).await {
-            Ok(req) => req,
-            Err(response) => return response,
-        };
-        match call(ctx, req).await {
-            Ok(resp) => json_response(resp.get_ref()),
-            Err(status) => error_response(&status),
-        }
-    })
+    post(
+        move |State(ctx): State<Context>, headers: HeaderMap, body: Body| async move {
+            let req = match read_request::<Req>(&ctx, body).await {
+                Ok(req) => req,
+                Err(response) => return response,
+            };
+            match call(ctx, grpc(req, &headers)).await {
+                Ok(resp) => json_response(resp.get_ref()),
+                Err(status) => error_response(&status),
+            }
+        },
+    )
     .fallback(method_not_allowed)
 }
 
@@ -285,19 +327,21 @@ where
     Req: DeserializeOwned + Default + Send + 'static,
     Resp: Serialize + Send + 'static,
     S: Stream<Item = Result<Resp, Status>> + Send + Unpin + 'static,
-    F: FnOnce(Context, Req) -> Fut + Clone + Send + Sync + 'static,
+    F: FnOnce(Context, GrpcRequest<Req>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<GrpcResponse<S>, Status>> + Send + 'static,
 {
-    post(move |State(ctx): State<Context>, body: Body| async move {
-        let req = match read_request::<Req>(&ctx, body).await {
-            Ok(req) => req,
-            Err(response) => return response,
-        };
-        match call(ctx, req).await {
-            Ok(resp) => forward_stream(resp.into_inner()).await,
-            Err(status) => error_response(&status),
-        }
-    })
+    post(
+        move |State(ctx): State<Context>, headers: HeaderMap, body: Body| async move {
+            let req = match read_request::<Req>(&ctx, body).await {
+                Ok(req) => req,
+                Err(response) => return response,
+            };
+            match call(ctx, grpc(req, &headers)).await {
+                Ok(resp) => forward_stream(resp.into_inner()).await,
+                Err(status) => error_response(&status),
+            }
+        },
+    )
     .fallback(method_not_allowed)
 }
 
@@ -307,34 +351,36 @@ where
     Req: DeserializeOwned + prost::Message + Default + Send + 'static,
     Resp: prost::Message + Serialize + Send + 'static,
     S: Stream<Item = Result<Resp, Status>> + Send + Unpin + 'static,
-    F: FnOnce(Context, Streaming<Req>) -> Fut + Clone + Send + Sync + 'static,
+    F: FnOnce(Context, GrpcRequest<Streaming<Req>>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<GrpcResponse<S>, Status>> + Send + 'static,
 {
-    post(move |State(ctx): State<Context>, body: Body| async move {
-        let mut reader = JsonReader::new(body.into_data_stream(), body_limit(&ctx));
-        // As etcd's gateway: a first request that does not decode fails the call (code 2);
-        // an empty body opens the stream with no request.
-        let first = match reader.next::<Req>().await {
-            Ok(first) => first,
-            Err(status) => return error_response(&status),
-        };
-        let rest = futures::stream::unfold(reader, |mut reader| async move {
-            // A later request that does not decode ends the request side.
-            match reader.next::<Req>().await {
-                Ok(Some(req)) => Some((req, reader)),
-                Ok(None) | Err(_) => None,
+    post(
+        move |State(ctx): State<Context>, headers: HeaderMap, body: Body| async move {
+            let mut reader = JsonReader::new(body.into_data_stream(), body_limit(&ctx));
+            // As etcd's gateway: a first request that does not decode fails the call (code 2);
+            // an empty body opens the stream with no request.
+            let first = match reader.next::<Req>().await {
+                Ok(first) => first,
+                Err(status) => return error_response(&status),
+            };
+            let rest = futures::stream::unfold(reader, |mut reader| async move {
+                // A later request that does not decode ends the request side.
+                match reader.next::<Req>().await {
+                    Ok(Some(req)) => Some((req, reader)),
+                    Ok(None) | Err(_) => None,
+                }
+            });
+            let frames = futures::stream::iter(first)
+                .chain(rest)
+                .map(|req| Ok::<_, Infallible>(grpc_frame(&req)));
+            let decoder = tonic_prost::ProstCodec::<Resp, Req>::default().decoder();
+            let requests = Streaming::new_request(decoder, Body::from_stream(frames), None, None);
+            match call(ctx, grpc(requests, &headers)).await {
+                Ok(resp) => forward_stream(resp.into_inner()).await,
+                Err(status) => error_response(&status),
             }
-        });
-        let frames = futures::stream::iter(first)
-            .chain(rest)
-            .map(|req| Ok::<_, Infallible>(grpc_frame(&req)));
-        let decoder = tonic_prost::ProstCodec::<Resp, Req>::default().decoder();
-        let requests = Streaming::new_request(decoder, Body::from_stream(frames), None, None);
-        match call(ctx, requests).await {
-            Ok(resp) => forward_stream(resp.into_inner()).await,
-            Err(status) => error_response(&status),
-        }
-    })
+        },
+    )
     .fallback(method_not_allowed)
 }
 

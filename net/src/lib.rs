@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod authority;
 pub mod compactor;
 pub mod context;

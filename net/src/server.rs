@@ -109,6 +109,7 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
     let protocol = tls::Protocol::from_config(&config, &flags)?;
+    let auth = crate::auth::edge_from_settings(&config.auth_token, &flags)?;
     let client_tls = tls::client_tls(&config, &flags, &protocol, &data_dir)?;
     let peer_tls = tls::PeerTls::from_config(&config, &flags, &protocol, &data_dir)?;
     let monitoring = match config.listen_metrics_urls.join(",") {
@@ -209,6 +210,7 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
             shard_config.core = Some((id + first_core) % cores() as usize);
             shard_config.anchor = anchor.clone();
             shard_config.alarms = alarms.clone();
+            shard_config.auth = auth.node.clone();
             shard_config.backend_bytes = backend_bytes[id].clone();
             if let Some(cluster) = &cluster {
                 shard_config.node_id = member.id;
@@ -291,6 +293,7 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
             backend_bytes,
             member_id,
         },
+        auth,
     };
     match ctx.quota.limit_bytes {
         Some(bytes) => tracing::info!(quota_bytes = bytes, "enabled backend quota"),
@@ -655,6 +658,10 @@ fn routes(ctx: &Context) -> tonic::service::Routes {
             .max_decoding_message_size(max),
         );
     routes
+        .add_service(
+            pb::auth_server::AuthServer::new(crate::services::auth::AuthService::new(ctx.clone()))
+                .max_decoding_message_size(max),
+        )
         .add_service(
             ballast_proto::v3lockpb::lock_server::LockServer::new(lock::LockService::new(
                 ctx.clone(),

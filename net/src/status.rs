@@ -11,6 +11,34 @@ pub const SHARD_STOPPED: &str = "etcdserver: server stopped";
 pub const NO_SPACE: &str = "etcdserver: mvcc: database space exceeded";
 pub const CORRUPT: &str = "etcdserver: corrupt cluster";
 
+/// etcd's auth errors (`rpctypes.ErrGRPC*`): the message is the error's text.
+pub fn auth(err: ballast_consensus::AuthError) -> Status {
+    use ballast_consensus::AuthError as A;
+    let code = match err {
+        A::UserEmpty | A::RoleEmpty | A::AuthFailed | A::InvalidAuthMgmt | A::AuthOldRevision => {
+            Code::InvalidArgument
+        }
+        A::PermissionDenied => Code::PermissionDenied,
+        A::InvalidAuthToken => Code::Unauthenticated,
+        _ => Code::FailedPrecondition,
+    };
+    Status::new(code, err.to_string())
+}
+
+/// An auth error as etcd 3.4's maintenance server returns it: not turned into its gRPC
+/// error, so gRPC reports code Unknown with the auth package's own text.
+pub fn auth_unconverted(err: ballast_consensus::AuthError) -> Status {
+    use ballast_consensus::AuthError as A;
+    let text = match err {
+        A::UserEmpty => "auth: user name is empty",
+        A::UserNotFound => "auth: user not found",
+        A::PermissionDenied => "auth: permission denied",
+        A::InvalidAuthToken => "auth: invalid auth token",
+        other => return Status::unknown(other.to_string().replace("etcdserver: ", "auth: ")),
+    };
+    Status::unknown(text)
+}
+
 pub fn from_engine(err: &EngineError) -> Status {
     let (code, msg) = match err {
         EngineError::EmptyKey => (Code::InvalidArgument, "etcdserver: key is not provided"),

@@ -160,9 +160,14 @@ impl pb::election_server::Election for ElectionService {
         request: GrpcRequest<pb::CampaignRequest>,
     ) -> Result<GrpcResponse<pb::CampaignResponse>, Status> {
         async move {
+            let caller = self.ctx.caller(request.metadata()).await?;
             let req = request.into_inner();
             let prefix = election_prefix(&req.name);
             let key = participant_key(&prefix, req.lease);
+            let end = crate::services::concurrency::prefix_end(&prefix);
+            self.ctx
+                .auth
+                .check_concurrency(&caller, Some((&prefix, &end)), Some(&key))?;
             let joined = join(&self.ctx, &prefix, &key, req.value.clone(), req.lease).await?;
             let my_revision = joined.my_revision;
             let guard = KeyGuard::new(&self.ctx, key.clone());
@@ -194,8 +199,12 @@ impl pb::election_server::Election for ElectionService {
         request: GrpcRequest<pb::ProclaimRequest>,
     ) -> Result<GrpcResponse<pb::ProclaimResponse>, Status> {
         async move {
+            let caller = self.ctx.caller(request.metadata()).await?;
             let req = request.into_inner();
             let leader = req.leader.ok_or_else(missing_leader_key)?;
+            self.ctx
+                .auth
+                .check_concurrency(&caller, None, Some(&leader.key))?;
             let revision = proclaim(&self.ctx, &leader.key, leader.rev, req.value).await?;
             Ok(GrpcResponse::new(pb::ProclaimResponse {
                 header: Some(self.ctx.header(revision)),
@@ -210,7 +219,12 @@ impl pb::election_server::Election for ElectionService {
         request: GrpcRequest<pb::LeaderRequest>,
     ) -> Result<GrpcResponse<pb::LeaderResponse>, Status> {
         async move {
+            let caller = self.ctx.caller(request.metadata()).await?;
             let prefix = election_prefix(&request.into_inner().name);
+            let end = crate::services::concurrency::prefix_end(&prefix);
+            self.ctx
+                .auth
+                .check_concurrency(&caller, Some((&prefix, &end)), None)?;
             let (leader, revision) = first_created(&self.ctx, &prefix).await?;
             let kv = leader.ok_or_else(no_leader)?;
             Ok(GrpcResponse::new(pb::LeaderResponse {
@@ -229,7 +243,17 @@ impl pb::election_server::Election for ElectionService {
         &self,
         request: GrpcRequest<pb::LeaderRequest>,
     ) -> Result<GrpcResponse<Self::ObserveStream>, Status> {
+        let caller = self
+            .ctx
+            .caller(request.metadata())
+            .await
+            .map_err(as_client_error)?;
         let prefix = election_prefix(&request.into_inner().name);
+        let end = crate::services::concurrency::prefix_end(&prefix);
+        self.ctx
+            .auth
+            .check_concurrency(&caller, Some((&prefix, &end)), None)
+            .map_err(as_client_error)?;
         let (tx, rx) = mpsc::channel(OBSERVE_RESPONSES_MAX);
         let ctx = self.ctx.clone();
         tokio::spawn(async move {
@@ -251,7 +275,11 @@ impl pb::election_server::Election for ElectionService {
         request: GrpcRequest<pb::ResignRequest>,
     ) -> Result<GrpcResponse<pb::ResignResponse>, Status> {
         async move {
+            let caller = self.ctx.caller(request.metadata()).await?;
             let leader = request.into_inner().leader.ok_or_else(missing_leader_key)?;
+            self.ctx
+                .auth
+                .check_concurrency(&caller, None, Some(&leader.key))?;
             let delete = RequestOp::DeleteRange(DeleteRangeRequest {
                 key: leader.key.clone(),
                 ..Default::default()

@@ -59,13 +59,18 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         request: GrpcRequest<pb::LeaseGrantRequest>,
     ) -> Result<GrpcResponse<pb::LeaseGrantResponse>, Status> {
+        // No permission is needed (etcd 3.4), but a token must be valid.
+        let caller = self.ctx.caller(request.metadata()).await?;
         let req = request.into_inner();
         let reply = self
             .ctx
-            .call(Request::LeaseGrant {
-                id: req.id,
-                ttl: req.ttl,
-            })
+            .call_as(
+                &caller,
+                Request::LeaseGrant {
+                    id: req.id,
+                    ttl: req.ttl,
+                },
+            )
             .await?;
         match reply.response {
             Response::LeaseGrant { id, ttl } => Ok(GrpcResponse::new(pb::LeaseGrantResponse {
@@ -82,8 +87,12 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         request: GrpcRequest<pb::LeaseRevokeRequest>,
     ) -> Result<GrpcResponse<pb::LeaseRevokeResponse>, Status> {
+        let caller = self.ctx.caller(request.metadata()).await?;
         let id = request.into_inner().id;
-        let reply = self.ctx.call(Request::LeaseRevoke { id }).await?;
+        let reply = self
+            .ctx
+            .call_as(&caller, Request::LeaseRevoke { id })
+            .await?;
         match reply.response {
             Response::LeaseRevoke => Ok(GrpcResponse::new(pb::LeaseRevokeResponse {
                 header: Some(self.ctx.header(reply.revision)),

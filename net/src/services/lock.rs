@@ -164,11 +164,16 @@ impl pb::lock_server::Lock for LockService {
         request: GrpcRequest<pb::LockRequest>,
     ) -> Result<GrpcResponse<pb::LockResponse>, Status> {
         async move {
+            let caller = self.ctx.caller(request.metadata()).await?;
             let req = request.into_inner();
             let mut prefix = req.name.to_vec();
             prefix.push(b'/');
             let prefix = Bytes::from(prefix);
             let key = participant_key(&prefix, req.lease);
+            let end = crate::services::concurrency::prefix_end(&prefix);
+            self.ctx
+                .auth
+                .check_concurrency(&caller, Some((&prefix, &end)), Some(&key))?;
             let Joined {
                 my_revision,
                 owner,
@@ -198,7 +203,10 @@ impl pb::lock_server::Lock for LockService {
         request: GrpcRequest<pb::UnlockRequest>,
     ) -> Result<GrpcResponse<pb::UnlockResponse>, Status> {
         async move {
-            let revision = delete_key(&self.ctx, request.into_inner().key).await?;
+            let caller = self.ctx.caller(request.metadata()).await?;
+            let key = request.into_inner().key;
+            self.ctx.auth.check_concurrency(&caller, None, Some(&key))?;
+            let revision = delete_key(&self.ctx, key).await?;
             Ok(GrpcResponse::new(pb::UnlockResponse {
                 header: Some(self.ctx.header(revision)),
             }))

@@ -36,6 +36,17 @@ impl MaintenanceService {
     }
 }
 
+impl MaintenanceService {
+    /// etcd 3.4's maintenance server lets only a root user defragment, hash or snapshot
+    /// while auth is enabled.
+    async fn admin<T>(&self, request: &GrpcRequest<T>) -> Result<(), Status> {
+        self.ctx
+            .auth
+            .check_maintenance_admin(request.metadata())
+            .await
+    }
+}
+
 #[tonic::async_trait]
 impl pb::maintenance_server::Maintenance for MaintenanceService {
     /// The cluster's alarm table, in shard 0 (`ballast_consensus::alarms`): GET lists the
@@ -46,6 +57,8 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         request: GrpcRequest<pb::AlarmRequest>,
     ) -> Result<GrpcResponse<pb::AlarmResponse>, Status> {
         use pb::alarm_request::AlarmAction as Action;
+        // No permission is needed (etcd 3.4), but a token must be valid.
+        self.ctx.caller(request.metadata()).await?;
         let req = request.into_inner();
         let action = match Action::try_from(req.action) {
             Ok(Action::Activate) => AlarmAction::Activate,
@@ -107,8 +120,9 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
     /// The store lives in memory, where there is no file to compact: nothing to do.
     async fn defragment(
         &self,
-        _request: GrpcRequest<pb::DefragmentRequest>,
+        request: GrpcRequest<pb::DefragmentRequest>,
     ) -> Result<GrpcResponse<pb::DefragmentResponse>, Status> {
+        self.admin(&request).await?;
         let revision = self.ctx.call(Request::Status).await?.revision;
         Ok(GrpcResponse::new(pb::DefragmentResponse {
             header: Some(self.ctx.header(revision)),
@@ -117,8 +131,9 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
 
     async fn hash(
         &self,
-        _request: GrpcRequest<pb::HashRequest>,
+        request: GrpcRequest<pb::HashRequest>,
     ) -> Result<GrpcResponse<pb::HashResponse>, Status> {
+        self.admin(&request).await?;
         let reply = self.ctx.call(Request::Hash).await?;
         let Response::Hash(hash) = reply.response else {
             return Err(unexpected_reply("Hash"));
@@ -133,6 +148,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         request: GrpcRequest<pb::HashKvRequest>,
     ) -> Result<GrpcResponse<pb::HashKvResponse>, Status> {
+        self.admin(&request).await?;
         let revision = request.into_inner().revision;
         let reply = self.ctx.call(Request::HashKv { revision }).await?;
         let Response::HashKv(h) = reply.response else {
@@ -154,8 +170,9 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
     /// most [`SNAPSHOT_ATTEMPTS`] times).
     async fn snapshot(
         &self,
-        _request: GrpcRequest<pb::SnapshotRequest>,
+        request: GrpcRequest<pb::SnapshotRequest>,
     ) -> Result<GrpcResponse<Self::SnapshotStream>, Status> {
+        self.admin(&request).await?;
         let dir = std::path::Path::new(&self.ctx.settings.data_dir).join("ballast");
         let mut attempt = 1;
         let snapshot = loop {

@@ -41,6 +41,19 @@ const DUPLICATE_WATCH_ID: &str = "mvcc: duplicate watch ID provided on the Watch
 /// etcd's error text for a watch whose key is not below its range end.
 const EMPTY_WATCH_RANGE: &str = "mvcc: watcher range is empty";
 
+/// A refused watch's reason as etcd 3.4 writes it: the gRPC error's text,
+/// `rpc error: code = PermissionDenied desc = etcdserver: permission denied`.
+fn watch_cancel_reason(e: &Status) -> String {
+    let code = match e.code() {
+        tonic::Code::PermissionDenied => "PermissionDenied",
+        tonic::Code::InvalidArgument => "InvalidArgument",
+        tonic::Code::Unauthenticated => "Unauthenticated",
+        tonic::Code::FailedPrecondition => "FailedPrecondition",
+        _ => "Unknown",
+    };
+    format!("rpc error: code = {code} desc = {}", e.message())
+}
+
 static NEXT_STREAM: AtomicU64 = AtomicU64::new(1);
 
 /// A process-unique id for a new watch stream (client streams and the server's own watches).
@@ -94,6 +107,8 @@ struct StreamState {
     progress: ProgressAsks,
     /// Where gathered stream-wide progress arrives (`None`: a shard stopped).
     progress_tx: mpsc::Sender<Option<Revision>>,
+    /// The token the stream was opened with: each create is checked against it (`auth.rs`).
+    token: Option<String>,
 }
 
 impl StreamState {
@@ -237,6 +252,16 @@ impl StreamState {
             create.key
         };
         let from_key = create.range_end.as_ref() == b"\0";
+        // Permission first, as etcd: READ on the range, where etcd 3.4 checks a watch from a
+        // key as the single key.
+        let checked_end: &[u8] = if from_key { b"" } else { &create.range_end };
+        let permitted = match self.ctx.auth.caller_of_token(self.token.as_deref()).await {
+            Ok(caller) => self.ctx.auth.check_read(&caller, &key, checked_end),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = permitted {
+            return self.refuse_create(&watch_cancel_reason(&e)).await;
+        }
         if !create.range_end.is_empty() && !from_key && key >= create.range_end {
             return self.refuse_create(EMPTY_WATCH_RANGE).await;
         }
@@ -423,6 +448,7 @@ impl pb::watch_server::Watch for WatchService {
         &self,
         request: GrpcRequest<Streaming<pb::WatchRequest>>,
     ) -> Result<GrpcResponse<Self::WatchStream>, Status> {
+        let token = crate::auth::token_of(request.metadata());
         let mut incoming = request.into_inner();
         let (messages_tx, mut messages_rx) = mpsc::channel(STREAM_MESSAGES_MAX);
         let (out, out_rx) = mpsc::channel(STREAM_RESPONSES_MAX);
@@ -436,6 +462,7 @@ impl pb::watch_server::Watch for WatchService {
             out,
             progress: ProgressAsks::default(),
             progress_tx,
+            token,
         };
         tokio::spawn(async move {
             // A client that half-closes its side still receives events until it goes away.

@@ -24,6 +24,7 @@ pub mod membership;
 pub mod network;
 pub mod placement;
 pub mod runtime;
+pub mod seed;
 pub mod shard;
 pub mod snapshot;
 pub mod stages;

@@ -14,6 +14,7 @@ pub mod http;
 pub mod partition;
 pub mod peer;
 pub mod quota;
+pub mod restore;
 pub mod router;
 pub mod server;
 pub mod services;

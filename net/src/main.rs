@@ -9,6 +9,11 @@ use mimalloc::MiMalloc;
 static GLOBAL: MiMalloc = MiMalloc;
 
 fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    // Offline admin: `ballast snapshot restore FILE ...` (migrating from etcd).
+    if args.get(1).map(String::as_str) == Some("snapshot") {
+        return ballast_net::restore::main(&args);
+    }
     let cl = match ballast_net::flags::parse(std::env::args()) {
         Ok(cl) => cl,
         Err(ballast_net::flags::CliError::Clap(err)) => err.exit(),

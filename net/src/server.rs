@@ -34,14 +34,17 @@ pub fn shard_dir(data_dir: &std::path::Path, id: ShardId) -> std::path::PathBuf 
 }
 
 /// Refuses a data dir that holds an etcd member (`member/wal`, `member/snap`) and no Ballast
-/// data: Ballast cannot read etcd's files, and starting empty there would look like data loss.
+/// data: the server does not read etcd's files in place, and starting empty there would look
+/// like data loss. `ballast snapshot restore` migrates them (`restore.rs`).
 fn check_data_dir(data_dir: &std::path::Path) -> anyhow::Result<()> {
     if data_dir.join("member").is_dir() && !data_dir.join("ballast").exists() {
         anyhow::bail!(
-            "data dir {} holds an etcd member (member/); Ballast cannot read etcd's data files. \
-             Use another --data-dir and copy the keys over with a client (etcdctl get/put, or a \
-             Kubernetes backup and restore)",
-            data_dir.display()
+            "data dir {dir} holds an etcd member (member/) and no Ballast data; Ballast does \
+             not start beside it. Migrate it first, from a stopped etcd: `ballast snapshot \
+             restore {dir}/member/snap/db --skip-hash-check --data-dir {dir}` (or from \
+             `etcdctl snapshot save` of a running one; docs/operations.md, \"Migrating from \
+             etcd\")",
+            dir = data_dir.display()
         );
     }
     Ok(())
@@ -507,7 +510,7 @@ async fn settle_cluster_id(
     Ok(id)
 }
 
-fn cores() -> u32 {
+pub(crate) fn cores() -> u32 {
     std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX))
 }
 
@@ -564,7 +567,7 @@ impl Layout {
 /// one keeps what it recorded, and a configuration asking for something else is refused
 /// (unset `--shards`/`--partition` mean "as recorded"). A data dir from before layouts were
 /// recorded holds one shard.
-fn settle_layout(
+pub(crate) fn settle_layout(
     data_dir: &std::path::Path,
     config: &ballast_tuning::config::Config,
     cores: u32,

@@ -28,7 +28,7 @@
 //! `remaining_bytes` counting what follows, then one last message whose blob is the file's
 //! SHA-256 (`etcdctl snapshot restore` checks it).
 
-mod bolt;
+pub(crate) mod bolt;
 pub mod layout;
 #[cfg(test)]
 mod tests;

@@ -70,7 +70,7 @@ pub enum ImportError {
 /// What a finished import holds, for the operator's log.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ImportSummary {
-    /// Changes indexed (puts and deletions).
+    /// Changes kept (puts and deletions), after the compaction.
     pub changes: u64,
     /// Deletions of keys that were not live, skipped as etcd skips them.
     pub skipped_tombstones: u64,
@@ -243,6 +243,7 @@ impl StoreBuilder {
             }
         }
         self.summary.live_keys = live;
+        self.summary.changes = s.history.len() as u64;
         Ok((self.store, self.summary))
     }
 }

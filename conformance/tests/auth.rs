@@ -10,7 +10,9 @@
 //! - `grpc_auth_like_etcd`: the same requests over gRPC with explicit tokens: Authenticate's
 //!   errors, a malformed and an unknown token, a watch create refused (its cancel reason) and
 //!   permitted, a txn whose failure branch writes a denied key, a put with `prev_kv`, each
-//!   answer's code and message compared.
+//!   answer's code and message compared; then the JSON gateway: `auth/authenticate`, and
+//!   `kv/range`, `kv/put`, `auth/user/list` with the token in `Authorization`, none, or a junk
+//!   one (status and body compared, headers left out).
 //! - `auth_survives_restart_and_spans_a_cluster`: Ballast alone. Auth state and users survive
 //!   a `kill -9` and restart (from a checkpoint's facts and from the log after it); on a 3-member cluster a user added through one member
 //!   authenticates at another, is enforced there, and a token taken at one member is valid at
@@ -383,7 +385,82 @@ async fn grpc_transcript(server: &Server) -> Result<Vec<String>> {
             first.created, first.canceled, first.watch_id, first.cancel_reason
         ));
     }
+    // The JSON gateway: authenticate, then the token in the Authorization header.
+    let (status, body) = http_post(
+        server,
+        "/v3/auth/authenticate",
+        None,
+        r#"{"name":"bob","password":"bad"}"#,
+    )
+    .await?;
+    out.push(format!("gateway authenticate bad: {status} {body}"));
+    let (status, body) = http_post(
+        server,
+        "/v3/auth/authenticate",
+        None,
+        r#"{"name":"bob","password":"bpw"}"#,
+    )
+    .await?;
+    ensure!(
+        status == 200,
+        "{}: gateway authenticate: {status} {body}",
+        server.kind().label()
+    );
+    let answer: serde_json::Value = serde_json::from_str(&body)?;
+    let gw_token = answer["token"].as_str().context("a token")?.to_owned();
+    // b/1 and c/1, base64.
+    for (path, body) in [
+        ("/v3/kv/range", r#"{"key":"Yi8x"}"#),
+        ("/v3/kv/put", r#"{"key":"Yy8x","value":"eA=="}"#),
+        ("/v3/auth/user/list", "{}"),
+    ] {
+        for token in [Some(gw_token.as_str()), None, Some("junk.1")] {
+            let (status, answer) = http_post(server, path, token, body).await?;
+            let mut answer: serde_json::Value =
+                serde_json::from_str(&answer).with_context(|| format!("{path}: {answer}"))?;
+            if let Some(o) = answer.as_object_mut() {
+                o.remove("header");
+            }
+            let token = token.map(|t| if t == gw_token { "token" } else { t });
+            out.push(format!("gateway {path} {token:?}: {status} {answer}"));
+        }
+    }
     Ok(out)
+}
+
+/// `POST path` with a JSON body on the client port (HTTP/1.0), with an `Authorization`
+/// header when given: status code and body.
+async fn http_post(
+    server: &Server,
+    path: &str,
+    authorization: Option<&str>,
+    body: &str,
+) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let auth = authorization
+        .map(|t| format!("Authorization: {t}\r\n"))
+        .unwrap_or_default();
+    let work = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", server.client_port())).await?;
+        let request = format!(
+            "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(request.as_bytes()).await?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await?;
+        anyhow::Ok(String::from_utf8_lossy(&raw).into_owned())
+    };
+    let raw = tokio::time::timeout(Duration::from_secs(10), work)
+        .await
+        .context("gateway call timed out")??;
+    let (head, body) = raw.split_once("\r\n\r\n").context("an HTTP answer")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("a status code")?;
+    Ok((status, body.trim().to_owned()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,540 @@
+//! Migrating from etcd: a varied history written into the reference etcd 3.4.23, `etcdctl
+//! snapshot save` from it, `ballast snapshot restore` of that file, and Ballast started on the
+//! restored data dir must serve what etcd serves. On one shard and on two (unless
+//! `BALLAST_SHARDS` fixes the count), and as a 3-member cluster restored member by member from
+//! the same file.
+//!
+//! The history: leases (one with keys in both shards, one without keys, one revoked with its
+//! key), keys inside `/registry/` (spread over shards) and outside it (shard 0), overwrites,
+//! deletes and re-creations, a txn writing two keys, a compaction in the middle, writes after
+//! it. Compared, Ballast against etcd: the header revision; every key with value, create and
+//! mod revision, version and lease at every revision from the compact revision to the current
+//! one; a read below the compact revision and a compaction at it (same code and message); the
+//! leases with granted TTLs and attached keys; then a new put gets the revision etcd gives it.
+//! Also the refusals: restoring into a data dir that holds Ballast data, a damaged file, and
+//! starting the server on etcd's own data dir.
+//!
+//! Bounded: every etcdctl and restore run has a timeout, every server must answer within 30 s,
+//! and every process is killed when the test ends (also on failure).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use ballast_conformance::etcdctl;
+use ballast_conformance::partition::shard_of;
+use ballast_conformance::server::{ballast_bin, ballast_shards, free_port};
+use ballast_conformance::{Kind, Server};
+use ballast_proto::etcdserverpb::{
+    kv_client::KvClient, lease_client::LeaseClient, request_op, CompactionRequest,
+    DeleteRangeRequest, LeaseGrantRequest, LeaseLeasesRequest, LeaseRevokeRequest,
+    LeaseTimeToLiveRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+};
+use tonic::transport::Channel;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+const CTL_TIMEOUT: Duration = Duration::from_secs(30);
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Keys in shard 0 and keys in shard 1 when there are two shards.
+const SHARD0_KEYS: [&str; 3] = ["/app/config", "/registry/events/default/e1", "/app/lock"];
+const SHARD1_KEYS: [&str; 2] = ["/registry/pods/default/a", "/registry/pods/default/b"];
+
+/// A Ballast process on a restored data dir; killed and reaped on drop.
+struct Ballast {
+    child: Child,
+    client_url: String,
+    log: PathBuf,
+}
+
+impl Drop for Ballast {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- {} log (last lines) ---", self.log.display());
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+impl Ballast {
+    async fn channel(&self) -> Result<Channel> {
+        Ok(Channel::from_shared(self.client_url.clone())?
+            .connect_timeout(Duration::from_secs(2))
+            .connect()
+            .await?)
+    }
+
+    async fn wait_ready(&self) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            if let Ok(ch) = self.channel().await {
+                if KvClient::new(ch)
+                    .range(RangeRequest {
+                        key: "health".into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .is_ok()
+                {
+                    return Ok(());
+                }
+            }
+            if started.elapsed() > READY_TIMEOUT {
+                bail!(
+                    "{} did not answer within {READY_TIMEOUT:?}",
+                    self.client_url
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// A key as read: (key, value, create revision, mod revision, version, lease).
+type Kv = (String, String, i64, i64, i64, i64);
+
+/// What one server answers, for comparison.
+#[derive(Debug, PartialEq)]
+struct View {
+    revision: i64,
+    /// Every key at every revision from the compact revision on.
+    at: Vec<(i64, Vec<Kv>)>,
+    below_compact: (tonic::Code, String),
+    compact_again: (tonic::Code, String),
+    /// (id, granted ttl, keys)
+    leases: Vec<(i64, i64, Vec<String>)>,
+}
+
+fn kvs(resp: &ballast_proto::etcdserverpb::RangeResponse) -> Vec<Kv> {
+    resp.kvs
+        .iter()
+        .map(|k| {
+            (
+                String::from_utf8_lossy(&k.key).into_owned(),
+                String::from_utf8_lossy(&k.value).into_owned(),
+                k.create_revision,
+                k.mod_revision,
+                k.version,
+                k.lease,
+            )
+        })
+        .collect()
+}
+
+fn all(revision: i64) -> RangeRequest {
+    RangeRequest {
+        key: vec![0].into(),
+        range_end: vec![0].into(),
+        revision,
+        ..Default::default()
+    }
+}
+
+async fn view(ch: Channel, compact: i64) -> Result<View> {
+    let mut kv = KvClient::new(ch.clone());
+    let mut lease = LeaseClient::new(ch);
+    let current = kv.range(all(0)).await?.into_inner();
+    let revision = current.header.context("header")?.revision;
+    let mut at = Vec::new();
+    for r in compact..=revision {
+        at.push((r, kvs(&kv.range(all(r)).await?.into_inner())));
+    }
+    let below = kv
+        .range(all(compact - 1))
+        .await
+        .expect_err("a read below the compact revision");
+    let again = kv
+        .compact(CompactionRequest {
+            revision: compact,
+            physical: false,
+        })
+        .await
+        .expect_err("compacting at the compact revision again");
+    let ids = lease
+        .lease_leases(LeaseLeasesRequest {})
+        .await?
+        .into_inner();
+    let mut ids: Vec<i64> = ids.leases.iter().map(|l| l.id).collect();
+    ids.sort_unstable();
+    let mut leases = Vec::new();
+    for id in ids {
+        let t = lease
+            .lease_time_to_live(LeaseTimeToLiveRequest { id, keys: true })
+            .await?
+            .into_inner();
+        ensure!(
+            t.ttl > 0 && t.ttl <= t.granted_ttl,
+            "lease {id:x}: {} s left of {}",
+            t.ttl,
+            t.granted_ttl
+        );
+        let mut keys: Vec<String> = t
+            .keys
+            .iter()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect();
+        keys.sort();
+        leases.push((id, t.granted_ttl, keys));
+    }
+    Ok(View {
+        revision,
+        at,
+        below_compact: (below.code(), below.message().to_owned()),
+        compact_again: (again.code(), again.message().to_owned()),
+        leases,
+    })
+}
+
+fn put(key: &str, value: &str, lease: i64) -> PutRequest {
+    PutRequest {
+        key: key.as_bytes().to_vec().into(),
+        value: value.as_bytes().to_vec().into(),
+        lease,
+        ..Default::default()
+    }
+}
+
+/// Writes the history (module comment) into etcd; returns the compact revision.
+async fn write_history(ch: Channel) -> Result<i64> {
+    for k in SHARD0_KEYS {
+        ensure!(shard_of(k.as_bytes(), 2) == 0, "{k} is in shard 0");
+    }
+    for k in SHARD1_KEYS {
+        ensure!(shard_of(k.as_bytes(), 2) == 1, "{k} is in shard 1");
+    }
+    let mut kv = KvClient::new(ch.clone());
+    let mut lease = LeaseClient::new(ch);
+    let grant = |ttl| LeaseGrantRequest { ttl, id: 0 };
+    let l1 = lease.lease_grant(grant(300)).await?.into_inner().id;
+    let l2 = lease.lease_grant(grant(120)).await?.into_inner().id;
+    let l3 = lease.lease_grant(grant(90)).await?.into_inner().id;
+    let _keyless = lease.lease_grant(grant(200)).await?.into_inner().id;
+    for round in 0..3 {
+        for k in SHARD0_KEYS.iter().chain(&SHARD1_KEYS) {
+            kv.put(put(k, &format!("{k}-v{round}"), 0)).await?;
+        }
+    }
+    kv.put(put(SHARD1_KEYS[0], "leased", l1)).await?;
+    kv.put(put(SHARD0_KEYS[2], "leased-too", l1)).await?;
+    kv.put(put("/app/doomed", "revoked with its lease", l3))
+        .await?;
+    kv.delete_range(DeleteRangeRequest {
+        key: SHARD0_KEYS[1].as_bytes().to_vec().into(),
+        ..Default::default()
+    })
+    .await?;
+    // One txn, one revision, keys in both shards.
+    kv.txn(TxnRequest {
+        success: [
+            "/registry/pods/default/c",
+            "/app/txn",
+            "/registry/pods/default/d",
+        ]
+        .iter()
+        .map(|k| RequestOp {
+            request: Some(request_op::Request::RequestPut(put(k, "txn", 0))),
+        })
+        .collect(),
+        ..Default::default()
+    })
+    .await?;
+    let mid = kv.put(put("/app/mid", "m", 0)).await?.into_inner();
+    let compact = mid.header.context("header")?.revision;
+    kv.delete_range(DeleteRangeRequest {
+        key: SHARD1_KEYS[1].as_bytes().to_vec().into(),
+        ..Default::default()
+    })
+    .await?;
+    kv.compact(CompactionRequest {
+        revision: compact,
+        physical: true,
+    })
+    .await?;
+    lease.lease_revoke(LeaseRevokeRequest { id: l3 }).await?;
+    kv.put(put(SHARD1_KEYS[1], "re-created", l2)).await?;
+    kv.put(put(SHARD0_KEYS[1], "back", 0)).await?;
+    // The last change a deletion: the store's revision is the deletion's.
+    kv.put(put("/app/last", "x", 0)).await?;
+    kv.delete_range(DeleteRangeRequest {
+        key: b"/app/last".to_vec().into(),
+        ..Default::default()
+    })
+    .await?;
+    Ok(compact)
+}
+
+/// Runs `ballast snapshot restore <args>` (bounded); returns (exit code, stdout and stderr).
+fn run_restore(args: &[String]) -> Result<(Option<i32>, String)> {
+    let mut cmd = Command::new(ballast_bin());
+    cmd.args(["snapshot", "restore"]).args(args);
+    run_bounded(&mut cmd)
+}
+
+/// Runs `cmd` to its end, killing it after [`RESTORE_TIMEOUT`]; returns (exit code, stdout and
+/// stderr).
+fn run_bounded(cmd: &mut Command) -> Result<(Option<i32>, String)> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("spawning ballast")?;
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            let out = child.wait_with_output()?;
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return Ok((status.code(), text));
+        }
+        if started.elapsed() > RESTORE_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("ballast ran more than {RESTORE_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One member to restore and start: its name and ports.
+struct Member {
+    name: String,
+    client_port: u16,
+    peer_port: u16,
+}
+
+fn members(n: usize) -> Result<Vec<Member>> {
+    let mut used = Vec::new();
+    let mut next = || -> Result<u16> {
+        loop {
+            let p = free_port()?;
+            if !used.contains(&p) {
+                used.push(p);
+                return Ok(p);
+            }
+        }
+    };
+    (0..n)
+        .map(|i| {
+            Ok(Member {
+                name: format!("m{i}"),
+                client_port: next()?,
+                peer_port: next()?,
+            })
+        })
+        .collect()
+}
+
+/// Restores `file` once per member (same `--initial-cluster`) and starts them all.
+async fn restore_and_start(
+    dir: &Path,
+    file: &Path,
+    members: &[Member],
+    shards: Option<usize>,
+) -> Result<Vec<Ballast>> {
+    let peer = |m: &Member| format!("http://127.0.0.1:{}", m.peer_port);
+    let initial: Vec<String> = members
+        .iter()
+        .map(|m| format!("{}={}", m.name, peer(m)))
+        .collect();
+    let initial = initial.join(",");
+    let mut started = Vec::new();
+    for m in members {
+        let data_dir = dir.join(&m.name);
+        let client_url = format!("http://127.0.0.1:{}", m.client_port);
+        let common: Vec<String> = [
+            "--name",
+            &m.name,
+            "--data-dir",
+            &data_dir.to_string_lossy(),
+            "--initial-cluster",
+            &initial,
+            "--initial-advertise-peer-urls",
+            &peer(m),
+            "--initial-cluster-token",
+            "restore-test",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut args = vec![file.to_string_lossy().into_owned()];
+        args.extend(common.iter().cloned());
+        if let Some(n) = shards {
+            args.extend(["--shards".to_owned(), n.to_string()]);
+        }
+        let (code, out) = run_restore(&args)?;
+        ensure!(code == Some(0), "restore of {}: {out}", m.name);
+        ensure!(out.contains("restored into"), "{out}");
+        let log = dir.join(format!("{}.log", m.name));
+        let log_file = std::fs::File::create(&log)?;
+        let child = Command::new(ballast_bin())
+            .args(&common)
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer(m)])
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .spawn()
+            .context("spawning ballast")?;
+        started.push(Ballast {
+            child,
+            client_url,
+            log,
+        });
+    }
+    for b in &started {
+        b.wait_ready().await?;
+    }
+    Ok(started)
+}
+
+/// etcd's snapshot of the history, restored into `members` Ballast members with `shards`;
+/// each must serve what etcd serves.
+async fn migrate(n: usize, shards: Option<usize>) -> Result<()> {
+    let etcd = Server::start(Kind::Etcd).await?;
+    let compact = write_history(etcd.channel().await?).await?;
+    let want = view(etcd.channel().await?, compact).await?;
+    ensure!(want.leases.len() == 3, "etcd's leases: {:?}", want.leases);
+    ensure!(
+        compact > 10 && want.at.len() >= 5 && want.at.iter().all(|(_, kvs)| kvs.len() >= 5),
+        "the history etcd holds: {want:?}"
+    );
+
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("etcd.db");
+    let file_arg = file.to_string_lossy().into_owned();
+    let saved = etcdctl::run(
+        &etcd.endpoint(),
+        &["snapshot", "save", &file_arg],
+        None,
+        CTL_TIMEOUT,
+    )
+    .await?;
+    ensure!(saved.code == Some(0), "snapshot save: {saved:?}");
+
+    let servers = restore_and_start(dir.path(), &file, &members(n)?, shards).await?;
+    for b in &servers {
+        let got = view(b.channel().await?, compact).await?;
+        ensure!(
+            got == want,
+            "{} serves\n{got:#?}\netcd serves\n{want:#?}",
+            b.client_url
+        );
+    }
+    // The next write takes the revision etcd gives it, and every member reads it.
+    let mut e = KvClient::new(etcd.channel().await?);
+    let mut first = KvClient::new(servers[0].channel().await?);
+    let pe = e.put(put("/registry/pods/default/new", "n", 0)).await?;
+    let pb = first.put(put("/registry/pods/default/new", "n", 0)).await?;
+    let rev = |h: Option<ballast_proto::etcdserverpb::ResponseHeader>| h.map(|h| h.revision);
+    ensure!(
+        rev(pb.into_inner().header) == rev(pe.into_inner().header),
+        "the put after the restore"
+    );
+    let want_now = kvs(&e.range(all(0)).await?.into_inner());
+    for b in &servers {
+        let got = kvs(&KvClient::new(b.channel().await?)
+            .range(all(0))
+            .await?
+            .into_inner());
+        ensure!(got == want_now, "{}: after the put", b.client_url);
+    }
+
+    // Refusals: a data dir already restored, and a damaged file; neither changes the dir.
+    let m0 = dir.path().join("m0");
+    let layout = std::fs::read(m0.join("ballast/layout"))?;
+    let again = [
+        file_arg.clone(),
+        "--name".into(),
+        "m0".into(),
+        "--data-dir".into(),
+        m0.to_string_lossy().into_owned(),
+    ];
+    let (code, out) = run_restore(&again)?;
+    ensure!(code != Some(0), "a second restore into {}", m0.display());
+    ensure!(out.contains("already holds Ballast data"), "{out}");
+    ensure!(std::fs::read(m0.join("ballast/layout"))? == layout);
+    let mut bytes = std::fs::read(&file)?;
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x5a;
+    let damaged = dir.path().join("damaged.db");
+    std::fs::write(&damaged, &bytes)?;
+    let fresh = dir.path().join("fresh");
+    let (code, out) = run_restore(&[
+        damaged.to_string_lossy().into_owned(),
+        "--data-dir".into(),
+        fresh.to_string_lossy().into_owned(),
+    ])?;
+    ensure!(
+        code != Some(0) && out.contains("integrity check failed"),
+        "{out}"
+    );
+    ensure!(!fresh.exists(), "a failed restore left {}", fresh.display());
+    Ok(())
+}
+
+fn shard_counts() -> Vec<Option<usize>> {
+    match ballast_shards() {
+        Some(n) => vec![Some(n)],
+        None => vec![Some(1), Some(2)],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_snapshot_restores_into_ballast() {
+    for shards in shard_counts() {
+        migrate(1, shards)
+            .await
+            .unwrap_or_else(|e| panic!("shards {shards:?}: {e:#}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_restores_from_one_etcd_snapshot() {
+    let shards = shard_counts().pop().flatten();
+    migrate(3, shards).await.unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+/// The server refuses to start on etcd's own data dir (no Ballast data beside it), naming the
+/// command that migrates it, and writes nothing there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_refuses_an_etcd_data_dir() {
+    let mut etcd = Server::start(Kind::Etcd).await.expect("etcd starts");
+    KvClient::new(etcd.channel().await.expect("channel"))
+        .put(put("/k", "v", 0))
+        .await
+        .expect("put");
+    etcd.terminate(Duration::from_secs(10)).expect("etcd stops");
+    let data_dir = etcd.data_dir();
+    assert!(data_dir.join("member/snap/db").is_file());
+    let before = std::fs::read_dir(&data_dir).unwrap().count();
+    let port = free_port().unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let (code, text) = run_bounded(
+        Command::new(ballast_bin())
+            .args(["--data-dir", &data_dir.to_string_lossy()])
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ]),
+    )
+    .expect("ballast stops by itself");
+    assert!(code.is_some_and(|c| c != 0), "{text}");
+    assert!(text.contains("holds an etcd member"), "{text}");
+    assert!(text.contains("ballast snapshot restore"), "{text}");
+    assert_eq!(std::fs::read_dir(&data_dir).unwrap().count(), before);
+    assert!(!data_dir.join("ballast").exists());
+}

@@ -118,10 +118,17 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let args = parse_args(args)?;
-    let report = restore(&args)?;
-    println!("{report}");
-    Ok(())
+    // An error is one line (with its causes), as etcdctl prints it, not a backtrace.
+    match parse_args(args).and_then(|args| restore(&args)) {
+        Ok(report) => {
+            println!("{report}");
+            Ok(())
+        }
+        Err(err) => {
+            eprintln!("Error: {err:#}");
+            std::process::exit(1);
+        }
+    }
 }
 
 /// What a restore did.

@@ -507,7 +507,7 @@ async fn a_cluster_restores_from_one_etcd_snapshot() {
 }
 
 /// The server refuses to start on etcd's own data dir (no Ballast data beside it), naming the
-/// command that migrates it, and writes nothing there.
+/// command that migrates it, and writes nothing there; migrated in place, it starts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_refuses_an_etcd_data_dir() {
     let mut etcd = Server::start(Kind::Etcd).await.expect("etcd starts");
@@ -537,4 +537,50 @@ async fn the_server_refuses_an_etcd_data_dir() {
     assert!(text.contains("ballast snapshot restore"), "{text}");
     assert_eq!(std::fs::read_dir(&data_dir).unwrap().count(), before);
     assert!(!data_dir.join("ballast").exists());
+
+    // Migrated in place from the stopped etcd's own backend file (no hash: as etcdctl, only
+    // with --skip-hash-check), the server starts beside member/ and serves the key.
+    let db = data_dir
+        .join("member/snap/db")
+        .to_string_lossy()
+        .into_owned();
+    let dir_arg = data_dir.to_string_lossy().into_owned();
+    let (code, out) = run_restore(&[db.clone(), "--data-dir".into(), dir_arg.clone()]).unwrap();
+    assert!(
+        code != Some(0) && out.contains("snapshot missing hash"),
+        "{out}"
+    );
+    let (code, out) =
+        run_restore(&[db, "--skip-hash-check".into(), "--data-dir".into(), dir_arg]).unwrap();
+    assert_eq!(code, Some(0), "{out}");
+    let log = data_dir.join("ballast.log");
+    let ballast = Ballast {
+        child: Command::new(ballast_bin())
+            .args(["--data-dir", &data_dir.to_string_lossy()])
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ballast starts"),
+        client_url: url.clone(),
+        log,
+    };
+    ballast.wait_ready().await.expect("ballast serves");
+    let got = KvClient::new(ballast.channel().await.unwrap())
+        .range(RangeRequest {
+            key: "/k".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("range")
+        .into_inner();
+    assert_eq!(got.kvs.len(), 1);
+    assert_eq!(&got.kvs[0].value[..], b"v");
+    assert_eq!(got.kvs[0].mod_revision, 2);
 }

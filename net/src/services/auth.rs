@@ -50,14 +50,15 @@ pub async fn propose(
         })
         .await?;
     match reply.response {
-        Response::Auth(Ok(answer)) => Ok((reply.revision, answer)),
+        // The header's revision is the key space's (etcd's), the highest any shard has.
+        Response::Auth(Ok(answer)) => Ok((reply.revision.max(ctx.router.max_revision()), answer)),
         Response::Auth(Err(e)) => Err(status::auth(e)),
         _ => Err(status::unexpected_reply("Auth")),
     }
 }
 
 /// A linearizable read of shard 0: once it answers, this node's copy of the auth state holds
-/// every change committed before the call. Answers shard 0's revision.
+/// every change committed before the call. Answers the key space's revision.
 pub async fn barrier(ctx: &Context) -> Result<i64, Status> {
     let probe = RangeRequest {
         key: Bytes::from_static(b"\0"),
@@ -70,7 +71,7 @@ pub async fn barrier(ctx: &Context) -> Result<i64, Status> {
         .call_shard(0, Request::Range(probe))
         .await
         .map_err(route_error)?;
-    Ok(reply.revision)
+    Ok(reply.revision.max(ctx.router.max_revision()))
 }
 
 /// bcrypt's hash of `password` at the configured cost, on a blocking thread.

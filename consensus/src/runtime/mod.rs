@@ -10,6 +10,9 @@
 //! - Channels, the watch and the mutex come from `openraft-rt-tokio`'s types, which are plain
 //!   `tokio::sync` primitives: they need no tokio runtime, and their wakers are glommio's.
 //! - Time is `std::time::Instant`; glommio's timers fire on that clock.
+//! - Every executor started here runs with a [`PREEMPT_SLICE`] preemption timer and a
+//!   keep-awake task ([`KEEP_AWAKE`]), which together bound how long finished I/O waits to be
+//!   reaped and how long glommio 0.9 can sleep with work queued (see [`PREEMPT_SLICE`]).
 
 use std::fmt;
 use std::future::Future;
@@ -27,6 +30,40 @@ use openraft_rt_tokio::{TokioMpsc, TokioMutex, TokioOneshot, TokioWatch};
 /// (design.md §11).
 pub const IO_MEMORY_BYTES: usize = 2 << 20;
 const _: () = assert!(IO_MEMORY_BYTES >= 512 << 10);
+
+/// How long glommio lets task queues run before it ends a scheduler round, reaps io_uring
+/// completions and runs the tasks they wake. Completions are reaped only between rounds, and a
+/// round lasts while any task is runnable, so with glommio's default (100 ms) a long yielding
+/// task (a checkpoint) hid finished WAL fdatasyncs for up to 100 ms: 256-client p99.9 of
+/// 170-220 ms against 66-84 ms with this slice (docs/benchmarks.md, session 8).
+///
+/// A short slice makes a flaw of glommio 0.9 likely: when the slice's timer fires between the
+/// arming of the timer and the scheduler's first check, the round ends before running
+/// anything, the executor takes that for "no runnable task" and parks in io_uring_enter with
+/// its queues full. Nothing it owns wakes it (the work is its own), so it sleeps until some
+/// timer, I/O completion or cross-thread wake arrives; at shard start-up there was none, and
+/// the executor slept forever (3 of 12 runs of bench's TLS tests). glommio's master fixes
+/// that (github.com/glommio/glommio pull 53, not in a crates.io release); until then
+/// [`KEEP_AWAKE`] bounds the sleep.
+pub const PREEMPT_SLICE: Duration = Duration::from_millis(1);
+
+/// Period of the keep-awake task every executor started here runs: a timer that is always
+/// armed, so a wrongly parked executor (see [`PREEMPT_SLICE`]) wakes within this time. It costs
+/// an idle executor 100 wake-ups a second.
+pub const KEEP_AWAKE: Duration = Duration::from_millis(10);
+
+/// Runs `future` on `executor` beside the keep-awake task; the task ends with the executor.
+fn run_kept_awake<T>(executor: &LocalExecutor, future: impl Future<Output = T>) -> T {
+    executor.run(async move {
+        glommio::spawn_local(async {
+            loop {
+                Timer::new(KEEP_AWAKE).await;
+            }
+        })
+        .detach();
+        future.await
+    })
+}
 
 /// openraft's runtime on a glommio executor. The value itself is only used by openraft's test
 /// helpers (`new`/`block_on`); a shard builds its executor with [`spawn_executor`].
@@ -173,7 +210,7 @@ impl AsyncRuntime for GlommioRuntime {
     where
         F: Future<Output = T>,
     {
-        self.executor.run(future)
+        run_kept_awake(&self.executor, future)
     }
 }
 
@@ -186,6 +223,7 @@ fn build_executor(name: &str, core: Option<usize>) -> std::io::Result<LocalExecu
         LocalExecutorBuilder::new(placement)
             .name(name)
             .io_memory(IO_MEMORY_BYTES)
+            .preempt_timer(PREEMPT_SLICE)
             .make()
             .map_err(|e| std::io::Error::other(e.to_string()))
     };
@@ -202,11 +240,9 @@ fn build_executor(name: &str, core: Option<usize>) -> std::io::Result<LocalExecu
 
 /// Lets the executor run its other tasks now (long loops on the shard's thread, like a
 /// checkpoint writing its records, call it every few hundred steps). Unconditional: glommio's
-/// `yield_if_needed` yields only once the preemption slice (100 ms by default) has passed. It
-/// does not poll I/O by itself: io_uring completions are reaped when that slice ends or the
-/// executor runs out of runnable tasks (docs/benchmarks.md, session 8: a 1 ms slice cut the
-/// checkpoints' 256-client p99.9 by ~3x but was taken back, suspected of hanging shard
-/// start-up in CI).
+/// `yield_if_needed` yields only once the preemption slice has passed. It does not poll I/O by
+/// itself: io_uring completions are reaped when the slice ([`PREEMPT_SLICE`]) ends or the
+/// executor runs out of runnable tasks.
 pub async fn yield_now() {
     glommio::executor().yield_task_queue_now().await;
 }
@@ -230,7 +266,7 @@ where
         .spawn(move || match build_executor(&exec_name, core) {
             Ok(executor) => {
                 let _ = ready_tx.send(Ok(()));
-                executor.run(main());
+                run_kept_awake(&executor, main());
             }
             Err(err) => {
                 let _ = ready_tx.send(Err(err));

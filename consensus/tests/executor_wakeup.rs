@@ -1,0 +1,91 @@
+//! A shard executor with runnable tasks keeps running them, however its thread is preempted.
+//!
+//! glommio 0.9 ends a scheduler round when its preemption timer fires; if the timer fires
+//! before the round has run anything (the thread was descheduled right after arming it), the
+//! executor parks with its queues full, and only a timer, an I/O completion or a cross-thread
+//! wake gets it going again (`runtime::PREEMPT_SLICE` tells the whole story). The tasks here
+//! use none of those: they only compute and yield, as a checkpoint's loop does between its
+//! writes. Busy threads, more than there are cores, make the kernel preempt the executor
+//! thread often, at syscall returns among other places, which is where glommio's window is,
+//! and a 50 us slice makes the rounds many. With the keep-awake task taken out, this failed 9
+//! runs of 9 on the 2-core development machine, most within half a second; with it, 0 of 5.
+//! Its own binary: the busy threads would slow the tests running beside it.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ballast_consensus::runtime::{spawn_executor, yield_now};
+
+/// How long the tasks keep yielding, by the wall clock (no timer of theirs ever fires).
+const BUSY_FOR: Duration = Duration::from_secs(2);
+/// The preemption slice while the tasks run (the shards' own is `runtime::PREEMPT_SLICE`).
+const SLICE: Duration = Duration::from_micros(50);
+/// The test fails if the tasks have not finished by then.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+#[test]
+fn an_executor_with_runnable_tasks_never_sleeps_for_good() {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let stop = Arc::new(AtomicBool::new(false));
+    let hogs: Vec<_> = (0..2 * cores)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            })
+        })
+        .collect();
+
+    let yields = Arc::new(AtomicU64::new(0));
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let counted = Arc::clone(&yields);
+    let executor = spawn_executor("rt-wakeup", None, move || async move {
+        // A queue whose latency need shortens the slice to SLICE while it has work: more
+        // rounds, so more chances to hit glommio's window in the time given.
+        let queue = glommio::executor().create_task_queue(
+            glommio::Shares::default(),
+            glommio::Latency::Matters(SLICE),
+            "busy",
+        );
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..2)
+            .map(|_| {
+                let counted = Arc::clone(&counted);
+                glommio::spawn_local_into(
+                    async move {
+                        while started.elapsed() < BUSY_FOR {
+                            counted.fetch_add(1, Ordering::Relaxed);
+                            yield_now().await;
+                        }
+                    },
+                    queue,
+                )
+                .expect("the queue exists")
+            })
+            .collect();
+        for task in tasks {
+            task.await;
+        }
+        let _ = done_tx.send(started.elapsed());
+    })
+    .expect("executor starts");
+
+    let finished = done_rx.recv_timeout(DEADLINE);
+    stop.store(true, Ordering::Relaxed);
+    for hog in hogs {
+        hog.join().expect("busy thread");
+    }
+    let took = finished.unwrap_or_else(|_| {
+        panic!(
+            "the executor stopped running its tasks after {} yields: parked with work queued",
+            yields.load(Ordering::Relaxed)
+        )
+    });
+    executor.join().expect("executor thread");
+    assert!(took >= BUSY_FOR, "the tasks ran for {took:?}");
+    assert!(yields.load(Ordering::Relaxed) > 0);
+}

@@ -75,9 +75,14 @@ pub struct GlommioDisk {
 
 impl GlommioDisk {
     /// Uses `dir`, creating it (and its parents) if missing. Must be called inside a glommio
-    /// executor only for the file operations, not for this constructor.
+    /// executor only for the file operations, not for this constructor. A relative `dir` is
+    /// taken from the current directory now: glommio 0.9 opens paths with `openat` on no
+    /// directory descriptor, which refuses a relative path (EBADF), so every path it is given
+    /// must be absolute.
     pub fn new(dir: impl AsRef<Path>) -> IoResult<Self> {
-        let dir = dir.as_ref().to_path_buf();
+        let shown = dir.as_ref().display().to_string();
+        let dir =
+            std::path::absolute(dir.as_ref()).map_err(|e| os_error("resolve dir", &shown, 0, e))?;
         std::fs::create_dir_all(&dir)
             .map_err(|e| os_error("create dir", &dir.display().to_string(), 0, e))?;
         Ok(GlommioDisk { dir })

@@ -39,6 +39,20 @@ fn glommio_disk_passes_the_conformance_suite() {
     });
 }
 
+/// `ballast --data-dir b` (and the default `./default.ballast`) name a relative directory.
+#[test]
+fn glommio_disk_works_in_a_relative_directory() {
+    let dir = tempfile::tempdir_in(".").unwrap();
+    let name = dir.path().file_name().unwrap().to_owned();
+    let relative = std::path::PathBuf::from(&name).join("shard-0");
+    assert!(relative.is_relative());
+    run_async(move || async move {
+        let disk = GlommioDisk::new(&relative).unwrap();
+        assert!(disk.dir().is_absolute());
+        conformance::run_all(&disk).await;
+    });
+}
+
 #[test]
 fn glommio_disk_constructor_creates_the_directory() {
     let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();

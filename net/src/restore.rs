@@ -162,8 +162,8 @@ impl std::fmt::Display for Report {
 /// Runs a restore (module comment).
 pub fn restore(args: &RestoreArgs) -> anyhow::Result<Report> {
     let config = &args.cl.config;
-    // Absolute: the page log's files are opened by a glommio executor, which refuses a
-    // relative directory.
+    // Absolute, so every message names the full path (and glommio once refused a relative
+    // directory: fb66a73).
     let data_dir = std::path::absolute(&config.data_dir)
         .with_context(|| format!("data dir {}", config.data_dir))?;
     let target = data_dir.join("ballast");

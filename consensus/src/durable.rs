@@ -251,9 +251,7 @@ impl<D: Disk + Clone + 'static> Durability for Parts<D> {
         let slot = self.image.clone();
         let stats = self.stats.clone();
         let reader = self.reader.clone();
-        // In the background queue: its short slice lets the WAL's completions through while
-        // the checkpoint's long loops run (runtime::BACKGROUND_SLICE).
-        Box::pin(crate::runtime::background(async move {
+        Box::pin(async move {
             let mut image = slot.borrow_mut().take().expect("one checkpoint at a time");
             let result = image
                 .checkpoint(changes, applied_index, &app, crate::runtime::yield_now)
@@ -264,7 +262,7 @@ impl<D: Disk + Clone + 'static> Durability for Parts<D> {
             }
             *slot.borrow_mut() = Some(image);
             result
-        }))
+        })
     }
 
     fn fetch(&self, missing: Missing) -> LocalFuture<Result<Loaded, ImageError>> {

@@ -3,7 +3,7 @@
 //! glommio 0.9 ends a scheduler round when its preemption timer fires; if the timer fires
 //! before the round has run anything (the thread was descheduled right after arming it), the
 //! executor parks with its queues full, and only a timer, an I/O completion or a cross-thread
-//! wake gets it going again (`runtime::BACKGROUND_SLICE` tells the whole story). The tasks
+//! wake gets it going again (`runtime::PREEMPT_SLICE` tells the whole story). The tasks
 //! here use none of those: they only compute and yield, as a checkpoint's loop does between its
 //! writes. Busy threads, more than there are cores, make the kernel preempt the executor
 //! thread often, at syscall returns among other places, which is where glommio's window is,
@@ -19,8 +19,7 @@ use ballast_consensus::runtime::{spawn_executor, yield_now};
 
 /// How long the tasks keep yielding, by the wall clock (no timer of theirs ever fires).
 const BUSY_FOR: Duration = Duration::from_secs(2);
-/// The preemption slice while the tasks run (a shard's background work has
-/// `runtime::BACKGROUND_SLICE`).
+/// The preemption slice while the tasks run (a shard's is `runtime::PREEMPT_SLICE`).
 const SLICE: Duration = Duration::from_micros(50);
 /// The test fails if the tasks have not finished by then.
 const DEADLINE: Duration = Duration::from_secs(20);

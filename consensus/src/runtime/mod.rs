@@ -10,10 +10,9 @@
 //! - Channels, the watch and the mutex come from `openraft-rt-tokio`'s types, which are plain
 //!   `tokio::sync` primitives: they need no tokio runtime, and their wakers are glommio's.
 //! - Time is `std::time::Instant`; glommio's timers fire on that clock.
-//! - Every executor started here runs a keep-awake task ([`KEEP_AWAKE`]), and long work runs
-//!   in its background queue ([`background`]); together they bound how long finished I/O
-//!   waits to be reaped and how long glommio 0.9 can sleep with work queued (see
-//!   [`BACKGROUND_SLICE`]).
+//! - Every executor started here runs with a [`PREEMPT_SLICE`] preemption timer and a
+//!   keep-awake task ([`KEEP_AWAKE`]), which together bound how long finished I/O waits to be
+//!   reaped and how long glommio 0.9 can sleep with work queued (see [`PREEMPT_SLICE`]).
 
 use std::fmt;
 use std::future::Future;
@@ -32,58 +31,29 @@ use openraft_rt_tokio::{TokioMpsc, TokioMutex, TokioOneshot, TokioWatch};
 pub const IO_MEMORY_BYTES: usize = 2 << 20;
 const _: () = assert!(IO_MEMORY_BYTES >= 512 << 10);
 
-/// The preemption slice while background work ([`background`]: checkpoints) runs: how long
-/// glommio lets task queues run before it ends a scheduler round, reaps io_uring completions
-/// and runs the tasks they wake. Completions are reaped only between rounds, and a round lasts
-/// while any task is runnable, so with glommio's default slice (100 ms, kept when no
-/// background work runs) a long yielding task (a checkpoint) hid finished WAL fdatasyncs for up
-/// to 100 ms: 256-client p99.9 of 170-220 ms against 66-84 ms with a 1 ms slice
-/// (docs/benchmarks.md, session 8).
+/// How long glommio lets task queues run before it ends a scheduler round, reaps io_uring
+/// completions and runs the tasks they wake. Completions are reaped only between rounds, and a
+/// round lasts while any task is runnable, so with glommio's default (100 ms) a long yielding
+/// task (a checkpoint) hid finished WAL fdatasyncs for up to 100 ms: 256-client p99.9 of
+/// 170-220 ms against 66-84 ms with this slice (docs/benchmarks.md, session 8).
 ///
 /// A short slice makes a flaw of glommio 0.9 likely: when the slice's timer fires between the
 /// arming of the timer and the scheduler's first check, the round ends before running
 /// anything, the executor takes that for "no runnable task" and parks in io_uring_enter with
 /// its queues full. Nothing it owns wakes it (the work is its own), so it sleeps until some
 /// timer, I/O completion or cross-thread wake arrives; at shard start-up there was none, and
-/// the executor slept forever (3 of 12 runs of bench's TLS tests with a 1 ms slice always on).
-/// glommio's master fixes that (github.com/glommio/glommio pull 53, not in a crates.io
-/// release); until then the slice is short only while background work runs, and
-/// [`KEEP_AWAKE`] bounds the sleep.
-pub const BACKGROUND_SLICE: Duration = Duration::from_millis(1);
+/// the executor slept forever (3 of 12 runs of bench's TLS tests). glommio's master fixes
+/// that (github.com/glommio/glommio pull 53, not in a crates.io release); until then
+/// [`KEEP_AWAKE`] bounds the sleep. A slice shortened only while a checkpoint ran (its own task
+/// queue with `Latency::Matters(1 ms)`) was tried and left the 256-client p99.9 at 152-157 ms
+/// against 88-99 ms with this slice always on: heavy load alone keeps rounds long.
+pub const PREEMPT_SLICE: Duration = Duration::from_millis(1);
 
 /// Period of the keep-awake task every executor started here runs: a timer that is always
-/// armed, so a wrongly parked executor (see [`BACKGROUND_SLICE`]) wakes within this time. An
-/// idle executor pays 20 wake-ups a second for it (at 10 ms, 100 a second cost ~1 % of a core
-/// per shard).
+/// armed, so a wrongly parked executor (see [`PREEMPT_SLICE`]) wakes within this time. An idle
+/// executor pays 20 wake-ups a second for it (at 10 ms, 100 a second cost ~1 % of a core per
+/// shard). Under load other wakes (requests, I/O) come first.
 pub const KEEP_AWAKE: Duration = Duration::from_millis(50);
-
-thread_local! {
-    /// This thread's executor's queue for background work, made on first use.
-    static BACKGROUND: std::cell::Cell<Option<glommio::TaskQueueHandle>> =
-        const { std::cell::Cell::new(None) };
-}
-
-/// Runs `future` as background work of the calling executor: in a task queue of its own, with
-/// the same shares as the shard's other tasks, whose latency need shortens the preemption slice
-/// to [`BACKGROUND_SLICE`] while it has work, so I/O the other tasks wait on is reaped
-/// within about that time however long the background work runs. Dropping the returned future
-/// cancels the work, as dropping `future` itself would.
-pub fn background<F>(future: F) -> impl Future<Output = F::Output>
-where
-    F: Future + 'static,
-    F::Output: 'static,
-{
-    let queue = BACKGROUND.with(|slot| {
-        *slot.get().get_or_insert_with(|| {
-            glommio::executor().create_task_queue(
-                glommio::Shares::default(),
-                glommio::Latency::Matters(BACKGROUND_SLICE),
-                "background",
-            )
-        })
-    });
-    glommio::spawn_local_into(future, queue).expect("the background queue belongs to this executor")
-}
 
 /// Runs `future` on `executor` beside the keep-awake task; the task ends with the executor.
 fn run_kept_awake<T>(executor: &LocalExecutor, future: impl Future<Output = T>) -> T {
@@ -256,6 +226,7 @@ fn build_executor(name: &str, core: Option<usize>) -> std::io::Result<LocalExecu
         LocalExecutorBuilder::new(placement)
             .name(name)
             .io_memory(IO_MEMORY_BYTES)
+            .preempt_timer(PREEMPT_SLICE)
             .make()
             .map_err(|e| std::io::Error::other(e.to_string()))
     };
@@ -273,8 +244,8 @@ fn build_executor(name: &str, core: Option<usize>) -> std::io::Result<LocalExecu
 /// Lets the executor run its other tasks now (long loops on the shard's thread, like a
 /// checkpoint writing its records, call it every few hundred steps). Unconditional: glommio's
 /// `yield_if_needed` yields only once the preemption slice has passed. It does not poll I/O by
-/// itself: io_uring completions are reaped when the slice ends ([`BACKGROUND_SLICE`] in
-/// [`background`] work) or the executor runs out of runnable tasks.
+/// itself: io_uring completions are reaped when the slice ([`PREEMPT_SLICE`]) ends or the
+/// executor runs out of runnable tasks.
 pub async fn yield_now() {
     glommio::executor().yield_task_queue_now().await;
 }

@@ -49,23 +49,55 @@ const _: () = assert!(IO_MEMORY_BYTES >= 512 << 10);
 /// against 88-99 ms with this slice always on: heavy load alone keeps rounds long.
 pub const PREEMPT_SLICE: Duration = Duration::from_millis(1);
 
-/// Period of the keep-awake task every executor started here runs: a timer that is always
-/// armed, so a wrongly parked executor (see [`PREEMPT_SLICE`]) wakes within this time. An idle
-/// executor pays 20 wake-ups a second for it (at 10 ms, 100 a second cost ~1 % of a core per
-/// shard). Under load other wakes (requests, I/O) come first.
+/// Period of the keep-awake thread every executor started here has: it wakes a task of the
+/// executor from outside this often. A wake from another thread always reaches a sleeping
+/// glommio executor (it writes the executor's eventfd), so a wrongly parked executor (see
+/// [`PREEMPT_SLICE`]) runs again within this time. A timer task inside the executor was tried
+/// first and is not enough: a second wrong park right after its timer fired, before it ran to
+/// re-arm, left nothing armed (consensus/tests/executor_wakeup.rs caught it in CI). An idle
+/// executor pays 20 wake-ups a second.
 pub const KEEP_AWAKE: Duration = Duration::from_millis(50);
 
-/// Runs `future` on `executor` beside the keep-awake task; the task ends with the executor.
+/// Runs `future` on `executor` with a keep-awake thread (see [`KEEP_AWAKE`]); the thread stops
+/// when the future is done.
 fn run_kept_awake<T>(executor: &LocalExecutor, future: impl Future<Output = T>) -> T {
-    executor.run(async move {
-        glommio::spawn_local(async {
-            loop {
-                Timer::new(KEEP_AWAKE).await;
-            }
-        })
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::task::Waker;
+
+    let waker: Arc<Mutex<Option<Waker>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let nudger = {
+        let (waker, stop) = (Arc::clone(&waker), Arc::clone(&stop));
+        std::thread::Builder::new()
+            .name("keep-awake".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Acquire) {
+                    std::thread::park_timeout(KEEP_AWAKE);
+                    let slot = waker.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(w) = slot.as_ref() {
+                        w.wake_by_ref();
+                    }
+                }
+            })
+    };
+    let slot = Arc::clone(&waker);
+    let out = executor.run(async move {
+        // A task that only keeps its waker where the thread finds it.
+        glommio::spawn_local(std::future::poll_fn(move |cx| {
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
+            Poll::<()>::Pending
+        }))
         .detach();
         future.await
-    })
+    });
+    stop.store(true, Ordering::Release);
+    if let Ok(nudger) = nudger {
+        nudger.thread().unpark();
+        let _ = nudger.join();
+    }
+    waker.lock().unwrap_or_else(|p| p.into_inner()).take();
+    out
 }
 
 /// openraft's runtime on a glommio executor. The value itself is only used by openraft's test

@@ -7,8 +7,9 @@
 //! here use none of those: they only compute and yield, as a checkpoint's loop does between its
 //! writes. Busy threads, more than there are cores, make the kernel preempt the executor
 //! thread often, at syscall returns among other places, which is where glommio's window is,
-//! and a 50 us slice makes the rounds many. With the keep-awake task taken out, this failed 9
-//! runs of 9 on the 2-core development machine, most within half a second; with it, 0 of 5.
+//! and a 50 us slice makes the rounds many. With no keep-awake, this failed 9 runs of 9 on the
+//! 2-core development machine, most within half a second; with a 50 ms timer task as the
+//! keep-awake it failed once in CI; with the keep-awake thread of `runtime`, 0 of 4 locally.
 //! Its own binary: the busy threads would slow the tests running beside it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod authority;
+pub(crate) mod bolt;
 pub mod compactor;
 pub mod context;
 pub mod convert;

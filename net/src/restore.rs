@@ -6,7 +6,7 @@
 //! `--initial-cluster`, `--initial-cluster-token`, `--initial-advertise-peer-urls`, `--shards`,
 //! `--partition`, `ETCD_*` variables...), so the member then starts with the same ones.
 //!
-//! What is read (`bolt.rs` reads the file; bucket layouts in `snapshot/layout.rs`):
+//! What is read (`bolt/reader.rs` reads the file; bucket layouts in `snapshot/layout.rs`):
 //! - bucket `key`: every change the file keeps, in revision order, each put with its
 //!   `mvccpb.KeyValue` as etcd stored it (create and mod revision, version, lease), each
 //!   deletion (`t`-marked revision) as a tombstone;
@@ -28,8 +28,6 @@
 //! end, so a restore that fails leaves no Ballast data behind; a data dir that already holds
 //! `ballast/` is refused before anything is written.
 
-mod bolt;
-
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -43,7 +41,7 @@ use ballast_proto::mvccpb;
 use prost::Message as _;
 use sha2::{Digest, Sha256};
 
-pub use bolt::{BoltError, BoltFile, Bucket, Entry};
+pub use crate::bolt::reader::{BoltError, BoltFile, Bucket, Entry};
 
 use crate::flags::{self, CommandLine};
 use crate::snapshot::layout;

@@ -1,7 +1,7 @@
 //! `Maintenance.Snapshot`: the server's data as an etcd 3.4 backend file (bbolt), so that
 //! `etcdctl snapshot save`, `snapshot status` and `snapshot restore` work with Ballast and the
 //! restored directory starts a real etcd holding what Ballast held (`layout.rs` says what the
-//! file holds, `bolt.rs` how it is written).
+//! file holds, `bolt/writer.rs` how it is written).
 //!
 //! How one is taken ([`take`]):
 //! 1. Learn every shard's revision (Status); the snapshot's revision `R` is the highest. Shards
@@ -28,7 +28,6 @@
 //! `remaining_bytes` counting what follows, then one last message whose blob is the file's
 //! SHA-256 (`etcdctl snapshot restore` checks it).
 
-pub(crate) mod bolt;
 pub mod layout;
 #[cfg(test)]
 mod tests;
@@ -47,6 +46,7 @@ use futures::Stream;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use crate::bolt::writer::BoltWriter;
 use crate::partition::ShardSet;
 use crate::router::{RouteError, Router};
 
@@ -358,7 +358,7 @@ fn temp_file(dir: &Path) -> io::Result<File> {
 
 /// The writer thread: the key bucket as batches arrive, then the rest (see `layout.rs`).
 fn write_file(file: File, rx: std::sync::mpsc::Receiver<Batch>) -> io::Result<(File, u64)> {
-    let mut w = bolt::BoltWriter::new(BufWriter::with_capacity(1 << 20, file))?;
+    let mut w = BoltWriter::new(BufWriter::with_capacity(1 << 20, file))?;
     w.begin_bucket(layout::KEY_BUCKET)?;
     let (leases, compact_revision) = loop {
         match rx.recv() {

@@ -5,7 +5,7 @@
 use std::io::{Seek, Write};
 
 use super::*;
-use crate::snapshot::bolt::BoltWriter;
+use crate::bolt::writer::BoltWriter;
 use ballast_engine::mvcc::export::HistoryEntry;
 
 fn entry(main: i64, sub: i64, key: &str, value: &str, create: i64, version: i64) -> HistoryEntry {

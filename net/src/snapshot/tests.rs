@@ -110,7 +110,7 @@ async fn two_shards_make_one_etcd_history() {
         "the temporary file is unlinked"
     );
     let file = streamed(snapshot).await;
-    let buckets = bolt::tests::read(&file);
+    let buckets = crate::bolt::writer::tests::read(&file);
     let names: Vec<String> = buckets
         .keys()
         .map(|n| String::from_utf8_lossy(n).into_owned())
@@ -201,7 +201,7 @@ async fn changes_of_two_shards_at_one_revision_take_consecutive_subs() {
     let snapshot = take(&router, dir.path()).await.expect("snapshot");
     assert_eq!(snapshot.revision, 3);
     assert_eq!(snapshot.compact_revision, -1);
-    let buckets = bolt::tests::read(&streamed(snapshot).await);
+    let buckets = crate::bolt::writer::tests::read(&streamed(snapshot).await);
     let keys: Vec<(Vec<u8>, String)> = buckets[&b"key"[..]]
         .iter()
         .map(|(k, v)| {

@@ -1,4 +1,4 @@
-//! The reader against files of our own writer (`snapshot/bolt.rs`: many leaves, branch levels,
+//! The reader against files of our own writer (`bolt/writer.rs`: many leaves, branch levels,
 //! overflow pages), hand-built files for what that writer never writes (inline and nested
 //! buckets, a damaged meta 0, another page size), and damaged files, which must give errors,
 //! never panics. Files written by the real etcd 3.4.23 are read in
@@ -7,7 +7,8 @@
 use std::io::{Seek, SeekFrom, Write};
 
 use super::*;
-use crate::snapshot::bolt::BoltWriter;
+use crate::bolt::writer::BoltWriter;
+use crate::bolt::{fnv1a64, ELEMENT, FLAG_META, FORMAT_VERSION};
 
 type Buckets = Vec<(Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)>;
 

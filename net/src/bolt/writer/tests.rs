@@ -7,18 +7,9 @@ use std::collections::BTreeMap;
 use std::io::Cursor;
 
 use super::*;
+use crate::bolt::{fnv1a64, u16_at, u32_at, u64_at, FLAG_META, FORMAT_VERSION, MAGIC};
 
 pub(crate) type Buckets = BTreeMap<Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>>;
-
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes(b[at..at + 2].try_into().expect("2 bytes"))
-}
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
-}
 
 struct Reader<'a> {
     file: &'a [u8],

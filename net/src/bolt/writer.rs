@@ -2,31 +2,11 @@
 //! version 2), for `Maintenance.Snapshot`: buckets of sorted keys in, a file Go's bbolt opens
 //! (and `etcdctl snapshot status`'s `tx.Check()` passes) out. It never reads or updates a file.
 //!
-//! # Format (little-endian; every page `PAGE_SIZE` bytes, page `n` at offset `n * PAGE_SIZE`)
-//!
-//! ```text
-//! page header (16 bytes)  id:u64 flags:u16 count:u16 overflow:u32
-//!                         flags: 0x01 branch, 0x02 leaf, 0x04 meta, 0x10 freelist;
-//!                         a node larger than a page takes 1 + overflow contiguous pages
-//! meta (pages 0 and 1)    header, then magic:u32=0xED0CDAED version:u32=2 page_size:u32
-//!                         flags:u32=0 root:{root_pgid:u64 sequence:u64} freelist:u64
-//!                         pgid:u64 (pages in use: the high-water mark) txid:u64
-//!                         checksum:u64 = FNV-1a 64 of the 56 meta bytes before it
-//! freelist (page 2)       header with count = free page ids (always 0 here; etcd's own files
-//!                         name no freelist page, `freelist` = 2^64-1, as bbolt's
-//!                         `NoFreelistSync` leaves them: bbolt reads either)
-//! leaf                    header, count x {flags:u32 pos:u32 ksize:u32 vsize:u32}, then each
-//!                         element's key and value; pos counts from the element's own start;
-//!                         flags 0x01 marks a bucket (its value: root_pgid:u64 sequence:u64)
-//! branch                  header, count x {pos:u32 ksize:u32 pgid:u64}, then the keys: each
-//!                         child's first key
-//! ```
-//!
-//! The root bucket (named by the meta) is a tree whose leaves hold one element per bucket.
-//! This builder writes pages 0-2 last (it seeks back), then every bucket as a tree of its own:
-//! leaves in key order as the keys arrive (each leaf filled until the next element would pass
-//! a page; an element larger than a page gets a leaf of its own with overflow pages), then the
-//! branch levels above them bottom-up, then the root bucket's tree.
+//! The format is drawn in `bolt.rs`, whose codecs this builder writes with. The builder
+//! writes pages 0-2 last (it seeks back), then every bucket as a tree of its own: leaves in
+//! key order as the keys arrive (each leaf filled until the next element would pass a page;
+//! an element larger than a page gets a leaf of its own with overflow pages), then the branch
+//! levels above them bottom-up, then the root bucket's tree.
 //!
 //! Invariants, checked as data arrives (a caller's mistake is an `InvalidInput` error, never a
 //! bad file): keys non-empty, at most [`KEY_BYTES_MAX`], strictly ascending within a bucket;
@@ -36,6 +16,11 @@
 
 use std::io::{self, Seek, SeekFrom, Write};
 
+use super::{
+    element_at, BranchElement, BucketHeader, LeafElement, Meta, PageHeader, BUCKET_LEAF_FLAG,
+    ELEMENT, FLAG_BRANCH, FLAG_FREELIST, FLAG_LEAF, PAGE_HEADER,
+};
+
 /// bbolt's page size on the systems etcd runs on (its `os.Getpagesize()`).
 pub const PAGE_SIZE: usize = 4096;
 const _: () = assert!(PAGE_SIZE.is_multiple_of(512) && PAGE_SIZE >= 1024);
@@ -44,15 +29,6 @@ pub const KEY_BYTES_MAX: usize = 32_768;
 /// bbolt's largest value.
 pub const VALUE_BYTES_MAX: usize = (1 << 31) - 2;
 
-const MAGIC: u32 = 0xED0C_DAED;
-const FORMAT_VERSION: u32 = 2;
-const PAGE_HEADER: usize = 16;
-const ELEMENT: usize = 16;
-const FLAG_BRANCH: u16 = 0x01;
-const FLAG_LEAF: u16 = 0x02;
-const FLAG_META: u16 = 0x04;
-const FLAG_FREELIST: u16 = 0x10;
-const BUCKET_LEAF_FLAG: u32 = 0x01;
 /// Pages 0 and 1 (metas) and 2 (freelist), written last.
 const RESERVED_PAGES: u64 = 3;
 const FREELIST_PGID: u64 = 2;
@@ -189,7 +165,7 @@ impl<W: Write + Seek> BoltWriter<W> {
                 }
                 node.bytes += add;
                 node.elements.push((key, Vec::new(), 0));
-                // The child's page id rides in the element's flags slot until written.
+                // The child's page id rides in the element's value until written.
                 let last = node.elements.last_mut().expect("pushed");
                 last.1 = pgid.to_le_bytes().to_vec();
             }
@@ -214,9 +190,12 @@ impl<W: Write + Seek> BoltWriter<W> {
         let mut root = Node::default();
         let mut leaves = Vec::new();
         for (name, pgid) in buckets {
-            let mut value = Vec::with_capacity(16);
-            value.extend_from_slice(&pgid.to_le_bytes());
-            value.extend_from_slice(&0u64.to_le_bytes());
+            let value = BucketHeader {
+                root: pgid,
+                sequence: 0,
+            }
+            .to_bytes()
+            .to_vec();
             let add = ELEMENT + name.len() + value.len();
             if !root.elements.is_empty() && root.size() + add > PAGE_SIZE {
                 let done = std::mem::take(&mut root);
@@ -244,12 +223,25 @@ impl<W: Write + Seek> BoltWriter<W> {
         let high_water = self.next_pgid;
 
         let mut freelist = vec![0u8; PAGE_SIZE];
-        put_header(&mut freelist, FREELIST_PGID, FLAG_FREELIST, 0, 0);
+        PageHeader {
+            id: FREELIST_PGID,
+            flags: FLAG_FREELIST,
+            count: 0,
+            overflow: 0,
+        }
+        .write(&mut freelist);
         self.out
             .seek(SeekFrom::Start(FREELIST_PGID * PAGE_SIZE as u64))?;
         self.out.write_all(&freelist)?;
         for (pgid, txid) in [(0u64, 0u64), (1, 1)] {
-            let page = meta_page(pgid, root_pgid, high_water, txid);
+            let page = Meta {
+                page_size: PAGE_SIZE as u32,
+                root: root_pgid,
+                freelist: FREELIST_PGID,
+                high_water,
+                txid,
+            }
+            .page(pgid);
             self.out.seek(SeekFrom::Start(pgid * PAGE_SIZE as u64))?;
             self.out.write_all(&page)?;
         }
@@ -263,39 +255,6 @@ fn check_key(key: &[u8]) -> io::Result<()> {
         return Err(invalid(format!("key of {} bytes", key.len())));
     }
     Ok(())
-}
-
-fn put_header(page: &mut [u8], pgid: u64, flags: u16, count: u16, overflow: u32) {
-    page[0..8].copy_from_slice(&pgid.to_le_bytes());
-    page[8..10].copy_from_slice(&flags.to_le_bytes());
-    page[10..12].copy_from_slice(&count.to_le_bytes());
-    page[12..16].copy_from_slice(&overflow.to_le_bytes());
-}
-
-/// FNV-1a 64, bbolt's meta checksum.
-fn fnv1a64(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
-fn meta_page(pgid: u64, root: u64, high_water: u64, txid: u64) -> Vec<u8> {
-    let mut page = vec![0u8; PAGE_SIZE];
-    put_header(&mut page, pgid, FLAG_META, 0, 0);
-    let mut m = Vec::with_capacity(64);
-    m.extend_from_slice(&MAGIC.to_le_bytes());
-    m.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    m.extend_from_slice(&(PAGE_SIZE as u32).to_le_bytes());
-    m.extend_from_slice(&0u32.to_le_bytes());
-    m.extend_from_slice(&root.to_le_bytes());
-    m.extend_from_slice(&0u64.to_le_bytes());
-    m.extend_from_slice(&FREELIST_PGID.to_le_bytes());
-    m.extend_from_slice(&high_water.to_le_bytes());
-    m.extend_from_slice(&txid.to_le_bytes());
-    let sum = fnv1a64(&m);
-    m.extend_from_slice(&sum.to_le_bytes());
-    page[PAGE_HEADER..PAGE_HEADER + m.len()].copy_from_slice(&m);
-    page
 }
 
 /// Writes `node` at the next free page (with overflow pages when it is larger than one) and
@@ -312,24 +271,31 @@ fn write_node<W: Write>(
     let pages = node.size().div_ceil(PAGE_SIZE).max(1);
     let overflow = u32::try_from(pages - 1).map_err(|_| invalid("node too large".into()))?;
     let mut buf = vec![0u8; pages * PAGE_SIZE];
-    put_header(&mut buf, pgid, flags, count, overflow);
-    let n = node.elements.len();
-    let mut data = PAGE_HEADER + n * ELEMENT;
+    PageHeader {
+        id: pgid,
+        flags,
+        count,
+        overflow,
+    }
+    .write(&mut buf);
+    let mut data = element_at(node.elements.len());
     for (i, (key, value, elem_flags)) in node.elements.iter().enumerate() {
-        let at = PAGE_HEADER + i * ELEMENT;
+        let at = element_at(i);
         let pos = u32::try_from(data - at).map_err(|_| invalid("node too large".into()))?;
         let ksize = key.len() as u32;
         if flags == FLAG_BRANCH {
-            buf[at..at + 4].copy_from_slice(&pos.to_le_bytes());
-            buf[at + 4..at + 8].copy_from_slice(&ksize.to_le_bytes());
-            buf[at + 8..at + 16].copy_from_slice(&value[..8]);
+            let pgid = u64::from_le_bytes(value[..8].try_into().expect("a child's page id"));
+            BranchElement { pos, ksize, pgid }.write(&mut buf, at);
             buf[data..data + key.len()].copy_from_slice(key);
             data += key.len();
         } else {
-            buf[at..at + 4].copy_from_slice(&elem_flags.to_le_bytes());
-            buf[at + 4..at + 8].copy_from_slice(&pos.to_le_bytes());
-            buf[at + 8..at + 12].copy_from_slice(&ksize.to_le_bytes());
-            buf[at + 12..at + 16].copy_from_slice(&(value.len() as u32).to_le_bytes());
+            LeafElement {
+                flags: *elem_flags,
+                pos,
+                ksize,
+                vsize: value.len() as u32,
+            }
+            .write(&mut buf, at);
             buf[data..data + key.len()].copy_from_slice(key);
             data += key.len();
             buf[data..data + value.len()].copy_from_slice(value);
@@ -342,4 +308,4 @@ fn write_node<W: Write>(
 }
 
 #[cfg(test)]
-pub(super) mod tests;
+pub(crate) mod tests;

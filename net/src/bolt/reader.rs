@@ -1,7 +1,7 @@
 //! A read-only reader of bbolt database files (etcd 3.4 and 3.5's backend, `go.etcd.io/bbolt`
 //! format version 2), for `ballast snapshot restore`: it opens a file, picks its valid meta and
-//! walks buckets in key order. It never writes. The format is drawn in the module comment of
-//! `snapshot/bolt.rs` (the writer); what matters for reading:
+//! walks buckets in key order. It never writes. The format is drawn in `bolt.rs`, whose codecs
+//! this reader decodes with; what matters for reading:
 //!
 //! - **Metas.** Pages 0 and 1 each hold a meta (magic `0xED0CDAED`, version 2, page size,
 //!   root bucket, high-water page id, txid, FNV-1a 64 checksum of the 56 bytes before it).
@@ -23,16 +23,11 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-const MAGIC: u32 = 0xED0C_DAED;
-const FORMAT_VERSION: u32 = 2;
-const PAGE_HEADER: usize = 16;
-const ELEMENT: usize = 16;
-const META_BYTES: usize = 64;
-const FLAG_BRANCH: u16 = 0x01;
-const FLAG_LEAF: u16 = 0x02;
-const FLAG_META: u16 = 0x04;
-const BUCKET_LEAF_FLAG: u32 = 0x01;
-const BUCKET_HEADER: usize = 16;
+use super::{
+    element_at, u32_at, BranchElement, BucketHeader, LeafElement, Meta, PageHeader, BUCKET_HEADER,
+    BUCKET_LEAF_FLAG, FLAG_BRANCH, FLAG_LEAF, MAGIC, META_BYTES, PAGE_HEADER,
+};
+
 /// Page sizes bbolt may have used (its page size is the OS page size unless set).
 const PAGE_SIZES: [u32; 6] = [4096, 8192, 16384, 65536, 2048, 1024];
 /// Deepest tree walked (nested buckets count their own levels): bbolt's trees are shallow
@@ -61,61 +56,6 @@ fn corrupt(page: u64, reason: impl Into<String>) -> BoltError {
         page,
         reason: reason.into(),
     }
-}
-
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes(b[at..at + 2].try_into().expect("2 bytes"))
-}
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
-}
-
-/// FNV-1a 64, bbolt's meta checksum.
-fn fnv1a64(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
-/// The meta the file is read through.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Meta {
-    pub page_size: u32,
-    /// The root bucket's root page.
-    pub root: u64,
-    /// Pages in use: every page id read is below it.
-    pub high_water: u64,
-    pub txid: u64,
-}
-
-/// Decodes the meta in `page` (a whole meta page): `Err` says why it is not valid.
-fn decode_meta(page: &[u8]) -> Result<Meta, String> {
-    if page.len() < PAGE_HEADER + META_BYTES {
-        return Err("short page".into());
-    }
-    let m = &page[PAGE_HEADER..PAGE_HEADER + META_BYTES];
-    if u32_at(m, 0) != MAGIC {
-        return Err("bad magic".into());
-    }
-    if u32_at(m, 4) != FORMAT_VERSION {
-        return Err(format!("format version {}, not 2", u32_at(m, 4)));
-    }
-    if u16_at(page, 8) & FLAG_META == 0 {
-        return Err("page is not a meta page".into());
-    }
-    let sum = u64_at(m, 56);
-    if fnv1a64(&m[..56]) != sum {
-        return Err("checksum mismatch".into());
-    }
-    Ok(Meta {
-        page_size: u32_at(m, 8),
-        root: u64_at(m, 16),
-        high_water: u64_at(m, 40),
-        txid: u64_at(m, 48),
-    })
 }
 
 /// A bucket to walk: a tree rooted at a page, or an inline bucket's leaf (the bytes of its
@@ -153,7 +93,7 @@ impl BoltFile {
             });
         }
         file.read_exact_at(&mut first, 0)?;
-        let meta0 = decode_meta(&first);
+        let meta0 = Meta::from_page(&first);
         let page_size = match &meta0 {
             Ok(m) => m.page_size,
             Err(_) => {
@@ -162,7 +102,7 @@ impl BoltFile {
                     let mut page = vec![0u8; PAGE_HEADER + META_BYTES];
                     u64::from(ps) + page.len() as u64 <= len
                         && file.read_exact_at(&mut page, u64::from(ps)).is_ok()
-                        && decode_meta(&page).is_ok_and(|m| m.page_size == ps)
+                        && Meta::from_page(&page).is_ok_and(|m| m.page_size == ps)
                 });
                 match found {
                     Some(ps) => ps,
@@ -195,7 +135,7 @@ impl BoltFile {
         }
         let mut page = vec![0u8; PAGE_HEADER + META_BYTES];
         file.read_exact_at(&mut page, ps)?;
-        let meta1 = decode_meta(&page);
+        let meta1 = Meta::from_page(&page);
         let valid = |m: &Result<Meta, String>| {
             m.as_ref()
                 .ok()
@@ -263,13 +203,11 @@ impl BoltFile {
         }
         let mut head = [0u8; PAGE_HEADER];
         self.file.read_exact_at(&mut head, pgid * ps)?;
-        if u64_at(&head, 0) != pgid {
-            return Err(corrupt(
-                pgid,
-                format!("its header names page {}", u64_at(&head, 0)),
-            ));
+        let head = PageHeader::read(&head);
+        if head.id != pgid {
+            return Err(corrupt(pgid, format!("its header names page {}", head.id)));
         }
-        let overflow = u64::from(u32_at(&head, 12));
+        let overflow = u64::from(head.overflow);
         let bytes = (overflow + 1) * ps;
         if pgid + overflow >= self.meta.high_water
             || pgid * ps + bytes > self.len
@@ -297,7 +235,7 @@ impl BoltFile {
                 ),
             ));
         }
-        match u64_at(&entry.value, 0) {
+        match BucketHeader::read(&entry.value).root {
             0 => Ok(Bucket::Inline(entry.value[BUCKET_HEADER..].to_vec())),
             root => Ok(Bucket::Page(root)),
         }
@@ -346,7 +284,8 @@ impl Frame {
         if page.len() < PAGE_HEADER {
             return Err(corrupt(pgid, "shorter than a page header"));
         }
-        let flags = u16_at(&page, 8);
+        let head = PageHeader::read(&page);
+        let flags = head.flags;
         let leaf = match flags & (FLAG_BRANCH | FLAG_LEAF) {
             FLAG_LEAF => true,
             FLAG_BRANCH => false,
@@ -357,8 +296,8 @@ impl Frame {
                 ))
             }
         };
-        let count = usize::from(u16_at(&page, 10));
-        if PAGE_HEADER + count * ELEMENT > page.len() {
+        let count = usize::from(head.count);
+        if element_at(count) > page.len() {
             return Err(corrupt(
                 pgid,
                 format!("{count} elements do not fit in the node"),
@@ -422,14 +361,13 @@ impl Cursor<'_> {
             }
             let i = top.next;
             top.next += 1;
-            let at = PAGE_HEADER + i * ELEMENT;
+            let at = element_at(i);
             if top.leaf {
-                let flags = u32_at(&top.page, at);
-                let pos = u32_at(&top.page, at + 4);
-                let ksize = u32_at(&top.page, at + 8);
-                let vsize = u32_at(&top.page, at + 12);
-                let key = top.slice(at, pos, ksize)?.to_vec();
-                let value = top.slice(at, pos.saturating_add(ksize), vsize)?.to_vec();
+                let e = LeafElement::read(&top.page, at);
+                let key = top.slice(at, e.pos, e.ksize)?.to_vec();
+                let value = top
+                    .slice(at, e.pos.saturating_add(e.ksize), e.vsize)?
+                    .to_vec();
                 if let Some(last) = &self.last_key {
                     if key <= *last {
                         return Err(corrupt(top.pgid, "keys out of order"));
@@ -439,10 +377,10 @@ impl Cursor<'_> {
                 return Ok(Some(Entry {
                     key,
                     value,
-                    is_bucket: flags & BUCKET_LEAF_FLAG != 0,
+                    is_bucket: e.flags & BUCKET_LEAF_FLAG != 0,
                 }));
             }
-            let pgid = u64_at(&top.page, at + 8);
+            let pgid = BranchElement::read(&top.page, at).pgid;
             if self.stack.len() >= DEPTH_MAX {
                 return Err(corrupt(
                     pgid,

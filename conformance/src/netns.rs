@@ -17,8 +17,8 @@
 //! - `Drop` removes what was created, also while a test panics: [`NsCluster`] first kills its
 //!   members (printing their log tails when panicking), then [`Network`] deletes the
 //!   namespaces (which deletes their veths) and the bridge.
-//! - Every command is bounded ([`CMD_TIMEOUT`], run under `timeout -k`); member start-up by
-//!   [`READY_TIMEOUT`].
+//! - Every command is bounded ([`CMD_TIMEOUT`], run by [`crate::process::run_bounded`]);
+//!   member start-up by [`READY_TIMEOUT`].
 //! - Only addresses on a bridge this harness made are used: traffic never leaves the machine.
 //!
 //! Needs root (`ip netns add`); tests that use it should say so when [`Network::new`] fails.
@@ -35,6 +35,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use ballast_proto::etcdserverpb::{kv_client::KvClient, RangeRequest};
 use tonic::transport::Channel;
 
+use crate::process::{run_bounded, Run};
 use crate::server::{ballast_bin, ballast_shards, CLUSTER_TOKEN, READY_TIMEOUT};
 
 /// Bound on one `ip` command (or any other helper command).
@@ -50,47 +51,14 @@ const NS_PREFIX: &str = "ballast-pt-";
 
 static INSTANCE: AtomicU32 = AtomicU32::new(0);
 
-/// What a bounded command did.
-#[derive(Debug, Clone)]
-pub struct Run {
-    /// Exit code; `None` when it was killed at its timeout (or by a signal).
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-    pub elapsed: Duration,
-}
-
-impl Run {
-    pub fn success(&self) -> bool {
-        self.code == Some(0)
-    }
-}
-
-/// Runs `program args` under `timeout -k 2 <bound>` and waits for it.
-fn run_bounded(program: &str, args: &[&str], bound: Duration) -> Result<Run> {
-    let started = Instant::now();
-    let out = Command::new("timeout")
-        .arg("-k")
-        .arg("2")
-        .arg(format!("{}", bound.as_secs_f64()))
-        .arg(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {program} {args:?}"))?;
-    // `timeout` exits 124 when it killed the command.
-    let code = out.status.code().filter(|c| *c != 124 && *c != 137);
-    Ok(Run {
-        code,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        elapsed: started.elapsed(),
-    })
+/// Runs `ip args` within `bound`.
+fn run_ip(args: &[&str], bound: Duration) -> Result<Run> {
+    run_bounded(Command::new("ip").args(args), bound)
 }
 
 /// Runs `ip args`, failing on a non-zero exit.
 fn ip(args: &[&str]) -> Result<()> {
-    let r = run_bounded("ip", args, CMD_TIMEOUT)?;
+    let r = run_ip(args, CMD_TIMEOUT)?;
     if !r.success() {
         bail!(
             "ip {} failed ({:?}): {}",
@@ -104,7 +72,7 @@ fn ip(args: &[&str]) -> Result<()> {
 
 /// Runs `ip args`, for cleanup: failures are ignored (the object may be gone already).
 fn ip_quiet(args: &[&str]) {
-    let _ = run_bounded("ip", args, CMD_TIMEOUT);
+    let _ = run_ip(args, CMD_TIMEOUT);
 }
 
 /// One namespace joined to the bridge.
@@ -143,7 +111,7 @@ fn owner_pid(name: &str, prefix: &str) -> Option<u32> {
 
 /// Removes namespaces and bridges left by harness processes that no longer run.
 fn sweep_leftovers() {
-    if let Ok(r) = run_bounded("ip", &["netns", "list"], CMD_TIMEOUT) {
+    if let Ok(r) = run_ip(&["netns", "list"], CMD_TIMEOUT) {
         for line in r.stdout.lines() {
             let name = line.split_whitespace().next().unwrap_or("");
             if matches!(owner_pid(name, NS_PREFIX), Some(pid) if !alive(pid)) {
@@ -151,7 +119,7 @@ fn sweep_leftovers() {
             }
         }
     }
-    if let Ok(r) = run_bounded("ip", &["-o", "link", "show"], CMD_TIMEOUT) {
+    if let Ok(r) = run_ip(&["-o", "link", "show"], CMD_TIMEOUT) {
         for line in r.stdout.lines() {
             // "12: bb1234-0: <...>" or "13: bv1234-0-1@if12: <...>"
             let Some(name) = line.split(": ").nth(1) else {
@@ -173,7 +141,7 @@ impl Network {
         sweep_leftovers();
         let pid = std::process::id();
         let instance = INSTANCE.fetch_add(1, Ordering::Relaxed);
-        let used = run_bounded("ip", &["-4", "-o", "addr", "show"], CMD_TIMEOUT)?.stdout;
+        let used = run_ip(&["-4", "-o", "addr", "show"], CMD_TIMEOUT)?.stdout;
         // A /24 inside 10.0.0.0/8 from (pid, instance); the next one when already in use.
         let mut key = (pid.wrapping_mul(8).wrapping_add(instance)) & 0xffff;
         let prefix = loop {
@@ -516,7 +484,7 @@ impl NsCluster {
         full.extend(args.iter().map(|a| (*a).to_owned()));
         tokio::task::spawn_blocking(move || {
             let refs: Vec<&str> = full.iter().map(String::as_str).collect();
-            run_bounded("ip", &refs, bound)
+            run_ip(&refs, bound)
         })
         .await
         .context("joining the command's thread")?

@@ -153,7 +153,7 @@ async fn etcdctl_in(
     cluster: &NsCluster,
     i: usize,
     args: &[&str],
-) -> ballast_conformance::netns::Run {
+) -> ballast_conformance::process::Run {
     let endpoint = format!("--endpoints={}", cluster.members[i].client_url());
     let mut full = vec![
         endpoint.as_str(),
@@ -169,7 +169,7 @@ async fn etcdctl_in(
 
 /// A one-line summary of a failed command's output: etcdctl's `Error:` line, else the first
 /// line that mentions an error.
-fn error_text(r: &ballast_conformance::netns::Run) -> String {
+fn error_text(r: &ballast_conformance::process::Run) -> String {
     let text = format!("{}\n{}", r.stderr.trim(), r.stdout.trim());
     let line = text
         .lines()

@@ -4,13 +4,15 @@
 //! `BALLAST_SHARDS` fixes the count), and as a 3-member cluster restored member by member from
 //! the same file.
 //!
-//! The history: leases (one with keys in both shards, one without keys, one revoked with its
-//! key), keys inside `/registry/` (spread over shards) and outside it (shard 0), overwrites,
-//! deletes and re-creations, a txn writing two keys, a compaction in the middle, writes after
-//! it. Compared, Ballast against etcd: the header revision; every key with value, create and
-//! mod revision, version and lease at every revision from the compact revision to the current
-//! one; a read below the compact revision and a compaction at it (same code and message); the
-//! leases with granted TTLs and attached keys; then a new put gets the revision etcd gives it.
+//! The history ([`HISTORY`], see `ballast_conformance::history`): four leases (one with keys
+//! in both shards, one that gets its key after the compaction, one without keys, one revoked
+//! with its key), keys inside `/registry/` (spread over shards) and outside it (shard 0),
+//! overwrites, deletes and re-creations, a txn writing three keys over both shards, a
+//! compaction in the middle, writes after it, the last change a deletion. Compared, Ballast
+//! against etcd: the header revision; every key with value, create and mod revision, version
+//! and lease at every revision from the compact revision to the current one; a read below the
+//! compact revision and a compaction at it (same code and message); the leases with granted
+//! TTLs and attached keys; then a new put gets the revision etcd gives it.
 //! Also the refusals: restoring into a data dir that holds Ballast data, a damaged file, and
 //! starting the server on etcd's own data dir.
 //!
@@ -23,23 +25,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use ballast_conformance::etcdctl;
-use ballast_conformance::partition::shard_of;
+use ballast_conformance::history::{put, History, Last};
+use ballast_conformance::process::run_to_exit;
 use ballast_conformance::server::{ballast_bin, ballast_shards, free_port};
 use ballast_conformance::{Kind, Server};
 use ballast_proto::etcdserverpb::{
-    kv_client::KvClient, lease_client::LeaseClient, request_op, CompactionRequest,
-    DeleteRangeRequest, LeaseGrantRequest, LeaseLeasesRequest, LeaseRevokeRequest,
-    LeaseTimeToLiveRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+    kv_client::KvClient, lease_client::LeaseClient, CompactionRequest, LeaseLeasesRequest,
+    LeaseTimeToLiveRequest, RangeRequest,
 };
 use tonic::transport::Channel;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const CTL_TIMEOUT: Duration = Duration::from_secs(30);
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Keys in shard 0 and keys in shard 1 when there are two shards.
-const SHARD0_KEYS: [&str; 3] = ["/app/config", "/registry/events/default/e1", "/app/lock"];
-const SHARD1_KEYS: [&str; 2] = ["/registry/pods/default/a", "/registry/pods/default/b"];
 
 /// A Ballast process on a restored data dir; killed and reaped on drop.
 struct Ballast {
@@ -192,118 +190,24 @@ async fn view(ch: Channel, compact: i64) -> Result<View> {
     })
 }
 
-fn put(key: &str, value: &str, lease: i64) -> PutRequest {
-    PutRequest {
-        key: key.as_bytes().to_vec().into(),
-        value: value.as_bytes().to_vec().into(),
-        lease,
-        ..Default::default()
-    }
-}
-
-/// Writes the history (module comment) into etcd; returns the compact revision.
-async fn write_history(ch: Channel) -> Result<i64> {
-    for k in SHARD0_KEYS {
-        ensure!(shard_of(k.as_bytes(), 2) == 0, "{k} is in shard 0");
-    }
-    for k in SHARD1_KEYS {
-        ensure!(shard_of(k.as_bytes(), 2) == 1, "{k} is in shard 1");
-    }
-    let mut kv = KvClient::new(ch.clone());
-    let mut lease = LeaseClient::new(ch);
-    let grant = |ttl| LeaseGrantRequest { ttl, id: 0 };
-    let l1 = lease.lease_grant(grant(300)).await?.into_inner().id;
-    let l2 = lease.lease_grant(grant(120)).await?.into_inner().id;
-    let l3 = lease.lease_grant(grant(90)).await?.into_inner().id;
-    let _keyless = lease.lease_grant(grant(200)).await?.into_inner().id;
-    for round in 0..3 {
-        for k in SHARD0_KEYS.iter().chain(&SHARD1_KEYS) {
-            kv.put(put(k, &format!("{k}-v{round}"), 0)).await?;
-        }
-    }
-    kv.put(put(SHARD1_KEYS[0], "leased", l1)).await?;
-    kv.put(put(SHARD0_KEYS[2], "leased-too", l1)).await?;
-    kv.put(put("/app/doomed", "revoked with its lease", l3))
-        .await?;
-    kv.delete_range(DeleteRangeRequest {
-        key: SHARD0_KEYS[1].as_bytes().to_vec().into(),
-        ..Default::default()
-    })
-    .await?;
+/// The history (module comment).
+const HISTORY: History = History {
+    keyless_lease: true,
     // One txn, one revision, keys in both shards.
-    kv.txn(TxnRequest {
-        success: [
-            "/registry/pods/default/c",
-            "/app/txn",
-            "/registry/pods/default/d",
-        ]
-        .iter()
-        .map(|k| RequestOp {
-            request: Some(request_op::Request::RequestPut(put(k, "txn", 0))),
-        })
-        .collect(),
-        ..Default::default()
-    })
-    .await?;
-    let mid = kv.put(put("/app/mid", "m", 0)).await?.into_inner();
-    let compact = mid.header.context("header")?.revision;
-    kv.delete_range(DeleteRangeRequest {
-        key: SHARD1_KEYS[1].as_bytes().to_vec().into(),
-        ..Default::default()
-    })
-    .await?;
-    kv.compact(CompactionRequest {
-        revision: compact,
-        physical: true,
-    })
-    .await?;
-    lease.lease_revoke(LeaseRevokeRequest { id: l3 }).await?;
-    kv.put(put(SHARD1_KEYS[1], "re-created", l2)).await?;
-    kv.put(put(SHARD0_KEYS[1], "back", 0)).await?;
-    // The last change a deletion: the store's revision is the deletion's.
-    kv.put(put("/app/last", "x", 0)).await?;
-    kv.delete_range(DeleteRangeRequest {
-        key: b"/app/last".to_vec().into(),
-        ..Default::default()
-    })
-    .await?;
-    Ok(compact)
-}
+    txn_keys: &[
+        "/registry/pods/default/c",
+        "/app/txn",
+        "/registry/pods/default/d",
+    ],
+    last: Last::Deletion,
+};
 
 /// Runs `ballast snapshot restore <args>` (bounded); returns (exit code, stdout and stderr).
 fn run_restore(args: &[String]) -> Result<(Option<i32>, String)> {
     let mut cmd = Command::new(ballast_bin());
     cmd.args(["snapshot", "restore"]).args(args);
-    run_bounded(&mut cmd)
-}
-
-/// Runs `cmd` to its end, killing it after [`RESTORE_TIMEOUT`]; returns (exit code, stdout and
-/// stderr).
-fn run_bounded(cmd: &mut Command) -> Result<(Option<i32>, String)> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("spawning ballast")?;
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait()? {
-            let out = child.wait_with_output()?;
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            return Ok((status.code(), text));
-        }
-        if started.elapsed() > RESTORE_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("ballast ran more than {RESTORE_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let run = run_to_exit(&mut cmd, RESTORE_TIMEOUT)?;
+    Ok((run.code, run.output()))
 }
 
 /// One member to restore and start: its name and ports.
@@ -403,7 +307,7 @@ async fn restore_and_start(
 /// each must serve what etcd serves.
 async fn migrate(n: usize, shards: Option<usize>) -> Result<()> {
     let etcd = Server::start(Kind::Etcd).await?;
-    let compact = write_history(etcd.channel().await?).await?;
+    let compact = HISTORY.write(etcd.channel().await?).await?;
     let want = view(etcd.channel().await?, compact).await?;
     ensure!(want.leases.len() == 3, "etcd's leases: {:?}", want.leases);
     ensure!(
@@ -521,7 +425,7 @@ async fn the_server_refuses_an_etcd_data_dir() {
     let before = std::fs::read_dir(&data_dir).unwrap().count();
     let port = free_port().unwrap();
     let url = format!("http://127.0.0.1:{port}");
-    let (code, text) = run_bounded(
+    let refused = run_to_exit(
         Command::new(ballast_bin())
             .args(["--data-dir", &data_dir.to_string_lossy()])
             .args([
@@ -530,8 +434,10 @@ async fn the_server_refuses_an_etcd_data_dir() {
                 "--advertise-client-urls",
                 &url,
             ]),
+        RESTORE_TIMEOUT,
     )
     .expect("ballast stops by itself");
+    let (code, text) = (refused.code, refused.output());
     assert!(code.is_some_and(|c| c != 0), "{text}");
     assert!(text.contains("holds an etcd member"), "{text}");
     assert!(text.contains("ballast snapshot restore"), "{text}");

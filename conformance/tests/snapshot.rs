@@ -3,9 +3,10 @@
 //! served. On one shard and on two (unless `BALLAST_SHARDS` fixes the count; with
 //! `BALLAST_CONFORMANCE_BOTH_ETCD=1` the "Ballast" side is an etcd, which validates the test).
 //!
-//! The history written: leases (one with keys, one without, one revoked with its key), keys
-//! in both shards (so two shards hold changes at the same main revision), overwrites, deletes
-//! and re-creations, a txn writing two keys, a compaction in the middle, writes after it.
+//! The history written ([`HISTORY`], see `ballast_conformance::history`): leases (one with
+//! keys, one that gets its key after the compaction, one revoked with its key), keys in both
+//! shards (so two shards hold changes at the same main revision), overwrites, deletes and
+//! re-creations, a txn writing two keys, a compaction in the middle, writes after it.
 //! Compared, Ballast against the restored etcd:
 //! - `snapshot status`: its revision is Ballast's revision, its key count at least the changes
 //!   kept plus the leases;
@@ -24,22 +25,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use ballast_conformance::etcdctl;
-use ballast_conformance::partition::shard_of;
+use ballast_conformance::history::{History, Last};
 use ballast_conformance::server::{ballast_shards, free_port};
 use ballast_conformance::{both_etcd, Kind, Server};
 use ballast_proto::etcdserverpb::{
-    kv_client::KvClient, lease_client::LeaseClient, request_op, CompactionRequest,
-    DeleteRangeRequest, LeaseGrantRequest, LeaseLeasesRequest, LeaseRevokeRequest,
-    LeaseTimeToLiveRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+    kv_client::KvClient, lease_client::LeaseClient, CompactionRequest, LeaseLeasesRequest,
+    LeaseTimeToLiveRequest, RangeRequest,
 };
 use tonic::transport::Channel;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const CTL_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A key in shard 0 and one in shard 1 when there are two shards (both in shard 0 otherwise).
-const SHARD0_KEYS: [&str; 3] = ["/app/config", "/registry/events/default/e1", "/app/lock"];
-const SHARD1_KEYS: [&str; 2] = ["/registry/pods/default/a", "/registry/pods/default/b"];
 
 /// The reference etcd on a restored data dir; killed and reaped on drop.
 struct Restored {
@@ -148,73 +144,12 @@ async fn view(ch: Channel, compact: i64) -> Result<View> {
     })
 }
 
-fn put(key: &str, value: &str, lease: i64) -> PutRequest {
-    PutRequest {
-        key: key.as_bytes().to_vec().into(),
-        value: value.as_bytes().to_vec().into(),
-        lease,
-        ..Default::default()
-    }
-}
-
-/// Writes the history (module comment); returns the compact revision.
-async fn write_history(ch: Channel, shards: usize) -> Result<i64> {
-    if shards == 2 {
-        for k in SHARD0_KEYS {
-            ensure!(shard_of(k.as_bytes(), 2) == 0, "{k} is in shard 0");
-        }
-        for k in SHARD1_KEYS {
-            ensure!(shard_of(k.as_bytes(), 2) == 1, "{k} is in shard 1");
-        }
-    }
-    let mut kv = KvClient::new(ch.clone());
-    let mut lease = LeaseClient::new(ch);
-    let grant = |ttl| LeaseGrantRequest { ttl, id: 0 };
-    let l1 = lease.lease_grant(grant(300)).await?.into_inner().id;
-    let l2 = lease.lease_grant(grant(120)).await?.into_inner().id;
-    let l3 = lease.lease_grant(grant(90)).await?.into_inner().id;
-    for round in 0..3 {
-        for k in SHARD0_KEYS.iter().chain(&SHARD1_KEYS) {
-            kv.put(put(k, &format!("{k}-v{round}"), 0)).await?;
-        }
-    }
-    kv.put(put(SHARD1_KEYS[0], "leased", l1)).await?;
-    kv.put(put(SHARD0_KEYS[2], "leased-too", l1)).await?;
-    kv.put(put("/app/doomed", "revoked with its lease", l3))
-        .await?;
-    kv.delete_range(DeleteRangeRequest {
-        key: SHARD0_KEYS[1].as_bytes().to_vec().into(),
-        ..Default::default()
-    })
-    .await?;
-    kv.txn(TxnRequest {
-        success: ["/registry/pods/default/c", "/registry/pods/default/d"]
-            .iter()
-            .map(|k| RequestOp {
-                request: Some(request_op::Request::RequestPut(put(k, "txn", 0))),
-            })
-            .collect(),
-        ..Default::default()
-    })
-    .await?;
-    let mid = kv.put(put("/app/mid", "m", 0)).await?.into_inner();
-    let compact = mid.header.context("header")?.revision;
-    kv.delete_range(DeleteRangeRequest {
-        key: SHARD1_KEYS[1].as_bytes().to_vec().into(),
-        ..Default::default()
-    })
-    .await?;
-    kv.compact(CompactionRequest {
-        revision: compact,
-        physical: true,
-    })
-    .await?;
-    lease.lease_revoke(LeaseRevokeRequest { id: l3 }).await?;
-    kv.put(put(SHARD1_KEYS[1], "re-created", l2)).await?;
-    kv.put(put(SHARD0_KEYS[1], "back", 0)).await?;
-    kv.put(put(SHARD0_KEYS[0], "last", 0)).await?;
-    Ok(compact)
-}
+/// The history (module comment).
+const HISTORY: History = History {
+    keyless_lease: false,
+    txn_keys: &["/registry/pods/default/c", "/registry/pods/default/d"],
+    last: Last::Overwrite,
+};
 
 async fn start_restored(dir: &Path, snapshot: &Path, endpoint: &str) -> Result<Restored> {
     let client_port = free_port()?;
@@ -302,7 +237,7 @@ impl Restored {
 
 async fn round_trip(shard_args: &[&str], shards: usize) -> Result<()> {
     let ballast = Server::start_with_args(Kind::Ballast, shard_args).await?;
-    let compact = write_history(ballast.channel().await?, shards).await?;
+    let compact = HISTORY.write(ballast.channel().await?).await?;
     let before = view(ballast.channel().await?, compact).await?;
 
     let dir = tempfile::tempdir()?;

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use ballast_conformance::etcdctl;
 use ballast_conformance::server::free_port;
 use ballast_conformance::tls::Pki;
+use ballast_conformance::{etcdctl, process};
 use ballast_conformance::{Kind, Server};
 use ballast_proto::etcdserverpb::{PutRequest, RangeRequest};
 
@@ -159,34 +159,15 @@ async fn a_kubeadm_style_member_serves_tls_as_etcd_does() {
 /// itself within a few seconds: (exit code, everything it printed).
 fn run_to_exit(program: &std::path::Path, args: &[String]) -> Result<(Option<i32>, String)> {
     let dir = tempfile::tempdir()?;
-    let mut child = std::process::Command::new(program)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .args(args)
-        .current_dir(dir.path())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .with_context(|| format!("spawning {}", program.display()))?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(status) = child.try_wait()? {
-            let out = child.wait_with_output()?;
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            return Ok((status.code(), text));
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("{} kept running with {args:?}", program.display());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let run = process::run_to_exit(
+        std::process::Command::new(program)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(args)
+            .current_dir(dir.path()),
+        Duration::from_secs(10),
+    )?;
+    Ok((run.code, run.output()))
 }
 
 #[test]

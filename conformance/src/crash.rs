@@ -23,6 +23,8 @@
 //!   all or nothing. This bounds the live key set, so a 1,000-cycle run checks a window of about
 //!   ten cycles each time instead of a scan that grows without end; each cycle also compacts at
 //!   the revision it started from, so the server's history stays bounded too.
+//! - Both servers run with `--snapshot-count=1000`, so the kills also land during snapshots
+//!   (Ballast's checkpoints, taken in steps while writes and compactions go on).
 //!
 //! Invariants of the harness: one data dir for the whole run; every RPC, restart and phase is
 //! bounded in time; the server process is killed and reaped on every exit path (its
@@ -438,11 +440,16 @@ struct MaintLog {
     first_error_before_kill: Option<String>,
 }
 
+/// Both servers snapshot (Ballast: checkpoint) every this many applied entries, so kills land
+/// before, during and after many of them, and Ballast's checkpoints take their changes in
+/// several steps with writes applied in between (512 records or keys a step).
+const SNAPSHOT_COUNT: &str = "--snapshot-count=1000";
+
 /// Runs the crash test against a server of `kind`. On failure the error carries the seed, the
 /// cycle and every violation (examples and counts), and the server's log has been printed.
 pub async fn run(kind: Kind, cfg: &CrashConfig) -> Result<CrashSummary> {
     let started = Instant::now();
-    let mut server = Server::start(kind).await?;
+    let mut server = Server::start_with_args(kind, &[SNAPSHOT_COUNT]).await?;
     let mut model = Model::new();
     let mut summary = CrashSummary::default();
     let result = run_cycles(&mut server, cfg, &mut model, &mut summary).await;

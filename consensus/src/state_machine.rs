@@ -34,6 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use ballast_engine::mvcc::image::RECORDS_PER_PAUSE;
 use ballast_engine::mvcc::paging::Access;
 use ballast_engine::{Error as EngineError, Store};
 use futures::{Stream, StreamExt};
@@ -410,7 +411,7 @@ async fn checkpoint(
     while shared.borrow().installing {
         sleep(crate::snapshot::CHECKPOINT_WAIT).await;
     }
-    let (changes, meta, alarms) = {
+    let (meta, alarms) = {
         let mut st = shared.borrow_mut();
         if let Some(failure) = &st.failure {
             return Err(io::Error::other(failure.clone()));
@@ -420,10 +421,21 @@ async fn checkpoint(
             last_log_id: st.last_applied,
             last_membership: st.last_membership.clone(),
         };
-        let changes = st.store.take_changes();
-        st.checkpoints.inflight_bytes = changes.payload_bytes();
+        st.store.begin_take();
         // The alarm table as of the same applied entry as the changes.
-        (changes, meta, (st.alarms.table(), st.auth.state()))
+        (meta, (st.alarms.table(), st.auth.state()))
+    };
+    // The changed records and key indexes, taken as of that entry a few hundred at a time:
+    // applies go on between the steps (one step at a time held the shard's thread 13-31 ms
+    // per 8 MiB checkpoint, docs/benchmarks.md).
+    while !shared.borrow_mut().store.take_step(RECORDS_PER_PAUSE) {
+        crate::runtime::yield_now().await;
+    }
+    let changes = {
+        let mut st = shared.borrow_mut();
+        let changes = st.store.finish_take();
+        st.checkpoints.inflight_bytes = changes.payload_bytes();
+        changes
     };
     let n_changes = changes.len();
     let applied_index = meta.last_log_id.map_or(0, |id| id.index + 1);

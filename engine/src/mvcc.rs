@@ -115,6 +115,8 @@ pub struct Store {
     /// An [`Store::advance`] moved the revision since the journal was last taken: the image's
     /// revision is stale although no record, key or lease changed (journaling stores only).
     advanced: bool,
+    /// A take of the journal in progress (`mvcc/image.rs`): a checkpoint's, between its steps.
+    taking: Option<image::Taking>,
 }
 
 /// What one write request has done so far, so it can be committed or undone.
@@ -153,6 +155,7 @@ impl Store {
             lessor: Lessor::default(),
             paging: None,
             advanced: false,
+            taking: None,
         }
     }
 
@@ -620,6 +623,9 @@ impl Store {
                 current: self.current_revision,
             });
         }
+        // A take in steps reads key indexes and records as they were when it began: finish
+        // it before they change.
+        self.finish_steps();
         self.compact_main = revision;
         // Every key in memory now; on a paged store the others follow as they are loaded.
         let mut changed = Vec::new();

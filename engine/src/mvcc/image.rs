@@ -32,8 +32,12 @@
 //! `history.rs`, `paging.rs` and `lease.rs`): each changed revision and key index is written
 //! when still present and removed when gone, each changed lease and attachment likewise — then
 //! the counters, then [`BTree::checkpoint`], whose superblock write is the commit point. The
-//! journal is taken in one synchronous step on the shard's thread, so the image is the store
-//! exactly as of one applied index; the writes after it (possibly many, interleaved with new
+//! journal is taken as of one applied index, so the image is the store exactly as of that
+//! index: one synchronous step swaps the journal's sets out (they stay pinned in memory) and
+//! takes the counters and leases; then steps between which new applies run read the changed
+//! records (never changed once written) and encode the changed key indexes as of the take's
+//! revision ([`KeyIndex::encode_at`]). A compaction, the one change that alters what was,
+//! first finishes the steps. The writes after that (possibly many, interleaved with new
 //! applies) touch only the page log. A failed checkpoint leaves the previous superblock in
 //! force: the shard must stop (the page log latches itself stopped) and restart from the last
 //! good image plus the log.
@@ -105,7 +109,7 @@ pub enum ImageError {
 pub type Result<T, E = ImageError> = std::result::Result<T, E>;
 
 /// What changed in a store since the previous checkpoint, as of one moment.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Changes {
     records: Vec<(Rev, Option<Record>)>,
     keys: Vec<(Bytes, Option<Vec<u8>>)>,
@@ -153,6 +157,29 @@ pub struct Pending {
     pub payload_bytes: u64,
 }
 
+/// A take of the journal in progress ([`Store::begin_take`]).
+#[derive(Clone, Debug)]
+pub(super) struct Taking {
+    changes: Changes,
+    step: Step,
+}
+
+/// What the next [`Store::take_step`] takes: the pinned revisions, then the pinned keys, each
+/// in order after the last one taken.
+#[derive(Clone, Debug)]
+enum Step {
+    Records { after: Option<Rev> },
+    Keys { after: Option<Bytes> },
+    Done,
+}
+
+/// A key index in the image's form.
+fn encode_index(ki: &KeyIndex) -> Vec<u8> {
+    let mut v = Vec::new();
+    ki.encode(&mut v);
+    v
+}
+
 impl Store {
     /// Starts journaling changes for [`Store::take_changes`], with everything of the store in
     /// memory (a new durable store; an opened one journals from the start).
@@ -177,13 +204,24 @@ impl Store {
 
     /// Takes the journal: every change since the previous call, with the records and key
     /// indexes as they are now. Until [`Store::checkpoint_done`], memory keeps (pins) what it
-    /// took. Runs between two applies; its cost is that of the changes.
+    /// took. Runs between two applies; its cost is that of the changes. A shard takes in
+    /// steps instead ([`Store::begin_take`]).
     pub fn take_changes(&mut self) -> Changes {
+        self.begin_take();
+        self.finish_take()
+    }
+
+    /// Starts taking the journal as of now, as [`Store::take_changes`] does, in steps: this
+    /// call takes the counters, leases and attachments and pins the changed records and keys
+    /// (set swaps, whatever their number); [`Store::take_step`] then reads the records and
+    /// encodes the key indexes a few at a time, and writes may be applied between two steps.
+    /// Each is taken as it was now: a record never changes once written, and a key index is
+    /// encoded as of this revision ([`KeyIndex::encode_at`]). Only a compaction would change
+    /// what was, so [`Store::compact`] first finishes a take in progress. When a previous take
+    /// is still pinned (its checkpoint not done), this one is taken whole at once.
+    pub fn begin_take(&mut self) {
+        assert!(self.taking.is_none(), "one take at a time");
         let (mut revs, payload_bytes) = self.history.take_journal();
-        let records = revs
-            .iter()
-            .map(|rev| (*rev, self.history.get(*rev).cloned()))
-            .collect();
         let (leases, attached) = self.lessor.take_journal();
         let leases = leases
             .into_iter()
@@ -196,36 +234,123 @@ impl Store {
                 (id, key, on)
             })
             .collect();
-        let mut keys = Vec::new();
-        let mut image_compacted = self.compact_main;
-        if let Some(p) = self.paging.as_mut() {
-            let mut changed = std::mem::take(&mut p.keys_changed);
-            for key in &changed {
-                let encoded = self.index.get(key).map(|ki| {
-                    let mut v = Vec::new();
-                    ki.encode(&mut v);
-                    v
-                });
-                keys.push((key.clone(), encoded));
-            }
-            // `append` into an empty set (no checkpoint in flight: the usual case) is a swap;
-            // `extend` re-inserted every element, 10-30 ms per 8 MiB checkpoint under load.
-            p.keys_inflight.append(&mut changed);
-            p.revs_inflight.append(&mut revs);
-            image_compacted = p.image_compacted;
-        }
-        Changes {
-            records,
-            keys,
+        let mut changes = Changes {
+            records: Vec::with_capacity(revs.len()),
+            keys: Vec::new(),
             leases,
             attachments,
             revision: self.current_revision,
             compact_main: self.compact_main,
-            image_compacted,
+            image_compacted: self.compact_main,
             lease_seq: self.lessor.id_seq(),
             payload_bytes,
             advanced: std::mem::take(&mut self.advanced),
+        };
+        let Some(p) = self.paging.as_mut() else {
+            debug_assert!(revs.is_empty(), "a journaling store pages");
+            self.taking = Some(Taking {
+                changes,
+                step: Step::Done,
+            });
+            return;
+        };
+        changes.image_compacted = p.image_compacted;
+        let mut changed = std::mem::take(&mut p.keys_changed);
+        changes.keys.reserve(changed.len());
+        let step = if p.keys_inflight.is_empty() && p.revs_inflight.is_empty() {
+            // Swaps: the pinned sets are what the steps walk.
+            p.keys_inflight = changed;
+            p.revs_inflight = revs;
+            Step::Records { after: None }
+        } else {
+            for rev in &revs {
+                changes
+                    .records
+                    .push((*rev, self.history.get(*rev).cloned()));
+            }
+            for key in &changed {
+                let index = self.index.get(key);
+                changes.keys.push((key.clone(), index.map(encode_index)));
+            }
+            p.keys_inflight.append(&mut changed);
+            p.revs_inflight.append(&mut revs);
+            Step::Done
+        };
+        self.taking = Some(Taking { changes, step });
+    }
+
+    /// Takes up to `budget` more records and key indexes of the take begun by
+    /// [`Store::begin_take`]; `true` when nothing is left (or no take is in progress).
+    pub fn take_step(&mut self, budget: usize) -> bool {
+        let Store {
+            taking: Some(taking),
+            paging,
+            history,
+            index,
+            ..
+        } = self
+        else {
+            return true;
+        };
+        let mut left = budget;
+        loop {
+            match &taking.step {
+                Step::Done => return true,
+                _ if left == 0 => return false,
+                Step::Records { after } => {
+                    let p = paging.as_ref().expect("a take in steps pages");
+                    let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+                    let mut last = None;
+                    for rev in p.revs_inflight.range((from, Bound::Unbounded)).take(left) {
+                        taking
+                            .changes
+                            .records
+                            .push((*rev, history.get(*rev).cloned()));
+                        last = Some(*rev);
+                        left -= 1;
+                    }
+                    taking.step = match last {
+                        Some(rev) if left == 0 => Step::Records { after: Some(rev) },
+                        _ => Step::Keys { after: None },
+                    };
+                }
+                Step::Keys { after } => {
+                    let p = paging.as_ref().expect("a take in steps pages");
+                    let from = after.as_ref().map_or(Bound::Unbounded, Bound::Excluded);
+                    let at = taking.changes.revision;
+                    let mut last = None;
+                    for key in p
+                        .keys_inflight
+                        .range::<Bytes, _>((from, Bound::Unbounded))
+                        .take(left)
+                    {
+                        let encoded = index.get(key).and_then(|ki| {
+                            let mut v = Vec::new();
+                            ki.encode_at(at, &mut v).then_some(v)
+                        });
+                        taking.changes.keys.push((key.clone(), encoded));
+                        last = Some(key.clone());
+                        left -= 1;
+                    }
+                    taking.step = match last {
+                        Some(key) if left == 0 => Step::Keys { after: Some(key) },
+                        _ => Step::Done,
+                    };
+                }
+            }
         }
+    }
+
+    /// The changes of the take in progress, its steps finished here if any are left.
+    pub fn finish_take(&mut self) -> Changes {
+        self.finish_steps();
+        self.taking.take().map(|t| t.changes).unwrap_or_default()
+    }
+
+    /// Finishes the steps of a take in progress now: before a change that a later step could
+    /// not see past (a compaction).
+    pub(super) fn finish_steps(&mut self) {
+        while !self.take_step(usize::MAX) {}
     }
 
     /// Rebuilds a whole store from a format-1 image: records in revision order, the lease
@@ -279,6 +404,7 @@ impl Store {
             lessor,
             paging: None,
             advanced: false,
+            taking: None,
         };
         // A key is attached to the lease its current version names (lease.rs invariant).
         let attached: Vec<(LeaseId, Bytes)> = store
@@ -421,6 +547,7 @@ impl<D: Disk> StoreImage<D> {
                     lessor,
                     paging: Some(paging),
                     advanced: false,
+                    taking: None,
                 }
             }
             _ => {

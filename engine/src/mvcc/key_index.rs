@@ -138,6 +138,35 @@ impl KeyIndex {
         }
     }
 
+    /// [`KeyIndex::encode`] of this index as it was when the store was at revision `at`,
+    /// given that nothing compacted it since: revisions after `at` are left out, so a
+    /// generation whose tombstone came later is the open one again and any later generation
+    /// is not there yet. `false` (nothing written) when the key had no revision then.
+    pub(super) fn encode_at(&self, at: i64, out: &mut Vec<u8>) -> bool {
+        let mut kept: Vec<&[Rev]> = Vec::with_capacity(self.generations.len());
+        let last = self.generations.len() - 1;
+        for (i, g) in self.generations.iter().enumerate() {
+            let n = g.revs.partition_point(|r| r.main <= at);
+            kept.push(&g.revs[..n]);
+            // The open generation, or one whose tombstone came after `at`: open then.
+            if i == last || n < g.revs.len() {
+                break;
+            }
+        }
+        if kept.iter().all(|g| g.is_empty()) {
+            return false;
+        }
+        out.extend_from_slice(&(kept.len() as u32).to_le_bytes());
+        for revs in kept {
+            out.extend_from_slice(&(revs.len() as u32).to_le_bytes());
+            for r in revs {
+                out.extend_from_slice(&r.main.to_le_bytes());
+                out.extend_from_slice(&r.sub.to_le_bytes());
+            }
+        }
+        true
+    }
+
     /// Reads [`KeyIndex::encode`]'s form, checking the invariants of the module comment.
     pub(super) fn decode(mut b: &[u8]) -> Result<KeyIndex, &'static str> {
         fn take<const N: usize>(b: &mut &[u8]) -> Result<[u8; N], &'static str> {
@@ -339,6 +368,57 @@ mod tests {
         let mut empty = Vec::new();
         KeyIndex::new().encode(&mut empty);
         assert_eq!(KeyIndex::decode(&empty), Err("no revision"));
+    }
+
+    fn enc(ki: &KeyIndex) -> Option<Vec<u8>> {
+        let mut v = Vec::new();
+        (!ki.is_empty()).then(|| {
+            ki.encode(&mut v);
+            v
+        })
+    }
+
+    /// Random histories of puts, tombstones (some in one revision with a put, as a txn does)
+    /// and compactions: the index encoded as of any revision since the last compaction equals
+    /// the index encoded back then.
+    #[test]
+    fn encode_at_is_the_index_as_it_was() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: u64| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n
+        };
+        for _ in 0..200 {
+            let mut ki = KeyIndex::new();
+            // (store revision, the index's encoding once that revision was written)
+            let mut then: Vec<(i64, Option<Vec<u8>>)> = vec![(0, None)];
+            let mut compacted_at = 0;
+            for main in 1..60 {
+                match next(10) {
+                    0..=4 => ki.put(r(main)),
+                    5 | 6 if ki.is_live() => ki.tombstone(r(main)),
+                    7 if ki.is_live() => {
+                        ki.tombstone(r(main));
+                        ki.put(Rev { main, sub: 1 });
+                    }
+                    8 => {
+                        // A compaction changes the index without a revision of its own:
+                        // what it was before is gone, so check from here on.
+                        ki.compact((main - 1 - next(8) as i64).max(0));
+                        compacted_at = main;
+                    }
+                    _ => {}
+                }
+                then.push((main, enc(&ki)));
+                for (at, want) in then.iter().filter(|(at, _)| *at >= compacted_at) {
+                    let mut got = Vec::new();
+                    let wrote = ki.encode_at(*at, &mut got);
+                    assert_eq!(wrote.then_some(got), *want, "at {at}, now {main}: {ki:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -287,6 +287,43 @@ fn random_histories_reopen_as_of_their_last_checkpoint() {
     }
 }
 
+/// A checkpoint's take in steps, with random writes (compactions among them) applied between
+/// its steps, as a shard applies entries while it checkpoints: the image is the store exactly
+/// as it was when the take began.
+#[test]
+fn a_take_in_steps_checkpoints_the_store_as_it_began() {
+    let mut interleaved = 0;
+    for seed in 11..=16u64 {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let disk = SimDisk::new(seed);
+        let (mut image, mut store, _) =
+            block_on(StoreImage::open(disk.clone(), config(), 0)).expect("open new");
+        store.keep_journal();
+        for round in 1..=6u64 {
+            for _ in 0..rng.gen_range(50..250) {
+                random_write(&mut store, &mut rng, 0);
+            }
+            let at_take = store.clone();
+            store.begin_take();
+            while !store.take_step(rng.gen_range(1..8)) {
+                for _ in 0..rng.gen_range(0..4) {
+                    random_write(&mut store, &mut rng, 0);
+                    interleaved += 1;
+                }
+            }
+            let changes = store.finish_take();
+            let report =
+                block_on(image.checkpoint(changes, round, b"", || async {})).expect("checkpoint");
+            store.checkpoint_done(report.sequence);
+            let (reimage, reopened, meta) =
+                block_on(StoreImage::open(disk.crash(), config(), 0)).expect("reopen");
+            assert_eq!(meta.applied_index, round);
+            assert_same(&loaded(reopened, &reimage), &at_take);
+        }
+    }
+    assert!(interleaved > 500, "{interleaved} writes between steps");
+}
+
 #[test]
 fn a_crash_inside_a_checkpoint_gives_the_old_or_the_new_image() {
     let mut rng = StdRng::seed_from_u64(7);

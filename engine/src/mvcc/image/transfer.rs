@@ -771,6 +771,7 @@ impl StoreImport {
             lessor,
             paging: None,
             advanced: false,
+            taking: None,
         };
         // An image compacts its key indexes lazily; memory holds them compacted.
         if summary.compacted < summary.compact_main {

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ballast_consensus::runtime::{spawn_executor, yield_now};
+use ballast_consensus::runtime::{spawn_executor, spawn_executor_with_slice, yield_now};
 
 /// How long the tasks keep yielding, by the wall clock (no timer of theirs ever fires).
 const BUSY_FOR: Duration = Duration::from_secs(2);
@@ -89,4 +89,50 @@ fn an_executor_with_runnable_tasks_never_sleeps_for_good() {
     executor.join().expect("executor thread");
     assert!(took >= BUSY_FOR, "the tasks ran for {took:?}");
     assert!(yields.load(Ordering::Relaxed) > 0);
+}
+
+/// Executors started one after another: how many to start.
+const STARTS: usize = 1000;
+/// How long each may take to run its main future (it has nothing else to do).
+const START_DEADLINE: Duration = Duration::from_secs(5);
+
+/// A new executor runs its main future, however its thread is preempted while it starts. Its
+/// first scheduler round is the window of the flaw above with nothing yet to wake it: no task
+/// has run, so none has a timer, an I/O or a waker anyone else could use (a start-up that hung
+/// this way was seen under load in net's peer tests).
+#[test]
+fn every_executor_started_runs_its_main_future() {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let stop = Arc::new(AtomicBool::new(false));
+    let hogs: Vec<_> = (0..2 * cores)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            })
+        })
+        .collect();
+    let mut outcome = Ok(());
+    for i in 0..STARTS {
+        let (ran_tx, ran_rx) = std::sync::mpsc::channel();
+        let executor = spawn_executor_with_slice("rt-start", None, SLICE, move || async move {
+            let _ = ran_tx.send(());
+        })
+        .expect("executor starts");
+        if ran_rx.recv_timeout(START_DEADLINE).is_err() {
+            outcome = Err(format!(
+                "executor {i} of {STARTS} never ran its main future"
+            ));
+            break;
+        }
+        executor.join().expect("executor thread");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for hog in hogs {
+        hog.join().expect("busy thread");
+    }
+    outcome.unwrap();
 }

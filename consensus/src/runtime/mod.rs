@@ -17,7 +17,9 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use glommio::timer::Timer;
@@ -49,6 +51,16 @@ const _: () = assert!(IO_MEMORY_BYTES >= 512 << 10);
 /// against 88-99 ms with this slice always on: heavy load alone keeps rounds long.
 pub const PREEMPT_SLICE: Duration = Duration::from_millis(1);
 
+/// How long [`spawn_executor`] waits for a new executor to run its first task. Before that
+/// task has run, nothing can wake an executor that glommio's flaw (see [`PREEMPT_SLICE`]) parked
+/// in its very first round: no task has a timer, an I/O or a waker yet, so the keep-awake
+/// thread has nothing to wake. Such an executor is given up on and another started; a net
+/// test's node hung that way once, under load, before this.
+pub const START_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Executors [`spawn_executor`] starts before it reports failure.
+const START_ATTEMPTS: u32 = 3;
+
 /// Period of the keep-awake thread every executor started here has: it wakes a task of the
 /// executor from outside this often. A wake from another thread always reaches a sleeping
 /// glommio executor (it writes the executor's eventfd), so a wrongly parked executor (see
@@ -58,15 +70,16 @@ pub const PREEMPT_SLICE: Duration = Duration::from_millis(1);
 /// executor pays 20 wake-ups a second.
 pub const KEEP_AWAKE: Duration = Duration::from_millis(50);
 
-/// Runs `future` on `executor` with a keep-awake thread (see [`KEEP_AWAKE`]); the thread stops
-/// when the future is done.
-fn run_kept_awake<T>(executor: &LocalExecutor, future: impl Future<Output = T>) -> T {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Arc, Mutex};
-    use std::task::Waker;
-
+/// Runs on `executor` the future `start` makes at the executor's first poll, with a
+/// keep-awake thread (see [`KEEP_AWAKE`]) that wakes the task running it; the thread stops when
+/// the future is done or `stop` is raised. `start` returning `None` ends the run at once (an
+/// executor given up on, see [`START_DEADLINE`]).
+fn run_kept_awake<T, F: Future<Output = T>>(
+    executor: &LocalExecutor,
+    stop: Arc<AtomicBool>,
+    start: impl FnOnce() -> Option<F>,
+) -> Option<T> {
     let waker: Arc<Mutex<Option<Waker>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
     let nudger = {
         let (waker, stop) = (Arc::clone(&waker), Arc::clone(&stop));
         std::thread::Builder::new()
@@ -83,13 +96,15 @@ fn run_kept_awake<T>(executor: &LocalExecutor, future: impl Future<Output = T>) 
     };
     let slot = Arc::clone(&waker);
     let out = executor.run(async move {
-        // A task that only keeps its waker where the thread finds it.
-        glommio::spawn_local(std::future::poll_fn(move |cx| {
+        let future = start()?;
+        // In the same poll: the waker of this task, the executor's first, is where the thread
+        // finds it (a spurious poll of it now and then is harmless).
+        std::future::poll_fn(|cx| {
             *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
-            Poll::<()>::Pending
-        }))
-        .detach();
-        future.await
+            Poll::Ready(())
+        })
+        .await;
+        Some(future.await)
     });
     stop.store(true, Ordering::Release);
     if let Ok(nudger) = nudger {
@@ -236,7 +251,7 @@ impl AsyncRuntime for GlommioRuntime {
     type Mutex<T: OptionalSend + 'static> = TokioMutex<T>;
 
     fn new(_threads: usize) -> Self {
-        let executor = build_executor("openraft-rt", None)
+        let executor = build_executor("openraft-rt", None, PREEMPT_SLICE)
             .unwrap_or_else(|err| panic!("creating a glommio executor: {err}"));
         GlommioRuntime { executor }
     }
@@ -245,20 +260,25 @@ impl AsyncRuntime for GlommioRuntime {
     where
         F: Future<Output = T>,
     {
-        run_kept_awake(&self.executor, future)
+        run_kept_awake(&self.executor, Arc::default(), || Some(future))
+            .expect("the future is made at the first poll")
     }
 }
 
 /// Builds an executor on the calling thread: pinned to `core` when given and possible,
 /// otherwise unbound (pinning fails where the core does not exist or the affinity mask
 /// excludes it; a shard still runs, only without the cache locality).
-fn build_executor(name: &str, core: Option<usize>) -> std::io::Result<LocalExecutor> {
+fn build_executor(
+    name: &str,
+    core: Option<usize>,
+    slice: Duration,
+) -> std::io::Result<LocalExecutor> {
     // glommio's error is not `Sync`; keep its text.
     let make = |placement| {
         LocalExecutorBuilder::new(placement)
             .name(name)
             .io_memory(IO_MEMORY_BYTES)
-            .preempt_timer(PREEMPT_SLICE)
+            .preempt_timer(slice)
             .make()
             .map_err(|e| std::io::Error::other(e.to_string()))
     };
@@ -294,38 +314,154 @@ where
     G: FnOnce() -> F + Send + 'static,
     F: Future<Output = ()> + 'static,
 {
-    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
-    let exec_name = name.to_owned();
-    let thread = std::thread::Builder::new()
-        .name(name.to_owned())
-        .spawn(move || match build_executor(&exec_name, core) {
-            Ok(executor) => {
-                let _ = ready_tx.send(Ok(()));
-                run_kept_awake(&executor, main());
+    spawn_executor_with_slice(name, core, PREEMPT_SLICE, main)
+}
+
+/// [`spawn_executor`] with a preemption slice other than [`PREEMPT_SLICE`] (tests provoke
+/// glommio's flaw with a shorter one).
+pub fn spawn_executor_with_slice<G, F>(
+    name: &str,
+    core: Option<usize>,
+    slice: Duration,
+    main: G,
+) -> std::io::Result<std::thread::JoinHandle<()>>
+where
+    G: FnOnce() -> F + Send + 'static,
+    F: Future<Output = ()> + 'static,
+{
+    start_executor(name, core, slice, START_DEADLINE, |_| Duration::ZERO, main)
+}
+
+/// [`spawn_executor_with_slice`], waiting `deadline` for each attempt's first task; `stall(n)`
+/// delays attempt `n`'s first task by that long (tests of the retry; zero otherwise).
+fn start_executor<G, F>(
+    name: &str,
+    core: Option<usize>,
+    slice: Duration,
+    deadline: Duration,
+    stall: fn(u32) -> Duration,
+    main: G,
+) -> std::io::Result<std::thread::JoinHandle<()>>
+where
+    G: FnOnce() -> F + Send + 'static,
+    F: Future<Output = ()> + 'static,
+{
+    let mut main = main;
+    for attempt in 1..=START_ATTEMPTS {
+        // `main` goes to whichever takes it first: the executor at its first poll, or this
+        // thread giving up on an executor that never ran (then the next attempt gets it).
+        let slot = Arc::new(Mutex::new(Some(main)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        let (ran_tx, ran_rx) = std::sync::mpsc::sync_channel(1);
+        let exec_name = name.to_owned();
+        let (theirs, their_stop) = (Arc::clone(&slot), Arc::clone(&stop));
+        let thread = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || match build_executor(&exec_name, core, slice) {
+                Ok(executor) => {
+                    let _ = ready_tx.send(Ok(()));
+                    run_kept_awake(&executor, their_stop, move || {
+                        std::thread::sleep(stall(attempt));
+                        let main = theirs.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+                        let _ = ran_tx.send(());
+                        Some(main())
+                    });
+                }
+                Err(err) => {
+                    let _ = ready_tx.send(Err(err));
+                }
+            })?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                let _ = thread.join();
+                return Err(err);
             }
-            Err(err) => {
-                let _ = ready_tx.send(Err(err));
+            Err(_) => {
+                let _ = thread.join();
+                return Err(std::io::Error::other(
+                    "shard executor thread died while starting",
+                ));
             }
-        })?;
-    match ready_rx.recv() {
-        Ok(Ok(())) => Ok(thread),
-        Ok(Err(err)) => {
-            let _ = thread.join();
-            Err(err)
         }
-        Err(_) => {
-            let _ = thread.join();
-            Err(std::io::Error::other(
-                "shard executor thread died while starting",
-            ))
+        if ran_rx.recv_timeout(deadline).is_ok() {
+            return Ok(thread);
         }
+        let Some(back) = slot.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            // It ran after all, just now.
+            return Ok(thread);
+        };
+        // Parked before its first task ran: left asleep (it ends at once if it ever wakes),
+        // its keep-awake thread stopped, the thread detached.
+        stop.store(true, Ordering::Release);
+        tracing::warn!(
+            executor = name,
+            attempt,
+            "the executor did not run its first task within {deadline:?} \
+             (glommio's lost wake-up at start); starting another"
+        );
+        main = back;
     }
+    Err(std::io::Error::other(format!(
+        "executor {name} did not run its first task in {START_ATTEMPTS} attempts"
+    )))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use openraft::async_runtime::{Mpsc, MpscReceiver, MpscSender};
+
+    /// An executor that has not run its first task by the deadline is given up on: `main`
+    /// runs once, on the next one, and the one given up on ends by itself when it wakes.
+    #[test]
+    fn an_executor_that_never_ran_is_replaced() {
+        let (ran_tx, ran_rx) = std::sync::mpsc::channel();
+        let thread = start_executor(
+            "rt-retry",
+            None,
+            PREEMPT_SLICE,
+            Duration::from_millis(100),
+            |attempt| {
+                if attempt == 1 {
+                    Duration::from_millis(600)
+                } else {
+                    Duration::ZERO
+                }
+            },
+            move || async move {
+                let _ = ran_tx.send(std::thread::current().name().map(str::to_owned));
+            },
+        )
+        .expect("the second executor starts");
+        thread.join().expect("no panic");
+        assert_eq!(
+            ran_rx.recv_timeout(Duration::from_secs(5)),
+            Ok(Some("rt-retry".to_owned()))
+        );
+        // The first executor wakes after its stall, finds `main` taken and ends; `main` ran
+        // exactly once.
+        std::thread::sleep(Duration::from_millis(800));
+        assert!(ran_rx.try_recv().is_err(), "main ran twice");
+    }
+
+    /// Every attempt too late: an error naming the executor, and `main` never runs.
+    #[test]
+    fn an_executor_that_never_runs_is_an_error() {
+        let err = start_executor(
+            "rt-never",
+            None,
+            PREEMPT_SLICE,
+            Duration::from_millis(50),
+            |_| Duration::from_millis(300),
+            || async { panic!("main must not run") },
+        )
+        .expect_err("no attempt ran its first task in time");
+        assert!(err.to_string().contains("rt-never"), "{err}");
+        // Let the stalled executors wake, find nothing to run and end.
+        std::thread::sleep(Duration::from_millis(400));
+    }
 
     fn run<F: Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
         spawn_executor("rt-test", None, f)

@@ -4,7 +4,8 @@
 //! (`wire.rs`) on the shard's thread and handed as an [`Outbound`] to the node's peer hub (in
 //! `net`, on the tokio side), which keeps one multiplexed connection per peer carrying every
 //! shard's messages (design.md §3) and hands the encoded answer back on a oneshot. The same
-//! channel carries requests a follower forwards to its shard's leader ([`PeerKind::Forward`]).
+//! channel carries requests a follower forwards to its shard's leader ([`PeerKind::Forward`])
+//! and the read index a follower asks it for ([`PeerKind::ReadIndex`]).
 //!
 //! Invariants: every message names its shard, so one transport serves all shards of a node; a
 //! call is answered by `target`'s replica of that shard or fails (openraft then backs off and
@@ -163,6 +164,13 @@ pub enum PeerKind {
     /// Which members does the peer's committed membership name, at which log id? (empty body,
     /// answered with `wire::encode_members_answer`): how a member learns it was removed.
     Members = 7,
+    /// A follower asks its shard's leader for a read index (`wire::encode_read_index`), to
+    /// serve a linearizable read from its own store once it has applied up to it (Raft thesis
+    /// §6.4); answered with `wire::encode_read_index_answer`: openraft's read log id, after
+    /// the leader confirmed its leadership with a quorum, or `NotLeader`. A member that does
+    /// not know this kind (an older version) refuses it as unknown; the follower then forwards
+    /// the read (`Forward`).
+    ReadIndex = 8,
 }
 
 impl PeerKind {
@@ -175,6 +183,7 @@ impl PeerKind {
             4 => Some(PeerKind::PreVote),
             6 => Some(PeerKind::TransferLeader),
             7 => Some(PeerKind::Members),
+            8 => Some(PeerKind::ReadIndex),
             _ => None,
         }
     }

@@ -22,13 +22,22 @@
 //!   can answer, so it goes through the log too;
 //! - expired leases are revoked by the leader proposing `LeaseRevoke`, never by a replica
 //!   deleting keys on its own;
-//! - on a node of a cluster ([`ClusterConfig`]), a follower forwards whatever needs the leader
-//!   (writes, linearizable reads, keep-alives) to the shard's leader over the peer transport
-//!   ([`PeerKind::Forward`]) and answers with the leader's answer; a forwarded request is never
-//!   forwarded again. While no leader is known it waits for one, up to the request deadline
-//!   (etcd's: 5 s plus two election timeouts). A write is re-sent only when it never reached a
-//!   leader (connect refused); lost after sending, its outcome is unknown and the client is told
-//!   so ("request timed out"), as etcd does.
+//! - on a node of a cluster ([`ClusterConfig`]), a follower forwards whatever else needs the
+//!   leader (writes, keep-alives, TimeToLive, membership changes) to the shard's leader over
+//!   the peer transport ([`PeerKind::Forward`]) and answers with the leader's answer; a
+//!   forwarded request is never forwarded again. A follower serves a linearizable read itself,
+//!   as etcd's followers do (Raft thesis §6.4): it asks the leader for its read index
+//!   ([`PeerKind::ReadIndex`]; the leader confirms its leadership with a quorum and answers
+//!   openraft's read log id), waits until its own state machine has applied up to that index,
+//!   and reads its local store — every write acknowledged before the read began is committed
+//!   at or below that index. A leader that does not know the kind (an older member during a
+//!   rolling upgrade refuses it) gets the read forwarded instead. While no leader is known the
+//!   follower waits for one, up to the request deadline (etcd's: 5 s plus two election
+//!   timeouts), for a read index as for a forwarded request; a follower that cannot reach its
+//!   leader, or cannot apply up to the read index, before the deadline answers "request timed
+//!   out". A write is re-sent only when it never reached a leader (connect refused); lost after
+//!   sending, its outcome is unknown and the client is told so ("request timed out"), as etcd
+//!   does.
 //!
 //! Invariants: the core never blocks on a client (watch messages are `try_send`, replies are
 //! oneshots whose receiver may be gone); no `RefCell` borrow of the shard state is held across
@@ -48,6 +57,7 @@ use ballast_engine::{
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::ClientWriteError;
 use openraft::impls::BasicNode;
+use openraft::raft::linearizable_read::{Linearizer, ReadLogId};
 use openraft::raft::ClientWriteResult;
 use openraft::type_config::alias::WatchReceiverOf;
 use openraft::{Config, RaftMetrics, ReadPolicy, SnapshotPolicy};
@@ -65,7 +75,7 @@ use crate::network::{
 use crate::placement::{self, Anchor, Pace, TransferError};
 use crate::runtime::{spawn_executor, GlommioRuntime};
 use crate::state_machine::{make_resident, ShardState, ShardStateMachine, Shared};
-use crate::types::{FnResponder, NodeId, Raft, ShardId, ShardRaft};
+use crate::types::{FnResponder, LogId, NodeId, Raft, ShardId, ShardRaft};
 use crate::watchers::{StreamId, WatchCreate, WatchMessage};
 use crate::wire;
 use ballast_engine::mvcc::export::{HistoryChunk, HistoryCursor};
@@ -343,6 +353,13 @@ pub struct ShardStatus {
     pub failure: Option<String>,
     /// The group's members as this replica's membership names them.
     pub members: Vec<RaftMember>,
+    /// Linearizable reads this replica served from its own store after its leader's read
+    /// index (a follower's reads, [`PeerKind::ReadIndex`]), since start.
+    pub follower_reads: u64,
+    /// Read indexes this replica answered for followers (as their leader), since start.
+    pub read_indexes_answered: u64,
+    /// Requests followers forwarded that this replica served (as their leader), since start.
+    pub forwarded_served: u64,
 }
 
 /// A member of a shard's Raft group.
@@ -581,6 +598,29 @@ fn needs_leader(request: &Request) -> bool {
     }
 }
 
+/// Whether `request` is a linearizable read (`route` gives `Route::LinearizableRead`), which a
+/// follower serves itself after its leader's read index.
+fn linearizable_read(request: &Request) -> bool {
+    match request {
+        Request::Range(r) => !r.serializable,
+        Request::Txn(t) => !txn_writes(t) && !txn_serializable(t),
+        Request::Alarm { action, .. } => *action == AlarmAction::Get,
+        _ => false,
+    }
+}
+
+/// Where a shard's leader is, as this replica knows it.
+enum Leader {
+    /// None known before the deadline.
+    Unknown,
+    /// This replica (serving as leader).
+    Me,
+    /// Another member, at this peer address.
+    At(String),
+    /// Another member whose address this replica's membership does not hold yet.
+    NoAddress,
+}
+
 struct Core {
     raft: Raft,
     /// The way to peers for forwarded requests (`None` on a single node).
@@ -610,6 +650,10 @@ struct LoopState {
     /// Checkpoint count and image loads at the last eviction of the store's cache.
     evicted_at: (u64, u64),
     last_eviction: Instant,
+    /// See [`ShardStatus::follower_reads`], `read_indexes_answered` and `forwarded_served`.
+    follower_reads: u64,
+    read_indexes_answered: u64,
+    forwarded_served: u64,
 }
 
 async fn shard_main(
@@ -762,6 +806,9 @@ async fn start(config: ShardConfig, queue: flume::Receiver<Command>) -> Result<C
             write_latency_us: crate::stats::Histogram::new(),
             evicted_at: (0, 0),
             last_eviction: Instant::now(),
+            follower_reads: 0,
+            read_indexes_answered: 0,
+            forwarded_served: 0,
         }),
     })
 }
@@ -998,8 +1045,17 @@ impl Core {
                     .map_err(|e| e.to_string())?;
                 Ok(wire::encode_transfer_answer(&answer))
             }
+            PeerKind::ReadIndex => {
+                wire::decode_read_index(&body).map_err(|e| e.to_string())?;
+                let answer = self.read_index().await;
+                if answer.is_ok() {
+                    self.loop_state.borrow_mut().read_indexes_answered += 1;
+                }
+                Ok(wire::encode_read_index_answer(&answer))
+            }
             PeerKind::Forward => {
                 let request = wire::decode_request(&body).map_err(|e| e.to_string())?;
+                self.loop_state.borrow_mut().forwarded_served += 1;
                 let (tx, rx) = oneshot::channel();
                 self.serve(request, tx, false).await;
                 let answer = rx.await.unwrap_or(Err(ShardError::Stopped));
@@ -1165,64 +1221,101 @@ impl Core {
         }
     }
 
+    /// How long to wait before asking again when the leader is unreachable or changing.
+    fn retry_pause(&self) -> Duration {
+        self.config
+            .heartbeat_interval
+            .min(Duration::from_millis(50))
+    }
+
+    /// Waits, at most `left`, until a leader is known, and says where it is. When it is this
+    /// replica, only once it serves as leader (a vote just won names it before it takes
+    /// writes).
+    async fn await_leader(&self, left: Duration) -> Leader {
+        let me = self.config.node_id;
+        let leader = self
+            .raft
+            .wait(Some(left))
+            .metrics(
+                move |m| match m.current_leader {
+                    Some(id) => id != me || m.state.is_leader(),
+                    None => false,
+                },
+                "a leader is known",
+            )
+            .await
+            .ok()
+            .and_then(|m| m.current_leader);
+        match leader {
+            None => Leader::Unknown,
+            Some(id) if id == me => Leader::Me,
+            Some(id) => {
+                let addr = self
+                    .metrics
+                    .borrow_watched()
+                    .membership_config
+                    .membership()
+                    .get_node(&id)
+                    .map(|n| n.addr.clone());
+                match addr {
+                    Some(addr) => Leader::At(addr),
+                    None => Leader::NoAddress,
+                }
+            }
+        }
+    }
+
+    /// Serves `request` here as the leader (it was found to be this replica); `None` when
+    /// leadership moved on meanwhile and the caller should look for the leader again.
+    async fn serve_as_leader(
+        self: &Rc<Self>,
+        request: Request,
+    ) -> Option<Result<Reply, ShardError>> {
+        let (tx, rx) = oneshot::channel();
+        self.serve(request, tx, false).await;
+        match rx.await.unwrap_or(Err(ShardError::Stopped)) {
+            Err(ShardError::NotLeader { .. }) => None,
+            answer => Some(answer),
+        }
+    }
+
     /// Serves `request` at the shard's leader on another node (see the module comment).
     async fn forward(self: &Rc<Self>, request: Request) -> Result<Reply, ShardError> {
+        let deadline = Instant::now() + self.request_timeout();
+        self.forward_until(request, deadline).await
+    }
+
+    /// [`Core::forward`] with the request's deadline already set.
+    async fn forward_until(
+        self: &Rc<Self>,
+        request: Request,
+        deadline: Instant,
+    ) -> Result<Reply, ShardError> {
         let Some(channel) = self.forward.clone() else {
             return Err(self.not_leader());
         };
-        let deadline = Instant::now() + self.request_timeout();
         let body = wire::encode_request(&request);
         let writes = matches!(route(request.clone()), Route::Write(_));
-        // How long to wait before asking again when the leader is unreachable or changing.
-        let pause = self
-            .config
-            .heartbeat_interval
-            .min(Duration::from_millis(50));
+        let pause = self.retry_pause();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(ShardError::Timeout);
             }
-            let me = self.config.node_id;
-            // A leader is known (when it is this replica: once it serves as leader; a vote
-            // just won names it before it takes writes).
-            let leader = self
-                .raft
-                .wait(Some(left))
-                .metrics(
-                    move |m| match m.current_leader {
-                        Some(id) => id != me || m.state.is_leader(),
-                        None => false,
-                    },
-                    "a leader is known",
-                )
-                .await
-                .ok()
-                .and_then(|m| m.current_leader);
-            let Some(leader) = leader else {
-                return Err(ShardError::NotLeader { leader_id: None });
-            };
-            if leader == me {
-                let (tx, rx) = oneshot::channel();
-                self.serve(request.clone(), tx, false).await;
-                match rx.await.unwrap_or(Err(ShardError::Stopped)) {
-                    Err(ShardError::NotLeader { .. }) => {
+            let addr = match self.await_leader(left).await {
+                Leader::Unknown => return Err(ShardError::NotLeader { leader_id: None }),
+                Leader::Me => match self.serve_as_leader(request.clone()).await {
+                    Some(answer) => return answer,
+                    None => {
                         glommio::timer::sleep(pause).await;
                         continue;
                     }
-                    answer => return answer,
+                },
+                Leader::NoAddress => {
+                    glommio::timer::sleep(pause).await;
+                    continue;
                 }
-            }
-            let addr = self
-                .metrics
-                .borrow_watched()
-                .membership_config
-                .membership()
-                .get_node(&leader)
-                .map(|n| n.addr.clone());
-            let Some(addr) = addr else {
-                glommio::timer::sleep(pause).await;
-                continue;
+                Leader::At(addr) => addr,
             };
             let left = deadline.saturating_duration_since(Instant::now());
             match channel
@@ -1268,6 +1361,127 @@ impl Core {
         }
     }
 
+    /// Serves a linearizable read on a follower from its own store (Raft thesis §6.4, as
+    /// etcd's followers serve them): asks the shard's leader for its read index
+    /// ([`PeerKind::ReadIndex`]), waits until this replica has applied up to it, then reads.
+    /// The leader unknown, unreachable or changing: asked again after a pause, as
+    /// [`Core::forward`] does, until the request deadline. A leader that refuses the question
+    /// (an older member that does not know the kind) gets the read forwarded instead.
+    ///
+    /// Why it is linearizable: a write acknowledged before this read began is committed, at
+    /// some index `w`; the leader answers only after a quorum confirmed it still leads, with
+    /// its commit index then (or its own first entry's, if higher), so the read index is at
+    /// least `w`, and this replica's store has every entry up to the read index applied once
+    /// its applied index reaches it (entries only apply once committed, and a committed entry
+    /// never changes).
+    async fn follower_read(self: &Rc<Self>, request: Request) -> Result<Reply, ShardError> {
+        let Some(channel) = self.forward.clone() else {
+            return Err(self.not_leader());
+        };
+        let deadline = Instant::now() + self.request_timeout();
+        let pause = self.retry_pause();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ShardError::Timeout);
+            }
+            let addr = match self.await_leader(left).await {
+                Leader::Unknown => return Err(ShardError::NotLeader { leader_id: None }),
+                Leader::Me => match self.serve_as_leader(request.clone()).await {
+                    Some(answer) => return answer,
+                    None => {
+                        glommio::timer::sleep(pause).await;
+                        continue;
+                    }
+                },
+                Leader::NoAddress => {
+                    glommio::timer::sleep(pause).await;
+                    continue;
+                }
+                Leader::At(addr) => addr,
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            let asked = channel
+                .send(
+                    &addr,
+                    self.config.shard_id,
+                    PeerKind::ReadIndex,
+                    wire::encode_read_index(),
+                    left,
+                )
+                .await;
+            match asked {
+                Ok(answer) => match wire::decode_read_index_answer(&answer) {
+                    Ok(Ok(read_log_id)) => {
+                        return self.read_at(read_log_id, request, deadline).await
+                    }
+                    // Leadership moved after we looked, or the leader could not confirm it
+                    // with a quorum: ask again.
+                    Ok(Err(ShardError::NotLeader { .. })) => glommio::timer::sleep(pause).await,
+                    Ok(Err(err)) => return Err(err),
+                    Err(err) => {
+                        tracing::error!(%err, %addr, "unreadable answer to a read index");
+                        return Err(ShardError::Timeout);
+                    }
+                },
+                // An older leader that does not know `ReadIndex` (a rolling upgrade), or one
+                // that could not hand the question to its shard: the read goes the old way.
+                Err(PeerFailure::Refused { why, .. }) => {
+                    tracing::debug!(%why, %addr, "a read index was refused: forwarding the read");
+                    return self.forward_until(request, deadline).await;
+                }
+                // Asking changes nothing, so it is always safe to ask again.
+                Err(
+                    PeerFailure::Unreachable { .. }
+                    | PeerFailure::Lost { .. }
+                    | PeerFailure::Timeout { .. },
+                ) => glommio::timer::sleep(pause).await,
+            }
+        }
+    }
+
+    /// Reads `request` from the local store once this replica has applied up to `read_log_id`,
+    /// waiting until `deadline` at most ("request timed out" after it).
+    async fn read_at(
+        &self,
+        read_log_id: LogId,
+        request: Request,
+        deadline: Instant,
+    ) -> Result<Reply, ShardError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let linearizer = Linearizer::new(
+            self.config.node_id,
+            ReadLogId::from_log_id(read_log_id),
+            None,
+        );
+        match linearizer.try_await_ready(&self.raft, Some(left)).await {
+            Ok(Ok(_)) => {
+                self.loop_state.borrow_mut().follower_reads += 1;
+                self.serve_local(request).await
+            }
+            Ok(Err(_)) => Err(ShardError::Timeout),
+            Err(_) => Err(match self.failure() {
+                Some(cause) => ShardError::Failed { cause },
+                None => ShardError::Stopped,
+            }),
+        }
+    }
+
+    /// The leader's side of [`Core::follower_read`]: openraft's read log id once a quorum has
+    /// confirmed this replica still leads, or `NotLeader`.
+    async fn read_index(&self) -> Result<LogId, ShardError> {
+        if let Some(cause) = self.failure() {
+            return Err(ShardError::Failed { cause });
+        }
+        match self.raft.get_read_log_id(ReadPolicy::ReadIndex).await {
+            Ok((read_log_id, _applied)) => Ok(*read_log_id.log_id()),
+            Err(_) => Err(match self.failure() {
+                Some(cause) => ShardError::Failed { cause },
+                None => self.not_leader(),
+            }),
+        }
+    }
+
     /// Why the shard stopped, if it did: a failed checkpoint, a failed WAL write or sync, or
     /// openraft's fatal stop (which a log-store error causes).
     fn failure(&self) -> Option<String> {
@@ -1301,7 +1515,12 @@ impl Core {
         {
             let core = self.clone();
             glommio::spawn_local(async move {
-                let _ = reply.send(core.forward(request).await);
+                let answer = if linearizable_read(&request) {
+                    core.follower_read(request).await
+                } else {
+                    core.forward(request).await
+                };
+                let _ = reply.send(answer);
             })
             .detach();
             return;
@@ -1336,9 +1555,9 @@ impl Core {
                             Some(cause) => Err(ShardError::Failed { cause }),
                             // Leadership moved while the read waited for its read index (a
                             // leader transfer, an election): served as a follower serves it,
-                            // at the leader once one is known, within the request timeout, as
-                            // etcd's read waits rather than failing at once.
-                            None if may_forward => core.forward(request).await,
+                            // with the new leader's read index once one is known, within the
+                            // request timeout, as etcd's read waits rather than failing at once.
+                            None if may_forward => core.follower_read(request).await,
                             None => Err(core.not_leader()),
                         },
                     };
@@ -1541,6 +1760,9 @@ impl Core {
             wal_records: wal.map_or(0, |w| w.records_flushed),
             failure: None,
             members: crate::membership::members_of(&m),
+            follower_reads: ls.follower_reads,
+            read_indexes_answered: ls.read_indexes_answered,
+            forwarded_served: ls.forwarded_served,
         }
     }
 
@@ -1798,15 +2020,15 @@ mod tests {
             ..TxnRequest::default()
         };
         assert!(matches!(
-            route(Request::Txn(write_txn)),
+            route(Request::Txn(write_txn.clone())),
             Route::Write(LogCommand::Txn(_))
         ));
         assert!(matches!(
-            route(Request::Txn(read_txn)),
+            route(Request::Txn(read_txn.clone())),
             Route::LinearizableRead(_)
         ));
         assert!(matches!(
-            route(Request::Txn(serializable_txn)),
+            route(Request::Txn(serializable_txn.clone())),
             Route::Local(_)
         ));
         assert!(matches!(
@@ -1824,6 +2046,34 @@ mod tests {
             route(Request::LeaseKeepAlive { id: 1 }),
             Route::LeaderLocal(_)
         ));
+        // A follower serves itself exactly the reads `route` makes linearizable.
+        for request in [
+            Request::Range(RangeRequest::default()),
+            Request::Range(RangeRequest {
+                serializable: true,
+                ..RangeRequest::default()
+            }),
+            Request::Txn(TxnRequest::default()),
+            Request::Txn(read_txn),
+            Request::Txn(write_txn),
+            Request::Txn(serializable_txn),
+            Request::Alarm {
+                action: AlarmAction::Get,
+                member: AlarmMember::default(),
+            },
+            Request::Alarm {
+                action: AlarmAction::Activate,
+                member: AlarmMember::default(),
+            },
+            Request::LeaseKeepAlive { id: 1 },
+            Request::LeaseTimeToLive { id: 1, keys: false },
+            Request::LeaseLeases,
+            Request::Status,
+            Request::Put(PutRequest::default()),
+        ] {
+            let linearizable = matches!(route(request.clone()), Route::LinearizableRead(_));
+            assert_eq!(linearizable_read(&request), linearizable, "{request:?}");
+        }
         for write in [
             Request::Put(PutRequest::default()),
             Request::DeleteRange(DeleteRangeRequest::default()),

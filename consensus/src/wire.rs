@@ -1,6 +1,7 @@
 //! The binary encoding of what nodes send each other (the peer transport, `network.rs`): Raft's
-//! AppendEntries and RequestVote with their responses, and the client requests a follower
-//! forwards to its shard's leader with the leader's answers. Written by hand like `codec.rs`,
+//! AppendEntries and RequestVote with their responses, the client requests a follower
+//! forwards to its shard's leader with the leader's answers, and the read index a follower asks
+//! the leader for to serve a linearizable read itself. Written by hand like `codec.rs`,
 //! whose encoders and `Reader` it reuses for the engine's request types; log entries travel as
 //! the log store's records (`log_store::record_of` / `entry_of`: a normal entry's payload is
 //! `codec::encode`'s command, a membership entry's the log store's membership payload).
@@ -20,6 +21,8 @@
 //! kind 9 transfer leader  transfer_leader
 //! kind 10 transfer answer transfer_answer
 //! kind 11 members answer  log_id:option_log_id n:u32 id:u64[n]
+//! kind 12 read index      (no body: the asker's shard names the group)
+//! kind 13 read index answer 1 log_id (Ok: openraft's read log id) | 2 shard_error
 //!
 //! request  = tag:u8 body
 //!   1 Range range_request          8 Advance to:i64
@@ -122,6 +125,8 @@ const KIND_SNAPSHOT_ANSWER: u8 = 8;
 const KIND_TRANSFER_LEADER: u8 = 9;
 const KIND_TRANSFER_ANSWER: u8 = 10;
 const KIND_MEMBERS_ANSWER: u8 = 11;
+const KIND_READ_INDEX: u8 = 12;
+const KIND_READ_INDEX_ANSWER: u8 = 13;
 
 const ANSWER_OK: u8 = 1;
 const ANSWER_ERR: u8 = 2;
@@ -673,6 +678,35 @@ pub fn encode_members_answer(a: &MembersAnswer) -> Bytes {
     Bytes::from(out)
 }
 
+/// A follower's question to its shard's leader: the read index for a linearizable read
+/// served by the follower (`PeerKind::ReadIndex`).
+pub fn encode_read_index() -> Bytes {
+    Bytes::from(start(KIND_READ_INDEX))
+}
+
+/// The leader's answer to [`encode_read_index`]: the log id the asker must have applied before
+/// it reads (openraft's read log id, leadership confirmed by a quorum), or why there is none
+/// (`NotLeader`, `Failed`, `Stopped`).
+pub fn encode_read_index_answer(answer: &Result<LogId, ShardError>) -> Bytes {
+    let mut out = start(KIND_READ_INDEX_ANSWER);
+    match answer {
+        Ok(id) => {
+            out.put_u8(ANSWER_OK);
+            out.put_u64_le(id.leader_id.term);
+            out.put_u64_le(id.index);
+        }
+        Err(e) => {
+            out.put_u8(ANSWER_ERR);
+            if put_shard_error(&mut out, e).is_err() {
+                // Only an engine error can fail to encode, and a read index has none.
+                out.truncate(3);
+                out.put_u8(2);
+            }
+        }
+    }
+    Bytes::from(out)
+}
+
 // ------------------------------------------------------------------ decoding
 
 /// Checks the version and kind, decodes the body and refuses what is left after it. The
@@ -891,6 +925,21 @@ pub fn decode_members_answer(bytes: &[u8]) -> Result<MembersAnswer, WireError> {
             ids.push(r.u64()?);
         }
         Ok(MembersAnswer { log_id, ids })
+    })
+}
+
+pub fn decode_read_index(bytes: &[u8]) -> Result<(), WireError> {
+    decode_message(bytes, KIND_READ_INDEX, |_| Ok(()))
+}
+
+pub fn decode_read_index_answer(bytes: &[u8]) -> Result<Result<LogId, ShardError>, WireError> {
+    decode_message(bytes, KIND_READ_INDEX_ANSWER, |r| {
+        let at = r.at;
+        Ok(match r.u8()? {
+            ANSWER_OK => Ok(log_id(r.u64()?, r.u64()?)),
+            ANSWER_ERR => Err(r.shard_error()?),
+            tag => return Err(unknown("read index answer", tag, at)),
+        })
     })
 }
 

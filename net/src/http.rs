@@ -202,7 +202,7 @@ async fn metrics(State(ctx): State<Context>) -> impl IntoResponse {
 }
 
 /// One shard's own figures.
-fn shard_rows(s: &ShardStatus) -> [(&'static str, &'static str, u64); 19] {
+fn shard_rows(s: &ShardStatus) -> [(&'static str, &'static str, u64); 22] {
     [
         (
             "ballast_shard_failed",
@@ -298,6 +298,21 @@ fn shard_rows(s: &ShardStatus) -> [(&'static str, &'static str, u64); 19] {
             "ballast_shard_store_loads_total",
             "Reads of key indexes and records from the page log.",
             s.cache_loads,
+        ),
+        (
+            "ballast_shard_follower_reads_total",
+            "Linearizable reads served from this member's store after the leader's read index.",
+            s.follower_reads,
+        ),
+        (
+            "ballast_shard_read_indexes_answered_total",
+            "Read indexes this member answered for followers, as the shard's leader.",
+            s.read_indexes_answered,
+        ),
+        (
+            "ballast_shard_forwarded_served_total",
+            "Requests followers forwarded that this member served, as the shard's leader.",
+            s.forwarded_served,
         ),
     ]
 }

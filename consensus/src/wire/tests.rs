@@ -515,7 +515,68 @@ fn every_encoding() -> Vec<(Bytes, Decoder)> {
             decode_members_answer(b).is_ok()
         }));
     }
+    out.push((encode_read_index(), |b| decode_read_index(b).is_ok()));
+    for a in every_read_index_answer() {
+        out.push((encode_read_index_answer(&a), |b| {
+            decode_read_index_answer(b).is_ok()
+        }));
+    }
     out
+}
+
+fn every_read_index_answer() -> Vec<Result<LogId, ShardError>> {
+    vec![
+        Ok(log_id(3, 41)),
+        Ok(log_id(u64::MAX, 0)),
+        Err(ShardError::NotLeader { leader_id: Some(9) }),
+        Err(ShardError::NotLeader { leader_id: None }),
+        Err(ShardError::Failed {
+            cause: "log write failed".into(),
+        }),
+        Err(ShardError::Stopped),
+    ]
+}
+
+#[test]
+fn read_indexes_and_their_answers_round_trip() {
+    assert_eq!(decode_read_index(&encode_read_index()), Ok(()));
+    for a in every_read_index_answer() {
+        assert_eq!(
+            decode_read_index_answer(&encode_read_index_answer(&a)),
+            Ok(a)
+        );
+    }
+    // A read index is not an answer, nor a forwarded request.
+    assert_eq!(
+        decode_read_index_answer(&encode_read_index()),
+        Err(WireError::Kind {
+            expected: KIND_READ_INDEX_ANSWER,
+            found: KIND_READ_INDEX,
+        })
+    );
+    assert!(decode_request(&encode_read_index()).is_err());
+}
+
+/// The layout pinned byte for byte: a change here is a new [`WIRE_FORMAT_VERSION`].
+#[test]
+fn a_read_index_and_its_answer_encode_as_documented() {
+    assert_eq!(&encode_read_index()[..], &[1, 12]);
+    #[rustfmt::skip]
+    let expected: &[u8] = &[
+        1, 13,                        // version, kind read index answer
+        1,                            // Ok
+        3, 0, 0, 0, 0, 0, 0, 0,       // term
+        0x29, 0, 0, 0, 0, 0, 0, 0,    // index (openraft's, 0-based)
+    ];
+    assert_eq!(&encode_read_index_answer(&Ok(log_id(3, 41)))[..], expected);
+    let not_leader = Err(ShardError::NotLeader { leader_id: Some(4) });
+    #[rustfmt::skip]
+    let expected: &[u8] = &[
+        1, 13,                        // version, kind read index answer
+        2, 3,                         // Err, NotLeader
+        1, 4, 0, 0, 0, 0, 0, 0, 0,    // leader_id present, 4
+    ];
+    assert_eq!(&encode_read_index_answer(&not_leader)[..], expected);
 }
 
 fn every_members_answer() -> Vec<MembersAnswer> {

@@ -2,7 +2,9 @@
 //! cluster, a silent peer, a connection lost after sending), TLS between members (only
 //! certificates the cluster's CA signed, and the allowed CN, get through), and three in-process nodes whose
 //! in-memory shards form one Raft group over real connections on 127.0.0.1: they elect a
-//! leader, replicate, and followers forward writes and linearizable reads to it. A member that
+//! leader, replicate, followers forward writes to it and serve linearizable reads themselves
+//! after its read index (forwarding them to a leader that does not know the read index, as an
+//! older member would not). A member that
 //! joins after the leader purged its log catches up through a snapshot (in memory, and on
 //! disk with a restart after the install) and then answers exactly as the leader.
 
@@ -930,5 +932,199 @@ async fn reads_and_writes_go_on_through_leader_moves() {
     assert!(failures.is_empty(), "requests failed: {failures:?}");
     for node in nodes {
         stop_node(node).await;
+    }
+}
+
+/// The statuses of every node's shard 0, in node order.
+async fn statuses(nodes: &[Node]) -> Vec<ballast_consensus::ShardStatus> {
+    futures::future::join_all(nodes.iter().map(|n| status(&n.shard))).await
+}
+
+/// Puts `key = v<round>` through the leader, then at once reads it linearizably through every
+/// follower (a Range and a read-only Txn), for `rounds` rounds: each read must see the put the
+/// leader just acknowledged. Returns the leader's index in `nodes`.
+async fn write_then_read_through_followers(nodes: &[Node], key: &str, rounds: usize) -> usize {
+    let leader = statuses(nodes)
+        .await
+        .iter()
+        .position(|s| s.is_leader)
+        .expect("a leader");
+    for round in 0..rounds {
+        let value = format!("v{round}");
+        let reply = put(&nodes[leader].shard, key, &value).await.expect("put");
+        for (i, node) in nodes.iter().enumerate() {
+            if i == leader {
+                continue;
+            }
+            let seen = get(&node.shard, key, false).await;
+            assert_eq!(
+                seen,
+                Some((Bytes::from(value.clone()), reply.revision)),
+                "round {round}: node {} read back the put the leader acknowledged",
+                node.id
+            );
+            let txn = node
+                .shard
+                .call(Request::Txn(ballast_engine::TxnRequest {
+                    success: vec![ballast_engine::RequestOp::Range(RangeRequest {
+                        key: Bytes::copy_from_slice(key.as_bytes()),
+                        ..RangeRequest::default()
+                    })],
+                    ..ballast_engine::TxnRequest::default()
+                }))
+                .await
+                .expect("read-only txn");
+            let Response::Txn(t) = txn.response else {
+                panic!("{:?}", txn.response)
+            };
+            let Some(ballast_engine::ResponseOp::Range(r)) = t.responses.first() else {
+                panic!("{t:?}")
+            };
+            assert_eq!(
+                r.kvs.first().map(|kv| (kv.value.clone(), kv.mod_revision)),
+                Some((Bytes::from(value.clone()), reply.revision)),
+                "round {round}: node {}'s read-only txn",
+                node.id
+            );
+        }
+    }
+    leader
+}
+
+/// A follower serves a linearizable read from its own store after the leader's read index
+/// (`PeerKind::ReadIndex`), instead of forwarding it: every read sees the write the leader
+/// acknowledged just before it, the followers count the reads as theirs, and the leader serves
+/// no forwarded request meanwhile (it only answers read indexes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_serve_linearizable_reads_after_the_leaders_read_index() {
+    const ROUNDS: usize = 100;
+    let (members, listeners) = bind_members(&[1, 2, 3]).await;
+    let mut nodes = Vec::new();
+    for (id, l) in listeners {
+        nodes.push(start_node(id, l, members.clone()).await);
+    }
+    tokio::time::timeout(Duration::from_secs(20), put(&nodes[0].shard, "k", "v"))
+        .await
+        .expect("a leader within 20 s")
+        .expect("put");
+    let before = statuses(&nodes).await;
+    let leader = write_then_read_through_followers(&nodes, "read-index", ROUNDS).await;
+    let after = statuses(&nodes).await;
+    assert!(
+        after[leader].is_leader,
+        "the leader stayed put during the test"
+    );
+    let delta =
+        |i: usize, f: fn(&ballast_consensus::ShardStatus) -> u64| f(&after[i]) - f(&before[i]);
+    for i in 0..nodes.len() {
+        if i == leader {
+            continue;
+        }
+        assert_eq!(
+            delta(i, |s| s.follower_reads),
+            2 * ROUNDS as u64,
+            "node {}: every linearizable read was served by the follower itself",
+            nodes[i].id
+        );
+    }
+    assert_eq!(
+        delta(leader, |s| s.forwarded_served),
+        0,
+        "the leader served no forwarded request"
+    );
+    assert!(
+        delta(leader, |s| s.read_indexes_answered) >= 4 * ROUNDS as u64,
+        "the leader answered a read index per follower read"
+    );
+    for node in nodes {
+        stop_node(node).await;
+    }
+}
+
+/// Relays peer connections from `listener` to `to`, renaming every `ReadIndex` message to a
+/// kind no member knows: what a follower meets when its leader runs an older version.
+async fn relay_refusing_read_index(listener: TcpListener, to: String) {
+    loop {
+        let Ok((inbound, _)) = listener.accept().await else {
+            return;
+        };
+        let to = to.clone();
+        tokio::spawn(async move {
+            let Ok(outbound) = TcpStream::connect(&to).await else {
+                return;
+            };
+            let _ = (inbound.set_nodelay(true), outbound.set_nodelay(true));
+            let (in_r, mut in_w) = inbound.into_split();
+            let (mut out_r, mut out_w) = outbound.into_split();
+            let back = tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut out_r, &mut in_w).await;
+            });
+            let mut in_r = BufReader::new(in_r);
+            // The hello, then requests: `id:u64 kind:u8 shard:u32 body`.
+            let mut hello = true;
+            while let Ok(frame) = read_frame(&mut in_r).await {
+                let mut frame = frame.to_vec();
+                if !hello && frame.len() > 8 && frame[8] == PeerKind::ReadIndex as u8 {
+                    frame[8] = 0xee;
+                }
+                hello = false;
+                if write_frame(&mut out_w, &[&frame]).await.is_err() {
+                    break;
+                }
+            }
+            back.abort();
+        });
+    }
+}
+
+/// A follower whose leader refuses `ReadIndex` as an unknown kind (an older member during a
+/// rolling upgrade) forwards the read to it, as before: the reads still see every acknowledged
+/// write, and the leader serves them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_does_not_know_read_index_gets_the_read_forwarded() {
+    const ROUNDS: usize = 20;
+    let (real, listeners) = bind_members(&[1, 2, 3]).await;
+    // Every member is reached through a relay: the members' addresses are the relays'.
+    let mut members = BTreeMap::new();
+    let mut relays = Vec::new();
+    for (id, addr) in &real {
+        let relay = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        members.insert(*id, format!("http://{}", relay.local_addr().unwrap()));
+        let to = addr.trim_start_matches("http://").to_owned();
+        relays.push(tokio::spawn(relay_refusing_read_index(relay, to)));
+    }
+    let mut nodes = Vec::new();
+    for (id, l) in listeners {
+        nodes.push(start_node(id, l, members.clone()).await);
+    }
+    tokio::time::timeout(Duration::from_secs(20), put(&nodes[0].shard, "k", "v"))
+        .await
+        .expect("a leader within 20 s")
+        .expect("put");
+    let before = statuses(&nodes).await;
+    let leader = write_then_read_through_followers(&nodes, "forwarded", ROUNDS).await;
+    let after = statuses(&nodes).await;
+    assert!(after[leader].is_leader, "the leader stayed put");
+    for (i, (a, b)) in after.iter().zip(&before).enumerate() {
+        assert_eq!(
+            a.follower_reads, b.follower_reads,
+            "node {}: no read was served by read index",
+            nodes[i].id
+        );
+    }
+    assert_eq!(
+        after[leader].forwarded_served - before[leader].forwarded_served,
+        4 * ROUNDS as u64,
+        "the leader served every follower read, forwarded"
+    );
+    assert_eq!(
+        after[leader].read_indexes_answered,
+        before[leader].read_indexes_answered
+    );
+    for node in nodes {
+        stop_node(node).await;
+    }
+    for relay in relays {
+        relay.abort();
     }
 }

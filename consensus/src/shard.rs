@@ -28,9 +28,9 @@
 //!   forwarded request is never forwarded again. A follower serves a linearizable read itself,
 //!   as etcd's followers do (Raft thesis §6.4): it asks the leader for its read index
 //!   ([`PeerKind::ReadIndex`]; the leader confirms its leadership with a quorum and answers
-//!   openraft's read log id), waits until its own state machine has applied up to that index,
-//!   and reads its local store — every write acknowledged before the read began is committed
-//!   at or below that index. A leader that does not know the kind (an older member during a
+//!   openraft's read log id; concurrent reads share one question per round trip), waits
+//!   until its own state machine has applied up to that index, and reads its local store —
+//!   every write acknowledged before the read began is committed at or below that index. A leader that does not know the kind (an older member during a
 //!   rolling upgrade refuses it) gets the read forwarded instead. While no leader is known the
 //!   follower waits for one, up to the request deadline (etcd's: 5 s plus two election
 //!   timeouts), for a read index as for a forwarded request; a follower that cannot reach its
@@ -609,6 +609,29 @@ fn linearizable_read(request: &Request) -> bool {
     }
 }
 
+/// What a follower's read-index question came to: the leader's answer (`Timeout` for one it
+/// could not read), or why there is none.
+type ReadIndexAsked = Result<Result<LogId, ShardError>, PeerFailure>;
+
+/// A follower's read-index questions, asked in rounds per leader address, as etcd's followers
+/// batch theirs: at most one question is out to an address at a time; the reads that arrive
+/// while it is out wait and share the next one. A read never shares a question sent before it
+/// began: the answer to that one may predate a write acknowledged before the read began. So
+/// under load the leader answers one read index per round trip, not one per read. Bounded by
+/// the reads in flight (each waits at most until its request deadline).
+#[derive(Default)]
+struct ReadIndexRounds {
+    by_addr: HashMap<String, ReadIndexRound>,
+}
+
+#[derive(Default)]
+struct ReadIndexRound {
+    /// A task is asking this address (and will ask again while reads wait).
+    asking: bool,
+    /// The reads waiting for the next question: each one's deadline and reply.
+    waiting: Vec<(Instant, oneshot::Sender<ReadIndexAsked>)>,
+}
+
 /// Where a shard's leader is, as this replica knows it.
 enum Leader {
     /// None known before the deadline.
@@ -630,6 +653,8 @@ struct Core {
     queue: flume::Receiver<Command>,
     config: ShardConfig,
     loop_state: RefCell<LoopState>,
+    /// A follower's read-index questions to its leader, in rounds.
+    read_index_rounds: RefCell<ReadIndexRounds>,
 }
 
 /// What the command loop and housekeeping keep between calls.
@@ -810,6 +835,7 @@ async fn start(config: ShardConfig, queue: flume::Receiver<Command>) -> Result<C
             read_indexes_answered: 0,
             forwarded_served: 0,
         }),
+        read_index_rounds: RefCell::default(),
     })
 }
 
@@ -1363,7 +1389,8 @@ impl Core {
 
     /// Serves a linearizable read on a follower from its own store (Raft thesis §6.4, as
     /// etcd's followers serve them): asks the shard's leader for its read index
-    /// ([`PeerKind::ReadIndex`]), waits until this replica has applied up to it, then reads.
+    /// ([`PeerKind::ReadIndex`], in rounds shared by concurrent reads: [`ReadIndexRounds`]),
+    /// waits until this replica has applied up to it, then reads.
     /// The leader unknown, unreachable or changing: asked again after a pause, as
     /// [`Core::forward`] does, until the request deadline. A leader that refuses the question
     /// (an older member that does not know the kind) gets the read forwarded instead.
@@ -1400,30 +1427,12 @@ impl Core {
                 }
                 Leader::At(addr) => addr,
             };
-            let left = deadline.saturating_duration_since(Instant::now());
-            let asked = channel
-                .send(
-                    &addr,
-                    self.config.shard_id,
-                    PeerKind::ReadIndex,
-                    wire::encode_read_index(),
-                    left,
-                )
-                .await;
-            match asked {
-                Ok(answer) => match wire::decode_read_index_answer(&answer) {
-                    Ok(Ok(read_log_id)) => {
-                        return self.read_at(read_log_id, request, deadline).await
-                    }
-                    // Leadership moved after we looked, or the leader could not confirm it
-                    // with a quorum: ask again.
-                    Ok(Err(ShardError::NotLeader { .. })) => glommio::timer::sleep(pause).await,
-                    Ok(Err(err)) => return Err(err),
-                    Err(err) => {
-                        tracing::error!(%err, %addr, "unreadable answer to a read index");
-                        return Err(ShardError::Timeout);
-                    }
-                },
+            match self.ask_read_index(&channel, addr.clone(), deadline).await {
+                Ok(Ok(read_log_id)) => return self.read_at(read_log_id, request, deadline).await,
+                // Leadership moved after we looked, or the leader could not confirm it with a
+                // quorum: ask again.
+                Ok(Err(ShardError::NotLeader { .. })) => glommio::timer::sleep(pause).await,
+                Ok(Err(err)) => return Err(err),
                 // An older leader that does not know `ReadIndex` (a rolling upgrade), or one
                 // that could not hand the question to its shard: the read goes the old way.
                 Err(PeerFailure::Refused { why, .. }) => {
@@ -1436,6 +1445,79 @@ impl Core {
                     | PeerFailure::Lost { .. }
                     | PeerFailure::Timeout { .. },
                 ) => glommio::timer::sleep(pause).await,
+            }
+        }
+    }
+
+    /// Asks the leader at `addr` for a read index on behalf of one read, in the next round of
+    /// questions to it ([`ReadIndexRounds`]); waits until `deadline` at most (then `Timeout`).
+    async fn ask_read_index(
+        self: &Rc<Self>,
+        channel: &ChannelTransport,
+        addr: String,
+        deadline: Instant,
+    ) -> ReadIndexAsked {
+        let (tx, rx) = oneshot::channel();
+        let start = {
+            let mut rounds = self.read_index_rounds.borrow_mut();
+            let round = rounds.by_addr.entry(addr.clone()).or_default();
+            round.waiting.push((deadline, tx));
+            !std::mem::replace(&mut round.asking, true)
+        };
+        if start {
+            let (core, channel, addr) = (self.clone(), channel.clone(), addr.clone());
+            glommio::spawn_local(async move { core.read_index_rounds(channel, addr).await })
+                .detach();
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let expired = Box::pin(glommio::timer::sleep(left));
+        match futures::future::select(rx, expired).await {
+            futures::future::Either::Left((Ok(asked), _)) => asked,
+            // The deadline passed first, or the round gave up on this read (its deadline).
+            _ => Err(PeerFailure::Timeout { addr, after: left }),
+        }
+    }
+
+    /// Asks the leader at `addr` one read index per round for every read waiting when the
+    /// round starts, until no read waits (see [`ReadIndexRounds`]).
+    async fn read_index_rounds(self: Rc<Self>, channel: ChannelTransport, addr: String) {
+        loop {
+            let batch = {
+                let mut rounds = self.read_index_rounds.borrow_mut();
+                let round = rounds.by_addr.get_mut(&addr).expect("a round is asking");
+                let batch = std::mem::take(&mut round.waiting);
+                if batch.is_empty() {
+                    rounds.by_addr.remove(&addr);
+                    return;
+                }
+                batch
+            };
+            let now = Instant::now();
+            let timeout = batch
+                .iter()
+                .map(|(deadline, _)| deadline.saturating_duration_since(now))
+                .max()
+                .unwrap_or_default();
+            if timeout.is_zero() {
+                continue; // every read in it is past its deadline: dropping them tells them
+            }
+            let asked = channel
+                .send(
+                    &addr,
+                    self.config.shard_id,
+                    PeerKind::ReadIndex,
+                    wire::encode_read_index(),
+                    timeout,
+                )
+                .await
+                .map(|answer| {
+                    wire::decode_read_index_answer(&answer).unwrap_or_else(|err| {
+                        tracing::error!(%err, %addr, "unreadable answer to a read index");
+                        Err(ShardError::Timeout)
+                    })
+                });
+            for (_, reply) in batch {
+                let _ = reply.send(asked.clone());
             }
         }
     }

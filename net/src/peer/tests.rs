@@ -994,7 +994,8 @@ async fn write_then_read_through_followers(nodes: &[Node], key: &str, rounds: us
 /// A follower serves a linearizable read from its own store after the leader's read index
 /// (`PeerKind::ReadIndex`), instead of forwarding it: every read sees the write the leader
 /// acknowledged just before it, the followers count the reads as theirs, and the leader serves
-/// no forwarded request meanwhile (it only answers read indexes).
+/// no forwarded request meanwhile (it only answers read indexes). Concurrent reads share
+/// read-index questions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_serve_linearizable_reads_after_the_leaders_read_index() {
     const ROUNDS: usize = 100;
@@ -1035,6 +1036,30 @@ async fn followers_serve_linearizable_reads_after_the_leaders_read_index() {
     assert!(
         delta(leader, |s| s.read_indexes_answered) >= 4 * ROUNDS as u64,
         "the leader answered a read index per follower read"
+    );
+    // Concurrent reads through one follower share read-index questions (one per round trip),
+    // and each still sees the last acknowledged write.
+    const CONCURRENT: usize = 200;
+    let follower = (0..nodes.len()).find(|i| *i != leader).unwrap();
+    let last = put(&nodes[leader].shard, "read-index", "last")
+        .await
+        .expect("put");
+    let before = statuses(&nodes).await;
+    let reads = futures::future::join_all(
+        (0..CONCURRENT).map(|_| get(&nodes[follower].shard, "read-index", false)),
+    )
+    .await;
+    for seen in reads {
+        assert_eq!(seen, Some((Bytes::from_static(b"last"), last.revision)));
+    }
+    let after = statuses(&nodes).await;
+    let served = after[follower].follower_reads - before[follower].follower_reads;
+    let asked = after[leader].read_indexes_answered - before[leader].read_indexes_answered;
+    eprintln!("{CONCURRENT} concurrent follower reads took {asked} read indexes");
+    assert_eq!(served, CONCURRENT as u64);
+    assert!(
+        asked * 4 <= CONCURRENT as u64,
+        "{CONCURRENT} concurrent reads asked the leader {asked} times"
     );
     for node in nodes {
         stop_node(node).await;

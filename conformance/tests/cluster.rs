@@ -9,7 +9,8 @@
 //! failed ones as unknown outcomes, and the history must be linearizable
 //! ([`ballast_conformance::linearizability`]); a violation fails with the checker's report,
 //! the smallest history that breaks it. And a revision written through one member can be read
-//! at (a Range over every shard, HashKV) through every member.
+//! at (a Range over every shard, HashKV) through every member; a follower serves linearizable
+//! reads itself (after the leader's read index) and they see every acknowledged write.
 //!
 //! Invariants: every wait is bounded (the scenario by [`TEST_TIMEOUT`], the check after it by
 //! its budget); the servers are killed and their temp dirs removed when the test ends, also
@@ -683,6 +684,110 @@ async fn every_member_reads_at_a_revision_written_through_another() {
         assert!(
             hashes.iter().all(|h| *h == hashes[0]),
             "HashKV at {at} differs: {hashes:x?}"
+        );
+    })
+    .await
+    .expect("the test finished within its bound");
+}
+
+/// Shard 0's value of one per-shard counter in `server`'s `/metrics` (the test keys live in
+/// shard 0; other shards may serve forwarded requests of their own, e.g. the `Advance` that
+/// keeps their revisions aligned).
+async fn shard0_counter(server: &Server, name: &str) -> u64 {
+    let metrics = server.metrics().await.expect("/metrics");
+    let prefix = format!("{name}{{shard=\"0\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in /metrics:\n{metrics}"))
+}
+
+/// A follower serves a linearizable read itself, after the leader's read index, as etcd's
+/// followers do (Raft thesis §6.4), and still sees every write acknowledged before the read
+/// began: rounds of a put through the leader or through the other follower, each followed at
+/// once by a linearizable get through the reading follower, which must return that put's value
+/// at its revision. The reads count in the follower's `ballast_shard_follower_reads_total`,
+/// and the leader's `ballast_shard_forwarded_served_total` (shard 0's, where the keys live)
+/// grows only by the forwarded puts:
+/// a follower that forwarded its reads fails the test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_serves_linearizable_reads_itself_and_sees_every_acknowledged_write() {
+    const ROUNDS: u64 = 200;
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let args = ["--heartbeat-interval", "100", "--election-timeout", "1000"];
+        let servers = Server::start_cluster(Kind::Ballast, 3, &args)
+            .await
+            .expect("starting three members");
+        let leader_id = leader_of(&servers[0]).await;
+        let mut leader = None;
+        let mut followers = Vec::new();
+        for (i, s) in servers.iter().enumerate() {
+            if member_id(s).await == leader_id {
+                leader = Some(i);
+            } else {
+                followers.push(i);
+            }
+        }
+        let leader = leader.expect("shard 0's leader is a member");
+        let (reader, other) = (followers[0], followers[1]);
+        let mut via_leader = KvClient::new(servers[leader].channel().await.expect("channel"));
+        let mut via_other = KvClient::new(servers[other].channel().await.expect("channel"));
+        let mut read = KvClient::new(servers[reader].channel().await.expect("channel"));
+
+        let reads_before =
+            shard0_counter(&servers[reader], "ballast_shard_follower_reads_total").await;
+        let forwarded_before =
+            shard0_counter(&servers[leader], "ballast_shard_forwarded_served_total").await;
+        let started = Instant::now();
+        let mut through_other = 0;
+        for round in 0..ROUNDS {
+            let value = format!("v{round}");
+            let at = if round % 2 == 0 {
+                put(&mut via_leader, "follower-read", &value).await
+            } else {
+                through_other += 1;
+                put(&mut via_other, "follower-read", &value).await
+            }
+            .expect("put");
+            let r = read
+                .range(RangeRequest {
+                    key: key("follower-read"),
+                    ..Default::default()
+                })
+                .await
+                .expect("a linearizable get through a follower")
+                .into_inner();
+            let seen = r.kvs.first().map(|kv| (kv.value.to_vec(), kv.mod_revision));
+            assert_eq!(
+                seen,
+                Some((value.clone().into_bytes(), at)),
+                "round {round}: the follower m{reader} missed the put acknowledged at {at}"
+            );
+            assert!(r.header.expect("header").revision >= at);
+        }
+        let elapsed = started.elapsed();
+        let reads = shard0_counter(&servers[reader], "ballast_shard_follower_reads_total").await
+            - reads_before;
+        let forwarded = shard0_counter(&servers[leader], "ballast_shard_forwarded_served_total")
+            .await
+            - forwarded_before;
+        assert_eq!(
+            leader_of(&servers[0]).await,
+            leader_id,
+            "the leader stayed put"
+        );
+        assert!(
+            reads >= ROUNDS,
+            "m{reader} served {reads} of {ROUNDS} linearizable reads itself"
+        );
+        assert!(
+            forwarded <= through_other,
+            "the leader served {forwarded} forwarded requests, more than the {through_other} \
+             puts forwarded to it: the follower's reads were forwarded"
+        );
+        eprintln!(
+            "{ROUNDS} put-then-read rounds in {elapsed:.1?}: m{reader} served {reads} reads by \
+             read index, the leader m{leader} served {forwarded} forwarded requests"
         );
     })
     .await

@@ -12,6 +12,10 @@
 //!   timed out as unknown outcomes) is linearizable; a violation fails the test with the
 //!   checker's report (the shrunk failing history).
 //!
+//! And a follower cut off instead of the leader serves no linearizable read (it cannot get the
+//! leader's read index: etcd's "request timed out"), serializable ones from its own state, and
+//! after the heal its linearizable reads see what the majority wrote meanwhile.
+//!
 //! Invariants: needs root (it creates namespaces, veths and a bridge, all removed in `Drop`,
 //! also on panic); every wait is bounded, the scenario by [`TEST_TIMEOUT`], the check by its
 //! budget. Keys live under `/partition-test/`, outside `/registry/` (shard 0 with any shard
@@ -597,4 +601,139 @@ async fn scenario(cluster: &NsCluster) -> (Recorder, String) {
         hashes[0]
     );
     (recorder, figures)
+}
+
+/// Bound on the isolated-follower scenario.
+const FOLLOWER_TEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A follower cut off from its leader serves no linearizable read: it cannot get the leader's
+/// read index, so it answers `etcdctl get` run inside its namespace with etcd's "request timed
+/// out" after the request timeout (5 s plus two election timeouts), never with a stale answer
+/// (etcdctl retries it until its own command timeout, logging each attempt's error),
+/// while a serializable get there answers from the follower's own state (the value from before
+/// the cut). The majority goes on writing; after the heal the follower's linearizable reads
+/// see what it wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_follower_serves_no_linearizable_read_but_serializable_ones() {
+    let election = ELECTION.as_millis().to_string();
+    let cluster = NsCluster::start(
+        3,
+        &[
+            "--heartbeat-interval",
+            "100",
+            "--election-timeout",
+            &election,
+        ],
+    )
+    .await
+    .expect("starting three members in network namespaces");
+    let figures = tokio::time::timeout(FOLLOWER_TEST_TIMEOUT, isolated_follower(&cluster))
+        .await
+        .expect("the isolated-follower scenario finished within its bound");
+    eprintln!("isolated follower: {figures}");
+    drop(cluster);
+}
+
+async fn isolated_follower(cluster: &NsCluster) -> String {
+    let key = "/partition-test/follower";
+    let mut ids = Vec::new();
+    let mut leaders = Vec::new();
+    for m in &cluster.members {
+        let (id, leader) = status(m).await.expect("status");
+        ids.push(id);
+        leaders.push(leader);
+    }
+    let leader = leaders[0];
+    assert!(
+        leader != 0 && leaders.iter().all(|l| *l == leader),
+        "the members agree on an elected leader: {leaders:x?}"
+    );
+    let at = ids.iter().position(|id| *id == leader).expect("the leader");
+    let victim = (0..ids.len()).find(|i| *i != at).expect("a follower");
+    let mut kv = KvClient::new(cluster.members[at].channel().await.expect("channel"));
+    let put = |value: &'static str| PutRequest {
+        key: Bytes::from_static(key.as_bytes()),
+        value: Bytes::from_static(value.as_bytes()),
+        ..Default::default()
+    };
+    kv.put(put("before")).await.expect("put before the cut");
+    // Linearizable through the follower before the cut: served there after a read index.
+    let get = etcdctl_in(cluster, victim, &["get", key, "--print-value-only"]).await;
+    assert!(
+        get.success() && get.stdout.trim() == "before",
+        "a linearizable get through the follower: {}{}",
+        get.stdout,
+        get.stderr
+    );
+
+    cluster.isolate(victim).expect("isolating the follower");
+    kv.put(put("during"))
+        .await
+        .expect("the leader and the other follower go on writing");
+    let endpoint = format!("--endpoints={}", cluster.members[victim].client_url());
+    let linearizable = cluster
+        .exec_in(
+            victim,
+            "etcdctl",
+            &[
+                endpoint.as_str(),
+                "--dial-timeout=2s",
+                "--command-timeout=20s",
+                "get",
+                key,
+            ],
+            Duration::from_secs(25),
+        )
+        .await
+        .expect("running etcdctl in the namespace");
+    let linearizable_error = error_text(&linearizable);
+    assert!(
+        !linearizable.success(),
+        "the isolated follower answered a linearizable get: {}",
+        linearizable.stdout
+    );
+    // etcdctl retries a read the server answered Unavailable until its command timeout, and
+    // logs each attempt's error: the server's own answer is in those lines.
+    let attempts = linearizable
+        .stderr
+        .lines()
+        .filter(|l| l.contains("etcdserver: request timed out"))
+        .count();
+    assert!(
+        attempts >= 1,
+        "the isolated follower answered etcd's \"request timed out\": {linearizable_error}\n{}",
+        linearizable.stderr
+    );
+    let serializable = etcdctl_in(
+        cluster,
+        victim,
+        &["get", "--consistency=s", key, "--print-value-only"],
+    )
+    .await;
+    assert!(
+        serializable.success() && serializable.stdout.trim() == "before",
+        "a serializable get through the isolated follower answers from its own state: {}{}",
+        serializable.stdout,
+        serializable.stderr
+    );
+
+    cluster.heal(victim).expect("healing the partition");
+    let healed = Instant::now();
+    let mut last = String::new();
+    while healed.elapsed() < Duration::from_secs(20) {
+        let get = etcdctl_in(cluster, victim, &["get", key, "--print-value-only"]).await;
+        if get.success() && get.stdout.trim() == "during" {
+            return format!(
+                "m{victim} isolated; its linearizable get: {linearizable_error}, after \
+                 {attempts} attempts answered \"request timed out\"; its serializable \
+                 get answered {:?}; after the heal its linearizable get saw the majority's write \
+                 {:.1?} after the heal",
+                serializable.stdout.trim(),
+                healed.elapsed()
+            );
+        }
+        last = format!("{}{}", get.stdout, get.stderr);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("after the heal the follower's linearizable get never saw the majority's write: {last}");
 }

@@ -41,8 +41,8 @@ pub use membership::{MembershipChange, MembershipError};
 pub use network::{Outbound, PeerFailure, PeerKind};
 pub use placement::{Anchor, TransferError};
 pub use shard::{
-    ClusterConfig, LeaseExpiry, RaftMember, Reply, Request, Response, ShardConfig, ShardError,
-    ShardHandle, ShardStatus,
+    ClusterConfig, LeaseExpiry, RaftMember, Reply, Request, Response, ServedFigures, ShardConfig,
+    ShardError, ShardHandle, ShardStatus,
 };
 pub use types::{NodeId, ShardId};
 pub use watchers::{StreamId, WatchCreate, WatchMessage};

@@ -302,17 +302,17 @@ fn shard_rows(s: &ShardStatus) -> [(&'static str, &'static str, u64); 22] {
         (
             "ballast_shard_follower_reads_total",
             "Linearizable reads served from this member's store after the leader's read index.",
-            s.follower_reads,
+            s.served.follower_reads,
         ),
         (
             "ballast_shard_read_indexes_answered_total",
             "Read indexes this member answered for followers, as the shard's leader.",
-            s.read_indexes_answered,
+            s.served.read_indexes_answered,
         ),
         (
             "ballast_shard_forwarded_served_total",
             "Requests followers forwarded that this member served, as the shard's leader.",
-            s.forwarded_served,
+            s.served.forwarded_served,
         ),
     ]
 }

@@ -1017,24 +1017,24 @@ async fn followers_serve_linearizable_reads_after_the_leaders_read_index() {
     );
     let delta =
         |i: usize, f: fn(&ballast_consensus::ShardStatus) -> u64| f(&after[i]) - f(&before[i]);
-    for i in 0..nodes.len() {
+    for (i, node) in nodes.iter().enumerate() {
         if i == leader {
             continue;
         }
         assert_eq!(
-            delta(i, |s| s.follower_reads),
+            delta(i, |s| s.served.follower_reads),
             2 * ROUNDS as u64,
             "node {}: every linearizable read was served by the follower itself",
-            nodes[i].id
+            node.id
         );
     }
     assert_eq!(
-        delta(leader, |s| s.forwarded_served),
+        delta(leader, |s| s.served.forwarded_served),
         0,
         "the leader served no forwarded request"
     );
     assert!(
-        delta(leader, |s| s.read_indexes_answered) >= 4 * ROUNDS as u64,
+        delta(leader, |s| s.served.read_indexes_answered) >= 4 * ROUNDS as u64,
         "the leader answered a read index per follower read"
     );
     // Concurrent reads through one follower share read-index questions (one per round trip),
@@ -1053,8 +1053,9 @@ async fn followers_serve_linearizable_reads_after_the_leaders_read_index() {
         assert_eq!(seen, Some((Bytes::from_static(b"last"), last.revision)));
     }
     let after = statuses(&nodes).await;
-    let served = after[follower].follower_reads - before[follower].follower_reads;
-    let asked = after[leader].read_indexes_answered - before[leader].read_indexes_answered;
+    let served = after[follower].served.follower_reads - before[follower].served.follower_reads;
+    let asked =
+        after[leader].served.read_indexes_answered - before[leader].served.read_indexes_answered;
     eprintln!("{CONCURRENT} concurrent follower reads took {asked} read indexes");
     assert_eq!(served, CONCURRENT as u64);
     assert!(
@@ -1132,19 +1133,19 @@ async fn a_leader_that_does_not_know_read_index_gets_the_read_forwarded() {
     assert!(after[leader].is_leader, "the leader stayed put");
     for (i, (a, b)) in after.iter().zip(&before).enumerate() {
         assert_eq!(
-            a.follower_reads, b.follower_reads,
+            a.served.follower_reads, b.served.follower_reads,
             "node {}: no read was served by read index",
             nodes[i].id
         );
     }
     assert_eq!(
-        after[leader].forwarded_served - before[leader].forwarded_served,
+        after[leader].served.forwarded_served - before[leader].served.forwarded_served,
         4 * ROUNDS as u64,
         "the leader served every follower read, forwarded"
     );
     assert_eq!(
-        after[leader].read_indexes_answered,
-        before[leader].read_indexes_answered
+        after[leader].served.read_indexes_answered,
+        before[leader].served.read_indexes_answered
     );
     for node in nodes {
         stop_node(node).await;

@@ -25,21 +25,46 @@ const SLICE: Duration = Duration::from_micros(50);
 /// The test fails if the tasks have not finished by then.
 const DEADLINE: Duration = Duration::from_secs(20);
 
+/// Twice as many spinning threads as cores, until dropped: the kernel preempts every other
+/// thread often.
+struct BusyThreads {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl BusyThreads {
+    fn start() -> BusyThreads {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..2 * cores)
+            .map(|_| {
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    let mut x = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        x = std::hint::black_box(
+                            x.wrapping_mul(6364136223846793005).wrapping_add(1),
+                        );
+                    }
+                })
+            })
+            .collect();
+        BusyThreads { stop, threads }
+    }
+}
+
+impl Drop for BusyThreads {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
 #[test]
 fn an_executor_with_runnable_tasks_never_sleeps_for_good() {
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let stop = Arc::new(AtomicBool::new(false));
-    let hogs: Vec<_> = (0..2 * cores)
-        .map(|_| {
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                let mut x = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
-                }
-            })
-        })
-        .collect();
+    let hogs = BusyThreads::start();
 
     let yields = Arc::new(AtomicU64::new(0));
     let (done_tx, done_rx) = std::sync::mpsc::channel();
@@ -76,10 +101,7 @@ fn an_executor_with_runnable_tasks_never_sleeps_for_good() {
     .expect("executor starts");
 
     let finished = done_rx.recv_timeout(DEADLINE);
-    stop.store(true, Ordering::Relaxed);
-    for hog in hogs {
-        hog.join().expect("busy thread");
-    }
+    drop(hogs);
     let took = finished.unwrap_or_else(|_| {
         panic!(
             "the executor stopped running its tasks after {} yields: parked with work queued",
@@ -102,19 +124,7 @@ const START_DEADLINE: Duration = Duration::from_secs(5);
 /// this way was seen under load in net's peer tests).
 #[test]
 fn every_executor_started_runs_its_main_future() {
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let stop = Arc::new(AtomicBool::new(false));
-    let hogs: Vec<_> = (0..2 * cores)
-        .map(|_| {
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                let mut x = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
-                }
-            })
-        })
-        .collect();
+    let hogs = BusyThreads::start();
     let mut outcome = Ok(());
     for i in 0..STARTS {
         let (ran_tx, ran_rx) = std::sync::mpsc::channel();
@@ -130,9 +140,6 @@ fn every_executor_started_runs_its_main_future() {
         }
         executor.join().expect("executor thread");
     }
-    stop.store(true, Ordering::Relaxed);
-    for hog in hogs {
-        hog.join().expect("busy thread");
-    }
+    drop(hogs);
     outcome.unwrap();
 }

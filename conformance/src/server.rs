@@ -8,7 +8,9 @@
 //!   prints the tail of the server's log (stdout and stderr, captured to `server.log` in the temp
 //!   dir) so a failing test shows what the server said.
 //! - Only 127.0.0.1 is used. Startup is bounded ([`READY_TIMEOUT`]); a server that exits early
-//!   because its port was taken between probing and binding is retried on fresh ports.
+//!   because its port was taken between probing and binding is retried on fresh ports. A server
+//!   is ready only once its own process listens on its client port ([`Server::check_identity`]),
+//!   so the process that took the port is never tested in its place.
 //! - [`Server::kill9`] and [`Server::restart`] let a crash test SIGKILL the server and start it
 //!   again on the same data dir (and the same ports while they are free); the log is appended
 //!   to across restarts, so the tail shows the latest start.
@@ -77,6 +79,58 @@ fn log_marker(what: &str) -> String {
 fn lost_port(err: &anyhow::Error, exited: bool, log: &str) -> bool {
     err.downcast_ref::<ForeignServer>().is_some()
         || (exited && log.to_ascii_lowercase().contains("address already in use"))
+}
+
+/// Whether process `pid` holds a socket listening on TCP `port` (any local address, IPv4 or
+/// IPv6), as its network namespace's `/proc/<pid>/net/tcp{,6}` and its open files show.
+fn listens_on(pid: u32, port: u16) -> Result<bool> {
+    let mut inodes = Vec::new();
+    for table in ["tcp", "tcp6"] {
+        let path = format!("/proc/{pid}/net/{table}");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            // The process has exited, or the kernel has no IPv6.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading {path}")),
+        };
+        inodes.extend(listening_inodes(&text, port));
+    }
+    if inodes.is_empty() {
+        return Ok(false);
+    }
+    let fds = format!("/proc/{pid}/fd");
+    let entries = match std::fs::read_dir(&fds) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e).with_context(|| format!("listing {fds}")),
+    };
+    for entry in entries.flatten() {
+        // An fd closed while listing is simply not a match.
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        let target = target.to_string_lossy();
+        if inodes.iter().any(|i| target == format!("socket:[{i}]")) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The socket inodes of a `/proc/net/tcp`-format table's listening sockets on `port`.
+fn listening_inodes(table: &str, port: u16) -> Vec<u64> {
+    const LISTEN: &str = "0A";
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = fields.get(1)?.rsplit_once(':')?.1;
+            let listening = *fields.get(3)? == LISTEN;
+            let on_port = u16::from_str_radix(local_port, 16).ok()? == port;
+            (listening && on_port).then(|| fields.get(9)?.parse().ok())?
+        })
+        .collect()
 }
 
 /// Which implementation a [`Server`] runs.
@@ -717,7 +771,19 @@ impl Server {
     /// servers started at once may be handed the same port (one's client port, the other's
     /// peer port, which etcd also serves gRPC on); the one that loses the bind exits, and
     /// without this check the other's answers would pass as its own.
+    ///
+    /// The URL alone does not tell apart two servers handed the same client port: the one that
+    /// binds it advertises the other's URL too. So while this server's process runs, it must
+    /// also be the process listening on the port.
     async fn check_identity(&self) -> Result<()> {
+        if let Some(pid) = self.pid() {
+            if !listens_on(pid, self.client_port)? {
+                return Err(anyhow!(ForeignServer {
+                    port: self.client_port,
+                    advertised: vec![format!("a listener outside process {pid}")],
+                }));
+            }
+        }
         let channel = tokio::time::timeout(Duration::from_secs(2), self.channel())
             .await
             .map_err(|_| anyhow!("connect timed out"))??;
@@ -1000,5 +1066,53 @@ mod tests {
             true,
             "Error: Address already in use (os error 98)"
         ));
+    }
+
+    /// Two servers handed the same client port: the one that lost the bind is not taken for
+    /// the one that won it, although the winner advertises the loser's client URL too.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_server_that_lost_its_client_port_is_not_taken_for_the_winner() {
+        let etcd = Server::start(Kind::Etcd).await.expect("starting etcd");
+        let etcd_pid = etcd.pid().expect("etcd runs");
+        assert!(listens_on(etcd_pid, etcd.client_port).expect("reading /proc"));
+        assert!(!listens_on(etcd_pid, free_port().expect("a free port")).expect("reading /proc"));
+        // A process that listens on nothing stands for the server that lost the bind.
+        let loser = Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawning sleep");
+        let same_port = Server {
+            kind: Kind::Ballast,
+            child: Some(loser),
+            client_port: etcd.client_port,
+            peer_port: etcd.peer_port,
+            log_path: PathBuf::new(),
+            dir: None,
+            extra_args: Vec::new(),
+            member: None,
+            tls: None,
+        };
+        same_port
+            .try_range()
+            .await
+            .expect("etcd answers on the port");
+        let err = same_port
+            .check_identity()
+            .await
+            .expect_err("the winner's answers are not the loser's");
+        assert!(lost_port(&err, false, ""), "{err:#}");
+    }
+
+    #[test]
+    fn listening_sockets_are_read_from_a_proc_table() {
+        let table = "\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:0929 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0
+   1: 0100007F:0929 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 4343 1 0
+   2: 00000000:092A 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4444 1 0
+";
+        assert_eq!(listening_inodes(table, 0x0929), vec![4242]);
+        assert_eq!(listening_inodes(table, 0x092A), vec![4444]);
+        assert!(listening_inodes(table, 0x0928).is_empty());
     }
 }

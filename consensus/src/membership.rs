@@ -9,12 +9,20 @@
 //! - Adding a voter first adds it as a learner, then makes it a voter: openraft only promotes
 //!   known nodes. A voter added before it runs still leaves a quorum of the others (3 of 4).
 //! - The answer is the membership once the change is committed.
+//! - A change openraft refuses because the latest membership is not committed yet, as far as
+//!   the leader knows, is asked again after a pause until its deadline: the refusal changed
+//!   nothing, and the state passes (a new leader learns that its predecessor's last change
+//!   committed only once its own first entry commits; another change may be running).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
+use std::future::Future;
+use std::time::{Duration, Instant};
+
 use openraft::async_runtime::WatchReceiver;
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::impls::BasicNode;
+use openraft::raft::ClientWriteResponse;
 use openraft::ChangeMembers;
 
 use crate::shard::{RaftMember, ShardError};
@@ -153,8 +161,38 @@ fn refused(err: RaftError<ShardRaft, ClientWriteError<ShardRaft>>) -> ShardError
     }
 }
 
-/// Makes `change` at the leader `raft` and returns the members once it is committed.
-pub async fn change(raft: &Raft, change: MembershipChange) -> Result<Vec<RaftMember>, ShardError> {
+/// The pause before a change refused while another is in progress is asked again.
+const IN_PROGRESS_PAUSE: Duration = Duration::from_millis(10);
+
+type ChangeResult =
+    Result<ClientWriteResponse<ShardRaft>, RaftError<ShardRaft, ClientWriteError<ShardRaft>>>;
+
+/// Runs one openraft membership call, again after [`IN_PROGRESS_PAUSE`] while it is refused
+/// because the latest membership is not committed yet, until `deadline` (then the refusal).
+async fn when_committed<F, Fut>(deadline: Instant, mut call: F) -> ChangeResult
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ChangeResult>,
+{
+    loop {
+        match call().await {
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                ChangeMembershipError::InProgress(_),
+            ))) if Instant::now() + IN_PROGRESS_PAUSE < deadline => {
+                glommio::timer::sleep(IN_PROGRESS_PAUSE).await;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Makes `change` at the leader `raft` and returns the members once it is committed; a change
+/// refused while another is in progress is asked again until `deadline`.
+pub async fn change(
+    raft: &Raft,
+    change: MembershipChange,
+    deadline: Instant,
+) -> Result<Vec<RaftMember>, ShardError> {
     let current = members(raft);
     let lag = |id: NodeId| {
         let metrics = raft.metrics();
@@ -172,13 +210,15 @@ pub async fn change(raft: &Raft, change: MembershipChange) -> Result<Vec<RaftMem
     }
     match change {
         MembershipChange::Add { id, addr, learner } => {
-            raft.add_learner(id, BasicNode { addr }, false)
+            let node = BasicNode { addr };
+            when_committed(deadline, || raft.add_learner(id, node.clone(), false))
                 .await
                 .map_err(refused)?;
             if !learner {
-                raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-                    .await
-                    .map_err(refused)?;
+                let voter = || {
+                    raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                };
+                when_committed(deadline, voter).await.map_err(refused)?;
             }
         }
         MembershipChange::Remove { id } => {
@@ -189,22 +229,22 @@ pub async fn change(raft: &Raft, change: MembershipChange) -> Result<Vec<RaftMem
             } else {
                 ChangeMembers::RemoveVoters(ids)
             };
-            raft.change_membership(change, false)
+            when_committed(deadline, || raft.change_membership(change.clone(), false))
                 .await
                 .map_err(refused)?;
         }
         MembershipChange::Update { id, addr } => {
-            raft.change_membership(
-                ChangeMembers::SetNodes(BTreeMap::from([(id, BasicNode { addr })])),
-                true,
-            )
+            let nodes = BTreeMap::from([(id, BasicNode { addr })]);
+            when_committed(deadline, || {
+                raft.change_membership(ChangeMembers::SetNodes(nodes.clone()), true)
+            })
             .await
             .map_err(refused)?;
         }
         MembershipChange::Promote { id } => {
-            raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-                .await
-                .map_err(refused)?;
+            let voter =
+                || raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false);
+            when_committed(deadline, voter).await.map_err(refused)?;
         }
     }
     Ok(members(raft))

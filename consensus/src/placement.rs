@@ -102,6 +102,10 @@ pub struct Pace {
     pub leader_since: Instant,
     /// When this node last asked for a transfer of this shard.
     pub last_transfer: Option<Instant>,
+    /// This leader is making a membership change on the shard: a transfer would refuse the
+    /// change's next step (adding a voter is two: learner, then voter), and the metrics show
+    /// no joint config between the steps.
+    pub changing_membership: bool,
 }
 
 impl Pace {
@@ -138,7 +142,7 @@ pub fn transfer_target(
         return None;
     }
     let membership = m.membership_config.membership();
-    if membership.get_joint_config().len() > 1 {
+    if pace.changing_membership || membership.get_joint_config().len() > 1 {
         return None;
     }
     let voters: Vec<NodeId> = membership.voter_ids().collect();
@@ -224,6 +228,7 @@ mod tests {
             election_timeout: e,
             leader_since: now - 3 * e,
             last_transfer: None,
+            changing_membership: false,
         };
         let m = leader_metrics(now);
         let target = |m: &openraft::RaftMetrics<ShardRaft>, shard, anchor, pace| {
@@ -253,6 +258,15 @@ mod tests {
             target(&m, 1, Some(1), tried),
             None,
             "one try per five timeouts"
+        );
+        let changing = Pace {
+            changing_membership: true,
+            ..settled
+        };
+        assert_eq!(
+            target(&m, 1, Some(1), changing),
+            None,
+            "not while this leader changes the membership"
         );
         let mut behind = leader_metrics(now);
         behind.last_log_index = Some(95 + CAUGHT_UP_ENTRIES + 1);

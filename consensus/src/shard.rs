@@ -681,6 +681,9 @@ struct LoopState {
     /// When this replica last became the leader, and last asked for a leadership transfer.
     leader_since: Instant,
     last_transfer: Option<Instant>,
+    /// Membership changes this replica is making as the shard's leader (no automatic
+    /// leadership transfer meanwhile: [`placement::Pace::changing_membership`]).
+    membership_changes: usize,
     next_progress: Instant,
     writes_in_flight: usize,
     write_latency_us: crate::stats::Histogram,
@@ -837,6 +840,7 @@ async fn start(config: ShardConfig, queue: flume::Receiver<Command>) -> Result<C
             was_leader: false,
             leader_since: Instant::now(),
             last_transfer: None,
+            membership_changes: 0,
             next_removal_check: Instant::now() + REMOVAL_CHECK_INTERVAL,
             next_progress: Instant::now() + progress_interval,
             writes_in_flight: 0,
@@ -1161,6 +1165,7 @@ impl Core {
                 election_timeout: self.config.election_timeout,
                 leader_since: ls.leader_since,
                 last_transfer: ls.last_transfer,
+                changing_membership: ls.membership_changes > 0,
             };
             let anchor = self.config.anchor.leader();
             placement::transfer_target(&m, self.config.shard_id, anchor, pace, Instant::now())
@@ -1333,7 +1338,9 @@ impl Core {
             return Err(self.not_leader());
         };
         let body = wire::encode_request(&request);
-        let writes = matches!(route(request.clone()), Route::Write(_));
+        // A membership change sent twice may be refused the second time ("already exists").
+        let writes = matches!(request, Request::Membership(_))
+            || matches!(route(request.clone()), Route::Write(_));
         let pause = self.retry_pause();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -1661,16 +1668,17 @@ impl Core {
             }
             Route::LeaderLocal(Request::Membership(change)) => {
                 let core = self.clone();
+                let may_forward = may_forward && self.forward.is_some();
                 glommio::spawn_local(async move {
-                    let answer = if core.raft.is_leader() {
-                        crate::membership::change(&core.raft, change)
-                            .await
-                            .map(|members| Reply {
-                                revision: core.shared.borrow().store.revision(),
-                                response: Response::Members(members),
-                            })
-                    } else {
-                        Err(core.not_leader())
+                    let answer = match core.change_membership(change.clone()).await {
+                        // openraft refuses a step with "forward to leader" before it appends
+                        // anything (this leader is handing its leadership over, or lost it):
+                        // the change goes to the new leader once one is known, as a write
+                        // refused before appending does.
+                        Err(ShardError::NotLeader { .. }) if may_forward => {
+                            core.forward(Request::Membership(change)).await
+                        }
+                        answer => answer,
                     };
                     let _ = reply.send(answer);
                 })
@@ -1688,6 +1696,32 @@ impl Core {
                 let _ = reply.send(self.serve_local(request).await);
             }
         }
+    }
+
+    /// Makes a membership change as this shard's leader; no automatic leadership transfer
+    /// starts meanwhile.
+    async fn change_membership(
+        self: &Rc<Self>,
+        change: MembershipChange,
+    ) -> Result<Reply, ShardError> {
+        if !self.raft.is_leader() {
+            return Err(self.not_leader());
+        }
+        /// Counts the change in [`LoopState::membership_changes`] while it runs.
+        struct Changing<'a>(&'a RefCell<LoopState>);
+        impl Drop for Changing<'_> {
+            fn drop(&mut self) {
+                self.0.borrow_mut().membership_changes -= 1;
+            }
+        }
+        self.loop_state.borrow_mut().membership_changes += 1;
+        let _changing = Changing(&self.loop_state);
+        let deadline = Instant::now() + self.request_timeout();
+        let members = crate::membership::change(&self.raft, change, deadline).await?;
+        Ok(Reply {
+            revision: self.shared.borrow().store.revision(),
+            response: Response::Members(members),
+        })
     }
 
     fn not_leader(&self) -> ShardError {

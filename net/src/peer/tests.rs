@@ -935,6 +935,95 @@ async fn reads_and_writes_go_on_through_leader_moves() {
     }
 }
 
+/// A membership change that reaches a leader while it hands its leadership over is made by
+/// the new leader (openraft refuses it before appending anything, as it refuses a write), not
+/// failed with "no leader"; and a new leader that does not know yet that its predecessor's
+/// last change committed makes the change once it does, instead of refusing it as "in
+/// progress". Each round starts a leader move and, a moment later, a change through the leader
+/// being moved away from — a learner added, then removed — and every change must be made once,
+/// as asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_changes_go_on_through_leader_moves() {
+    use ballast_consensus::MembershipChange;
+    let (members, listeners) = bind_members(&[1, 2, 3]).await;
+    let mut nodes = Vec::new();
+    for (id, l) in listeners {
+        nodes.push(start_node(id, l, members.clone()).await);
+    }
+    tokio::time::timeout(Duration::from_secs(20), put(&nodes[0].shard, "k", "v"))
+        .await
+        .expect("a leader within 20 s")
+        .expect("put");
+    let mut moves = 0;
+    let mut failures = Vec::new();
+    for round in 0..12u64 {
+        let learner = 100 + round;
+        let change = if round % 2 == 0 {
+            MembershipChange::Add {
+                id: learner,
+                addr: format!("http://127.0.0.1:{}", 1000 + round),
+                learner: true,
+            }
+        } else {
+            MembershipChange::Remove { id: learner - 1 }
+        };
+        let (from, leader) = current_leader(&nodes).await;
+        let to = [1, 2, 3]
+            .into_iter()
+            .find(|&id| id != from)
+            .expect("another voter");
+        // The move is asked first; the change follows after 0-1.65 ms, so it meets the
+        // transfer at different points.
+        let delay = Duration::from_micros(150 * round);
+        let (moved, changed) = tokio::join!(leader.move_leader(to), async {
+            tokio::time::sleep(delay).await;
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                leader.call(Request::Membership(change.clone())),
+            )
+            .await
+        });
+        match moved {
+            Ok(()) => moves += 1,
+            Err(e) => eprintln!("round {round}: move to {to} refused: {e}"),
+        }
+        match changed {
+            Ok(Ok(Reply {
+                response: Response::Members(members),
+                ..
+            })) => {
+                let listed = members.iter().any(|m| m.id == learner - round % 2);
+                if listed != (round % 2 == 0) {
+                    failures.push(format!("round {round}: {change:?} answered {members:?}"));
+                }
+            }
+            Ok(other) => failures.push(format!("round {round}: {change:?}: {other:?}")),
+            Err(_) => failures.push(format!("round {round}: {change:?}: no answer in 10 s")),
+        }
+    }
+    eprintln!("12 membership changes across {moves} leader moves");
+    assert!(failures.is_empty(), "changes failed: {failures:#?}");
+    assert!(moves >= 6, "the leadership moved only {moves} times");
+    for node in nodes {
+        stop_node(node).await;
+    }
+}
+
+/// The node whose shard 0 leads, and its handle; waits (up to 10 s) while an election or a
+/// move leaves none.
+async fn current_leader(nodes: &[Node]) -> (u64, ShardHandle) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        for node in nodes {
+            if status(&node.shard).await.is_leader {
+                return (node.id, node.shard.clone());
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no leader for 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The statuses of every node's shard 0, in node order.
 async fn statuses(nodes: &[Node]) -> Vec<ballast_consensus::ShardStatus> {
     futures::future::join_all(nodes.iter().map(|n| status(&n.shard))).await

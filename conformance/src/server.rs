@@ -1029,6 +1029,22 @@ impl Pair {
 mod tests {
     use super::*;
 
+    /// A "Ballast" server on these ports whose process (if any) is `child`, to check a port
+    /// that another server holds.
+    fn on_ports(client_port: u16, peer_port: u16, child: Option<Child>) -> Server {
+        Server {
+            kind: Kind::Ballast,
+            child,
+            client_port,
+            peer_port,
+            log_path: PathBuf::new(),
+            dir: None,
+            extra_args: Vec::new(),
+            member: None,
+            tls: None,
+        }
+    }
+
     /// A server whose client port is another server's port is told apart: etcd serves gRPC on
     /// its peer port too, so a Range there succeeds, but the member it describes advertises
     /// another client URL.
@@ -1036,17 +1052,7 @@ mod tests {
     async fn another_server_on_the_client_port_is_not_taken_for_this_one() {
         let etcd = Server::start(Kind::Etcd).await.expect("starting etcd");
         etcd.check_identity().await.expect("etcd is itself");
-        let impostor = Server {
-            kind: Kind::Ballast,
-            child: None,
-            client_port: etcd.peer_port,
-            peer_port: etcd.client_port,
-            log_path: PathBuf::new(),
-            dir: None,
-            extra_args: Vec::new(),
-            member: None,
-            tls: None,
-        };
+        let impostor = on_ports(etcd.peer_port, etcd.client_port, None);
         impostor
             .try_range()
             .await
@@ -1081,17 +1087,7 @@ mod tests {
             .arg("30")
             .spawn()
             .expect("spawning sleep");
-        let same_port = Server {
-            kind: Kind::Ballast,
-            child: Some(loser),
-            client_port: etcd.client_port,
-            peer_port: etcd.peer_port,
-            log_path: PathBuf::new(),
-            dir: None,
-            extra_args: Vec::new(),
-            member: None,
-            tls: None,
-        };
+        let same_port = on_ports(etcd.client_port, etcd.peer_port, Some(loser));
         same_port
             .try_range()
             .await

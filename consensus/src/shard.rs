@@ -656,6 +656,16 @@ enum Leader {
     NoAddress,
 }
 
+/// What [`Core::reach_leader`] found.
+enum Reach {
+    /// Boxed: a reply is large, and most steps find an address.
+    Answered(Box<Result<Reply, ShardError>>),
+    /// Try again (it paused already).
+    Again,
+    /// The leader is another member, at this peer address.
+    At(String),
+}
+
 struct Core {
     raft: Raft,
     /// The way to peers for forwarded requests (`None` on a single node).
@@ -1322,6 +1332,39 @@ impl Core {
         }
     }
 
+    /// One step towards the shard's leader for a request that needs it, until `deadline`: the
+    /// leader's peer address, or the answer (this replica leads and served it; no leader
+    /// known in time; the deadline passed), or `Again` after a `pause` (this replica is
+    /// leader but not serving yet, or the leader's address is not known here yet).
+    async fn reach_leader(
+        self: &Rc<Self>,
+        request: &Request,
+        deadline: Instant,
+        pause: Duration,
+    ) -> Reach {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Reach::Answered(Box::new(Err(ShardError::Timeout)));
+        }
+        match self.await_leader(left).await {
+            Leader::Unknown => {
+                Reach::Answered(Box::new(Err(ShardError::NotLeader { leader_id: None })))
+            }
+            Leader::Me => match self.serve_as_leader(request.clone()).await {
+                Some(answer) => Reach::Answered(Box::new(answer)),
+                None => {
+                    glommio::timer::sleep(pause).await;
+                    Reach::Again
+                }
+            },
+            Leader::NoAddress => {
+                glommio::timer::sleep(pause).await;
+                Reach::Again
+            }
+            Leader::At(addr) => Reach::At(addr),
+        }
+    }
+
     /// Serves `request` at the shard's leader on another node (see the module comment).
     async fn forward(self: &Rc<Self>, request: Request) -> Result<Reply, ShardError> {
         let deadline = Instant::now() + self.request_timeout();
@@ -1343,24 +1386,10 @@ impl Core {
             || matches!(route(request.clone()), Route::Write(_));
         let pause = self.retry_pause();
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(ShardError::Timeout);
-            }
-            let addr = match self.await_leader(left).await {
-                Leader::Unknown => return Err(ShardError::NotLeader { leader_id: None }),
-                Leader::Me => match self.serve_as_leader(request.clone()).await {
-                    Some(answer) => return answer,
-                    None => {
-                        glommio::timer::sleep(pause).await;
-                        continue;
-                    }
-                },
-                Leader::NoAddress => {
-                    glommio::timer::sleep(pause).await;
-                    continue;
-                }
-                Leader::At(addr) => addr,
+            let addr = match self.reach_leader(&request, deadline, pause).await {
+                Reach::Answered(answer) => return *answer,
+                Reach::Again => continue,
+                Reach::At(addr) => addr,
             };
             let left = deadline.saturating_duration_since(Instant::now());
             match channel
@@ -1427,24 +1456,10 @@ impl Core {
         let deadline = Instant::now() + self.request_timeout();
         let pause = self.retry_pause();
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(ShardError::Timeout);
-            }
-            let addr = match self.await_leader(left).await {
-                Leader::Unknown => return Err(ShardError::NotLeader { leader_id: None }),
-                Leader::Me => match self.serve_as_leader(request.clone()).await {
-                    Some(answer) => return answer,
-                    None => {
-                        glommio::timer::sleep(pause).await;
-                        continue;
-                    }
-                },
-                Leader::NoAddress => {
-                    glommio::timer::sleep(pause).await;
-                    continue;
-                }
-                Leader::At(addr) => addr,
+            let addr = match self.reach_leader(&request, deadline, pause).await {
+                Reach::Answered(answer) => return *answer,
+                Reach::Again => continue,
+                Reach::At(addr) => addr,
             };
             match self.ask_read_index(&channel, addr.clone(), deadline).await {
                 Ok(Ok(read_log_id)) => return self.read_at(read_log_id, request, deadline).await,

@@ -856,21 +856,27 @@ async fn shard_leaders_spread_over_the_nodes_and_follow_a_moved_leader() {
     }
 }
 
-/// A linearizable read or a write that reaches a leader while it hands its leadership over is
-/// served by the new leader, as etcd's requests wait for a leader, instead of failing with
-/// "not leader" (reads and writes keep going through the old leader during three moves).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reads_and_writes_go_on_through_leader_moves() {
+/// Three single-shard nodes, once a put through the first one (which waits for a leader, up
+/// to 20 s) is answered.
+async fn three_nodes_with_a_leader() -> Vec<Node> {
     let (members, listeners) = bind_members(&[1, 2, 3]).await;
     let mut nodes = Vec::new();
     for (id, l) in listeners {
         nodes.push(start_node(id, l, members.clone()).await);
     }
-    // A write through any node waits for the first leader.
     tokio::time::timeout(Duration::from_secs(20), put(&nodes[0].shard, "k", "v"))
         .await
         .expect("a leader within 20 s")
         .expect("put");
+    nodes
+}
+
+/// A linearizable read or a write that reaches a leader while it hands its leadership over is
+/// served by the new leader, as etcd's requests wait for a leader, instead of failing with
+/// "not leader" (reads and writes keep going through the old leader during three moves).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_and_writes_go_on_through_leader_moves() {
+    let nodes = three_nodes_with_a_leader().await;
     let mut moves = 0;
     let mut requests = 0usize;
     let mut failures = Vec::new();
@@ -945,15 +951,7 @@ async fn reads_and_writes_go_on_through_leader_moves() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn membership_changes_go_on_through_leader_moves() {
     use ballast_consensus::MembershipChange;
-    let (members, listeners) = bind_members(&[1, 2, 3]).await;
-    let mut nodes = Vec::new();
-    for (id, l) in listeners {
-        nodes.push(start_node(id, l, members.clone()).await);
-    }
-    tokio::time::timeout(Duration::from_secs(20), put(&nodes[0].shard, "k", "v"))
-        .await
-        .expect("a leader within 20 s")
-        .expect("put");
+    let nodes = three_nodes_with_a_leader().await;
     let mut moves = 0;
     let mut failures = Vec::new();
     for round in 0..12u64 {
@@ -1088,15 +1086,7 @@ async fn write_then_read_through_followers(nodes: &[Node], key: &str, rounds: us
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_serve_linearizable_reads_after_the_leaders_read_index() {
     const ROUNDS: usize = 100;
-    let (members, listeners) = bind_members(&[1, 2, 3]).await;
-    let mut nodes = Vec::new();
-    for (id, l) in listeners {
-        nodes.push(start_node(id, l, members.clone()).await);
-    }
-    tokio::time::timeout(Duration::from_secs(20), put(&nodes[0].shard, "k", "v"))
-        .await
-        .expect("a leader within 20 s")
-        .expect("put");
+    let nodes = three_nodes_with_a_leader().await;
     let before = statuses(&nodes).await;
     let leader = write_then_read_through_followers(&nodes, "read-index", ROUNDS).await;
     let after = statuses(&nodes).await;

@@ -16,6 +16,12 @@
 //! Also the refusals: restoring into a data dir that holds Ballast data, a damaged file, and
 //! starting the server on etcd's own data dir.
 //!
+//! etcd's cluster state in the file: a snapshot of an etcd with users, roles, key permissions
+//! and auth enabled ([`AUTH_SETUP`]), and one of an etcd that raised NOSPACE, are each restored
+//! with `etcdctl snapshot restore` into an etcd and with `ballast snapshot restore` into
+//! Ballast; then the same etcdctl steps ([`AUTH_STEPS`], [`ALARM_STEPS`]) run against both,
+//! exit code, stdout and `Error:` lines compared step by step as `auth.rs` compares them.
+//!
 //! Bounded: every etcdctl and restore run has a timeout, every server must answer within 30 s,
 //! and every process is killed when the test ends (also on failure).
 
@@ -27,7 +33,7 @@ use anyhow::{bail, ensure, Context, Result};
 use ballast_conformance::etcdctl;
 use ballast_conformance::history::{put, History, Last};
 use ballast_conformance::process::run_to_exit;
-use ballast_conformance::server::{ballast_bin, ballast_shards, free_port};
+use ballast_conformance::server::{ballast_bin, ballast_shards, both_etcd, free_port};
 use ballast_conformance::{Kind, Server};
 use ballast_proto::etcdserverpb::{
     kv_client::KvClient, lease_client::LeaseClient, CompactionRequest, LeaseLeasesRequest,
@@ -489,4 +495,229 @@ async fn the_server_refuses_an_etcd_data_dir() {
     assert_eq!(got.kvs.len(), 1);
     assert_eq!(&got.kvs[0].value[..], b"v");
     assert_eq!(got.kvs[0].mod_revision, 2);
+}
+
+/// Users, roles and permissions set up on the etcd whose snapshot is restored, then auth
+/// enabled; keys written before.
+const AUTH_SETUP: &[&[&str]] = &[
+    &["user", "add", "root:rootpw"],
+    &["user", "grant-role", "root", "root"],
+    &["role", "add", "reader"],
+    &["role", "add", "idle"],
+    &[
+        "role",
+        "grant-permission",
+        "reader",
+        "read",
+        "/a/",
+        "--prefix",
+    ],
+    &["role", "grant-permission", "reader", "readwrite", "k1"],
+    &["role", "grant-permission", "reader", "write", "w1", "w5"],
+    &["user", "add", "alice:apw"],
+    &["user", "grant-role", "alice", "reader"],
+    &["user", "grant-role", "alice", "idle"],
+    &["user", "add", "carol", "--no-password"],
+    &["put", "/a/x", "1"],
+    &["put", "foo", "bar"],
+    &["put", "k1", "v"],
+    &["auth", "enable"],
+];
+
+/// What is compared on the restored etcd and Ballast (module comment): the users and roles
+/// as root reads them, the original passwords, enforcement, root's protections, a change on
+/// top of the restored state, then `auth disable`.
+const AUTH_STEPS: &[&[&str]] = &[
+    &["user", "list"],
+    &["get", "foo"],
+    &["--user", "root:rootpw", "user", "list"],
+    &["--user", "root:rootpw", "role", "list"],
+    &["--user", "root:rootpw", "user", "get", "root"],
+    &["--user", "root:rootpw", "user", "get", "alice"],
+    &["--user", "root:rootpw", "user", "get", "carol"],
+    &["--user", "root:rootpw", "role", "get", "reader"],
+    &["--user", "root:rootpw", "role", "get", "idle"],
+    &["--user", "root:wrong", "get", "foo"],
+    &["--user", "alice:apw", "get", "/a/x"],
+    &["--user", "alice:wrong", "get", "/a/x"],
+    &["--user", "carol:x", "get", "/a/x"],
+    &["--user", "alice:apw", "get", "/a/", "--prefix"],
+    &["--user", "alice:apw", "get", "foo"],
+    &["--user", "alice:apw", "put", "foo", "x"],
+    &["--user", "alice:apw", "put", "/a/x", "2"],
+    &["--user", "alice:apw", "put", "k1", "v2"],
+    &["--user", "alice:apw", "put", "w3", "x"],
+    &["--user", "alice:apw", "get", "k1"],
+    &["--user", "alice:apw", "user", "list"],
+    &["--user", "alice:apw", "user", "get", "alice"],
+    &["--user", "alice:apw", "role", "add", "x"],
+    &["--user", "root:rootpw", "get", "", "--from-key"],
+    &["--user", "root:rootpw", "put", "foo", "y"],
+    &["--user", "root:rootpw", "user", "delete", "root"],
+    &[
+        "--user",
+        "root:rootpw",
+        "role",
+        "grant-permission",
+        "reader",
+        "read",
+        "foo",
+    ],
+    &["--user", "alice:apw", "get", "foo"],
+    &["--user", "root:rootpw", "auth", "disable"],
+    &["get", "foo"],
+    &["user", "list"],
+    &["role", "get", "reader"],
+];
+
+/// What is compared after restoring a file taken while NOSPACE was raised.
+const ALARM_STEPS: &[&[&str]] = &[
+    &["alarm", "list"],
+    &["put", "x", "y"],
+    &["get", "x"],
+    &["alarm", "disarm"],
+    &["alarm", "list"],
+    &["put", "x", "y"],
+    &["get", "x", "--print-value-only"],
+];
+
+/// Exit code, stdout and the `Error:` lines of one etcdctl step (etcdctl's retry logs carry
+/// times and client ids).
+async fn ctl_step(server: &Server, args: &[&str]) -> Result<String> {
+    let out = etcdctl::run(&server.endpoint(), args, None, CTL_TIMEOUT).await?;
+    ensure!(!out.timed_out, "etcdctl {args:?} timed out");
+    let errors: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("Error:"))
+        .collect();
+    Ok(format!(
+        "code {:?}\n{}{}",
+        out.code,
+        out.stdout_text().replace(&server.endpoint(), "<endpoint>"),
+        errors.join("\n")
+    ))
+}
+
+/// A server of `kind` on a data dir restored from `file`: started once (for its ports and
+/// dirs), stopped, its data dir replaced by `etcdctl snapshot restore` (etcd) or `ballast
+/// snapshot restore` (Ballast, on two shards unless `BALLAST_SHARDS` says), then started on
+/// it. Answers the server and what the restore printed.
+async fn restored(kind: Kind, file: &Path) -> Result<(Server, String)> {
+    let mut server = Server::start(kind).await?;
+    server.terminate(Duration::from_secs(10))?;
+    let data_dir = server.data_dir();
+    std::fs::remove_dir_all(&data_dir)?;
+    let peer = server.peer_url();
+    let flags: Vec<String> = [
+        "--data-dir".to_owned(),
+        data_dir.to_string_lossy().into_owned(),
+        "--name".to_owned(),
+        server.name().to_owned(),
+        "--initial-cluster".to_owned(),
+        format!("{}={peer}", server.name()),
+        "--initial-advertise-peer-urls".to_owned(),
+        peer.clone(),
+    ]
+    .into();
+    let mut cmd = if kind == Kind::Etcd || both_etcd() {
+        let mut c = Command::new("etcdctl");
+        c.env("ETCDCTL_API", "3").args(["snapshot", "restore"]);
+        c.arg(file).args(&flags);
+        c
+    } else {
+        let mut c = Command::new(ballast_bin());
+        c.args(["snapshot", "restore"]).arg(file).args(&flags);
+        if ballast_shards().is_none() {
+            c.args(["--shards", "2"]);
+        }
+        c
+    };
+    let run = run_to_exit(&mut cmd, RESTORE_TIMEOUT)?;
+    ensure!(run.success(), "{}: restore: {}", kind.label(), run.output());
+    server.restart().await?;
+    Ok((server, run.output()))
+}
+
+/// Runs `steps` on etcd and Ballast each restored from `file`; fails listing every step whose
+/// result differs. Answers what Ballast's restore printed.
+async fn compare_restored(file: &Path, steps: &[&[&str]]) -> Result<String> {
+    let (etcd, _) = restored(Kind::Etcd, file).await?;
+    let (ballast, printed) = restored(Kind::Ballast, file).await?;
+    let mut mismatches = Vec::new();
+    for (i, args) in steps.iter().enumerate() {
+        let want = ctl_step(&etcd, args).await?;
+        let got = ctl_step(&ballast, args).await?;
+        if want != got {
+            mismatches.push(format!(
+                "step {i} etcdctl {args:?}\n--- etcd\n{want}\n--- ballast\n{got}"
+            ));
+        }
+    }
+    ensure!(mismatches.is_empty(), "{}", mismatches.join("\n\n"));
+    Ok(printed)
+}
+
+/// `etcdctl snapshot save` from `server` into `dir` (as `user`, if any).
+async fn save(server: &Server, dir: &Path, user: Option<&str>) -> Result<PathBuf> {
+    let file = dir.join("etcd.db");
+    let file_arg = file.to_string_lossy().into_owned();
+    let mut args = Vec::new();
+    if let Some(u) = user {
+        args.extend(["--user", u]);
+    }
+    args.extend(["snapshot", "save", &file_arg]);
+    let saved = etcdctl::run(&server.endpoint(), &args, None, CTL_TIMEOUT).await?;
+    ensure!(saved.code == Some(0), "snapshot save: {saved:?}");
+    Ok(file)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_roles_and_auth_restore_like_etcd() -> Result<()> {
+    let source = Server::start(Kind::Etcd).await?;
+    for args in AUTH_SETUP {
+        let out = etcdctl::run(&source.endpoint(), args, None, CTL_TIMEOUT).await?;
+        ensure!(out.code == Some(0), "etcdctl {args:?}: {}", out.stderr);
+    }
+    let dir = tempfile::tempdir()?;
+    let file = save(&source, dir.path(), Some("root:rootpw")).await?;
+    drop(source);
+    let printed = compare_restored(&file, AUTH_STEPS).await?;
+    if !both_etcd() {
+        ensure!(
+            printed.contains("3 users, 2 roles, auth enabled"),
+            "{printed}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nospace_alarm_restores_like_etcd() -> Result<()> {
+    let source = Server::start_with_args(Kind::Etcd, &["--quota-backend-bytes", "1000000"]).await?;
+    let mut kv = KvClient::new(source.channel().await?);
+    let value = "v".repeat(64 * 1024);
+    let mut raised = false;
+    // About 16 puts of 64 KiB fill a 1 MB quota; bounded.
+    for i in 0..64 {
+        match kv.put(put(&format!("/fill/{i}"), &value, 0)).await {
+            Ok(_) => {}
+            Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                raised = true;
+                break;
+            }
+            Err(s) => bail!("put {i}: {s}"),
+        }
+    }
+    ensure!(raised, "etcd never reached its quota");
+    let listed = ctl_step(&source, &["alarm", "list"]).await?;
+    ensure!(listed.contains("alarm:NOSPACE"), "{listed}");
+    let dir = tempfile::tempdir()?;
+    let file = save(&source, dir.path(), None).await?;
+    drop(source);
+    let printed = compare_restored(&file, ALARM_STEPS).await?;
+    if !both_etcd() {
+        ensure!(printed.contains(", 1 alarms,"), "{printed}");
+    }
+    Ok(())
 }

@@ -16,6 +16,13 @@
 //! A single-node server names itself node 1 with no address (as its `initialize` does); a
 //! cluster member lists every initial member with its id and first peer URL (`ClusterConfig`).
 //!
+//! The facts also carry the alarm table and the auth state (users, roles, the enabled flag
+//! and the auth revision) the shard starts with: for shard 0, which holds the cluster's
+//! (`alarms.rs`, `auth.rs`), those the etcd file held; for the other shards, empty ones, as a
+//! shard's own facts carry when it is not shard 0. At the first start they reach the node's
+//! tables as any checkpoint's facts do (`shard.rs`, `attach_node_state`). The auth state's
+//! `last_index` must be 0: the log starts anew, so no later entry may be taken for a replay.
+//!
 //! The WAL is not touched: it is created at the first start, in `<dir>/wal` or `--wal-dir`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,6 +32,7 @@ use ballast_engine::Store;
 use openraft::impls::BasicNode;
 
 use crate::alarms::AlarmTable;
+use crate::auth::AuthState;
 use crate::durable::{encode_installed_app, ShardStorage};
 use crate::log_store::log_id;
 use crate::types::{Membership, NodeId, StoredMembership};
@@ -43,22 +51,25 @@ pub fn seeded_membership(members: &BTreeMap<NodeId, String>) -> Result<StoredMem
     Ok(StoredMembership::new(Some(log_id(0, 0)), membership))
 }
 
-/// Writes `store` as the state of the shard whose storage is `storage` (module comment). The
-/// shard's page log must not exist yet. Runs a glommio executor of its own (the page log's
-/// files are glommio DMA files) and returns once the image is committed and synced.
+/// Writes `store`, with `alarms` and `auth`, as the state of the shard whose storage is
+/// `storage` (module comment). The shard's page log must not exist yet. Runs a glommio
+/// executor of its own (the page log's files are glommio DMA files) and returns once the
+/// image is committed and synced.
 pub fn seed(
     storage: &ShardStorage,
     store: Store,
     members: &BTreeMap<NodeId, String>,
+    alarms: &AlarmTable,
+    auth: &AuthState,
 ) -> Result<(), String> {
+    if auth.last_index != 0 {
+        return Err(format!(
+            "a seeded auth state names log index {} as applied; the log starts anew",
+            auth.last_index
+        ));
+    }
     let membership = seeded_membership(members)?;
-    // No alarms, and a new cluster's auth state (etcd's users and roles are not migrated).
-    let app = encode_installed_app(
-        Some(&log_id(0, 0)),
-        &membership,
-        &AlarmTable::default(),
-        &Default::default(),
-    );
+    let app = encode_installed_app(Some(&log_id(0, 0)), &membership, alarms, auth);
     let pages_dir = storage.dir.join("pages");
     let config = storage.pages.clone();
     let (tx, rx) = std::sync::mpsc::sync_channel(1);

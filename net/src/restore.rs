@@ -15,15 +15,23 @@
 //! - bucket `meta`: `finishedCompactRev` and `scheduledCompactRev` (the compact revision is the
 //!   higher: etcd finishes a scheduled compaction when it restarts); `consistent_index` (and
 //!   3.5's `term`) are etcd's Raft position, only logged;
-//! - buckets `members`, `members_removed`, `auth`, `authUsers`, `authRoles`, `alarm`: etcd's
-//!   cluster metadata, which is dropped (logged with what it held): members come from the
-//!   flags, as with etcdctl; users, roles and alarms are not migrated.
+//! - buckets `auth`, `authUsers`, `authRoles`: etcd's auth store, kept as `etcdctl snapshot
+//!   restore` keeps it: every user with its bcrypt hash as etcd stored it (Ballast hashes with
+//!   bcrypt too, so the original passwords authenticate), its roles and `no_password`; every
+//!   role with its key permissions; `authEnabled` and `authRevision`;
+//! - bucket `alarm`: the alarms in force, kept as etcd 3.4.23 keeps them (checked: a NOSPACE
+//!   alarm raised before `snapshot save` is listed by the restored member, under the old
+//!   member id, and refuses writes until `etcdctl alarm disarm`);
+//! - buckets `members`, `members_removed`: dropped (logged with what they held): the members
+//!   come from the flags, as with etcdctl.
 //!
 //! What is written: the layout (`--shards`, `--partition`, recorded as the server records a new
 //! data dir's) and each shard's store, built by `engine::mvcc::import::StoreBuilder` from the
 //! changes whose keys the partition map gives it, every shard at the same revision (the file's)
 //! and compact revision, every shard holding every lease (as `LeaseGrant` leaves them), and
-//! written by `consensus::seed` as a checkpoint its Raft group starts from. Everything goes
+//! written by `consensus::seed` as a checkpoint its Raft group starts from; shard 0's
+//! checkpoint facts carry the auth state and the alarms (shard 0 holds the cluster's, where
+//! the server's own auth and alarm entries put them). Everything goes
 //! into `<data-dir>/ballast.restoring/` first and is renamed to `<data-dir>/ballast/` at the
 //! end, so a restore that fails leaves no Ballast data behind; a data dir that already holds
 //! `ballast/` is refused before anything is written.
@@ -33,11 +41,12 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
+use ballast_consensus::auth::{PermType, Permission, Role, User};
 use ballast_consensus::durable::ShardStorage;
-use ballast_consensus::{NodeId, ShardId};
+use ballast_consensus::{AlarmMember, AlarmTable, AlarmType, AuthState, NodeId, ShardId};
 use ballast_engine::mvcc::import::{ImportSummary, StoreBuilder};
 use ballast_engine::{KeyValue, LeaseId, Revision};
-use ballast_proto::mvccpb;
+use ballast_proto::{authpb, etcdserverpb, mvccpb};
 use prost::Message as _;
 use sha2::{Digest, Sha256};
 
@@ -138,6 +147,10 @@ pub struct Report {
     pub compact_revision: Revision,
     pub shards: Vec<ImportSummary>,
     pub leases: usize,
+    pub auth_enabled: bool,
+    pub users: usize,
+    pub roles: usize,
+    pub alarms: usize,
 }
 
 impl std::fmt::Display for Report {
@@ -147,11 +160,19 @@ impl std::fmt::Display for Report {
         write!(
             f,
             "restored into {}: revision {}, compact revision {}, {changes} changes, {live} \
-             keys, {} leases, {} shard(s)",
+             keys, {} leases, {} users, {} roles, auth {}, {} alarms, {} shard(s)",
             self.data_dir.display(),
             self.revision,
             self.compact_revision,
             self.leases,
+            self.users,
+            self.roles,
+            if self.auth_enabled {
+                "enabled"
+            } else {
+                "disabled"
+            },
+            self.alarms,
             self.shards.len()
         )
     }
@@ -217,6 +238,10 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<Report> {
         compact_revision: etcd.compact.unwrap_or(0),
         shards,
         leases: etcd.leases.len(),
+        auth_enabled: etcd.auth.enabled,
+        users: etcd.auth.users.len(),
+        roles: etcd.auth.roles.len(),
+        alarms: etcd.alarms.get(AlarmType::NONE).len(),
     })
 }
 
@@ -285,6 +310,10 @@ pub struct EtcdData {
     /// The store's revision as etcd computes it at start-up.
     pub revision: Revision,
     pub compact: Option<Revision>,
+    /// etcd's auth store, as shard 0 will hold it.
+    pub auth: AuthState,
+    /// etcd's alarms in force, as shard 0 will hold them.
+    pub alarms: AlarmTable,
 }
 
 fn rev_main(b: &[u8]) -> Option<i64> {
@@ -383,6 +412,8 @@ pub fn read_etcd(file: &(std::fs::File, u64)) -> anyhow::Result<EtcdData> {
             out.leases.push((pb.id, pb.ttl));
         }
     }
+    out.auth = read_auth(&bolt)?;
+    out.alarms = read_alarms(&bolt)?;
     log_dropped(&bolt)?;
     let finished = compact_finished.unwrap_or(-1);
     // etcd's restore: the last change's revision, or the finished compaction's when higher
@@ -404,19 +435,130 @@ pub fn read_etcd(file: &(std::fs::File, u64)) -> anyhow::Result<EtcdData> {
     Ok(out)
 }
 
-/// Logs etcd's cluster metadata, which a restore does not carry over.
-fn log_dropped(bolt: &BoltFile) -> anyhow::Result<()> {
-    let root = bolt.root();
-    let entries = |name: &[u8]| -> anyhow::Result<Vec<Entry>> {
-        let mut out = Vec::new();
-        if let Some(b) = bolt.bucket(&root, name)? {
-            let mut c = bolt.cursor(&b);
-            while let Some(e) = c.next_entry()? {
-                out.push(e);
-            }
+/// Every entry of the root's bucket `name` (none when there is no such bucket).
+fn bucket_entries(bolt: &BoltFile, name: &[u8]) -> anyhow::Result<Vec<Entry>> {
+    let mut out = Vec::new();
+    if let Some(b) = bolt.bucket(&bolt.root(), name)? {
+        let mut c = bolt.cursor(&b);
+        while let Some(e) = c.next_entry()? {
+            out.push(e);
         }
-        Ok(out)
-    };
+    }
+    Ok(out)
+}
+
+fn utf8_name(what: &str, b: &[u8]) -> anyhow::Result<String> {
+    String::from_utf8(b.to_vec())
+        .map_err(|_| anyhow::anyhow!("{what} {}: the name is not UTF-8", hex(b)))
+}
+
+/// Reads etcd's auth store (`auth`, `authUsers`, `authRoles`): the state a member restored
+/// from the file starts with. A user's roles are sorted and deduplicated and a role's
+/// permissions sorted by key (stably), as `AuthState` keeps them and etcd writes them; every
+/// name must be the bucket key it is stored under, as etcd writes it. A file without an
+/// `authRevision` (never written by etcd 3.4) keeps a new store's revision.
+pub fn read_auth(bolt: &BoltFile) -> anyhow::Result<AuthState> {
+    let mut state = AuthState::default();
+    for e in bucket_entries(bolt, layout::AUTH_BUCKET)? {
+        match e.key.as_slice() {
+            layout::AUTH_ENABLED => {
+                state.enabled = match e.value.as_slice() {
+                    [1] => true,
+                    [0] => false,
+                    other => bail!("auth bucket: authEnabled is {}, not 0 or 1", hex(other)),
+                }
+            }
+            layout::AUTH_REVISION => {
+                let b: [u8; 8] = e.value.as_slice().try_into().with_context(|| {
+                    format!("auth bucket: authRevision {} is not 8 bytes", hex(&e.value))
+                })?;
+                state.revision = u64::from_be_bytes(b);
+            }
+            _ => {}
+        }
+    }
+    for e in bucket_entries(bolt, layout::AUTH_USERS_BUCKET)? {
+        let pb = authpb::User::decode(e.value.as_slice())
+            .with_context(|| format!("authUsers bucket: {} does not decode", hex(&e.key)))?;
+        if pb.name != e.key {
+            bail!(
+                "authUsers bucket: key {} holds user {}",
+                hex(&e.key),
+                hex(&pb.name)
+            );
+        }
+        let name = utf8_name("authUsers bucket: user", &pb.name)?;
+        let mut roles = pb.roles;
+        roles.sort();
+        roles.dedup();
+        state.users.insert(
+            name,
+            User {
+                password_hash: pb.password,
+                roles,
+                no_password: pb.options.is_some_and(|o| o.no_password),
+            },
+        );
+    }
+    for e in bucket_entries(bolt, layout::AUTH_ROLES_BUCKET)? {
+        let pb = authpb::Role::decode(e.value.as_slice())
+            .with_context(|| format!("authRoles bucket: {} does not decode", hex(&e.key)))?;
+        if pb.name != e.key {
+            bail!(
+                "authRoles bucket: key {} holds role {}",
+                hex(&e.key),
+                hex(&pb.name)
+            );
+        }
+        let name = utf8_name("authRoles bucket: role", &pb.name)?;
+        let mut permissions: Vec<Permission> = pb
+            .key_permission
+            .into_iter()
+            .map(|p| Permission {
+                perm_type: PermType(p.perm_type),
+                key: p.key,
+                range_end: p.range_end,
+            })
+            .collect();
+        permissions.sort_by(|a, b| a.key.cmp(&b.key));
+        state.roles.insert(name, Role { permissions });
+    }
+    if state.enabled || !state.users.is_empty() || !state.roles.is_empty() {
+        tracing::info!(
+            auth_enabled = state.enabled,
+            auth_revision = state.revision,
+            users = state.users.len(),
+            roles = state.roles.len(),
+            "keeping etcd's users and roles (passwords as etcd's bcrypt hashes)"
+        );
+    }
+    Ok(state)
+}
+
+/// Reads etcd's alarms in force (`alarm` bucket), each under the member id that raised it.
+pub fn read_alarms(bolt: &BoltFile) -> anyhow::Result<AlarmTable> {
+    let mut table = AlarmTable::default();
+    for e in bucket_entries(bolt, layout::ALARM_BUCKET)? {
+        let pb = etcdserverpb::AlarmMember::decode(e.key.as_slice())
+            .with_context(|| format!("alarm bucket: {} does not decode", hex(&e.key)))?;
+        let m = AlarmMember {
+            alarm: AlarmType(pb.alarm),
+            member_id: pb.member_id,
+        };
+        tracing::warn!(
+            alarm = %m.alarm,
+            member_id = format_args!("{:x}", m.member_id),
+            "keeping etcd's alarm: it stays in force until `etcdctl alarm disarm`, as etcd keeps \
+             it on restore"
+        );
+        table.activate(m);
+    }
+    Ok(table)
+}
+
+/// Logs etcd's cluster metadata that a restore does not carry over: the members.
+fn log_dropped(bolt: &BoltFile) -> anyhow::Result<()> {
+    let entries = |name: &[u8]| bucket_entries(bolt, name);
     for e in entries(b"members")? {
         let v: serde_json::Value = serde_json::from_slice(&e.value).unwrap_or_default();
         tracing::info!(
@@ -429,28 +571,6 @@ fn log_dropped(bolt: &BoltFile) -> anyhow::Result<()> {
     let removed = entries(b"members_removed")?.len();
     if removed > 0 {
         tracing::info!(count = removed, "dropping etcd's list of removed members");
-    }
-    let auth = entries(b"auth")?;
-    let enabled = auth
-        .iter()
-        .any(|e| e.key == b"authEnabled" && e.value.first() == Some(&1));
-    let users = entries(b"authUsers")?.len();
-    let roles = entries(b"authRoles")?.len();
-    if enabled || users > 0 || roles > 0 {
-        tracing::warn!(
-            auth_enabled = enabled,
-            users,
-            roles,
-            "dropping etcd's users and roles: they are not migrated (recreate them with \
-             etcdctl user/role add; auth starts disabled)"
-        );
-    }
-    let alarms = entries(b"alarm")?.len();
-    if alarms > 0 {
-        tracing::warn!(
-            count = alarms,
-            "dropping etcd's raised alarms (NOSPACE, CORRUPT): Ballast checks its own quota"
-        );
     }
     Ok(())
 }
@@ -486,7 +606,13 @@ fn write_staged(
     for (id, b) in builders.into_iter().enumerate() {
         let (store, summary) = b.finish(etcd.revision, etcd.compact)?;
         let dir = crate::server::shard_dir(staging, ShardId(id as u32));
-        ballast_consensus::seed::seed(&ShardStorage::new(&dir), store, members)
+        // Shard 0 holds the cluster's auth state and alarms; the others, empty ones.
+        let (alarms, auth) = if id == 0 {
+            (etcd.alarms.clone(), etcd.auth.clone())
+        } else {
+            Default::default()
+        };
+        ballast_consensus::seed::seed(&ShardStorage::new(&dir), store, members, &alarms, &auth)
             .map_err(|e| anyhow::anyhow!("shard {id}: {e}"))?;
         tracing::info!(
             shard = id,

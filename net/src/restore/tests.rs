@@ -239,3 +239,278 @@ fn restores_into_a_new_data_dir() {
         "{err}"
     );
 }
+
+/// `authUsers` values as etcd 3.4.23 wrote them (copied from a file `etcdctl snapshot save`
+/// fetched after `user add alice:apw` and `user add carol --no-password`): they pin the field
+/// numbers apart from Ballast's own `.proto`.
+const ALICE_FROM_ETCD: &[u8] =
+    b"\n\x05alice\x12<$2a$10$1Nfm/hzebUb1fPyILv8CAeiiPRIVKdXtQq7V7K2oR43pg1fmNt5IC\"\x00";
+const CAROL_FROM_ETCD: &[u8] = b"\n\x05carol\"\x02\x08\x01";
+
+fn user(name: &str, password: &str, roles: &[&str]) -> Vec<u8> {
+    authpb::User {
+        name: bytes::Bytes::copy_from_slice(name.as_bytes()),
+        password: bytes::Bytes::copy_from_slice(password.as_bytes()),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+        options: None,
+    }
+    .encode_to_vec()
+}
+
+fn perm(perm_type: i32, key: &str, range_end: &str) -> authpb::Permission {
+    authpb::Permission {
+        perm_type,
+        key: bytes::Bytes::copy_from_slice(key.as_bytes()),
+        range_end: bytes::Bytes::copy_from_slice(range_end.as_bytes()),
+    }
+}
+
+/// An etcd-shaped file whose auth store and alarm table are in use: auth enabled at auth
+/// revision 9, users alice (roles listed out of order, one twice), bob, carol (no password)
+/// and root, roles reader (permissions out of key order) and root, a NOSPACE alarm; each
+/// bucket's entries overridable by `edit` (bucket, key, value) to make a damaged one.
+/// An entry of a bucket set in place of the usual one: (bucket, key, value).
+type Edit<'a> = (&'a [u8], &'a [u8], Vec<u8>);
+/// A bucket's entries: (key, value), in key order.
+type BucketEntries = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn etcd_auth_file(edit: Option<Edit<'_>>) -> tempfile::NamedTempFile {
+    let alarm = etcdserverpb::AlarmMember {
+        member_id: 0xbdae_9bbc_11dd_390d,
+        alarm: 1,
+    }
+    .encode_to_vec();
+    let reader = authpb::Role {
+        name: "reader".into(),
+        key_permission: vec![
+            perm(2, "k1", ""),
+            perm(0, "/a/", "/a0"),
+            perm(1, "w1", "w5"),
+            perm(0, "a", "\0"),
+        ],
+    }
+    .encode_to_vec();
+    let root_role = authpb::Role {
+        name: "root".into(),
+        key_permission: vec![],
+    }
+    .encode_to_vec();
+    let mut buckets: Vec<(&[u8], BucketEntries)> = vec![
+        (layout::ALARM_BUCKET, vec![(alarm, Vec::new())]),
+        (
+            layout::AUTH_BUCKET,
+            vec![
+                (layout::AUTH_ENABLED.to_vec(), vec![1]),
+                (layout::AUTH_REVISION.to_vec(), 9u64.to_be_bytes().to_vec()),
+            ],
+        ),
+        (
+            layout::AUTH_ROLES_BUCKET,
+            vec![(b"reader".to_vec(), reader), (b"root".to_vec(), root_role)],
+        ),
+        (
+            layout::AUTH_USERS_BUCKET,
+            vec![
+                (
+                    b"alice".to_vec(),
+                    // etcd's own bytes with two roles appended (field 3).
+                    [
+                        ALICE_FROM_ETCD,
+                        b"\x1a\x06writer\x1a\x06reader\x1a\x06reader",
+                    ]
+                    .concat(),
+                ),
+                (b"bob".to_vec(), user("bob", "$2a$10$bobshash", &[])),
+                (b"carol".to_vec(), CAROL_FROM_ETCD.to_vec()),
+                (b"root".to_vec(), user("root", "$2a$10$roothash", &["root"])),
+            ],
+        ),
+        (
+            layout::KEY_BUCKET,
+            vec![(
+                layout::rev_key(2, 0, false),
+                layout::kv_value(&entry(2, 0, "/a/x", "1", 2, 1)),
+            )],
+        ),
+    ];
+    if let Some((bucket, key, value)) = edit {
+        let (_, entries) = buckets.iter_mut().find(|(b, _)| *b == bucket).unwrap();
+        match entries.iter_mut().find(|(k, _)| k == key) {
+            Some(e) => e.1 = value,
+            None => {
+                entries.push((key.to_vec(), value));
+                entries.sort();
+            }
+        }
+    }
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    let mut w = BoltWriter::new(file.as_file_mut()).unwrap();
+    for (name, entries) in &buckets {
+        w.begin_bucket(name).unwrap();
+        for (k, v) in entries {
+            w.put(k, v).unwrap();
+        }
+        w.end_bucket().unwrap();
+    }
+    let (_, len) = w.finish().unwrap();
+    file.as_file_mut().set_len(len).unwrap();
+    file
+}
+
+fn read_file(file: &tempfile::NamedTempFile) -> anyhow::Result<EtcdData> {
+    let len = file.as_file().metadata().unwrap().len();
+    read_etcd(&(file.reopen().unwrap(), len))
+}
+
+#[test]
+fn reads_etcds_users_roles_and_alarms() {
+    let etcd = read_file(&etcd_auth_file(None)).expect("reads");
+    let auth = &etcd.auth;
+    assert!(auth.enabled);
+    assert_eq!(auth.revision, 9);
+    // The log starts anew: no entry index is claimed.
+    assert_eq!(auth.last_index, 0);
+    let names: Vec<&str> = auth.users.keys().map(String::as_str).collect();
+    assert_eq!(names, ["alice", "bob", "carol", "root"]);
+    let alice = &auth.users["alice"];
+    assert_eq!(alice.roles, ["reader", "writer"], "sorted, once each");
+    assert!(!alice.no_password);
+    // etcd's hash is kept byte for byte, and the original password checks against it.
+    assert_eq!(
+        &alice.password_hash[..],
+        b"$2a$10$1Nfm/hzebUb1fPyILv8CAeiiPRIVKdXtQq7V7K2oR43pg1fmNt5IC"
+    );
+    let hash = std::str::from_utf8(&alice.password_hash).unwrap();
+    assert!(bcrypt::verify("apw", hash).unwrap());
+    assert!(!bcrypt::verify("apx", hash).unwrap());
+    let carol = &auth.users["carol"];
+    assert!(carol.no_password && carol.password_hash.is_empty() && carol.roles.is_empty());
+    assert!(auth.users["root"].has_root_role());
+    assert_eq!(&auth.users["bob"].password_hash[..], b"$2a$10$bobshash");
+
+    let names: Vec<&str> = auth.roles.keys().map(String::as_str).collect();
+    assert_eq!(names, ["reader", "root"]);
+    assert!(auth.roles["root"].permissions.is_empty());
+    let perms: Vec<(i32, String, String)> = auth.roles["reader"]
+        .permissions
+        .iter()
+        .map(|p| {
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            (p.perm_type.0, text(&p.key), text(&p.range_end))
+        })
+        .collect();
+    let want = [
+        (0, "/a/", "/a0"),
+        (0, "a", "\0"),
+        (2, "k1", ""),
+        (1, "w1", "w5"),
+    ];
+    let want: Vec<(i32, String, String)> = want
+        .iter()
+        .map(|(t, k, e)| (*t, k.to_string(), e.to_string()))
+        .collect();
+    assert_eq!(perms, want, "sorted by key");
+    // Enforced as etcd enforces them: alice reads under /a/ and writes w1..w5, not foo.
+    assert_eq!(
+        auth.check(Some("alice"), b"/a/x", b"", PermType::READ),
+        Ok(())
+    );
+    assert_eq!(
+        auth.check(Some("alice"), b"w3", b"", PermType::WRITE),
+        Ok(())
+    );
+    assert!(auth
+        .check(Some("alice"), b"/a/x", b"", PermType::WRITE)
+        .is_err());
+    assert!(auth
+        .check(Some("bob"), b"foo", b"", PermType::READ)
+        .is_err());
+    assert_eq!(
+        auth.check(Some("root"), b"foo", b"", PermType::WRITE),
+        Ok(())
+    );
+
+    let alarms = etcd.alarms.get(AlarmType::NONE);
+    assert_eq!(
+        alarms,
+        vec![AlarmMember {
+            alarm: AlarmType::NOSPACE,
+            member_id: 0xbdae_9bbc_11dd_390d
+        }]
+    );
+
+    // A file without these buckets (the one above) gives a new store's state and no alarms.
+    let plain = read_etcd(&open_checked(etcd_file(true).path(), false).unwrap()).unwrap();
+    assert_eq!(plain.auth, AuthState::default());
+    assert!(plain.alarms.is_empty());
+}
+
+#[test]
+fn refuses_a_damaged_auth_store() {
+    let cases: Vec<(Edit<'_>, &str)> = vec![
+        (
+            (layout::AUTH_BUCKET, layout::AUTH_ENABLED, vec![2]),
+            "authEnabled is 02",
+        ),
+        (
+            (layout::AUTH_BUCKET, layout::AUTH_REVISION, vec![0, 1]),
+            "authRevision 0001 is not 8 bytes",
+        ),
+        (
+            (
+                layout::AUTH_USERS_BUCKET,
+                b"bob",
+                user("robert", "$2a$10$x", &[]),
+            ),
+            "holds user",
+        ),
+        (
+            (layout::AUTH_USERS_BUCKET, b"dan", vec![0x0a, 0x09, b'd']),
+            "authUsers bucket: 64616e does not decode",
+        ),
+        (
+            (layout::AUTH_ROLES_BUCKET, b"reader", vec![0xff]),
+            "authRoles bucket: 726561646572 does not decode",
+        ),
+        (
+            (layout::ALARM_BUCKET, b"\x08", Vec::new()),
+            "alarm bucket: 08 does not decode",
+        ),
+    ];
+    for (edit, want) in cases {
+        let what = format!("{edit:?}");
+        let err = read_file(&etcd_auth_file(Some(edit))).expect_err(&what);
+        assert!(format!("{err:#}").contains(want), "{what}: {err:#}");
+    }
+    // A name that is not UTF-8 (etcd's API takes names as strings) is refused too.
+    let raw = authpb::User {
+        name: bytes::Bytes::from_static(b"\xff"),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let err = read_file(&etcd_auth_file(Some((
+        layout::AUTH_USERS_BUCKET,
+        b"\xff",
+        raw,
+    ))))
+    .expect_err("not UTF-8");
+    assert!(format!("{err:#}").contains("not UTF-8"), "{err:#}");
+}
+
+#[test]
+fn a_restore_reports_the_auth_store_and_alarms_it_keeps() {
+    let file = etcd_auth_file(None);
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let report = restore(&args(
+        file.path(),
+        &data_dir,
+        &["--skip-hash-check", "--shards", "2"],
+    ))
+    .expect("restores");
+    assert!(report.auth_enabled);
+    assert_eq!((report.users, report.roles, report.alarms), (4, 2, 1));
+    assert!(report
+        .to_string()
+        .contains("4 users, 2 roles, auth enabled, 1 alarms"));
+}

@@ -114,8 +114,9 @@ pub async fn authenticate(
             return Err(status::auth(AuthError::AuthNotEnabled));
         }
         let user = match view.users.get(name) {
-            Some(u) if !u.no_password => u.clone(),
-            _ => return Err(status::auth(AuthError::AuthFailed)),
+            Some(u) if u.no_password => return Err(status::no_password_user()),
+            Some(u) => u.clone(),
+            None => return Err(status::auth(AuthError::AuthFailed)),
         };
         let checked_revision = view.revision;
         if !verify_password(password.to_owned(), user.password_hash.clone()).await {

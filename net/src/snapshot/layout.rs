@@ -16,6 +16,13 @@
 //!   holds there (`auth`: `authRevision` = 1 as 8 bytes big-endian, auth off; `cluster`:
 //!   `clusterVersion` = `3.4.0`) and no members (restore drops them anyway and the restored
 //!   member writes its own).
+//! - What etcd keeps in `auth`, `authUsers`, `authRoles` and `alarm` once used (read by
+//!   `ballast snapshot restore`, `restore.rs`): `auth` holds `authEnabled` (one byte, 1 on,
+//!   0 off) and `authRevision` (8 bytes big-endian); `authUsers` maps a user name to its
+//!   marshalled `authpb.User { name = 1, password = 2 (the bcrypt hash), roles = 3,
+//!   options = 4 { no_password = 1 } }`; `authRoles` maps a role name to its `authpb.Role
+//!   { name = 1, keyPermission = 2 { permType = 1, key = 2, range_end = 3 } }`; `alarm` keys
+//!   are marshalled `etcdserverpb.AlarmMember { memberID = 1, alarm = 2 }` with empty values.
 //!
 //! What etcd reads back (`mvcc.store.restore`): the key bucket in order; the first entry of a
 //! key starts its generation with the entry's `create_revision` and `version`, later puts add
@@ -32,6 +39,12 @@ pub const LEASE_BUCKET: &[u8] = b"lease";
 pub const META_BUCKET: &[u8] = b"meta";
 pub const FINISHED_COMPACT_REV: &[u8] = b"finishedCompactRev";
 pub const SCHEDULED_COMPACT_REV: &[u8] = b"scheduledCompactRev";
+pub const AUTH_BUCKET: &[u8] = b"auth";
+pub const AUTH_USERS_BUCKET: &[u8] = b"authUsers";
+pub const AUTH_ROLES_BUCKET: &[u8] = b"authRoles";
+pub const ALARM_BUCKET: &[u8] = b"alarm";
+pub const AUTH_ENABLED: &[u8] = b"authEnabled";
+pub const AUTH_REVISION: &[u8] = b"authRevision";
 /// A bucket's fixed entries: keys and values.
 pub type Entries = &'static [(&'static [u8], &'static [u8])];
 

@@ -47,8 +47,8 @@
 
 use super::super::superblock::{SegmentInfo, SlotError, Superblock, TreeRoot, SLOT_SIZE};
 use super::{
-    decode_page, encode_page, node_fits, Branch, Child, EncodeError, Entry, Leaf, Node,
-    OverflowRef, Page, PageBody, PageError, PageId, Value,
+    decode_page, encode_page, encode_page_into, node_fits, Branch, Child, EncodeError, Entry, Leaf,
+    Node, OverflowRef, Page, PageBody, PageError, PageId, Value,
 };
 
 /// Reads the input front to back; past the end it yields zeros.
@@ -1134,6 +1134,15 @@ fn encodes_as_the_model_says(page: &Page, body: &[u8], input: &mut Input) {
     };
     for lz4 in [false, true] {
         let got = encode_page(page, lz4);
+        // Appended to a write run, the page is the same bytes after what the run held; a
+        // page that does not encode leaves the run as it was.
+        let mut run = vec![0xA5; PAGE];
+        let appended = encode_page_into(page, lz4, &mut run);
+        assert_eq!(appended.map(|()| run[PAGE..].to_vec()), got);
+        assert!(run[..PAGE].iter().all(|&b| b == 0xA5));
+        if appended.is_err() {
+            assert_eq!(run.len(), PAGE);
+        }
         if body.len() <= BODY {
             assert_eq!(
                 got,

@@ -33,8 +33,8 @@ use std::future::Future;
 use std::rc::Rc;
 
 use super::page::{
-    encode_page, node_fits, overflow_head_chunk, overflow_pages, Child, Node, OverflowRef, Page,
-    PageBody, PageId, Value, BODY_MAX, PAGE_SIZE,
+    encode_page_into, node_fits, overflow_head_chunk, overflow_pages, Child, EncodeError, Node,
+    OverflowRef, Page, PageBody, PageId, Value, BODY_MAX, PAGE_SIZE,
 };
 use super::reader::Epoch;
 use super::superblock::{SegmentInfo, Superblock, TreeRoot, MAX_SEGMENTS, SLOT_SIZE};
@@ -59,6 +59,10 @@ struct Plan {
     new_segments: Vec<u32>,
     pages: u64,
 }
+
+/// Write-run buffers a tree keeps from one checkpoint to the next (each `write_chunk_bytes`,
+/// 1 MiB by default): a checkpoint of up to this many runs allocates none.
+pub const RUN_BUFFERS_KEPT: usize = 4;
 
 /// Pages the cleaner reads per request.
 const CLEAN_READ_PAGES: u32 = 256;
@@ -231,6 +235,13 @@ impl<D: Disk> BTree<D> {
             f.write_at(first.offset(), buf).await?;
             touched.insert(first.segment());
         }
+        for (_, mut buf) in plan.runs {
+            if self.spare_runs.len() >= RUN_BUFFERS_KEPT {
+                break;
+            }
+            buf.clear();
+            self.spare_runs.push(buf);
+        }
         for seg in touched {
             self.files[&seg].sync_data().await?;
         }
@@ -287,19 +298,38 @@ impl<D: Disk> BTree<D> {
         first
     }
 
-    fn emit(&self, plan: &mut Plan, id: PageId, bytes: Vec<u8>) {
-        debug_assert_eq!(bytes.len(), PAGE_SIZE);
+    /// Encodes `page` at the end of the plan's last write run when it follows that run in
+    /// its segment and the run is not full, else into a new run: a buffer of
+    /// `write_chunk_bytes` capacity, one left by an earlier checkpoint if any
+    /// ([`RUN_BUFFERS_KEPT`]), so a run never grows by copying and its memory is not
+    /// faulted in anew at every checkpoint.
+    fn emit(
+        &mut self,
+        plan: &mut Plan,
+        page: &Page,
+        lz4: bool,
+    ) -> std::result::Result<(), EncodeError> {
+        let id = page.id;
         if let Some((first, buf)) = plan.runs.last_mut() {
             let next = first.index() as usize + buf.len() / PAGE_SIZE;
             if first.segment() == id.segment()
                 && next == id.index() as usize
                 && buf.len() < self.config.write_chunk_bytes
             {
-                buf.extend_from_slice(&bytes);
-                return;
+                return encode_page_into(page, lz4, buf);
             }
         }
-        plan.runs.push((id, bytes));
+        let mut buf = self
+            .spare_runs
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(self.config.write_chunk_bytes));
+        let encoded = encode_page_into(page, lz4, &mut buf);
+        if encoded.is_ok() {
+            plan.runs.push((id, buf));
+        } else {
+            self.spare_runs.push(buf);
+        }
+        encoded
     }
 
     /// Assigns ids to the dirty subtree under `root` (children first, left to right), encodes
@@ -374,9 +404,8 @@ impl<D: Disk> BTree<D> {
             tree: t,
             body: PageBody::Node(node),
         };
-        let bytes = encode_page(&page, self.config.lz4)
+        self.emit(plan, &page, self.config.lz4)
             .expect("dirty nodes always fit a page: splits keep them so");
-        self.emit(plan, id, bytes);
         let PageBody::Node(node) = page.body else {
             unreachable!()
         };
@@ -403,9 +432,8 @@ impl<D: Disk> BTree<D> {
         assert_eq!(bodies.len(), pages as usize);
         for (i, body) in bodies.into_iter().enumerate() {
             let id = first.plus(i as u32);
-            let bytes = encode_page(&Page { id, tree: t, body }, false)
+            self.emit(plan, &Page { id, tree: t, body }, false)
                 .expect("overflow chunks are sized to fit");
-            self.emit(plan, id, bytes);
         }
         OverflowRef {
             first,

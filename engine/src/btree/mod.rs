@@ -246,6 +246,8 @@ pub struct BTree<D: Disk> {
     /// Clean decoded pages, shared with every [`Reader`]: a page id names one content forever.
     cache: Rc<RefCell<PageCache>>,
     stopped: Option<Box<Error>>,
+    /// Write-run buffers kept for the next checkpoint (`checkpoint::RUN_BUFFERS_KEPT`).
+    spare_runs: Vec<Vec<u8>>,
     segments_cleaned: u64,
     pages_relocated: u64,
 }
@@ -363,6 +365,7 @@ impl<D: Disk> BTree<D> {
             dirty: HashMap::new(),
             next_dirty: 1,
             stopped: None,
+            spare_runs: Vec::new(),
             segments_cleaned: 0,
             pages_relocated: 0,
             config,

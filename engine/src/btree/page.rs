@@ -370,6 +370,14 @@ fn durable_stand_in(node: &Node) -> Node {
 /// Encodes one page. Node bodies are compressed when (and only when) `lz4` is set and the plain
 /// body does not fit.
 pub fn encode_page(page: &Page, lz4: bool) -> Result<Vec<u8>, EncodeError> {
+    let mut out = Vec::with_capacity(PAGE_SIZE);
+    encode_page_into(page, lz4, &mut out)?;
+    Ok(out)
+}
+
+/// [`encode_page`], appending the page's [`PAGE_SIZE`] bytes to `out` (a checkpoint's write
+/// run); on an error `out` is left as it was.
+pub fn encode_page_into(page: &Page, lz4: bool, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     let (kind, level, count, plain) = match &page.body {
         PageBody::Node(node) => {
             let body = node_body(node)?;
@@ -402,35 +410,38 @@ pub fn encode_page(page: &Page, lz4: bool) -> Result<Vec<u8>, EncodeError> {
         }
     };
     let is_node = matches!(page.body, PageBody::Node(_));
-    let (flags, stored) = if plain.len() <= BODY_MAX {
-        (0u8, plain.clone())
-    } else if lz4 && is_node && plain.len() <= LOGICAL_BODY_MAX {
+    let plain_len = plain.len();
+    let (flags, stored) = if plain_len <= BODY_MAX {
+        (0u8, plain)
+    } else if lz4 && is_node && plain_len <= LOGICAL_BODY_MAX {
         let c = lz4_flex::block::compress(&plain);
         if c.len() > BODY_MAX {
-            return Err(EncodeError::TooLarge { len: plain.len() });
+            return Err(EncodeError::TooLarge { len: plain_len });
         }
         (FLAG_LZ4, c)
     } else {
-        return Err(EncodeError::TooLarge { len: plain.len() });
+        return Err(EncodeError::TooLarge { len: plain_len });
     };
-    let mut out = Vec::with_capacity(PAGE_SIZE);
-    put_u32(&mut out, 0);
+    let start = out.len();
+    out.reserve(PAGE_SIZE);
+    put_u32(out, 0);
     out.push(kind);
     out.push(flags);
     out.push(page.tree);
     out.push(0);
-    put_u64(&mut out, page.id.0);
-    put_u16(&mut out, level);
-    put_u16(&mut out, 0);
-    put_u32(&mut out, count);
-    put_u32(&mut out, stored.len() as u32);
-    put_u32(&mut out, plain.len() as u32);
-    debug_assert_eq!(out.len(), HEADER_SIZE);
+    put_u64(out, page.id.0);
+    put_u16(out, level);
+    put_u16(out, 0);
+    put_u32(out, count);
+    put_u32(out, stored.len() as u32);
+    put_u32(out, plain_len as u32);
+    debug_assert_eq!(out.len() - start, HEADER_SIZE);
     out.extend_from_slice(&stored);
-    out.resize(PAGE_SIZE, 0);
-    let crc = crc32c::crc32c(&out[4..]);
-    out[0..4].copy_from_slice(&crc.to_le_bytes());
-    Ok(out)
+    out.resize(start + PAGE_SIZE, 0);
+    let page_bytes = &mut out[start..];
+    let crc = crc32c::crc32c(&page_bytes[4..]);
+    page_bytes[0..4].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
 }
 
 /// A bounds-checked little-endian reader over a body.

@@ -193,8 +193,14 @@ enum Schedule {
 }
 
 /// Runs auto compaction over `target` (the server's [`Router`]) until `stop` resolves; with
-/// compaction disabled it only waits for `stop`.
-pub async fn run<T: Target>(target: T, auto: AutoCompaction, stop: impl Future<Output = ()>) {
+/// compaction disabled it only waits for `stop`. A tick while `paused()` (a CORRUPT alarm is
+/// raised: etcd refuses every compaction then) compacts nothing; the next tick tries again.
+pub async fn run<T: Target>(
+    target: T,
+    auto: AutoCompaction,
+    paused: impl Fn() -> bool,
+    stop: impl Future<Output = ()>,
+) {
     let mut schedule = match auto {
         AutoCompaction::Disabled => return stop.await,
         AutoCompaction::Periodic { retention_ms } if retention_ms > 0 => {
@@ -242,6 +248,10 @@ pub async fn run<T: Target>(target: T, auto: AutoCompaction, stop: impl Future<O
             tracing::debug!("auto compaction: the shards' revision is unknown; skipping a tick");
             continue;
         };
+        if paused() {
+            tracing::debug!("auto compaction: a CORRUPT alarm is raised; skipping a tick");
+            continue;
+        }
         let started = Instant::now();
         let due = match &mut schedule {
             Schedule::Periodic(p) => p.due(started, leading),

@@ -716,10 +716,13 @@ impl Router {
 
     /// Revokes, in every shard, the leases shard 0 reports expired; runs until `stop` resolves
     /// or the channel closes (shard 0 stopped). It holds the router, so the shards' handles:
-    /// the server stops it before waiting for the shards to end.
+    /// the server stops it before waiting for the shards to end. While `paused()` (a CORRUPT
+    /// alarm is raised: etcd refuses every lease revoke then) a reported lease is left as it
+    /// is; shard 0 reports it again while it is still expired.
     pub async fn revoke_expired(
         self,
         mut expired: mpsc::Receiver<LeaseId>,
+        paused: impl Fn() -> bool,
         stop: impl std::future::Future<Output = ()>,
     ) {
         tokio::pin!(stop);
@@ -731,6 +734,10 @@ impl Router {
                     None => return,
                 },
             };
+            if paused() {
+                tracing::debug!(lease_id = id, "a CORRUPT alarm is raised: not revoking");
+                continue;
+            }
             // A revoke waits for a leader up to the request timeout; a stop does not wait for
             // it (shard 0 reports the lease again after a restart).
             let revoked = tokio::select! {

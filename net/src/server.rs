@@ -319,17 +319,26 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
         let _ = align_stop.wait_for(|s| *s).await;
     }));
     let mut compactor_stop = stop_rx.clone();
+    let corrupt = {
+        let alarms = ctx.quota.alarms.clone();
+        move || alarms.corrupt()
+    };
     let compactor = tokio::spawn(crate::compactor::run(
         router.clone(),
         auto_compaction,
+        corrupt.clone(),
         async move {
             let _ = compactor_stop.wait_for(|s| *s).await;
         },
     ));
     let mut expiry_stop = stop_rx.clone();
-    let expiry = tokio::spawn(router.clone().revoke_expired(expired_rx, async move {
-        let _ = expiry_stop.wait_for(|s| *s).await;
-    }));
+    let expiry = tokio::spawn(
+        router
+            .clone()
+            .revoke_expired(expired_rx, corrupt, async move {
+                let _ = expiry_stop.wait_for(|s| *s).await;
+            }),
+    );
     drop(router);
     let mut servers = Vec::new();
     for url in &listen {

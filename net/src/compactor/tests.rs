@@ -175,6 +175,7 @@ async fn driver_compacts_on_schedule_and_stops() {
     let task = tokio::spawn(run(
         target.clone(),
         AutoCompaction::Periodic { retention_ms: 300 },
+        || false,
         async move {
             let _ = stop_rx.await;
         },
@@ -208,10 +209,45 @@ async fn driver_on_a_follower_never_compacts() {
     run(
         target.clone(),
         AutoCompaction::Periodic { retention_ms: 100 },
+        || false,
         tokio::time::sleep(Duration::from_millis(400)),
     )
     .await;
     assert!(target.state.lock().unwrap().compactions.is_empty());
+}
+
+/// While paused (a CORRUPT alarm), due ticks compact nothing; once the alarm is gone the
+/// next tick compacts.
+#[tokio::test]
+async fn driver_paused_compacts_nothing_until_resumed() {
+    let target = Scripted::default();
+    let paused = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = paused.clone();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(run(
+        target.clone(),
+        AutoCompaction::Periodic { retention_ms: 100 },
+        move || flag.load(std::sync::atomic::Ordering::Relaxed),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        target.state.lock().unwrap().compactions.is_empty(),
+        "no compaction while paused"
+    );
+    paused.store(false, std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = stop_tx.send(());
+    tokio::time::timeout(Duration::from_secs(2), task)
+        .await
+        .expect("the compactor stops when told")
+        .unwrap();
+    assert!(
+        !target.state.lock().unwrap().compactions.is_empty(),
+        "compactions once resumed"
+    );
 }
 
 #[tokio::test]
@@ -220,6 +256,7 @@ async fn driver_disabled_only_waits_for_stop() {
     run(
         target.clone(),
         AutoCompaction::Disabled,
+        || false,
         tokio::time::sleep(Duration::from_millis(10)),
     )
     .await;
@@ -263,6 +300,7 @@ async fn every_shard_compacts_at_one_revision_through_the_router() {
     let task = tokio::spawn(run(
         router.clone(),
         AutoCompaction::Periodic { retention_ms: 200 },
+        || false,
         std::future::pending::<()>(),
     ));
     // Bounded: the first compaction is due 200ms after start.

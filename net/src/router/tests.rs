@@ -347,7 +347,14 @@ async fn leases_span_shards_and_expiry_reported_by_shard_0_revokes_everywhere() 
     let (tx, rx) = mpsc::channel(16);
     let router = two_shards(Some(tx));
     router.load_revisions().await.unwrap();
-    tokio::spawn(router.clone().revoke_expired(rx, std::future::pending()));
+    // Paused at first, as under a CORRUPT alarm.
+    let paused = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = paused.clone();
+    tokio::spawn(router.clone().revoke_expired(
+        rx,
+        move || flag.load(std::sync::atomic::Ordering::Relaxed),
+        std::future::pending(),
+    ));
     let reply = router
         .call(Request::LeaseGrant { id: 0, ttl: 1 })
         .await
@@ -366,7 +373,12 @@ async fn leases_span_shards_and_expiry_reported_by_shard_0_revokes_everywhere() 
     };
     assert_eq!(ttl.keys, vec![b("/a/l"), b("/b/l")]);
 
-    // Past its deadline, shard 0 reports it and the router revokes it in both shards.
+    // Past its deadline, shard 0 reports it; paused, the router leaves it (and its keys).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (_, resp) = range(&router, everything()).await.unwrap();
+    assert_eq!(resp.count, 2, "no revoke while paused");
+    // Resumed, shard 0 reports it again and the router revokes it in both shards.
+    paused.store(false, std::sync::atomic::Ordering::Relaxed);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let (_, resp) = range(&router, everything()).await.unwrap();

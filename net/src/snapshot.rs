@@ -23,6 +23,19 @@
 //! 4. The lease table (shard 0's: ids and granted TTLs) is read before step 1 and after step 2;
 //!    the file holds the union (TTL from the later read), so a key at or below `R` never names
 //!    a lease the file lacks.
+//! 5. The cluster's users, roles, auth switch and revision, and alarms (shard 0's auth state
+//!    and alarm table, `ballast_consensus::auth` and `alarms`; [`ClusterTables`]) are read
+//!    before step 1 and again once every shard has advanced, each time after a linearizable
+//!    read of shard 0 (so this node's copies hold every change committed before it). The two
+//!    reads must agree (the auth revision moves with every auth change): the auth state and
+//!    alarms were then the same from before `R` was chosen until every write at or below `R`
+//!    was done, so every auth change the file holds came before every write it lacks, and the
+//!    other way round: the file is one point in time, as etcd's (one bbolt transaction). When
+//!    they differ, step 1 is taken again, at most [`CLUSTER_READS`] times, then the snapshot
+//!    fails with [`SnapshotError::ClusterChanged`] (try again). They are written as etcd
+//!    writes its `auth`, `authUsers`, `authRoles` and `alarm` buckets (`layout.rs`), so
+//!    `etcdctl snapshot restore` brings back the users (with their bcrypt hashes), roles,
+//!    permissions, the auth switch and the alarms, and so does `ballast snapshot restore`.
 //!
 //! [`stream`] then sends the file as etcd's server does: chunks of 32 KiB with
 //! `remaining_bytes` counting what follows, then one last message whose blob is the file's
@@ -36,10 +49,14 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
-use ballast_consensus::{Request, Response, ShardError};
+use ballast_consensus::{
+    AlarmTable, AlarmType, AuthState, NodeAlarms, NodeAuth, Request, Response, ShardError,
+};
 use ballast_engine::mvcc::export::{HistoryChunk, HistoryCursor, HistoryEntry};
+use ballast_engine::RangeRequest;
 use ballast_engine::{Error as EngineError, LeaseId, Revision};
 use ballast_proto::etcdserverpb as pb;
 use futures::Stream;
@@ -60,6 +77,8 @@ pub const WRITER_QUEUE: usize = 8;
 const BATCH_ENTRIES: usize = 512;
 /// Streamed messages waiting for the client, at most.
 const SEND_QUEUE: usize = 4;
+/// Times step 1 is taken while the users, roles or alarms keep changing (module comment).
+pub const CLUSTER_READS: usize = 3;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -80,6 +99,49 @@ pub enum SnapshotError {
     },
     #[error("ballast: unexpected answer from shard {shard} while taking a snapshot")]
     Unexpected { shard: usize },
+    /// Users, roles, the auth switch or the alarms changed while the revision was chosen,
+    /// [`CLUSTER_READS`] times in a row.
+    #[error(
+        "ballast: users, roles or alarms kept changing while the snapshot was taken; try again"
+    )]
+    ClusterChanged,
+}
+
+/// Where shard 0's cluster state is read on this node: the auth state and the alarm table its
+/// replica of shard 0 applies (the `NodeAuth` and `NodeAlarms` shard 0's config holds).
+#[derive(Clone, Debug, Default)]
+pub struct ClusterTables {
+    pub auth: Arc<NodeAuth>,
+    pub alarms: Arc<NodeAlarms>,
+}
+
+/// The users, roles, auth switch and revision, and the alarms a snapshot holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterFacts {
+    /// `last_index` is 0: the position in shard 0's log means nothing to the file's reader.
+    pub auth: AuthState,
+    pub alarms: AlarmTable,
+}
+
+/// Shard 0's cluster state after a linearizable read of shard 0 (module comment, step 5).
+async fn cluster_facts(
+    router: &Router,
+    tables: &ClusterTables,
+) -> Result<ClusterFacts, SnapshotError> {
+    let probe = RangeRequest {
+        key: bytes::Bytes::from_static(b"\0"),
+        count_only: true,
+        serializable: false,
+        ..RangeRequest::default()
+    };
+    router.call_shard(0, Request::Range(probe)).await?;
+    let mut auth = tables.auth.state();
+    // Authentications move it without changing any user or role.
+    auth.last_index = 0;
+    Ok(ClusterFacts {
+        auth,
+        alarms: tables.alarms.table(),
+    })
 }
 
 /// A built snapshot file, ready to stream.
@@ -93,31 +155,56 @@ pub struct Snapshot {
     pub changes: u64,
     pub leases: usize,
     pub compact_revision: Revision,
+    /// Users, roles and alarms in the file.
+    pub users: usize,
+    pub roles: usize,
+    pub alarms: usize,
 }
 
 /// What the writer thread is handed.
 enum Batch {
     Keys(Vec<(Vec<u8>, Vec<u8>)>),
-    /// The rest of the file: leases `(id, ttl)` and the compact revision (`< 0`: never).
+    /// The rest of the file: leases `(id, ttl)`, the compact revision (`< 0`: never), the
+    /// users, roles and alarms.
     Finish {
         leases: Vec<(LeaseId, i64)>,
         compact_revision: Revision,
+        facts: Box<ClusterFacts>,
     },
 }
 
-/// Takes a snapshot of every shard (see the module comment), building the file under `dir`.
-pub async fn take(router: &Router, dir: &Path) -> Result<Snapshot, SnapshotError> {
+/// Takes a snapshot of every shard (see the module comment), building the file under `dir`;
+/// the users, roles and alarms are read from `tables`.
+pub async fn take(
+    router: &Router,
+    tables: &ClusterTables,
+    dir: &Path,
+) -> Result<Snapshot, SnapshotError> {
     let started = Instant::now();
     let leases_before = lease_table(router).await?;
-    let statuses = router.statuses().await;
-    let mut revision = 0;
-    for (shard, status) in statuses.into_iter().enumerate() {
-        let status = status.map_err(|source| RouteError::Shard { shard, source })?;
-        revision = revision.max(status.revision);
-    }
-    router
-        .advance(ShardSet::all(router.shard_count()), revision)
-        .await?;
+    let mut reads = 0;
+    let (revision, facts) = loop {
+        let before = cluster_facts(router, tables).await?;
+        let statuses = router.statuses().await;
+        let mut revision = 0;
+        for (shard, status) in statuses.into_iter().enumerate() {
+            let status = status.map_err(|source| RouteError::Shard { shard, source })?;
+            revision = revision.max(status.revision);
+        }
+        router
+            .advance(ShardSet::all(router.shard_count()), revision)
+            .await?;
+        let after = cluster_facts(router, tables).await?;
+        if before == after {
+            break (revision, after);
+        }
+        reads += 1;
+        if reads >= CLUSTER_READS {
+            return Err(SnapshotError::ClusterChanged);
+        }
+    };
+    let (users, roles) = (facts.auth.users.len(), facts.auth.roles.len());
+    let alarms = facts.alarms.get(AlarmType::NONE).len();
 
     let file = temp_file(dir)?;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(WRITER_QUEUE);
@@ -147,6 +234,7 @@ pub async fn take(router: &Router, dir: &Path) -> Result<Snapshot, SnapshotError
     let _ = tx.send(Batch::Finish {
         leases: leases.into_iter().collect(),
         compact_revision,
+        facts: Box::new(facts),
     });
     drop(tx);
     let (file, size_bytes) = writer
@@ -166,6 +254,9 @@ pub async fn take(router: &Router, dir: &Path) -> Result<Snapshot, SnapshotError
         compact_revision,
         changes,
         leases = lease_count,
+        users,
+        roles,
+        alarms,
         size_bytes,
         took_ms = started.elapsed().as_millis() as u64,
         "snapshot built"
@@ -177,6 +268,9 @@ pub async fn take(router: &Router, dir: &Path) -> Result<Snapshot, SnapshotError
         changes,
         leases: lease_count,
         compact_revision,
+        users,
+        roles,
+        alarms,
     })
 }
 
@@ -360,7 +454,7 @@ fn temp_file(dir: &Path) -> io::Result<File> {
 fn write_file(file: File, rx: std::sync::mpsc::Receiver<Batch>) -> io::Result<(File, u64)> {
     let mut w = BoltWriter::new(BufWriter::with_capacity(1 << 20, file))?;
     w.begin_bucket(layout::KEY_BUCKET)?;
-    let (leases, compact_revision) = loop {
+    let (leases, compact_revision, facts) = loop {
         match rx.recv() {
             Ok(Batch::Keys(entries)) => {
                 for (k, v) in entries {
@@ -370,7 +464,8 @@ fn write_file(file: File, rx: std::sync::mpsc::Receiver<Batch>) -> io::Result<(F
             Ok(Batch::Finish {
                 leases,
                 compact_revision,
-            }) => break (leases, compact_revision),
+                facts,
+            }) => break (leases, compact_revision, facts),
             Err(_) => return Err(io::Error::other("snapshot abandoned")),
         }
     };
@@ -392,6 +487,7 @@ fn write_file(file: File, rx: std::sync::mpsc::Receiver<Batch>) -> io::Result<(F
         w.put(layout::SCHEDULED_COMPACT_REV, &rev)?;
     }
     w.end_bucket()?;
+    write_cluster_facts(&mut w, &facts)?;
     for (name, entries) in layout::METADATA_BUCKETS {
         w.begin_bucket(name)?;
         for (k, v) in entries {
@@ -403,6 +499,49 @@ fn write_file(file: File, rx: std::sync::mpsc::Receiver<Batch>) -> io::Result<(F
     let file = out.into_inner().map_err(|e| e.into_error())?;
     file.sync_data()?;
     Ok((file, size))
+}
+
+/// The `alarm`, `auth`, `authRoles` and `authUsers` buckets (`layout.rs`).
+fn write_cluster_facts<W: io::Write + io::Seek>(
+    w: &mut BoltWriter<W>,
+    facts: &ClusterFacts,
+) -> io::Result<()> {
+    let mut alarms: Vec<Vec<u8>> = facts
+        .alarms
+        .get(AlarmType::NONE)
+        .iter()
+        .map(layout::alarm_key)
+        .collect();
+    alarms.sort();
+    let users = facts
+        .auth
+        .users
+        .iter()
+        .map(|(name, u)| layout::user_entry(name, u))
+        .collect();
+    let roles = facts
+        .auth
+        .roles
+        .iter()
+        .map(|(name, r)| layout::role_entry(name, r))
+        .collect();
+    let buckets: [(&[u8], layout::BucketEntries); 4] = [
+        (
+            layout::ALARM_BUCKET,
+            alarms.into_iter().map(|k| (k, Vec::new())).collect(),
+        ),
+        (layout::AUTH_BUCKET, layout::auth_entries(&facts.auth)),
+        (layout::AUTH_ROLES_BUCKET, roles),
+        (layout::AUTH_USERS_BUCKET, users),
+    ];
+    for (name, entries) in &buckets {
+        w.begin_bucket(name)?;
+        for (k, v) in entries {
+            w.put(k, v)?;
+        }
+        w.end_bucket()?;
+    }
+    Ok(())
 }
 
 /// The file as etcd streams it: [`SEND_CHUNK_BYTES`] chunks with the bytes remaining after

@@ -21,7 +21,9 @@ const SNAPSHOT_ATTEMPTS: usize = 3;
 fn snapshot_status(err: SnapshotError) -> Status {
     match err {
         SnapshotError::Route(e) => route_error(e),
-        SnapshotError::Interrupted { .. } => Status::unavailable(err.to_string()),
+        SnapshotError::Interrupted { .. } | SnapshotError::ClusterChanged => {
+            Status::unavailable(err.to_string())
+        }
         other => Status::unknown(other.to_string()),
     }
 }
@@ -174,9 +176,14 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
     ) -> Result<GrpcResponse<Self::SnapshotStream>, Status> {
         self.admin(&request).await?;
         let dir = std::path::Path::new(&self.ctx.settings.data_dir).join("ballast");
+        // Shard 0's users, roles and alarms as this node applies them (`crate::snapshot`).
+        let tables = snapshot::ClusterTables {
+            auth: self.ctx.auth.node.clone(),
+            alarms: self.ctx.quota.alarms.clone(),
+        };
         let mut attempt = 1;
         let snapshot = loop {
-            match snapshot::take(&self.ctx.router, &dir).await {
+            match snapshot::take(&self.ctx.router, &tables, &dir).await {
                 Ok(s) => break s,
                 Err(SnapshotError::Interrupted { .. }) if attempt < SNAPSHOT_ATTEMPTS => {
                     attempt += 1;

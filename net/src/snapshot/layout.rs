@@ -1,5 +1,5 @@
 //! What etcd 3.4's backend keeps in its bbolt file, and so what a Ballast snapshot writes
-//! (checked against files `etcdctl snapshot save` fetched from etcd 3.4.23):
+//! (checked byte for byte against files `etcdctl snapshot save` fetched from etcd 3.4.23):
 //!
 //! - bucket `key`: one entry per change the MVCC store holds. Key: the revision, 17 bytes:
 //!   main as 8 bytes big-endian, `_`, sub as 8 bytes big-endian; a deletion appends `t`
@@ -11,27 +11,35 @@
 //! - bucket `meta`: `finishedCompactRev` and `scheduledCompactRev`, each a 17-byte revision
 //!   (main = the compact revision, sub 0), once the store has been compacted; etcd also keeps
 //!   `consistent_index` (its Raft applied index), which `etcdctl snapshot restore` rewrites.
-//! - buckets `alarm`, `auth`, `authRoles`, `authUsers`, `cluster`, `members`,
-//!   `members_removed`: etcd's cluster metadata. A snapshot carries what a new etcd 3.4 member
-//!   holds there (`auth`: `authRevision` = 1 as 8 bytes big-endian, auth off; `cluster`:
-//!   `clusterVersion` = `3.4.0`) and no members (restore drops them anyway and the restored
-//!   member writes its own).
-//! - What etcd keeps in `auth`, `authUsers`, `authRoles` and `alarm` once used (read by
-//!   `ballast snapshot restore`, `restore.rs`): `auth` holds `authEnabled` (one byte, 1 on,
-//!   0 off) and `authRevision` (8 bytes big-endian); `authUsers` maps a user name to its
-//!   marshalled `authpb.User { name = 1, password = 2 (the bcrypt hash), roles = 3,
-//!   options = 4 { no_password = 1 } }`; `authRoles` maps a role name to its `authpb.Role
-//!   { name = 1, keyPermission = 2 { permType = 1, key = 2, range_end = 3 } }`; `alarm` keys
-//!   are marshalled `etcdserverpb.AlarmMember { memberID = 1, alarm = 2 }` with empty values.
+//! - buckets `auth`, `authUsers`, `authRoles`: etcd's auth store, written by a snapshot from
+//!   shard 0's auth state ([`auth_entries`], [`user_entry`], [`role_entry`]) and read by
+//!   `ballast snapshot restore` (`restore.rs`). `auth` holds `authRevision` (8 bytes
+//!   big-endian; 1 in a new store) and, once auth was enabled or disabled, `authEnabled` (one
+//!   byte, 1 on, 0 off; etcd writes it only then, and reads its absence as off: a Ballast
+//!   snapshot writes it only while auth is on). `authUsers` maps a user name to its
+//!   marshalled `authpb.User { name = 1, password = 2 (the bcrypt hash), roles = 3 (sorted),
+//!   options = 4 { no_password = 1 } }`; etcd 3.4.23 stores `options` for every user added
+//!   through etcdctl, empty (`"\x00`) unless `--no-password`, and so does a snapshot.
+//!   `authRoles` maps a role name to its `authpb.Role { name = 1, keyPermission = 2
+//!   { permType = 1, key = 2, range_end = 3 } }`, permissions sorted by key; the `root` role
+//!   is not stored unless added (granting it creates nothing, in etcd as in Ballast).
+//! - bucket `alarm`: the alarms in force, keys the marshalled `etcdserverpb.AlarmMember
+//!   { memberID = 1, alarm = 2 }`, values empty ([`alarm_key`]).
+//! - buckets `cluster`, `members`, `members_removed`: etcd's cluster metadata. A snapshot
+//!   carries what a new etcd 3.4 member holds there (`cluster`: `clusterVersion` = `3.4.0`)
+//!   and no members (restore drops them anyway and the restored member writes its own).
 //!
 //! What etcd reads back (`mvcc.store.restore`): the key bucket in order; the first entry of a
 //! key starts its generation with the entry's `create_revision` and `version`, later puts add
 //! one to the version, a `t` entry ends the generation; the store's revision is the last
 //! entry's main revision, or the finished compact revision when that is higher.
 
+use ballast_consensus::auth::{Role, User};
+use ballast_consensus::{AlarmMember, AuthState};
 use ballast_engine::mvcc::export::HistoryEntry;
 use ballast_engine::{LeaseId, Revision};
-use ballast_proto::mvccpb;
+use ballast_proto::{authpb, etcdserverpb, mvccpb};
+use bytes::Bytes;
 use prost::Message;
 
 pub const KEY_BUCKET: &[u8] = b"key";
@@ -49,11 +57,7 @@ pub const AUTH_REVISION: &[u8] = b"authRevision";
 pub type Entries = &'static [(&'static [u8], &'static [u8])];
 
 /// etcd 3.4's other buckets, with what a new member keeps in them.
-pub const METADATA_BUCKETS: [(&[u8], Entries); 7] = [
-    (b"alarm", &[]),
-    (b"auth", &[(b"authRevision", &[0, 0, 0, 0, 0, 0, 0, 1])]),
-    (b"authRoles", &[]),
-    (b"authUsers", &[]),
+pub const METADATA_BUCKETS: [(&[u8], Entries); 3] = [
     (b"cluster", &[(b"clusterVersion", b"3.4.0")]),
     (b"members", &[]),
     (b"members_removed", &[]),
@@ -106,6 +110,58 @@ pub fn lease_entry(id: LeaseId, ttl: i64) -> (Vec<u8>, Vec<u8>) {
         }
     }
     (id.to_be_bytes().to_vec(), value)
+}
+
+/// A bucket's entries: (key, value), in key order.
+pub type BucketEntries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The `auth` bucket's entries for `auth` (module comment: `authEnabled` only while on).
+pub fn auth_entries(auth: &AuthState) -> BucketEntries {
+    let mut out = Vec::with_capacity(2);
+    if auth.enabled {
+        out.push((AUTH_ENABLED.to_vec(), vec![1]));
+    }
+    out.push((AUTH_REVISION.to_vec(), auth.revision.to_be_bytes().to_vec()));
+    out
+}
+
+/// The `authUsers` bucket's key and value for user `name`.
+pub fn user_entry(name: &str, user: &User) -> (Vec<u8>, Vec<u8>) {
+    let pb = authpb::User {
+        name: Bytes::copy_from_slice(name.as_bytes()),
+        password: user.password_hash.clone(),
+        roles: user.roles.clone(),
+        options: Some(authpb::UserAddOptions {
+            no_password: user.no_password,
+        }),
+    };
+    (name.as_bytes().to_vec(), pb.encode_to_vec())
+}
+
+/// The `authRoles` bucket's key and value for role `name`.
+pub fn role_entry(name: &str, role: &Role) -> (Vec<u8>, Vec<u8>) {
+    let pb = authpb::Role {
+        name: Bytes::copy_from_slice(name.as_bytes()),
+        key_permission: role
+            .permissions
+            .iter()
+            .map(|p| authpb::Permission {
+                perm_type: p.perm_type.0,
+                key: p.key.clone(),
+                range_end: p.range_end.clone(),
+            })
+            .collect(),
+    };
+    (name.as_bytes().to_vec(), pb.encode_to_vec())
+}
+
+/// The `alarm` bucket's key for an alarm in force (its value is empty).
+pub fn alarm_key(m: &AlarmMember) -> Vec<u8> {
+    etcdserverpb::AlarmMember {
+        member_id: m.member_id,
+        alarm: m.alarm.0,
+    }
+    .encode_to_vec()
 }
 
 #[cfg(test)]

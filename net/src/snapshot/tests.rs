@@ -1,11 +1,16 @@
 //! A snapshot of two real in-memory shards, read back: the stream (chunk sizes, remaining
 //! bytes, the SHA-256 last), and the file (bbolt checked as `tx.Check()` does, then etcd's
-//! buckets: merged revisions, tombstones, what compaction keeps, leases, compact revision).
+//! buckets: merged revisions, tombstones, what compaction keeps, leases, compact revision),
+//! and the users, roles, auth switch and alarms shard 0 applied, read back by `ballast
+//! snapshot restore`'s reader and pinned against etcd 3.4.23's own bytes.
 //! `conformance/tests/snapshot.rs` restores such files into the real etcd.
 
 use std::time::Duration;
 
-use ballast_consensus::{ShardConfig, ShardHandle};
+use ballast_consensus::auth::{PermType, Permission};
+use ballast_consensus::{
+    AlarmAction, AlarmMember, AlarmType, AuthCommand, ShardConfig, ShardHandle,
+};
 use ballast_engine::{DeleteRangeRequest, PutRequest};
 use ballast_proto::mvccpb;
 use bytes::Bytes;
@@ -15,21 +20,27 @@ use prost::Message;
 use super::*;
 use crate::partition::{PartitionMap, Pin};
 
-/// Keys `/a/...` in shard 0, `/b/...` in shard 1.
-fn two_shards() -> Router {
+/// Keys `/a/...` in shard 0, `/b/...` in shard 1; the tables shard 0 applies auth and alarm
+/// changes to (as the server shares them).
+fn two_shards() -> (Router, ClusterTables) {
     let map = PartitionMap::new(2, vec![Pin::new("/a/", 0), Pin::new("/b/", 1)]).unwrap();
+    let tables = ClusterTables::default();
     let handles = (0..2)
         .map(|id| {
-            let config = ShardConfig {
+            let mut config = ShardConfig {
                 shard_id: ballast_consensus::ShardId(id),
                 tick: Duration::from_millis(20),
                 lease_expiry: ballast_consensus::LeaseExpiry::Ignore,
                 ..ShardConfig::default()
             };
+            if id == 0 {
+                config.auth = tables.auth.clone();
+                config.alarms = tables.alarms.clone();
+            }
             ShardHandle::spawn(&format!("snap-{id}"), config).unwrap().0
         })
         .collect();
-    Router::new(handles, map)
+    (Router::new(handles, map), tables)
 }
 
 async fn call(router: &Router, request: Request) -> Revision {
@@ -74,7 +85,7 @@ async fn streamed(snapshot: Snapshot) -> Vec<u8> {
 
 #[tokio::test]
 async fn two_shards_make_one_etcd_history() {
-    let router = two_shards();
+    let (router, tables) = two_shards();
     assert_eq!(call(&router, put("/a/x", "1", 0)).await, 2);
     assert_eq!(
         call(&router, put("/b/y", "1", 0)).await,
@@ -100,7 +111,7 @@ async fn two_shards_make_one_etcd_history() {
     assert_eq!(call(&router, put("/b/y", "2", 0)).await, 5);
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let snapshot = take(&router, dir.path()).await.expect("snapshot");
+    let snapshot = take(&router, &tables, dir.path()).await.expect("snapshot");
     assert_eq!(snapshot.revision, 5);
     assert_eq!(snapshot.compact_revision, 4);
     assert_eq!(snapshot.leases, 1);
@@ -135,6 +146,14 @@ async fn two_shards_make_one_etcd_history() {
         vec![(b"clusterVersion".to_vec(), b"3.4.0".to_vec())]
     );
     assert!(buckets[&b"members"[..]].is_empty());
+    // No users, roles or alarms: a new etcd member's auth store (revision 1, auth off).
+    assert_eq!(
+        buckets[&b"auth"[..]],
+        vec![(b"authRevision".to_vec(), 1u64.to_be_bytes().to_vec())]
+    );
+    for empty in ["alarm", "authRoles", "authUsers"] {
+        assert!(buckets[empty.as_bytes()].is_empty(), "{empty}");
+    }
     let changes: Vec<(Vec<u8>, mvccpb::KeyValue)> = buckets[&b"key"[..]]
         .iter()
         .map(|(k, v)| (k.clone(), mvccpb::KeyValue::decode(&v[..]).expect("kv")))
@@ -178,7 +197,7 @@ async fn two_shards_make_one_etcd_history() {
 
 #[tokio::test]
 async fn changes_of_two_shards_at_one_revision_take_consecutive_subs() {
-    let router = two_shards();
+    let (router, tables) = two_shards();
     call(&router, put("/b/1", "x", 0)).await;
     call(&router, put("/a/1", "x", 0)).await;
     router
@@ -198,7 +217,7 @@ async fn changes_of_two_shards_at_one_revision_take_consecutive_subs() {
         .await
         .expect("txn");
     let dir = tempfile::tempdir().expect("tempdir");
-    let snapshot = take(&router, dir.path()).await.expect("snapshot");
+    let snapshot = take(&router, &tables, dir.path()).await.expect("snapshot");
     assert_eq!(snapshot.revision, 3);
     assert_eq!(snapshot.compact_revision, -1);
     let buckets = crate::bolt::writer::tests::read(&streamed(snapshot).await);
@@ -219,4 +238,175 @@ async fn changes_of_two_shards_at_one_revision_take_consecutive_subs() {
         ]
     );
     assert!(buckets[&b"meta"[..]].is_empty(), "never compacted");
+}
+
+/// An auth change as shard 0 applies it, by `by`.
+async fn auth(router: &Router, by: &str, cmd: AuthCommand) {
+    let reply = router
+        .call_shard(
+            0,
+            Request::Auth {
+                by: by.to_owned(),
+                cmd,
+            },
+        )
+        .await
+        .expect("auth request");
+    match reply.response {
+        Response::Auth(Ok(_)) => {}
+        other => panic!("auth answered {other:?}"),
+    }
+}
+
+fn hashed(password: &str) -> Bytes {
+    Bytes::from(bcrypt::hash(password, 4).expect("bcrypt"))
+}
+
+fn permission(perm_type: PermType, key: &str, range_end: &str) -> Permission {
+    Permission {
+        perm_type,
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        range_end: Bytes::copy_from_slice(range_end.as_bytes()),
+    }
+}
+
+/// The role `reader` of the conformance tests, as etcd 3.4.23 stored it in `authRoles`
+/// (copied from a file `etcdctl snapshot save` fetched after `role grant-permission reader
+/// read /a/ --prefix`, `readwrite k1`, `write w1 w5`).
+const READER_FROM_ETCD: &[u8] =
+    b"\n\x06reader\x12\n\x12\x03/a/\x1a\x03/a0\x12\x06\x08\x02\x12\x02k1\x12\n\x08\x01\x12\x02w1\x1a\x02w5";
+/// etcd's bytes for `user add carol --no-password` (the same file).
+const CAROL_FROM_ETCD: &[u8] = b"\n\x05carol\"\x02\x08\x01";
+
+#[tokio::test]
+async fn users_roles_auth_and_alarms_read_back_by_restore() {
+    let (router, tables) = two_shards();
+    call(&router, put("/a/x", "1", 0)).await;
+    call(&router, put("/b/y", "1", 0)).await;
+    let root_hash = hashed("rootpw");
+    let alice_hash = hashed("apw");
+    for cmd in [
+        AuthCommand::UserAdd {
+            name: "root".into(),
+            password_hash: root_hash.clone(),
+            no_password: false,
+        },
+        AuthCommand::UserGrantRole {
+            user: "root".into(),
+            role: "root".into(),
+        },
+        AuthCommand::RoleAdd {
+            name: "reader".into(),
+        },
+        AuthCommand::RoleAdd {
+            name: "idle".into(),
+        },
+        AuthCommand::RoleGrantPermission {
+            name: "reader".into(),
+            permission: permission(PermType::READ, "/a/", "/a0"),
+        },
+        AuthCommand::RoleGrantPermission {
+            name: "reader".into(),
+            permission: permission(PermType::READWRITE, "k1", ""),
+        },
+        AuthCommand::RoleGrantPermission {
+            name: "reader".into(),
+            permission: permission(PermType::WRITE, "w1", "w5"),
+        },
+        AuthCommand::UserAdd {
+            name: "alice".into(),
+            password_hash: alice_hash.clone(),
+            no_password: false,
+        },
+        AuthCommand::UserGrantRole {
+            user: "alice".into(),
+            role: "reader".into(),
+        },
+        AuthCommand::UserGrantRole {
+            user: "alice".into(),
+            role: "idle".into(),
+        },
+        AuthCommand::UserAdd {
+            name: "carol".into(),
+            password_hash: Bytes::new(),
+            no_password: true,
+        },
+        AuthCommand::Enable,
+    ] {
+        auth(&router, "root", cmd).await;
+    }
+    let nospace = AlarmMember {
+        alarm: AlarmType::NOSPACE,
+        member_id: 0x8e9e_05c5_2164_694d,
+    };
+    router
+        .call_shard(
+            0,
+            Request::Alarm {
+                action: AlarmAction::Activate,
+                member: nospace,
+            },
+        )
+        .await
+        .expect("alarm");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let snapshot = take(&router, &tables, dir.path()).await.expect("snapshot");
+    assert_eq!((snapshot.users, snapshot.roles, snapshot.alarms), (3, 2, 1));
+    let file = streamed(snapshot).await;
+
+    // etcd's bytes where etcd 3.4.23's are known.
+    let buckets = crate::bolt::writer::tests::read(&file);
+    let revision = tables.auth.state().revision;
+    assert!(revision > 1);
+    assert_eq!(
+        buckets[&b"auth"[..]],
+        vec![
+            (b"authEnabled".to_vec(), vec![1]),
+            (b"authRevision".to_vec(), revision.to_be_bytes().to_vec()),
+        ]
+    );
+    let users = &buckets[&b"authUsers"[..]];
+    let names: Vec<&[u8]> = users.iter().map(|(k, _)| &k[..]).collect();
+    assert_eq!(names, [&b"alice"[..], b"carol", b"root"]);
+    let alice = [
+        &b"\n\x05alice\x12<"[..],
+        &alice_hash,
+        b"\x1a\x04idle\x1a\x06reader\"\x00",
+    ]
+    .concat();
+    assert_eq!(users[0].1, alice);
+    assert_eq!(users[1].1, CAROL_FROM_ETCD);
+    let roles = &buckets[&b"authRoles"[..]];
+    assert_eq!(
+        roles,
+        &vec![
+            (b"idle".to_vec(), b"\n\x04idle".to_vec()),
+            (b"reader".to_vec(), READER_FROM_ETCD.to_vec()),
+        ]
+    );
+    assert_eq!(
+        buckets[&b"alarm"[..]],
+        vec![(
+            b"\x08\xcd\xd2\x91\x8b\xd2\xb8\x81\xcf\x8e\x01\x10\x01".to_vec(),
+            Vec::new()
+        )]
+    );
+
+    // Round trip: what `ballast snapshot restore` reads is what shard 0 held.
+    let mut tmp = tempfile::tempfile().expect("tempfile");
+    std::io::Write::write_all(&mut tmp, &file).expect("write");
+    let read = crate::restore::read_etcd(&(tmp, file.len() as u64)).expect("restore reads it");
+    let mut want = tables.auth.state();
+    want.last_index = 0;
+    assert_eq!(read.auth, want);
+    assert!(read.auth.enabled);
+    assert_eq!(read.auth.users["root"].password_hash, root_hash);
+    let hash = std::str::from_utf8(&read.auth.users["alice"].password_hash).unwrap();
+    assert!(bcrypt::verify("apw", hash).unwrap());
+    assert!(read.auth.users["carol"].no_password);
+    assert_eq!(read.alarms, tables.alarms.table());
+    assert_eq!(read.alarms.get(AlarmType::NONE), vec![nospace]);
+    let keys: Vec<&[u8]> = read.changes.iter().map(|c| &c.kv.key[..]).collect();
+    assert_eq!(keys, [&b"/a/x"[..], b"/b/y"]);
 }

@@ -12,7 +12,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use ballast_proto::etcdserverpb::MemberListRequest;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -111,6 +111,89 @@ pub async fn run(
         }
     }
 }
+
+/// One etcdctl step as the step-by-step comparisons show it (`auth.rs`, `restore.rs`,
+/// `snapshot.rs`): exit code, stdout, and the `Error:` lines of stderr (etcdctl's own
+/// messages; its retry logs carry times and client ids).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepOutcome {
+    pub code: Option<i32>,
+    /// Stdout, the server's endpoint replaced by `<endpoint>`.
+    pub stdout: String,
+    pub errors: Vec<String>,
+}
+
+impl StepOutcome {
+    /// The text two servers' answers are compared by.
+    pub fn shown(&self) -> String {
+        format!(
+            "code {:?}\n{}{}",
+            self.code,
+            self.stdout,
+            self.errors.join("\n")
+        )
+    }
+}
+
+/// Runs one step against `endpoint` (killed after `timeout`, which fails the step) and keeps
+/// what [`StepOutcome`] shows.
+pub async fn step(
+    endpoint: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+    timeout: Duration,
+) -> Result<StepOutcome> {
+    let out = run(endpoint, args, stdin, timeout).await?;
+    ensure!(!out.timed_out, "etcdctl {args:?} timed out");
+    Ok(StepOutcome {
+        code: out.code,
+        stdout: out.stdout_text().replace(endpoint, "<endpoint>"),
+        errors: out
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("Error:"))
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
+/// Runs each of `steps` against `endpoint`; every one must exit 0 (a setup, not a comparison).
+pub async fn run_all(endpoint: &str, steps: &[&[&str]], timeout: Duration) -> Result<()> {
+    for args in steps {
+        let out = run(endpoint, args, None, timeout).await?;
+        ensure!(out.code == Some(0), "etcdctl {args:?}: {}", out.stderr);
+    }
+    Ok(())
+}
+
+/// Users, roles and key permissions, a few keys, then `auth enable`: the state the restore and
+/// snapshot tests carry from one server to another (root `root:rootpw`; `alice:apw` with roles
+/// `reader` — read `/a/`, readwrite `k1`, write `[w1, w5)` — and `idle`; `carol` without a
+/// password).
+pub const AUTH_SETUP: &[&[&str]] = &[
+    &["user", "add", "root:rootpw"],
+    &["user", "grant-role", "root", "root"],
+    &["role", "add", "reader"],
+    &["role", "add", "idle"],
+    &[
+        "role",
+        "grant-permission",
+        "reader",
+        "read",
+        "/a/",
+        "--prefix",
+    ],
+    &["role", "grant-permission", "reader", "readwrite", "k1"],
+    &["role", "grant-permission", "reader", "write", "w1", "w5"],
+    &["user", "add", "alice:apw"],
+    &["user", "grant-role", "alice", "reader"],
+    &["user", "grant-role", "alice", "idle"],
+    &["user", "add", "carol", "--no-password"],
+    &["put", "/a/x", "1"],
+    &["put", "foo", "bar"],
+    &["put", "k1", "v"],
+    &["auth", "enable"],
+];
 
 /// Runs a streaming etcdctl (e.g. `watch`), writes `stdin` and keeps it open, and reads its
 /// output until `want_lines` lines arrived (then a short grace period, to catch extra output)

@@ -189,25 +189,12 @@ const STEPS: &[Step] = &[
 /// What a step shows: exit code, stdout, and the `Error:` lines of stderr (etcdctl's own
 /// messages; its retry logs carry times and client ids).
 async fn run_step(server: &Server, s: &Step) -> Result<String> {
-    let out = etcdctl::run(&server.endpoint(), s.args, s.stdin, CMD_TIMEOUT).await?;
-    ensure!(!out.timed_out, "etcdctl {:?} timed out", s.args);
-    let errors: Vec<&str> = out
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("Error:"))
-        .collect();
-    let stdout = out.stdout_text().replace(&server.endpoint(), "<endpoint>");
+    let mut out = etcdctl::step(&server.endpoint(), s.args, s.stdin, CMD_TIMEOUT).await?;
     // `endpoint hashkv` prints the hash, which differs between implementations.
-    let stdout = if s.args.contains(&"hashkv") && out.code == Some(0) {
-        "<hashkv>".to_owned()
-    } else {
-        stdout
-    };
-    Ok(format!(
-        "code {:?}\n{stdout}{}",
-        out.code,
-        errors.join("\n")
-    ))
+    if s.args.contains(&"hashkv") && out.code == Some(0) {
+        out.stdout = "<hashkv>".to_owned();
+    }
+    Ok(out.shown())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,8 +237,8 @@ fn outcome<T: std::fmt::Debug>(
 
 /// Sets up root and a user `bob` with READWRITE on `b/` and enables auth, through etcdctl.
 async fn setup_bob(server: &Server) -> Result<()> {
-    for args in [
-        &["user", "add", "root:rootpw"][..],
+    const SETUP: &[&[&str]] = &[
+        &["user", "add", "root:rootpw"],
         &["user", "grant-role", "root", "root"],
         &["user", "add", "bob:bpw"],
         &["role", "add", "b"],
@@ -265,16 +252,10 @@ async fn setup_bob(server: &Server) -> Result<()> {
         ],
         &["user", "grant-role", "bob", "b"],
         &["auth", "enable"],
-    ] {
-        let out = etcdctl::run(&server.endpoint(), args, None, CMD_TIMEOUT).await?;
-        ensure!(
-            out.code == Some(0),
-            "{}: etcdctl {args:?}: {}",
-            server.kind().label(),
-            out.stderr
-        );
-    }
-    Ok(())
+    ];
+    etcdctl::run_all(&server.endpoint(), SETUP, CMD_TIMEOUT)
+        .await
+        .with_context(|| server.kind().label())
 }
 
 async fn token(channel: &Channel, name: &str, password: &str) -> Result<String> {

@@ -17,7 +17,7 @@
 //! starting the server on etcd's own data dir.
 //!
 //! etcd's cluster state in the file: a snapshot of an etcd with users, roles, key permissions
-//! and auth enabled ([`AUTH_SETUP`]), and one of an etcd that raised NOSPACE, are each restored
+//! and auth enabled ([`etcdctl::AUTH_SETUP`]), and one of an etcd that raised NOSPACE, are each restored
 //! with `etcdctl snapshot restore` into an etcd and with `ballast snapshot restore` into
 //! Ballast; then the same etcdctl steps ([`AUTH_STEPS`], [`ALARM_STEPS`]) run against both,
 //! exit code, stdout and `Error:` lines compared step by step as `auth.rs` compares them.
@@ -497,33 +497,6 @@ async fn the_server_refuses_an_etcd_data_dir() {
     assert_eq!(got.kvs[0].mod_revision, 2);
 }
 
-/// Users, roles and permissions set up on the etcd whose snapshot is restored, then auth
-/// enabled; keys written before.
-const AUTH_SETUP: &[&[&str]] = &[
-    &["user", "add", "root:rootpw"],
-    &["user", "grant-role", "root", "root"],
-    &["role", "add", "reader"],
-    &["role", "add", "idle"],
-    &[
-        "role",
-        "grant-permission",
-        "reader",
-        "read",
-        "/a/",
-        "--prefix",
-    ],
-    &["role", "grant-permission", "reader", "readwrite", "k1"],
-    &["role", "grant-permission", "reader", "write", "w1", "w5"],
-    &["user", "add", "alice:apw"],
-    &["user", "grant-role", "alice", "reader"],
-    &["user", "grant-role", "alice", "idle"],
-    &["user", "add", "carol", "--no-password"],
-    &["put", "/a/x", "1"],
-    &["put", "foo", "bar"],
-    &["put", "k1", "v"],
-    &["auth", "enable"],
-];
-
 /// What is compared on the restored etcd and Ballast (module comment): the users and roles
 /// as root reads them, the original passwords, enforcement, root's protections, a change on
 /// top of the restored state, then `auth disable`.
@@ -581,22 +554,11 @@ const ALARM_STEPS: &[&[&str]] = &[
     &["get", "x", "--print-value-only"],
 ];
 
-/// Exit code, stdout and the `Error:` lines of one etcdctl step (etcdctl's retry logs carry
-/// times and client ids).
+/// One etcdctl step as it is compared ([`etcdctl::step`]).
 async fn ctl_step(server: &Server, args: &[&str]) -> Result<String> {
-    let out = etcdctl::run(&server.endpoint(), args, None, CTL_TIMEOUT).await?;
-    ensure!(!out.timed_out, "etcdctl {args:?} timed out");
-    let errors: Vec<&str> = out
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("Error:"))
-        .collect();
-    Ok(format!(
-        "code {:?}\n{}{}",
-        out.code,
-        out.stdout_text().replace(&server.endpoint(), "<endpoint>"),
-        errors.join("\n")
-    ))
+    Ok(etcdctl::step(&server.endpoint(), args, None, CTL_TIMEOUT)
+        .await?
+        .shown())
 }
 
 /// A server of `kind` on a data dir restored from `file`: started once (for its ports and
@@ -675,10 +637,7 @@ async fn save(server: &Server, dir: &Path, user: Option<&str>) -> Result<PathBuf
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_roles_and_auth_restore_like_etcd() -> Result<()> {
     let source = Server::start(Kind::Etcd).await?;
-    for args in AUTH_SETUP {
-        let out = etcdctl::run(&source.endpoint(), args, None, CTL_TIMEOUT).await?;
-        ensure!(out.code == Some(0), "etcdctl {args:?}: {}", out.stderr);
-    }
+    etcdctl::run_all(&source.endpoint(), etcdctl::AUTH_SETUP, CTL_TIMEOUT).await?;
     let dir = tempfile::tempdir()?;
     let file = save(&source, dir.path(), Some("root:rootpw")).await?;
     drop(source);

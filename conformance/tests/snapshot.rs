@@ -18,7 +18,7 @@
 //!
 //! The cluster's state in the file (`users_roles_and_auth_reach_etcd`,
 //! `a_nospace_alarm_reaches_etcd`): Ballast is given users, roles, key permissions and auth
-//! ([`AUTH_SETUP`]), or filled until a small `--quota-backend-bytes` raises NOSPACE; `etcdctl
+//! ([`etcdctl::AUTH_SETUP`]), or filled until a small `--quota-backend-bytes` raises NOSPACE; `etcdctl
 //! snapshot save` (as root), `etcdctl snapshot restore`, etcd 3.4.23 started on the result;
 //! then the same etcdctl steps ([`AUTH_STEPS`], [`ALARM_STEPS`]) run against that etcd and the
 //! original Ballast, exit code, stdout and `Error:` lines compared step by step (as `auth.rs`
@@ -325,33 +325,6 @@ async fn a_ballast_snapshot_restores_into_etcd() {
     }
 }
 
-/// Users, roles and permissions set up on Ballast before its snapshot, then auth enabled;
-/// keys written before (the same as `restore.rs`'s, there set up on an etcd).
-const AUTH_SETUP: &[&[&str]] = &[
-    &["user", "add", "root:rootpw"],
-    &["user", "grant-role", "root", "root"],
-    &["role", "add", "reader"],
-    &["role", "add", "idle"],
-    &[
-        "role",
-        "grant-permission",
-        "reader",
-        "read",
-        "/a/",
-        "--prefix",
-    ],
-    &["role", "grant-permission", "reader", "readwrite", "k1"],
-    &["role", "grant-permission", "reader", "write", "w1", "w5"],
-    &["user", "add", "alice:apw"],
-    &["user", "grant-role", "alice", "reader"],
-    &["user", "grant-role", "alice", "idle"],
-    &["user", "add", "carol", "--no-password"],
-    &["put", "/a/x", "1"],
-    &["put", "foo", "bar"],
-    &["put", "k1", "v"],
-    &["auth", "enable"],
-];
-
 /// What is compared on the restored etcd and the original Ballast (module comment).
 const AUTH_STEPS: &[&[&str]] = &[
     &["user", "list"],
@@ -386,22 +359,11 @@ const AUTH_STEPS: &[&[&str]] = &[
 /// What is compared after restoring a file taken while NOSPACE was raised (module comment).
 const ALARM_STEPS: &[&[&str]] = &[&["alarm", "list"], &["put", "x", "y"], &["get", "x"]];
 
-/// Exit code, stdout and the `Error:` lines of one etcdctl step (etcdctl's retry logs carry
-/// times and client ids).
+/// One etcdctl step as it is compared ([`etcdctl::step`]).
 async fn ctl_step(endpoint: &str, args: &[&str]) -> Result<String> {
-    let out = etcdctl::run(endpoint, args, None, CTL_TIMEOUT).await?;
-    ensure!(!out.timed_out, "etcdctl {args:?} timed out");
-    let errors: Vec<&str> = out
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("Error:"))
-        .collect();
-    Ok(format!(
-        "code {:?}\n{}{}",
-        out.code,
-        out.stdout_text().replace(endpoint, "<endpoint>"),
-        errors.join("\n")
-    ))
+    Ok(etcdctl::step(endpoint, args, None, CTL_TIMEOUT)
+        .await?
+        .shown())
 }
 
 /// Ballast's flags for these tests: two shards unless `BALLAST_SHARDS` fixes the count.
@@ -448,10 +410,7 @@ async fn compare_steps(etcd: &Restored, ballast: &Server, steps: &[&[&str]]) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_roles_and_auth_reach_etcd() -> Result<()> {
     let ballast = Server::start_with_args(Kind::Ballast, &shard_args()).await?;
-    for args in AUTH_SETUP {
-        let out = etcdctl::run(&ballast.endpoint(), args, None, CTL_TIMEOUT).await?;
-        ensure!(out.code == Some(0), "etcdctl {args:?}: {}", out.stderr);
-    }
+    etcdctl::run_all(&ballast.endpoint(), etcdctl::AUTH_SETUP, CTL_TIMEOUT).await?;
     let dir = tempfile::tempdir()?;
     let etcd = save_and_restore(&ballast.endpoint(), dir.path(), Some("root:rootpw")).await?;
     // The restored etcd enforces auth at once: without a user nothing is read.

@@ -8,6 +8,9 @@
 //!   error without touching the log.
 //! - Adding a voter first adds it as a learner, then makes it a voter: openraft only promotes
 //!   known nodes. A voter added before it runs still leaves a quorum of the others (3 of 4).
+//!   When the second step is refused after the first committed, what is left is
+//!   [`MembershipChange::Vote`], which the caller takes to the next leader: the change as asked
+//!   would be refused there, its member being known already.
 //! - The answer is the membership once the change is committed.
 //! - A change openraft refuses because the latest membership is not committed yet, as far as
 //!   the leader knows, is asked again after a pause until its deadline: the refusal changed
@@ -15,7 +18,6 @@
 //!   committed only once its own first entry commits; another change may be running).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -56,6 +58,20 @@ pub enum MembershipChange {
     Promote {
         id: NodeId,
     },
+    /// The second step of adding a voter: a member added as a learner by the first step starts
+    /// voting, with no readiness check (it was asked for as a voter). Made only by replicas,
+    /// for an `Add` refused between its steps; a member that votes already is left as it is.
+    Vote {
+        id: NodeId,
+    },
+}
+
+/// A change that was not made, or not entirely: why, and what is left of it (the change
+/// itself, or [`MembershipChange::Vote`] once a voter's first step is in).
+#[derive(Debug)]
+pub struct Unmade {
+    pub error: ShardError,
+    pub rest: MembershipChange,
 }
 
 /// Why a membership change was refused (etcd's errors, same texts).
@@ -146,6 +162,7 @@ fn check(
             }
             Ok(true)
         }
+        MembershipChange::Vote { id } => Ok(find(*id).ok_or(MembershipError::NotFound)?.is_learner),
     }
 }
 
@@ -187,12 +204,13 @@ where
 }
 
 /// Makes `change` at the leader `raft` and returns the members once it is committed; a change
-/// refused while another is in progress is asked again until `deadline`.
+/// refused while another is in progress is asked again until `deadline`. A refused change
+/// comes back with what is left of it.
 pub async fn change(
     raft: &Raft,
     change: MembershipChange,
     deadline: Instant,
-) -> Result<Vec<RaftMember>, ShardError> {
+) -> Result<Vec<RaftMember>, Unmade> {
     let current = members(raft);
     let lag = |id: NodeId| {
         let metrics = raft.metrics();
@@ -205,46 +223,58 @@ pub async fn change(
             .map_or(0.0, |log_id| log_id.index as f64);
         matched < last * PROMOTE_READY_SHARE
     };
-    if !check(&change, &current, lag).map_err(ShardError::Membership)? {
-        return Ok(current);
+    let unmade = |rest: &MembershipChange| {
+        let rest = rest.clone();
+        move |error| Unmade { error, rest }
+    };
+    match check(&change, &current, lag) {
+        Ok(true) => {}
+        Ok(false) => return Ok(current),
+        Err(e) => return Err(unmade(&change)(ShardError::Membership(e))),
     }
+    let voter = |id: NodeId| {
+        move || raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+    };
     match change {
-        MembershipChange::Add { id, addr, learner } => {
-            let node = BasicNode { addr };
+        MembershipChange::Add {
+            id,
+            ref addr,
+            learner,
+        } => {
+            let node = BasicNode { addr: addr.clone() };
             when_committed(deadline, || raft.add_learner(id, node.clone(), false))
                 .await
-                .map_err(refused)?;
+                .map_err(|e| unmade(&change)(refused(e)))?;
             if !learner {
-                let voter = || {
-                    raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-                };
-                when_committed(deadline, voter).await.map_err(refused)?;
+                when_committed(deadline, voter(id))
+                    .await
+                    .map_err(|e| unmade(&MembershipChange::Vote { id })(refused(e)))?;
             }
         }
         MembershipChange::Remove { id } => {
             let is_learner = current.iter().any(|m| m.id == id && m.is_learner);
             let ids = BTreeSet::from([id]);
-            let change = if is_learner {
+            let members = if is_learner {
                 ChangeMembers::RemoveNodes(ids)
             } else {
                 ChangeMembers::RemoveVoters(ids)
             };
-            when_committed(deadline, || raft.change_membership(change.clone(), false))
+            when_committed(deadline, || raft.change_membership(members.clone(), false))
                 .await
-                .map_err(refused)?;
+                .map_err(|e| unmade(&change)(refused(e)))?;
         }
-        MembershipChange::Update { id, addr } => {
-            let nodes = BTreeMap::from([(id, BasicNode { addr })]);
+        MembershipChange::Update { id, ref addr } => {
+            let nodes = BTreeMap::from([(id, BasicNode { addr: addr.clone() })]);
             when_committed(deadline, || {
                 raft.change_membership(ChangeMembers::SetNodes(nodes.clone()), true)
             })
             .await
-            .map_err(refused)?;
+            .map_err(|e| unmade(&change)(refused(e)))?;
         }
-        MembershipChange::Promote { id } => {
-            let voter =
-                || raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false);
-            when_committed(deadline, voter).await.map_err(refused)?;
+        MembershipChange::Promote { id } | MembershipChange::Vote { id } => {
+            when_committed(deadline, voter(id))
+                .await
+                .map_err(|e| unmade(&change)(refused(e)))?;
         }
     }
     Ok(members(raft))
@@ -332,6 +362,15 @@ mod tests {
         );
         assert_eq!(
             check(&MembershipChange::Promote { id: 7 }, &current, in_sync),
+            Err(MembershipError::NotFound)
+        );
+        // A voter's second step: a lagging learner votes (it was asked for as a voter), a
+        // voter is left as it is, an unknown member is not made up.
+        let vote = |id| MembershipChange::Vote { id };
+        assert_eq!(check(&vote(3), &current, |_| true), Ok(true));
+        assert_eq!(check(&vote(1), &current, in_sync), Ok(false));
+        assert_eq!(
+            check(&vote(7), &current, in_sync),
             Err(MembershipError::NotFound)
         );
     }

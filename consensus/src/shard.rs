@@ -68,7 +68,7 @@ use crate::auth::{AuthCommand, AuthOutcome, AuthState, NodeAuth};
 use crate::codec::LogCommand;
 use crate::durable::ShardStorage;
 use crate::log_store::{LogBackend, LogStore, MemLog};
-use crate::membership::{MembershipChange, MembershipError};
+use crate::membership::{MembershipChange, MembershipError, Unmade};
 use crate::network::{
     cluster_transport, ChannelTransport, Network, NoPeers, Outbound, PeerFailure, PeerKind,
 };
@@ -1685,15 +1685,17 @@ impl Core {
                 let core = self.clone();
                 let may_forward = may_forward && self.forward.is_some();
                 glommio::spawn_local(async move {
-                    let answer = match core.change_membership(change.clone()).await {
+                    let answer = match core.change_membership(change).await {
+                        Ok(reply) => Ok(reply),
                         // openraft refuses a step with "forward to leader" before it appends
                         // anything (this leader is handing its leadership over, or lost it):
-                        // the change goes to the new leader once one is known, as a write
-                        // refused before appending does.
-                        Err(ShardError::NotLeader { .. }) if may_forward => {
-                            core.forward(Request::Membership(change)).await
-                        }
-                        answer => answer,
+                        // what is left of the change goes to the new leader once one is known,
+                        // as a write refused before appending does.
+                        Err(Unmade {
+                            error: ShardError::NotLeader { .. },
+                            rest,
+                        }) if may_forward => core.forward(Request::Membership(rest)).await,
+                        Err(unmade) => Err(unmade.error),
                     };
                     let _ = reply.send(answer);
                 })
@@ -1715,12 +1717,12 @@ impl Core {
 
     /// Makes a membership change as this shard's leader; no automatic leadership transfer
     /// starts meanwhile.
-    async fn change_membership(
-        self: &Rc<Self>,
-        change: MembershipChange,
-    ) -> Result<Reply, ShardError> {
+    async fn change_membership(self: &Rc<Self>, change: MembershipChange) -> Result<Reply, Unmade> {
         if !self.raft.is_leader() {
-            return Err(self.not_leader());
+            return Err(Unmade {
+                error: self.not_leader(),
+                rest: change,
+            });
         }
         /// Counts the change in [`LoopState::membership_changes`] while it runs.
         struct Changing<'a>(&'a RefCell<LoopState>);

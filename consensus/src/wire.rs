@@ -430,6 +430,10 @@ fn put_membership_change(out: &mut Vec<u8>, change: &MembershipChange) {
             out.put_u8(4);
             out.put_u64_le(*id);
         }
+        MembershipChange::Vote { id } => {
+            out.put_u8(5);
+            out.put_u64_le(*id);
+        }
     }
 }
 
@@ -1128,6 +1132,7 @@ impl Reader<'_> {
                 addr: self.string()?,
             },
             4 => MembershipChange::Promote { id: self.u64()? },
+            5 => MembershipChange::Vote { id: self.u64()? },
             tag => return Err(unknown("membership change", tag, at)),
         })
     }

@@ -187,6 +187,7 @@ fn every_request() -> Vec<Request> {
             addr: "http://h:1".into(),
         }),
         Request::Membership(MembershipChange::Promote { id: 8 }),
+        Request::Membership(MembershipChange::Vote { id: 9 }),
     ]
 }
 

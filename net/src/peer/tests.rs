@@ -1007,6 +1007,77 @@ async fn membership_changes_go_on_through_leader_moves() {
     }
 }
 
+/// A voter added through a leader that hands its leadership over while the addition runs ends
+/// up a voter: when the move lands between the two steps (the learner added, then made a
+/// voter), the new leader makes the second step instead of refusing the whole addition as
+/// "Peer URLs already exists". Each round asks for a voter (a member that never runs: the three
+/// running ones stay a quorum of four), then a moment later a move away from the leader asked;
+/// the addition must answer with the member voting, and is undone before the next round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voter_added_through_a_leader_move_votes() {
+    use ballast_consensus::MembershipChange;
+    let nodes = three_nodes_with_a_leader().await;
+    let mut moves = 0;
+    let mut failures = Vec::new();
+    for round in 0..16u64 {
+        let voter = 200 + round;
+        let add = MembershipChange::Add {
+            id: voter,
+            addr: format!("http://127.0.0.1:{}", 2000 + round),
+            learner: false,
+        };
+        let (from, leader) = current_leader(&nodes).await;
+        let to = [1, 2, 3]
+            .into_iter()
+            .find(|&id| id != from)
+            .expect("another voter");
+        // The addition is asked first; the move follows after 0-3 ms, so it meets the
+        // addition's first step, its second, or neither.
+        let delay = Duration::from_micros(200 * round);
+        let (changed, moved) = tokio::join!(
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                leader.call(Request::Membership(add.clone())),
+            ),
+            async {
+                tokio::time::sleep(delay).await;
+                leader.move_leader(to).await
+            }
+        );
+        match moved {
+            Ok(()) => moves += 1,
+            Err(e) => eprintln!("round {round}: move to {to} refused: {e}"),
+        }
+        match changed {
+            Ok(Ok(Reply {
+                response: Response::Members(members),
+                ..
+            })) => {
+                if !members.iter().any(|m| m.id == voter && !m.is_learner) {
+                    failures.push(format!("round {round}: {add:?} answered {members:?}"));
+                }
+            }
+            Ok(other) => failures.push(format!("round {round}: {add:?}: {other:?}")),
+            Err(_) => failures.push(format!("round {round}: {add:?}: no answer in 10 s")),
+        }
+        let (_, leader) = current_leader(&nodes).await;
+        let removed = tokio::time::timeout(
+            Duration::from_secs(10),
+            leader.call(Request::Membership(MembershipChange::Remove { id: voter })),
+        )
+        .await;
+        if !matches!(removed, Ok(Ok(_))) {
+            failures.push(format!("round {round}: removing {voter}: {removed:?}"));
+        }
+    }
+    eprintln!("16 voters added across {moves} leader moves");
+    assert!(failures.is_empty(), "additions failed: {failures:#?}");
+    assert!(moves >= 8, "the leadership moved only {moves} times");
+    for node in nodes {
+        stop_node(node).await;
+    }
+}
+
 /// The node whose shard 0 leads, and its handle; waits (up to 10 s) while an election or a
 /// move leaves none.
 async fn current_leader(nodes: &[Node]) -> (u64, ShardHandle) {

@@ -67,7 +67,8 @@ impl ClusterService {
                 MembershipChange::Add { .. } => None,
                 MembershipChange::Remove { id }
                 | MembershipChange::Update { id, .. }
-                | MembershipChange::Promote { id } => Some(*id),
+                | MembershipChange::Promote { id }
+                | MembershipChange::Vote { id } => Some(*id),
             };
             if other.is_some_and(|id| id != self.ctx.member.id) {
                 return Err(Status::not_found("etcdserver: member not found"));

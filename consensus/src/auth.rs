@@ -20,6 +20,10 @@
 //! is valid at every member once that member has applied the entry. Tokens are node-local
 //! and not saved (as etcd's): each member expires them `--auth-token-ttl` after their last
 //! use; a restart forgets them and clients authenticate again.
+//! With `--auth-token jwt` the entry is still proposed and applied, but registers no token
+//! (`NodeAuth::set_simple_tokens`): the member that took the request signs a JWT instead
+//! (`ballast-net`), and the edge may wait for this member's auth revision to reach a JWT's
+//! (`NodeAuth::wait_auth_revision`).
 //!
 //! Replays: each state carries the log index of the last auth entry applied to it; an entry
 //! at or below it is skipped, so a snapshot whose table is newer than its log id (the
@@ -32,7 +36,7 @@
 
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -824,6 +828,9 @@ pub struct NodeAuth {
     applied: tokio::sync::watch::Sender<u64>,
     epoch: Instant,
     ttl_ms: AtomicU64,
+    /// Whether applying an authentication registers its simple token (false when the
+    /// member hands out JWTs instead, which need no table).
+    simple_tokens: AtomicBool,
 }
 
 impl Default for NodeAuth {
@@ -836,6 +843,7 @@ impl Default for NodeAuth {
             applied: tokio::sync::watch::channel(0).0,
             epoch: Instant::now(),
             ttl_ms: AtomicU64::new(300_000),
+            simple_tokens: AtomicBool::new(true),
         }
     }
 }
@@ -844,6 +852,11 @@ impl NodeAuth {
     /// Sets the simple tokens' time to live (`--auth-token-ttl`).
     pub fn set_token_ttl(&self, ttl: Duration) {
         self.ttl_ms.store(ttl.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Whether applied authentications register simple tokens (`--auth-token simple`).
+    pub fn set_simple_tokens(&self, on: bool) {
+        self.simple_tokens.store(on, Ordering::Relaxed);
     }
 
     /// The state as last applied here (no lock).
@@ -879,7 +892,9 @@ impl NodeAuth {
         let before = s.revision;
         let outcome = s.apply(by, cmd, index);
         match (&outcome, cmd) {
-            (Ok(AuthAnswer::Token(token)), AuthCommand::Authenticate { name, .. }) => {
+            (Ok(AuthAnswer::Token(token)), AuthCommand::Authenticate { name, .. })
+                if self.simple_tokens.load(Ordering::Relaxed) =>
+            {
                 self.add_token(token, name);
             }
             (Ok(_), AuthCommand::Disable) => self.drop_tokens(|_| true),
@@ -949,6 +964,18 @@ impl NodeAuth {
         t.expires_ms
             .store(now + self.ttl_ms.load(Ordering::Relaxed), Ordering::Relaxed);
         Some(t.user.clone())
+    }
+
+    /// Waits, up to `wait`, until the auth state applied here reaches `revision` (a JWT from
+    /// a member ahead of this one); answers whether it did.
+    pub async fn wait_auth_revision(&self, revision: u64, wait: Duration) -> bool {
+        let mut applied = self.applied.subscribe();
+        let reached = tokio::time::timeout(
+            wait,
+            applied.wait_for(|_| self.view.load().revision >= revision),
+        )
+        .await;
+        matches!(reached, Ok(Ok(_)))
     }
 
     /// The user of a request's token (`None`: no token), or `InvalidAuthToken`.

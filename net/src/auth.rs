@@ -1,6 +1,18 @@
-//! The auth edge: who sent a request (its simple token), and whether etcd 3.4 would let that
-//! user run it, checked against this node's read-only copy of the auth state
+//! The auth edge: who sent a request (its token), and whether etcd 3.4 would let that user
+//! run it, checked against this node's read-only copy of the auth state
 //! (`ballast_consensus::auth::NodeAuth`, behind an `ArcSwap`: no lock on the data path).
+//!
+//! Tokens (`--auth-token`): `simple` (the default) are registered by every member as it
+//! applies the authentication (`ballast_consensus::auth`) and name a user; `jwt` tokens are
+//! signed and carry the user and the auth revision at which the password was checked
+//! (`jwt.rs`), so any member with the key verifies them alone. A JWT older than the member's
+//! auth revision fails every key check with `etcdserver: revision of auth store is old`, as
+//! etcd's `isOpPermitted` fails it (root included; the admin checks do not look at it): any
+//! auth change makes clients authenticate again. A Range or a read-only Txn is refused too
+//! when the JWT's revision is newer than the member's (etcd's `doSerialize` compares for
+//! equality): a token from a member that applied an auth change this one has not. A simple
+//! token has no revision of its own (etcd gives it the member's current one), so it is never
+//! old.
 //!
 //! What is checked where, as etcd 3.4.23 does it (`etcdserver/apply_auth.go`,
 //! `v3_server.go`, `api/v3rpc/{watch,maintenance}.go`):
@@ -28,12 +40,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use ballast_consensus::auth::PermType;
-use ballast_consensus::{AuthState, NodeAuth, Request, Response};
+use ballast_consensus::{AuthError, AuthState, NodeAuth, Request, Response};
 use ballast_engine::{RequestOp, TxnRequest};
 use tonic::metadata::MetadataMap;
 use tonic::Status;
 
+use crate::jwt::{JwtTokens, TokenConfigError};
 use crate::router::Router;
 use crate::status;
 
@@ -41,6 +56,8 @@ use crate::status;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Caller {
     pub user: Option<String>,
+    /// The auth revision a JWT carries (`None`: a simple token or none, never old).
+    pub auth_revision: Option<u64>,
 }
 
 impl Caller {
@@ -50,10 +67,19 @@ impl Caller {
     }
 }
 
+/// Which tokens Authenticate hands out and requests carry (`--auth-token`).
+#[derive(Clone, Debug, Default)]
+pub enum Tokens {
+    #[default]
+    Simple,
+    Jwt(Arc<JwtTokens>),
+}
+
 /// The auth settings and the node's auth state, shared by every service.
 #[derive(Clone, Debug)]
 pub struct AuthEdge {
     pub node: Arc<NodeAuth>,
+    pub tokens: Tokens,
     /// `--bcrypt-cost` (etcd: 4 to 31; outside that, 10 with a warning).
     pub bcrypt_cost: u32,
     /// How long a token whose entry this node has not applied yet is waited for.
@@ -64,6 +90,7 @@ impl Default for AuthEdge {
     fn default() -> Self {
         AuthEdge {
             node: Arc::default(),
+            tokens: Tokens::Simple,
             bcrypt_cost: DEFAULT_BCRYPT_COST,
             token_wait: Duration::from_secs(5),
         }
@@ -87,23 +114,53 @@ pub fn bcrypt_cost(flag: u32) -> u32 {
     }
 }
 
-/// The auth edge from `--auth-token`, `--bcrypt-cost` and `--auth-token-ttl`. Only
-/// `simple` tokens are built: `jwt` (and any other type) stops the server with an error
-/// rather than hand out tokens of another kind than the one configured.
+/// `--auth-token`'s value as etcd splits it: the token type before the first comma, then
+/// `name=value` options; an option without exactly one `=`, or named twice, is refused (for
+/// `simple` too, which then ignores its options).
+pub fn split_auth_token(value: &str) -> Result<(&str, BTreeMap<&str, &str>), TokenConfigError> {
+    let mut parts = value.split(',');
+    let kind = parts.next().unwrap_or_default();
+    let mut options = BTreeMap::new();
+    for part in parts {
+        let mut pair = part.split('=');
+        let (Some(name), Some(option), None) = (pair.next(), pair.next(), pair.next()) else {
+            return Err(TokenConfigError::invalid(format!(
+                "{part:?} is not one name=value option"
+            )));
+        };
+        if options.insert(name, option).is_some() {
+            return Err(TokenConfigError::invalid(format!(
+                "option {name:?} given twice"
+            )));
+        }
+    }
+    Ok((kind, options))
+}
+
+/// The tokens `--auth-token` configures (errors as etcd's, which refuses to start on them).
+pub fn tokens_from_flag(value: &str) -> Result<Tokens, TokenConfigError> {
+    let (kind, options) = split_auth_token(value)?;
+    match kind {
+        "simple" => Ok(Tokens::Simple),
+        "jwt" => Ok(Tokens::Jwt(Arc::new(JwtTokens::from_options(&options)?))),
+        // etcd 3.4 starts with an empty type, on tokens that never authenticate anyone.
+        "" => Err(TokenConfigError::invalid(
+            "an empty token type: Ballast builds simple and jwt",
+        )),
+        other => Err(TokenConfigError::invalid(format!(
+            "unknown token type {other:?}: etcd 3.4 knows simple and jwt"
+        ))),
+    }
+}
+
+/// The auth edge from `--auth-token`, `--bcrypt-cost` and `--auth-token-ttl` (the simple
+/// tokens' time to live; a JWT's is its `ttl` option).
 pub fn edge_from_settings(
     auth_token: &str,
     flags: &crate::flags::Flags,
 ) -> anyhow::Result<AuthEdge> {
-    let kind = auth_token.split(',').next().unwrap_or_default();
-    match kind {
-        "simple" => {}
-        "jwt" => anyhow::bail!(
-            "--auth-token jwt is not built in Ballast: only simple tokens are (--auth-token simple, etcd 3.4's default)"
-        ),
-        other => anyhow::bail!(
-            "--auth-token {other:?}: unknown token type (etcd accepts simple and jwt; Ballast builds simple)"
-        ),
-    }
+    let tokens = tokens_from_flag(auth_token)
+        .map_err(|e| anyhow::anyhow!("--auth-token {auth_token:?}: {e}"))?;
     let node = Arc::new(NodeAuth::default());
     let ttl = if flags.auth_token_ttl == 0 {
         // etcd's simple tokens fall back to 300 s for a TTL of 0.
@@ -112,11 +169,42 @@ pub fn edge_from_settings(
         flags.auth_token_ttl
     };
     node.set_token_ttl(Duration::from_secs(ttl));
+    // With JWTs, applying an authentication registers no simple token.
+    node.set_simple_tokens(matches!(tokens, Tokens::Simple));
     Ok(AuthEdge {
         node,
+        tokens,
         bcrypt_cost: bcrypt_cost(flags.bcrypt_cost),
         token_wait: Duration::from_secs(5),
     })
+}
+
+/// Now, in Unix milliseconds (a JWT's clock).
+pub fn unix_now_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A JWT caller whose token is older than the auth state (module comment).
+fn is_stale(view: &AuthState, caller: &Caller) -> bool {
+    view.enabled && caller.auth_revision.is_some_and(|r| r < view.revision)
+}
+
+/// etcd's key check (`isOpPermitted`): a stale JWT first, then the permission.
+fn check_key(
+    view: &AuthState,
+    caller: &Caller,
+    key: &[u8],
+    range_end: &[u8],
+    perm: PermType,
+) -> Result<(), Status> {
+    if is_stale(view, caller) {
+        return Err(status::auth(AuthError::AuthOldRevision));
+    }
+    view.check(caller.user.as_deref(), key, range_end, perm)
+        .map_err(status::auth)
 }
 
 /// The token a request carries: gRPC metadata `token` (etcd's clients), else `authorization`
@@ -139,12 +227,31 @@ impl AuthEdge {
     }
 
     pub async fn caller_of_token(&self, token: Option<&str>) -> Result<Caller, Status> {
-        let user = self
-            .node
-            .token_user_of(token, self.token_wait)
-            .await
-            .map_err(status::auth)?;
-        Ok(Caller { user })
+        self.identify(token).await.map_err(status::auth)
+    }
+
+    /// Who `token` names: a simple token is looked up in the node's table, a JWT verified.
+    async fn identify(&self, token: Option<&str>) -> Result<Caller, AuthError> {
+        match (&self.tokens, token) {
+            (_, None) => Ok(Caller::default()),
+            (Tokens::Simple, Some(t)) => {
+                let user = self.node.token_user_of(Some(t), self.token_wait).await?;
+                Ok(Caller {
+                    user,
+                    auth_revision: None,
+                })
+            }
+            (Tokens::Jwt(jwt), Some(t)) => match jwt.verify(t, unix_now_ms()) {
+                Some(claims) => Ok(Caller {
+                    user: Some(claims.username),
+                    auth_revision: Some(claims.revision),
+                }),
+                None => {
+                    tracing::debug!("invalid JWT");
+                    Err(AuthError::InvalidAuthToken)
+                }
+            },
+        }
     }
 
     /// etcd's `IsAdminPermitted` for the caller.
@@ -157,14 +264,10 @@ impl AuthEdge {
     /// etcd 3.4's maintenance server's admin check (Defragment, Snapshot, Hash, HashKV):
     /// its errors reach the client unconverted, with code Unknown.
     pub async fn check_maintenance_admin(&self, md: &MetadataMap) -> Result<(), Status> {
-        let caller = match self
-            .node
-            .token_user_of(token_of(md).as_deref(), self.token_wait)
+        let caller = self
+            .identify(token_of(md).as_deref())
             .await
-        {
-            Ok(user) => Caller { user },
-            Err(e) => return Err(status::auth_unconverted(e)),
-        };
+            .map_err(status::auth_unconverted)?;
         self.view()
             .check_admin(caller.user.as_deref().unwrap_or(""))
             .map_err(status::auth_unconverted)
@@ -172,9 +275,7 @@ impl AuthEdge {
 
     /// READ on `[key, range_end)` (watch create, Range).
     pub fn check_read(&self, caller: &Caller, key: &[u8], range_end: &[u8]) -> Result<(), Status> {
-        self.view()
-            .check(caller.user.as_deref(), key, range_end, PermType::READ)
-            .map_err(status::auth)
+        check_key(&self.view(), caller, key, range_end, PermType::READ)
     }
 
     /// What a Lock or Election call touches, checked before it starts (etcd runs them
@@ -188,15 +289,12 @@ impl AuthEdge {
         own_key: Option<&[u8]>,
     ) -> Result<(), Status> {
         let view = self.view();
-        let user = caller.user.as_deref();
         if let Some(key) = own_key {
-            view.check(user, key, b"", PermType::READ)
-                .and_then(|()| view.check(user, key, b"", PermType::WRITE))
-                .map_err(status::auth)?;
+            check_key(&view, caller, key, b"", PermType::READ)?;
+            check_key(&view, caller, key, b"", PermType::WRITE)?;
         }
         if let Some((prefix, end)) = prefix {
-            view.check(user, prefix, end, PermType::READ)
-                .map_err(status::auth)?;
+            check_key(&view, caller, prefix, end, PermType::READ)?;
         }
         Ok(())
     }
@@ -209,14 +307,34 @@ impl AuthEdge {
         caller: &Caller,
         request: &Request,
     ) -> Result<(), Status> {
+        // etcd serves a Range or a read-only Txn where it took it (`doSerialize`): after the
+        // permission check it also refuses a JWT whose revision is not the member's, newer
+        // ones too, and whether auth is enabled or not. A token from a member that applied an
+        // auth change this one has not yet: etcd's linearizable read first waits until this
+        // member applied what was committed; so does this, bounded.
+        let serialized = match request {
+            Request::Range(_) => true,
+            Request::Txn(t) => is_read_only(t),
+            _ => false,
+        };
+        if let Some(r) = caller
+            .auth_revision
+            .filter(|&r| serialized && r > self.view().revision)
+        {
+            self.node.wait_auth_revision(r, self.token_wait).await;
+        }
         let view = self.view();
+        let serialized_check = || match caller.auth_revision {
+            Some(r) if serialized && r != view.revision => {
+                Err(status::auth(AuthError::AuthOldRevision))
+            }
+            _ => Ok(()),
+        };
         if !view.enabled {
-            return Ok(());
+            return serialized_check();
         }
         let user = caller.user.as_deref();
-        let check = |key: &[u8], end: &[u8], t: PermType| {
-            view.check(user, key, end, t).map_err(status::auth)
-        };
+        let check = |key: &[u8], end: &[u8], t: PermType| check_key(&view, caller, key, end, t);
         let mut leases = Vec::new();
         match request {
             Request::Range(r) => check(&r.key, &r.range_end, PermType::READ)?,
@@ -239,18 +357,27 @@ impl AuthEdge {
             Request::LeaseRevoke { id } => leases.push(*id),
             _ => {}
         }
-        // The user's root role makes every key permitted: no lease lookup.
+        // The user's root role makes every key permitted: no lease lookup, unless its JWT is
+        // stale, which etcd refuses for a lease with keys, root or not.
         let root = user.is_some_and(|u| view.users.get(u).is_some_and(|u| u.has_root_role()));
-        if root {
-            return Ok(());
+        if root && !is_stale(&view, caller) {
+            return serialized_check();
         }
         for id in leases {
             for key in lease_keys(router, id).await? {
                 check(&key, b"", PermType::WRITE)?;
             }
         }
-        Ok(())
+        serialized_check()
     }
+}
+
+/// etcd's `isTxnReadonly`: every op of both branches is a Range.
+fn is_read_only(t: &TxnRequest) -> bool {
+    t.success
+        .iter()
+        .chain(&t.failure)
+        .all(|op| matches!(op, RequestOp::Range(_)))
 }
 
 /// One permission check: READ or WRITE on `[key, range_end)`.

@@ -341,7 +341,7 @@ pub struct Flags {
     pub tls_max_version: Option<String>,
 
     // ---- auth ----
-    /// Specify a v3 authentication token type and its options ('simple'; 'jwt' is not built and refused).
+    /// Specify a v3 authentication token type and its options ('simple' or 'jwt,sign-method=...,pub-key=...,priv-key=...,ttl=...').
     #[arg(
         long,
         env = "ETCD_AUTH_TOKEN",

@@ -12,6 +12,7 @@ pub mod convert;
 pub mod flags;
 pub mod gateway;
 pub mod http;
+pub mod jwt;
 pub mod partition;
 pub mod peer;
 pub mod quota;

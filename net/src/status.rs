@@ -32,6 +32,12 @@ pub fn no_password_user() -> Status {
     Status::unknown("auth: authentication failed, password was given for no password user")
 }
 
+/// A JWT that could not be signed: on a member with only the public key, etcd 3.4.23 answers
+/// Authenticate with its auth package's error unconverted, code Unknown (checked against it).
+pub fn jwt_mint(err: &crate::jwt::MintError) -> Status {
+    Status::unknown(err.to_string())
+}
+
 /// An auth error as etcd 3.4's maintenance server returns it: not turned into its gRPC
 /// error, so gRPC reports code Unknown with the auth package's own text.
 pub fn auth_unconverted(err: ballast_consensus::AuthError) -> Status {

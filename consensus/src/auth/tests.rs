@@ -491,3 +491,47 @@ async fn tokens_are_registered_refreshed_and_dropped() {
     tokio::time::sleep(Duration::from_millis(60)).await;
     assert_eq!(node.token_user(&short, wait).await, None);
 }
+
+#[tokio::test]
+async fn with_jwts_no_simple_token_is_registered_and_revisions_are_awaited() {
+    let node = std::sync::Arc::new(NodeAuth::default());
+    node.set_simple_tokens(false);
+    let mut state = state_with_user();
+    state.enabled = true;
+    let last = state.last_index;
+    let revision = state.revision;
+    node.replace(state);
+    let t = node.apply(
+        "",
+        &AuthCommand::Authenticate {
+            name: "u".into(),
+            token_prefix: "abcdefghijklmnop".into(),
+        },
+        last + 1,
+    );
+    let Ok(AuthAnswer::Token(token)) = t else {
+        panic!("{t:?}");
+    };
+    let wait = Duration::from_millis(50);
+    assert_eq!(node.token_user(&token, wait).await, None);
+    // The revision reached already, one never reached, and one a later change reaches.
+    assert!(node.wait_auth_revision(revision, wait).await);
+    assert!(!node.wait_auth_revision(revision + 1, wait).await);
+    let waiter = {
+        let node = node.clone();
+        tokio::spawn(async move {
+            node.wait_auth_revision(revision + 1, Duration::from_secs(5))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    node.apply(
+        "root",
+        &AuthCommand::RoleAdd {
+            name: "another".into(),
+        },
+        last + 2,
+    )
+    .unwrap();
+    assert!(waiter.await.unwrap());
+}

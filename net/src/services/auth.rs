@@ -7,7 +7,11 @@
 //! hash enters the log. Authenticate checks the password against this node's copy, then
 //! proposes the authentication with 16 random letters; applying it completes the token with
 //! the entry's index on every member (etcd 3.4's simple token). When the auth revision moved
-//! meanwhile (the password may have changed) it starts over, as etcd does.
+//! meanwhile (the password may have changed) it starts over, as etcd does. With
+//! `--auth-token jwt` the same entry is proposed (it rechecks the user where auth changes are
+//! ordered), and once it applied at the revision the password was checked at, this member
+//! signs a JWT carrying that revision (`jwt.rs`); a member with only the public key answers
+//! etcd's verify-only error once the password checked out.
 
 use ballast_consensus::auth::{PermType, Permission};
 use ballast_consensus::{AuthAnswer, AuthCommand, AuthError, Request, Response};
@@ -17,8 +21,9 @@ use bytes::Bytes;
 use rand::Rng;
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 
-use crate::auth::Caller;
+use crate::auth::{unix_now_ms, Caller, Tokens};
 use crate::context::{route_error, Context};
+use crate::jwt::MintError;
 use crate::status;
 
 /// Letters of a simple token's random part (etcd's alphabet and length).
@@ -123,6 +128,11 @@ pub async fn authenticate(
             tracing::info!(user = name, "invalid password");
             return Err(status::auth(AuthError::AuthFailed));
         }
+        if let Tokens::Jwt(jwt) = &ctx.auth.tokens {
+            if !jwt.can_sign() {
+                return Err(status::jwt_mint(&MintError::VerifyOnly));
+            }
+        }
         let cmd = AuthCommand::Authenticate {
             name: name.to_owned(),
             token_prefix: token_prefix(),
@@ -132,6 +142,12 @@ pub async fn authenticate(
             return Err(status::unexpected_reply("Authenticate"));
         };
         if ctx.auth.view().revision == checked_revision {
+            let token = match &ctx.auth.tokens {
+                Tokens::Simple => token,
+                Tokens::Jwt(jwt) => jwt
+                    .mint(name, checked_revision, unix_now_ms())
+                    .map_err(|e| status::jwt_mint(&e))?,
+            };
             return Ok((revision, token));
         }
     }

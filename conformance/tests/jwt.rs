@@ -7,7 +7,8 @@
 //!   claim names, its user and auth revision, its lifetime, and that it verifies with the
 //!   public key; requests with a valid, a garbled and a tampered token; a token made old by an
 //!   auth change (Range, Put, Txn, a watch create, LeaseGrant, UserList: which fail, and how);
-//!   an expired token. Answers compared. Then each server's token is used at the other (they
+//!   an expired token; after `auth disable`, a token from before on Range and Put. Answers
+//!   compared. Then each server's token is used at the other (they
 //!   share the keys and the auth revision). Last, a member with only the public key (one of
 //!   each): Authenticate's answer, and the signing etcd's token there (newer than the
 //!   member's auth state: a Put takes it, a Range does not).
@@ -31,9 +32,9 @@ use ballast_proto::etcdserverpb::kv_client::KvClient;
 use ballast_proto::etcdserverpb::lease_client::LeaseClient;
 use ballast_proto::etcdserverpb::watch_client::WatchClient;
 use ballast_proto::etcdserverpb::{
-    request_op, watch_request, AuthUserAddRequest, AuthUserListRequest, AuthenticateRequest,
-    LeaseGrantRequest, PutRequest, RangeRequest, RequestOp, TxnRequest, WatchCreateRequest,
-    WatchRequest,
+    request_op, watch_request, AuthDisableRequest, AuthEnableRequest, AuthUserAddRequest,
+    AuthUserListRequest, AuthenticateRequest, LeaseGrantRequest, PutRequest, RangeRequest,
+    RequestOp, TxnRequest, WatchCreateRequest, WatchRequest,
 };
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -463,6 +464,34 @@ async fn transcript(
     out.push(format!(
         "expired: {}",
         outcome(kv.range(with_token(range("/a/x"), Some(&fresh))).await)
+    ));
+
+    // With auth disabled, a token from before still fails a Range (etcd compares revisions
+    // there whether auth is on or not), not a Put.
+    let root = token(&channel, "root", "rootpw").await?;
+    out.push(format!(
+        "auth disable: {}",
+        outcome(
+            AuthClient::new(channel.clone())
+                .auth_disable(with_token(AuthDisableRequest {}, Some(&root)))
+                .await
+        )
+    ));
+    out.push(format!(
+        "auth off, token from before, range foo: {}",
+        outcome(kv.range(with_token(range("foo"), Some(&root))).await)
+    ));
+    out.push(format!(
+        "auth off, token from before, put foo: {}",
+        outcome(kv.put(with_token(put("foo"), Some(&root))).await)
+    ));
+    out.push(format!(
+        "auth enable: {}",
+        outcome(
+            AuthClient::new(channel.clone())
+                .auth_enable(AuthEnableRequest {})
+                .await
+        )
     ));
     Ok(out)
 }

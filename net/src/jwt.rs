@@ -28,7 +28,8 @@
 //! 2048 bits (ring refuses them), and an EC private key on another curve than its method's
 //! (etcd starts, then fails every Authenticate).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::RwLock;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -138,6 +139,20 @@ pub struct JwtTokens {
     verifying: DecodingKey,
     validation: Validation,
     ttl_ms: i64,
+    /// Tokens already verified (by their whole text, signature included), at most
+    /// [`VERIFIED_MAX`]: verifying costs about 75 us (RS256) to 130 us (ES256) here.
+    verified: RwLock<HashMap<String, Verified>>,
+}
+
+/// Bound on the verified tokens remembered; when reached they are all forgotten (and verified
+/// again on their next use). A client holds one token per `ttl`.
+pub const VERIFIED_MAX: usize = 1024;
+
+/// A verified token's claims and `exp` second (`None`: it never expires).
+#[derive(Debug)]
+struct Verified {
+    claims: Claims,
+    exp: Option<i64>,
 }
 
 impl std::fmt::Debug for JwtTokens {
@@ -419,6 +434,7 @@ impl JwtTokens {
             verifying,
             validation,
             ttl_ms,
+            verified: RwLock::default(),
         })
     }
 
@@ -450,8 +466,41 @@ impl JwtTokens {
     }
 
     /// What `token` says, if it is valid at `now_ms` (Unix ms): signed with this member's key
-    /// and method, not expired, not issued in the future (module comment).
+    /// and method, not expired, not issued in the future (module comment). A token verified
+    /// once is remembered with its claims and `exp` (see [`VERIFIED_MAX`]), so its signature
+    /// is not checked again on every request.
     pub fn verify(&self, token: &str, now_ms: i64) -> Option<Claims> {
+        let now = now_ms.div_euclid(1000);
+        if let Some(hit) = self.read_verified().get(token) {
+            // Only `exp` can turn a verified token invalid later (`iat` and `nbf` were
+            // already in the past).
+            return match hit.exp {
+                Some(exp) if now > exp => None,
+                _ => Some(hit.claims.clone()),
+            };
+        }
+        let (claims, exp) = self.verify_uncached(token, now)?;
+        let mut verified = self.verified.write().unwrap_or_else(|p| p.into_inner());
+        if verified.len() >= VERIFIED_MAX {
+            verified.clear();
+        }
+        verified.insert(
+            token.to_owned(),
+            Verified {
+                claims: claims.clone(),
+                exp,
+            },
+        );
+        Some(claims)
+    }
+
+    fn read_verified(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Verified>> {
+        // Entries are inserted whole; a poisoned lock still holds valid ones.
+        self.verified.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// [`JwtTokens::verify`] without the memory: the claims and the `exp` second (if any).
+    fn verify_uncached(&self, token: &str, now: i64) -> Option<(Claims, Option<i64>)> {
         let data = jsonwebtoken::decode::<serde_json::Map<String, Value>>(
             token,
             &self.verifying,
@@ -459,7 +508,6 @@ impl JwtTokens {
         )
         .ok()?;
         let claims = data.claims;
-        let now = now_ms.div_euclid(1000);
         // jwt-go reads a time claim only when it is a number; 0 counts as absent.
         let time = |name: &str| match claims.get(name) {
             Some(Value::Number(n)) => n.as_f64().map(|f| f as i64).filter(|&t| t != 0),
@@ -473,7 +521,7 @@ impl JwtTokens {
         }
         let username = claims.get("username")?.as_str()?.to_owned();
         let revision = claims.get("revision")?.as_f64()? as u64;
-        Some(Claims { username, revision })
+        Some((Claims { username, revision }, time("exp")))
     }
 }
 

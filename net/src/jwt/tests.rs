@@ -529,3 +529,31 @@ fn an_unreadable_key_path_names_the_option() {
     ])));
     assert!(e.contains("priv-key /nonexistent/key.pem"), "{e}");
 }
+
+#[test]
+fn a_remembered_token_still_expires_and_the_memory_is_bounded() {
+    let k = Keys::new();
+    let j = k
+        .jwt("jwt,priv-key={hmac.key},sign-method=HS256,ttl=1s")
+        .unwrap();
+    let token = j.mint("alice", 3, NOW_MS).unwrap();
+    assert!(j.verify(&token, NOW_MS).is_some());
+    // Remembered now; past its exp (1893456001) it is refused all the same.
+    assert!(j.verify(&token, NOW_MS + 1749).is_some());
+    assert_eq!(j.verify(&token, NOW_MS + 1750), None);
+    // A tampered copy is another text: verified on its own, and refused.
+    let tampered = with_claims(
+        &token,
+        r#"{"exp":1893456001,"revision":3,"username":"root"}"#,
+    );
+    assert_eq!(j.verify(&tampered, NOW_MS), None);
+    for i in 0..VERIFIED_MAX + 10 {
+        let t = j.mint(&format!("u{i}"), 3, NOW_MS).unwrap();
+        assert_eq!(
+            j.verify(&t, NOW_MS).map(|c| c.username),
+            Some(format!("u{i}"))
+        );
+        assert!(j.read_verified().len() <= VERIFIED_MAX);
+    }
+    assert!(j.verify(&token, NOW_MS).is_some());
+}

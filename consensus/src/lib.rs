@@ -22,6 +22,7 @@ pub mod durable;
 pub mod log_store;
 pub mod membership;
 pub mod network;
+pub mod op_counts;
 pub mod placement;
 pub mod runtime;
 pub mod seed;

@@ -360,6 +360,25 @@ pub struct ShardStatus {
     /// Where its linearizable reads and its followers' requests were served. Boxed, as
     /// `write_stages` is.
     pub served: Box<ServedFigures>,
+    /// The figures behind etcd's metric names (`/metrics`). Boxed, as `write_stages` is.
+    pub etcd: Box<EtcdFigures>,
+}
+
+/// What etcd's own metric names report, as this replica of the shard measured it since start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EtcdFigures {
+    /// Each WAL group commit's fdatasync (`etcd_disk_wal_fsync_duration_seconds`).
+    pub wal_fsync: ballast_engine::histogram::DiskHistogram,
+    /// Each checkpoint's page-log write and sync, Ballast's nearest to etcd's bolt commit
+    /// (`etcd_disk_backend_commit_duration_seconds`).
+    pub backend_commit: ballast_engine::histogram::DiskHistogram,
+    /// Times this replica saw the group's leader change to a known leader (the first election
+    /// counts, as in etcd).
+    pub leader_changes: u64,
+    /// Proposals (writes) whose Raft answer was a failure: no leader, or the shard stopped.
+    pub proposals_failed: u64,
+    /// Store operations as etcd's mvcc counts them (`op_counts.rs`).
+    pub ops: crate::op_counts::OpCounts,
 }
 
 /// How a replica's linearizable reads and its followers' requests were served, since start.
@@ -579,7 +598,7 @@ fn route(request: Request) -> Route {
 }
 
 /// Whether any branch of the txn, at any depth, writes.
-fn txn_writes(t: &TxnRequest) -> bool {
+pub(crate) fn txn_writes(t: &TxnRequest) -> bool {
     t.success.iter().chain(&t.failure).any(|op| match op {
         RequestOp::Range(_) => false,
         RequestOp::Put(_) | RequestOp::DeleteRange(_) => true,
@@ -704,6 +723,10 @@ struct LoopState {
     follower_reads: u64,
     read_indexes_answered: u64,
     forwarded_served: u64,
+    /// See [`EtcdFigures`]; `last_leader` is the leader the last change counted.
+    leader_changes: u64,
+    last_leader: Option<NodeId>,
+    proposals_failed: u64,
 }
 
 async fn shard_main(
@@ -860,6 +883,9 @@ async fn start(config: ShardConfig, queue: flume::Receiver<Command>) -> Result<C
             follower_reads: 0,
             read_indexes_answered: 0,
             forwarded_served: 0,
+            leader_changes: 0,
+            last_leader: None,
+            proposals_failed: 0,
         }),
         read_index_rounds: RefCell::default(),
     })
@@ -1761,6 +1787,9 @@ impl Core {
                 let now = Instant::now();
                 let mut ls = core.loop_state.borrow_mut();
                 ls.writes_in_flight -= 1;
+                if result.is_err() {
+                    ls.proposals_failed += 1;
+                }
                 let micros = u64::try_from((now - received).as_micros()).unwrap_or(u64::MAX);
                 ls.write_latency_us.record(micros);
                 let stages = core.shared.borrow().stages.clone();
@@ -1774,7 +1803,10 @@ impl Core {
         });
         if let Err(fatal) = self.raft.client_write_ff(cmd, Some(responder)).await {
             // The responder was dropped with the request: its `Answer` tells the caller why.
-            self.loop_state.borrow_mut().writes_in_flight -= 1;
+            let mut ls = self.loop_state.borrow_mut();
+            ls.writes_in_flight -= 1;
+            ls.proposals_failed += 1;
+            drop(ls);
             tracing::error!(%fatal, "shard raft stopped");
         }
     }
@@ -1811,11 +1843,16 @@ impl Core {
         let store = &mut st.store;
         let current = store.revision();
         let response = match request {
-            Request::Range(r) => Response::Range(store.range(&r)?),
+            Request::Range(r) => {
+                let answer = store.range(&r)?;
+                st.ops.range();
+                Response::Range(answer)
+            }
             // Only read-only txns are routed here: they change nothing and take no revision.
             Request::Txn(t) => {
                 debug_assert!(!txn_writes(&t));
                 let a = store.txn(&t)?;
+                st.ops.txn(&t, &a.response, false);
                 Response::Txn(a.response)
             }
             Request::LeaseKeepAlive { id } => Response::LeaseKeepAlive {
@@ -1910,6 +1947,13 @@ impl Core {
                 read_indexes_answered: ls.read_indexes_answered,
                 forwarded_served: ls.forwarded_served,
             }),
+            etcd: Box::new(EtcdFigures {
+                wal_fsync: wal.map_or_else(Default::default, |w| w.sync_durations),
+                backend_commit: st.checkpoints.commit_durations,
+                leader_changes: ls.leader_changes,
+                proposals_failed: ls.proposals_failed,
+                ops: st.ops,
+            }),
         }
     }
 
@@ -1930,9 +1974,14 @@ impl Core {
     async fn housekeeping(self: &Rc<Self>) {
         let is_leader = self.raft.is_leader();
         let became_leader = is_leader && !self.loop_state.borrow().was_leader;
+        let leader = self.metrics.borrow_watched().current_leader;
         {
             let mut ls = self.loop_state.borrow_mut();
             ls.was_leader = is_leader;
+            if leader.is_some() && leader != ls.last_leader {
+                ls.leader_changes += 1;
+                ls.last_leader = leader;
+            }
             if became_leader {
                 ls.leader_since = Instant::now();
             }

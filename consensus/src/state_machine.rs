@@ -92,6 +92,8 @@ pub struct ShardState {
     /// The page-log image and WAL of a durable shard (`None`: in memory only).
     pub durable: Option<Rc<dyn Durability>>,
     pub checkpoints: CheckpointFigures,
+    /// Store operations as etcd's mvcc counts them (`op_counts.rs`).
+    pub ops: crate::op_counts::OpCounts,
     /// Why the shard stopped (a failed checkpoint); every later request is refused with it.
     pub failure: Option<String>,
     /// Requests loading data from the page log right now (housekeeping does not evict
@@ -140,6 +142,8 @@ pub struct CheckpointFigures {
     /// Backend (1-based) log index of the last checkpoint.
     pub last_index: u64,
     pub last_duration_ms: u64,
+    /// Each checkpoint's page-log write and sync (`Durability::checkpoint`).
+    pub commit_durations: ballast_engine::histogram::DiskHistogram,
     /// Key and value bytes of the running checkpoint's changes (0 when none runs): taken out
     /// of the store's journal and not yet durable in the page log.
     pub inflight_bytes: u64,
@@ -161,6 +165,7 @@ impl ShardState {
             current_snapshot: None,
             durable: None,
             checkpoints: CheckpointFigures::default(),
+            ops: crate::op_counts::OpCounts::default(),
             failure: None,
             loading: 0,
             incoming: None,
@@ -238,14 +243,17 @@ impl ShardState {
         let (revision, response, events) = match cmd {
             LogCommand::Put(r) => {
                 let a = store.put(&r)?;
+                self.ops.put(&r);
                 (a.revision, Response::Put(a.response), a.events)
             }
             LogCommand::DeleteRange(r) => {
                 let a = store.delete_range(&r)?;
+                self.ops.delete(&r);
                 (a.revision, Response::DeleteRange(a.response), a.events)
             }
             LogCommand::Txn(r) => {
                 let a = store.txn(&r)?;
+                self.ops.txn(&r, &a.response, crate::shard::txn_writes(&r));
                 (a.revision, Response::Txn(a.response), a.events)
             }
             LogCommand::Compact { revision } => {
@@ -445,7 +453,9 @@ async fn checkpoint(
         &alarms.0,
         &alarms.1,
     );
+    let commit_started = Instant::now();
     let result = durable.checkpoint(changes, applied_index, app).await;
+    let committed_in = commit_started.elapsed();
     let mut st = shared.borrow_mut();
     st.checkpoints.running = false;
     st.checkpoints.inflight_bytes = 0;
@@ -457,6 +467,7 @@ async fn checkpoint(
             c.last_at = Some(Instant::now());
             c.last_index = applied_index;
             c.last_duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            c.commit_durations.observe(committed_in);
             let snapshot = ShardSnapshot {
                 meta,
                 snapshot: SnapshotData::Checkpoint(ImageHandle(durable)),

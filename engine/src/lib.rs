@@ -8,6 +8,7 @@
 
 pub mod btree;
 pub mod error;
+pub mod histogram;
 pub mod io;
 mod keys;
 pub mod lease;

@@ -8,6 +8,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use ballast_consensus::{Reply, Request, Response, ShardStatus};
+use ballast_engine::histogram::{DiskHistogram, DISK_BUCKET_BOUNDS_SECONDS};
 
 use crate::context::{shard_error, Context, ETCD_CLUSTER_VERSION, ETCD_VERSION};
 use crate::router::combine_statuses;
@@ -195,10 +196,119 @@ async fn metrics(State(ctx): State<Context>) -> impl IntoResponse {
         "Which version is running. 1 for 'server_version' label with current version.",
         "1".into(),
     );
+    out.push_str(&etcd_metrics(&shards, &s));
     out.push_str(&shard_metrics(&shards));
     out.push_str(&stage_metrics(&shards));
     out.push_str(&settings_metrics(&ctx.settings));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// One metric family's `HELP` and `TYPE` lines.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+}
+
+/// A family with one unlabelled sample.
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    family(out, name, kind, help);
+    out.push_str(&format!("{name} {value}\n"));
+}
+
+/// A histogram in etcd's disk buckets: cumulative `le` buckets, `+Inf`, sum and count.
+fn disk_histogram(out: &mut String, name: &str, help: &str, h: &DiskHistogram) {
+    family(out, name, "histogram", help);
+    for (bound, n) in DISK_BUCKET_BOUNDS_SECONDS.iter().zip(h.cumulative()) {
+        out.push_str(&format!("{name}_bucket{{le=\"{bound}\"}} {n}\n"));
+    }
+    let (count, sum) = (h.count, h.sum_seconds());
+    out.push_str(&format!(
+        "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}\n"
+    ));
+}
+
+/// etcd's names for what the shards measured, with etcd 3.4.23's types and help texts. One
+/// member's shards make one series: histograms and counters add up over the shards, as do
+/// the proposal indexes (each shard's log is a consensus group of its own, so the sums keep
+/// `committed - applied` the backlog); leader changes are shard 0's, whose group is the
+/// cluster's (membership, alarms, leases).
+fn etcd_metrics(shards: &[ShardStatus], all: &ShardStatus) -> String {
+    let mut out = String::new();
+    let e = &all.etcd;
+    disk_histogram(
+        &mut out,
+        "etcd_disk_wal_fsync_duration_seconds",
+        "The latency distributions of fsync called by WAL.",
+        &e.wal_fsync,
+    );
+    disk_histogram(
+        &mut out,
+        "etcd_disk_backend_commit_duration_seconds",
+        "The latency distributions of commit called by backend.",
+        &e.backend_commit,
+    );
+    let leader_changes = shards.first().map_or(0, |s| s.etcd.leader_changes);
+    let sum = |f: fn(&ShardStatus) -> u64| shards.iter().map(f).sum::<u64>();
+    let rows: [(&str, &str, &str, u64); 9] = [
+        (
+            "etcd_server_leader_changes_seen_total",
+            "counter",
+            "The number of leader changes seen.",
+            leader_changes,
+        ),
+        // etcd declares these two gauges although their names end in _total.
+        (
+            "etcd_server_proposals_committed_total",
+            "gauge",
+            "The total number of consensus proposals committed.",
+            sum(|s| s.raft_commit_index),
+        ),
+        (
+            "etcd_server_proposals_applied_total",
+            "gauge",
+            "The total number of consensus proposals applied.",
+            sum(|s| s.applied_index),
+        ),
+        (
+            "etcd_server_proposals_pending",
+            "gauge",
+            "The current number of pending proposals to commit.",
+            sum(|s| s.writes_in_flight as u64),
+        ),
+        (
+            "etcd_server_proposals_failed_total",
+            "counter",
+            "The total number of failed proposals seen.",
+            e.proposals_failed,
+        ),
+        (
+            "etcd_mvcc_put_total",
+            "counter",
+            "Total number of puts seen by this member.",
+            e.ops.puts,
+        ),
+        (
+            "etcd_mvcc_delete_total",
+            "counter",
+            "Total number of deletes seen by this member.",
+            e.ops.deletes,
+        ),
+        (
+            "etcd_mvcc_range_total",
+            "counter",
+            "Total number of ranges seen by this member.",
+            e.ops.ranges,
+        ),
+        (
+            "etcd_mvcc_txn_total",
+            "counter",
+            "Total number of txns seen by this member.",
+            e.ops.txns,
+        ),
+    ];
+    for (name, kind, help, value) in rows {
+        single(&mut out, name, kind, help, value);
+    }
+    out
 }
 
 /// One shard's own figures.
@@ -396,6 +506,110 @@ fn settings_metrics(config: &ballast_tuning::Config) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    /// The sample lines of `name` (with its labels) in `text`.
+    fn samples<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn disk_histograms_have_etcds_buckets_cumulative_counts_and_add_over_shards() {
+        let mut one = ShardStatus::default();
+        one.etcd.wal_fsync.observe(Duration::from_micros(500));
+        one.etcd.wal_fsync.observe(Duration::from_millis(3));
+        one.etcd.backend_commit.observe(Duration::from_millis(20));
+        let mut two = ShardStatus::default();
+        two.etcd.wal_fsync.observe(Duration::from_millis(3));
+        let shards = [one, two];
+        let text = etcd_metrics(&shards, &crate::router::combine_statuses(&shards));
+        let name = "etcd_disk_wal_fsync_duration_seconds";
+        assert!(text.contains(&format!(
+            "# HELP {name} The latency distributions of fsync called by WAL.\n\
+             # TYPE {name} histogram\n"
+        )));
+        let want: Vec<String> = [
+            ("0.001", 1),
+            ("0.002", 1),
+            ("0.004", 3),
+            ("0.008", 3),
+            ("0.016", 3),
+            ("0.032", 3),
+            ("0.064", 3),
+            ("0.128", 3),
+            ("0.256", 3),
+            ("0.512", 3),
+            ("1.024", 3),
+            ("2.048", 3),
+            ("4.096", 3),
+            ("8.192", 3),
+            ("+Inf", 3),
+        ]
+        .iter()
+        .map(|(le, n)| format!("{name}_bucket{{le=\"{le}\"}} {n}"))
+        .collect();
+        assert_eq!(samples(&text, &format!("{name}_bucket")), want);
+        assert_eq!(
+            samples(&text, &format!("{name}_count")),
+            [format!("{name}_count 3")]
+        );
+        assert_eq!(
+            samples(&text, &format!("{name}_sum")),
+            [format!("{name}_sum 0.0065")]
+        );
+        let commit = "etcd_disk_backend_commit_duration_seconds";
+        assert!(text.contains(&format!("# TYPE {commit} histogram\n")));
+        assert!(text.contains(&format!("{commit}_bucket{{le=\"0.016\"}} 0\n")));
+        assert!(text.contains(&format!("{commit}_bucket{{le=\"0.032\"}} 1\n")));
+        assert!(text.contains(&format!("{commit}_count 1\n")));
+    }
+
+    #[test]
+    fn server_and_mvcc_counters_take_etcds_names_and_types() {
+        let mut zero = ShardStatus {
+            raft_commit_index: 10,
+            applied_index: 9,
+            writes_in_flight: 1,
+            ..ShardStatus::default()
+        };
+        zero.etcd.leader_changes = 2;
+        zero.etcd.proposals_failed = 1;
+        zero.etcd.ops.puts = 3;
+        zero.etcd.ops.ranges = 4;
+        let mut one = ShardStatus {
+            raft_commit_index: 5,
+            applied_index: 5,
+            ..ShardStatus::default()
+        };
+        one.etcd.leader_changes = 7;
+        one.etcd.ops.puts = 1;
+        one.etcd.ops.deletes = 2;
+        one.etcd.ops.txns = 1;
+        let shards = [zero, one];
+        let text = etcd_metrics(&shards, &crate::router::combine_statuses(&shards));
+        for (name, kind, value) in [
+            ("etcd_server_leader_changes_seen_total", "counter", 2),
+            ("etcd_server_proposals_committed_total", "gauge", 15),
+            ("etcd_server_proposals_applied_total", "gauge", 14),
+            ("etcd_server_proposals_pending", "gauge", 1),
+            ("etcd_server_proposals_failed_total", "counter", 1),
+            ("etcd_mvcc_put_total", "counter", 4),
+            ("etcd_mvcc_delete_total", "counter", 2),
+            ("etcd_mvcc_range_total", "counter", 4),
+            ("etcd_mvcc_txn_total", "counter", 1),
+        ] {
+            assert!(
+                text.contains(&format!("# TYPE {name} {kind}\n")),
+                "{name}\n{text}"
+            );
+            assert_eq!(samples(&text, name), [format!("{name} {value}")], "{name}");
+        }
+    }
 
     #[test]
     fn each_metric_family_is_described_once_with_a_sample_per_shard() {

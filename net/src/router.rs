@@ -888,6 +888,15 @@ pub fn combine_statuses(all: &[ShardStatus]) -> ShardStatus {
         s.page_cache_bytes += o.page_cache_bytes;
         s.wal_syncs += o.wal_syncs;
         s.wal_records += o.wal_records;
+        // Histograms and counters add up; leader changes stay shard 0's (the first).
+        let (mine, theirs) = (&mut *s.etcd, &*o.etcd);
+        mine.wal_fsync.merge(&theirs.wal_fsync);
+        mine.backend_commit.merge(&theirs.backend_commit);
+        mine.proposals_failed += theirs.proposals_failed;
+        mine.ops.puts += theirs.ops.puts;
+        mine.ops.deletes += theirs.ops.deletes;
+        mine.ops.ranges += theirs.ops.ranges;
+        mine.ops.txns += theirs.ops.txns;
     }
     s.failure = all.iter().enumerate().find_map(|(shard, o)| {
         o.failure

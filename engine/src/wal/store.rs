@@ -133,6 +133,8 @@ pub struct WalStats {
     pub rolls_to_prepared: u64,
     /// Rolls that found the preparation still running and waited for it.
     pub rolls_waited: u64,
+    /// Time of each group commit's `sync_data` (etcd's `etcd_disk_wal_fsync_duration_seconds`).
+    pub sync_durations: crate::histogram::DiskHistogram,
 }
 
 #[derive(Debug, Clone)]
@@ -705,11 +707,14 @@ impl<D: Disk + 'static> Inner<D> {
         if let Err(e) = file.write_at(page_start, &buf).await {
             return Err(self.fail("write", e));
         }
+        let sync_started = std::time::Instant::now();
         if let Err(e) = file.sync_data().await {
             return Err(self.fail("sync", e));
         }
+        let synced_in = sync_started.elapsed();
         {
             let mut st = self.st.borrow_mut();
+            st.stats.sync_durations.observe(synced_in);
             let batch = std::mem::take(&mut guard.batch);
             let last = batch.last().expect("non-empty batch");
             let end = placed.last().expect("placed") + last.bytes.len() as u64;

@@ -84,6 +84,8 @@ pub struct Context {
     pub quota: crate::quota::Quota,
     /// The auth state as this node applied it, and the auth settings (`auth.rs`).
     pub auth: crate::auth::AuthEdge,
+    /// Calls and messages per gRPC method, counted by the gRPC layer (`grpc_metrics.rs`).
+    pub grpc_metrics: std::sync::Arc<crate::grpc_metrics::GrpcMetrics>,
 }
 
 impl Context {

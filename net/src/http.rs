@@ -197,6 +197,7 @@ async fn metrics(State(ctx): State<Context>) -> impl IntoResponse {
         "1".into(),
     );
     out.push_str(&etcd_metrics(&shards, &s));
+    out.push_str(&ctx.grpc_metrics.exposition());
     out.push_str(&shard_metrics(&shards));
     out.push_str(&stage_metrics(&shards));
     out.push_str(&settings_metrics(&ctx.settings));

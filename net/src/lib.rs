@@ -11,6 +11,7 @@ pub mod context;
 pub mod convert;
 pub mod flags;
 pub mod gateway;
+pub mod grpc_metrics;
 pub mod http;
 pub mod jwt;
 pub mod partition;

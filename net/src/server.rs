@@ -297,6 +297,7 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
             member_id,
         },
         auth,
+        grpc_metrics: std::sync::Arc::default(),
     };
     match ctx.quota.limit_bytes {
         Some(bytes) => tracing::info!(quota_bytes = bytes, "enabled backend quota"),
@@ -686,13 +687,15 @@ fn routes(ctx: &Context) -> tonic::service::Routes {
             )
             .max_decoding_message_size(max),
         );
-    let grpc = routes.routes();
+    let grpc = routes
+        .routes()
+        .into_axum_router()
+        .layer(axum::middleware::from_fn_with_state(
+            ctx.grpc_metrics.clone(),
+            crate::grpc_metrics::layer,
+        ));
     let http = crate::http::router(ctx.clone());
-    tonic::service::Routes::from(
-        grpc.into_axum_router()
-            .merge(http)
-            .fallback(crate::http::fallback),
-    )
+    tonic::service::Routes::from(grpc.merge(http).fallback(crate::http::fallback))
 }
 
 #[cfg(test)]

@@ -136,6 +136,9 @@ const METHODS: [Method; 46] = [
     late(ELECTION, "Resign", UNARY),
 ];
 
+/// Picks one counter of a [`Row`].
+type Field = fn(&Row) -> &AtomicU64;
+
 #[derive(Default)]
 struct Row {
     started: AtomicU64,
@@ -191,7 +194,7 @@ impl GrpcMetrics {
                 m.method, m.service, m.kind
             )
         };
-        let families: [(&str, &str, fn(&Row) -> &AtomicU64); 3] = [
+        let families: [(&str, &str, Field); 3] = [
             (
                 "grpc_server_started_total",
                 "Total number of RPCs started on the server.",

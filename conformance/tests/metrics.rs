@@ -1,0 +1,263 @@
+//! `/metrics`: the etcd metric names operators' alerts and dashboards read (the etcd-mixin),
+//! side by side with etcd 3.4.23.
+//!
+//! `work_moves_the_same_metrics_as_etcd`: etcd and Ballast each get the same work (three puts,
+//! a range, a txn with a compare and a put, a delete, and a LeaseRevoke of an unknown lease,
+//! which fails with NotFound). Then, for every family of [`FAMILIES`] etcd shows, Ballast shows
+//! it with the same TYPE and the same label names; the mvcc counters and every gRPC series
+//! moved by the same amounts on both (etcd's counting rules, e.g. the txn's compare counts as
+//! a range); the WAL fsync histogram grew on both, on Ballast by at least one and at most the
+//! number of requests (fsyncs are not comparable: group commit); the committed and applied
+//! proposal figures grew on both, and nothing is pending once the answers are in.
+//!
+//! Invariants: every wait is bounded; the servers are killed and their directories removed
+//! when the test ends, also when it fails.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{ensure, Context, Result};
+use ballast_conformance::{Kind, Server};
+use ballast_proto::etcdserverpb::{
+    compare, request_op, Compare, DeleteRangeRequest, LeaseRevokeRequest, PutRequest, RangeRequest,
+    RequestOp, TxnRequest,
+};
+
+/// The families this conformance covers.
+const FAMILIES: [&str; 15] = [
+    "etcd_disk_wal_fsync_duration_seconds",
+    "etcd_disk_backend_commit_duration_seconds",
+    "etcd_server_leader_changes_seen_total",
+    "etcd_server_proposals_committed_total",
+    "etcd_server_proposals_applied_total",
+    "etcd_server_proposals_pending",
+    "etcd_server_proposals_failed_total",
+    "etcd_mvcc_put_total",
+    "etcd_mvcc_delete_total",
+    "etcd_mvcc_range_total",
+    "etcd_mvcc_txn_total",
+    "grpc_server_started_total",
+    "grpc_server_handled_total",
+    "grpc_server_msg_received_total",
+    "grpc_server_msg_sent_total",
+];
+
+/// Requests the work makes.
+const REQUESTS: f64 = 7.0;
+
+/// One `/metrics` page: each family's TYPE, and each sample (name and sorted labels) with its
+/// value.
+struct Page {
+    types: BTreeMap<String, String>,
+    samples: BTreeMap<String, f64>,
+    /// Per family, the label names its samples carry (`le` included for buckets).
+    label_names: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Page {
+    fn parse(text: &str) -> Result<Page> {
+        let mut types = BTreeMap::new();
+        let mut samples = BTreeMap::new();
+        let mut label_names: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').context("TYPE line")?;
+                types.insert(name.to_string(), kind.to_string());
+                continue;
+            }
+            if line.starts_with('#') || line.is_empty() {
+                continue;
+            }
+            let (series, value) = line.rsplit_once(' ').context("sample line")?;
+            let value: f64 = value.parse().with_context(|| format!("value in {line}"))?;
+            let (name, labels) = match series.split_once('{') {
+                Some((name, labels)) => (name, labels.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let mut pairs: Vec<&str> = labels.split(',').filter(|p| !p.is_empty()).collect();
+            pairs.sort_unstable();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|f| types.contains_key(*f)))
+                .unwrap_or(name);
+            let names = label_names.entry(family.to_string()).or_default();
+            for p in &pairs {
+                names.insert(p.split_once('=').context("label")?.0.to_string());
+            }
+            samples.insert(format!("{name}{{{}}}", pairs.join(",")), value);
+        }
+        Ok(Page {
+            types,
+            samples,
+            label_names,
+        })
+    }
+
+    fn value(&self, series: &str) -> f64 {
+        self.samples.get(series).copied().unwrap_or(0.0)
+    }
+}
+
+/// Samples whose series starts with `prefix`, with how much each moved from `before`.
+fn deltas(before: &Page, after: &Page, prefix: &str) -> BTreeMap<String, f64> {
+    after
+        .samples
+        .iter()
+        .filter(|(series, _)| series.starts_with(prefix))
+        .map(|(series, v)| (series.clone(), v - before.value(series)))
+        .collect()
+}
+
+async fn work(server: &Server) -> Result<()> {
+    let mut c = server.clients().await?;
+    for i in 0..3 {
+        c.kv.put(PutRequest {
+            key: format!("metrics/{i}").into_bytes().into(),
+            value: bytes::Bytes::from_static(b"v"),
+            ..PutRequest::default()
+        })
+        .await?;
+    }
+    c.kv.range(RangeRequest {
+        key: bytes::Bytes::from_static(b"metrics/0"),
+        ..RangeRequest::default()
+    })
+    .await?;
+    c.kv.txn(TxnRequest {
+        compare: vec![Compare {
+            key: bytes::Bytes::from_static(b"metrics/1"),
+            result: compare::CompareResult::Equal as i32,
+            target: compare::CompareTarget::Value as i32,
+            target_union: Some(compare::TargetUnion::Value(bytes::Bytes::from_static(b"v"))),
+            ..Compare::default()
+        }],
+        success: vec![RequestOp {
+            request: Some(request_op::Request::RequestPut(PutRequest {
+                key: bytes::Bytes::from_static(b"metrics/txn"),
+                value: bytes::Bytes::from_static(b"t"),
+                ..PutRequest::default()
+            })),
+        }],
+        failure: vec![],
+    })
+    .await?;
+    c.kv.delete_range(DeleteRangeRequest {
+        key: bytes::Bytes::from_static(b"metrics/2"),
+        ..DeleteRangeRequest::default()
+    })
+    .await?;
+    let refused = c
+        .lease
+        .lease_revoke(LeaseRevokeRequest { id: 0x7e57 })
+        .await
+        .expect_err("revoking an unknown lease fails");
+    ensure!(
+        refused.code() == tonic::Code::NotFound,
+        "{} LeaseRevoke: {refused:?}",
+        server.kind().label()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_moves_the_same_metrics_as_etcd() -> Result<()> {
+    let (etcd, ballast) =
+        tokio::try_join!(Server::start(Kind::Etcd), Server::start(Kind::Ballast))?;
+    let mut pages = Vec::new();
+    for server in [&etcd, &ballast] {
+        let before = Page::parse(&server.metrics().await?)?;
+        work(server).await?;
+        let after = Page::parse(&server.metrics().await?)?;
+        pages.push((before, after));
+    }
+    let [(e0, e1), (b0, b1)] = [&pages[0], &pages[1]].map(|(a, b)| (a, b));
+
+    for family in FAMILIES {
+        let Some(kind) = e1.types.get(family) else {
+            continue;
+        };
+        ensure!(
+            b1.types.get(family) == Some(kind),
+            "{family}: etcd's TYPE {kind}, Ballast's {:?}",
+            b1.types.get(family)
+        );
+        ensure!(
+            b1.label_names.get(family) == e1.label_names.get(family),
+            "{family}: etcd's labels {:?}, Ballast's {:?}",
+            e1.label_names.get(family),
+            b1.label_names.get(family)
+        );
+    }
+
+    // The same counting rules: the same work moves the same counters.
+    for prefix in ["etcd_mvcc_", "grpc_server_"] {
+        let (de, db) = (deltas(e0, e1, prefix), deltas(b0, b1, prefix));
+        for (series, moved) in &de {
+            if series.starts_with("etcd_mvcc_db") {
+                continue; // sizes, not counts
+            }
+            if *moved != 0.0 || db.contains_key(series) {
+                ensure!(
+                    db.get(series) == Some(moved),
+                    "{series}: etcd moved {moved}, Ballast {:?}",
+                    db.get(series)
+                );
+            }
+        }
+    }
+    let put_ok = "grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Put\",\
+                  grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"}";
+    ensure!(b1.value(put_ok) - b0.value(put_ok) == 3.0, "{put_ok}");
+    let revoke_not_found = "grpc_server_handled_total{grpc_code=\"NotFound\",\
+                            grpc_method=\"LeaseRevoke\",grpc_service=\"etcdserverpb.Lease\",\
+                            grpc_type=\"unary\"}";
+    ensure!(
+        b1.value(revoke_not_found) - b0.value(revoke_not_found) == 1.0,
+        "{revoke_not_found}"
+    );
+    ensure!(b1.value("etcd_mvcc_put_total{}") - b0.value("etcd_mvcc_put_total{}") == 4.0);
+
+    // Disk histograms: real measurements, plausible counts, cumulative buckets.
+    let fsyncs = "etcd_disk_wal_fsync_duration_seconds_count{}";
+    for (label, before, after) in [("etcd", e0, e1), ("Ballast", b0, b1)] {
+        let grew = after.value(fsyncs) - before.value(fsyncs);
+        ensure!(grew >= 1.0, "{label}: {fsyncs} grew by {grew}");
+        let inf = "etcd_disk_wal_fsync_duration_seconds_bucket{le=\"+Inf\"}";
+        ensure!(
+            after.value(inf) == after.value(fsyncs),
+            "{label}: +Inf bucket"
+        );
+        ensure!(after.value("etcd_disk_wal_fsync_duration_seconds_sum{}") > 0.0);
+        for proposals in [
+            "etcd_server_proposals_committed_total{}",
+            "etcd_server_proposals_applied_total{}",
+        ] {
+            ensure!(
+                after.value(proposals) > before.value(proposals),
+                "{label} {proposals}"
+            );
+        }
+        ensure!(
+            after.value("etcd_server_leader_changes_seen_total{}") == 1.0,
+            "{label}"
+        );
+        ensure!(
+            after.value("etcd_server_proposals_pending{}") == 0.0,
+            "{label}"
+        );
+    }
+    let grew = b1.value(fsyncs) - b0.value(fsyncs);
+    ensure!(
+        grew <= REQUESTS,
+        "Ballast: {grew} fsyncs for {REQUESTS} requests"
+    );
+    let mut last = 0.0;
+    // etcd's bounds: 1 ms doubling, 14 buckets.
+    for bound in (0..14).map(|i| 0.001 * f64::from(1u32 << i)) {
+        let series = format!("etcd_disk_wal_fsync_duration_seconds_bucket{{le=\"{bound}\"}}");
+        let (n, in_etcd) = (b1.value(&series), e1.samples.contains_key(&series));
+        ensure!(in_etcd && b1.samples.contains_key(&series), "{series}");
+        ensure!(n >= last, "{series}: buckets are cumulative");
+        last = n;
+    }
+    Ok(())
+}

@@ -23,7 +23,7 @@ use ballast_proto::etcdserverpb::{
 };
 
 /// The families this conformance covers.
-const FAMILIES: [&str; 15] = [
+const FAMILIES: [&str; 22] = [
     "etcd_disk_wal_fsync_duration_seconds",
     "etcd_disk_backend_commit_duration_seconds",
     "etcd_server_leader_changes_seen_total",
@@ -39,6 +39,13 @@ const FAMILIES: [&str; 15] = [
     "grpc_server_handled_total",
     "grpc_server_msg_received_total",
     "grpc_server_msg_sent_total",
+    "process_cpu_seconds_total",
+    "process_open_fds",
+    "process_max_fds",
+    "process_resident_memory_bytes",
+    "process_start_time_seconds",
+    "process_virtual_memory_bytes",
+    "process_virtual_memory_max_bytes",
 ];
 
 /// Requests the work makes.
@@ -245,6 +252,11 @@ async fn work_moves_the_same_metrics_as_etcd() -> Result<()> {
             "{label}"
         );
     }
+    // This process's figures: a member's memory, descriptors and start time.
+    ensure!(b1.value("process_resident_memory_bytes{}") > 1e6);
+    ensure!(b1.value("process_open_fds{}") >= 3.0);
+    ensure!(b1.value("process_max_fds{}") >= b1.value("process_open_fds{}"));
+    ensure!(b1.value("process_start_time_seconds{}") > 1.6e9);
     let grew = b1.value(fsyncs) - b0.value(fsyncs);
     ensure!(
         grew <= REQUESTS,

@@ -198,6 +198,7 @@ async fn metrics(State(ctx): State<Context>) -> impl IntoResponse {
     );
     out.push_str(&etcd_metrics(&shards, &s));
     out.push_str(&ctx.grpc_metrics.exposition());
+    out.push_str(&crate::process_metrics::exposition());
     out.push_str(&shard_metrics(&shards));
     out.push_str(&stage_metrics(&shards));
     out.push_str(&settings_metrics(&ctx.settings));

@@ -16,6 +16,7 @@ pub mod http;
 pub mod jwt;
 pub mod partition;
 pub mod peer;
+pub mod process_metrics;
 pub mod quota;
 pub mod restore;
 pub mod router;

@@ -858,9 +858,24 @@ impl Server {
             .map_err(|_| anyhow!("GET /metrics timed out"))?
     }
 
-    /// The body of `GET path` on the client port (HTTP/1.0: the server closes the connection
-    /// after the response, so the body is everything after the headers).
+    /// The body of `GET path` on the client port, which must answer 200.
     async fn http_get(&self, path: &str) -> Result<String> {
+        match self.http_get_any(path).await? {
+            (200, body) => Ok(body),
+            (code, body) => bail!("GET {path}: status {code}: {body}"),
+        }
+    }
+
+    /// The status code and body of `GET path` on the client port (at most 5 s; HTTP/1.0: the
+    /// server closes the connection after the response, so the body is everything after the
+    /// headers).
+    pub async fn http_get_any(&self, path: &str) -> Result<(u16, String)> {
+        tokio::time::timeout(Duration::from_secs(5), self.http_get_raw(path))
+            .await
+            .map_err(|_| anyhow!("GET {path} timed out"))?
+    }
+
+    async fn http_get_raw(&self, path: &str) -> Result<(u16, String)> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.client_port))
             .await
@@ -874,10 +889,12 @@ impl Server {
         let (head, body) = text
             .split_once("\r\n\r\n")
             .ok_or_else(|| anyhow!("no HTTP response to GET {path}: {text:?}"))?;
-        if !head.starts_with("HTTP/1.") || !head.contains(" 200 ") {
-            bail!("GET {path}: {head}");
-        }
-        Ok(body.to_owned())
+        let code = head
+            .strip_prefix("HTTP/1.")
+            .and_then(|rest| rest.get(2..5))
+            .and_then(|code| code.parse().ok())
+            .ok_or_else(|| anyhow!("GET {path}: not an HTTP answer: {head}"))?;
+        Ok((code, body.to_owned()))
     }
 
     /// Which implementation this is.

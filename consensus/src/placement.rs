@@ -32,6 +32,10 @@ use crate::types::{NodeId, ShardId, ShardRaft};
 pub struct Anchor {
     leader: AtomicU64,
     term: AtomicU64,
+    /// The leader as etcd's "has leader" counts one ([`LiveLeader`]): its node id, 0 for none.
+    live_leader: AtomicU64,
+    /// Whether that live leader is this node's replica.
+    leads: std::sync::atomic::AtomicBool,
     /// Set once shard 0 learned that this member was removed from the cluster.
     removed: std::sync::atomic::AtomicBool,
 }
@@ -59,10 +63,47 @@ impl Anchor {
         self.removed.store(true, Ordering::Relaxed);
     }
 
+    /// Whether shard 0's replica here has a live leader (etcd's `etcd_server_has_leader`, and
+    /// what its `/health`, Status and require-leader requests check).
+    pub fn has_leader(&self) -> bool {
+        self.live_leader.load(Ordering::Relaxed) != 0
+    }
+
+    /// Whether shard 0's replica here is that live leader (etcd's `etcd_server_is_leader`).
+    pub fn is_leader(&self) -> bool {
+        self.has_leader() && self.leads.load(Ordering::Relaxed)
+    }
+
+    /// The node id of the live leader, if there is one.
+    pub fn live_leader(&self) -> Option<NodeId> {
+        match self.live_leader.load(Ordering::Relaxed) {
+            0 => None,
+            id => Some(id),
+        }
+    }
+
+    pub(crate) fn set_live(&self, live: Option<(NodeId, LiveLeader)>) {
+        let (id, leads) = match live {
+            None => (0, false),
+            Some((id, kind)) => (id, kind == LiveLeader::Itself),
+        };
+        self.leads.store(leads, Ordering::Relaxed);
+        self.live_leader.store(id, Ordering::Relaxed);
+    }
+
     pub(crate) fn set(&self, leader: Option<NodeId>, term: u64) {
         self.leader.store(leader.unwrap_or(0), Ordering::Relaxed);
         self.term.store(term, Ordering::Relaxed);
     }
+}
+
+/// Whose leadership a replica counts as live (`Core::live_leader` in shard.rs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LiveLeader {
+    /// This replica leads, and a quorum answered it lately.
+    Itself,
+    /// Another replica leads, and its appends arrive.
+    Other,
 }
 
 /// The voter shard `shard` prefers as its leader, given the voters and the anchor (see the

@@ -58,7 +58,7 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::error::ClientWriteError;
 use openraft::impls::BasicNode;
 use openraft::raft::linearizable_read::{Linearizer, ReadLogId};
-use openraft::raft::ClientWriteResult;
+use openraft::raft::{AppendEntriesResponse, ClientWriteResult};
 use openraft::type_config::alias::WatchReceiverOf;
 use openraft::{Config, RaftMetrics, ReadPolicy, SnapshotPolicy};
 use tokio::sync::{mpsc, oneshot};
@@ -72,7 +72,7 @@ use crate::membership::{MembershipChange, MembershipError, Unmade};
 use crate::network::{
     cluster_transport, ChannelTransport, Network, NoPeers, Outbound, PeerFailure, PeerKind,
 };
-use crate::placement::{self, Anchor, Pace, TransferError};
+use crate::placement::{self, Anchor, LiveLeader, Pace, TransferError};
 use crate::runtime::{spawn_executor, GlommioRuntime};
 use crate::state_machine::{make_resident, ShardState, ShardStateMachine, Shared};
 use crate::types::{FnResponder, LogId, NodeId, Raft, ShardId, ShardRaft};
@@ -707,6 +707,9 @@ struct LoopState {
     was_leader: bool,
     /// When a follower of shard 0 next asks its peers whether it is still a member.
     next_removal_check: Instant,
+    /// When this replica last took an AppendEntries (entries or a heartbeat) from a leader it
+    /// follows: whether it still "has a leader" (`Core::live_leader`).
+    leader_heard: Option<Instant>,
     /// When this replica last became the leader, and last asked for a leadership transfer.
     leader_since: Instant,
     last_transfer: Option<Instant>,
@@ -875,6 +878,7 @@ async fn start(config: ShardConfig, queue: flume::Receiver<Command>) -> Result<C
             last_transfer: None,
             membership_changes: 0,
             next_removal_check: Instant::now() + REMOVAL_CHECK_INTERVAL,
+            leader_heard: None,
             next_progress: Instant::now() + progress_interval,
             writes_in_flight: 0,
             write_latency_us: crate::stats::Histogram::new(),
@@ -1086,6 +1090,9 @@ impl Core {
                     .append_entries(rpc)
                     .await
                     .map_err(|e| e.to_string())?;
+                if !matches!(answer, AppendEntriesResponse::HigherVote(_)) {
+                    self.loop_state.borrow_mut().leader_heard = Some(Instant::now());
+                }
                 Ok(wire::encode_append_response(&answer))
             }
             PeerKind::Vote => {
@@ -1183,6 +1190,31 @@ impl Core {
             .map_err(|_| TransferError::TookTooLong)
     }
 
+    /// The leader this replica has, as etcd's members count one: itself, while a quorum has
+    /// answered it within an election timeout (or it is the only voter); another, while its
+    /// appends or heartbeats keep arriving within an election timeout. `None` otherwise (no
+    /// leader known, a follower cut off from it, a leader cut off from its quorum), which
+    /// openraft's `current_leader` does not show: with Pre-Vote a cut-off follower keeps the
+    /// last leader's vote, and a leader does not step down.
+    fn live_leader(
+        &self,
+        m: &openraft::RaftMetrics<ShardRaft>,
+        now: Instant,
+    ) -> Option<(NodeId, LiveLeader)> {
+        let leader = m.current_leader?;
+        let within =
+            |at: Instant| now.saturating_duration_since(at) <= self.config.election_timeout;
+        let live = if leader == self.config.node_id {
+            let alone = m.membership_config.membership().voter_ids().count() <= 1;
+            let acked = m.last_quorum_acked.as_ref().is_some_and(|at| within(**at));
+            (alone || acked).then_some(LiveLeader::Itself)
+        } else {
+            let heard = self.loop_state.borrow().leader_heard;
+            heard.is_some_and(within).then_some(LiveLeader::Other)
+        };
+        live.map(|kind| (leader, kind))
+    }
+
     /// Shard 0 publishes its leader and term in the node's anchor; another shard's leader hands
     /// leadership to the node the placement rule prefers, when that costs little
     /// (`placement.rs`).
@@ -1191,6 +1223,9 @@ impl Core {
             let m = self.metrics.borrow_watched();
             if self.config.shard_id.0 == 0 {
                 self.config.anchor.set(m.current_leader, m.current_term);
+                self.config
+                    .anchor
+                    .set_live(self.live_leader(&m, Instant::now()));
                 return;
             }
             if self.config.cluster.is_none() {

@@ -67,7 +67,8 @@ pub fn monitoring_router(ctx: Context) -> Router {
 
 /// Unhealthy while an alarm is in force, answered as etcd 3.4.23 answers it (503, its
 /// `http.Error` body `{"health":"false"}` and a newline); `?exclude=NOSPACE` (repeatable)
-/// leaves alarms of that type out, as etcd's does. Otherwise healthy when the shard answers and
+/// leaves alarms of that type out, as etcd's does. Unhealthy without a live leader (shard 0's,
+/// `Anchor::has_leader`), with etcd's reason. Otherwise healthy when the shard answers and
 /// has not stopped after a storage failure (then the reason names the failure), as etcd's
 /// /health checks that a request goes through.
 async fn health(State(ctx): State<Context>, RawQuery(query): RawQuery) -> axum::response::Response {
@@ -98,6 +99,13 @@ async fn health(State(ctx): State<Context>, RawQuery(query): RawQuery) -> axum::
                 (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
             ],
             "{\"health\":\"false\"}\n",
+        )
+            .into_response();
+    }
+    if !ctx.anchor.has_leader() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json(false, "RAFT NO LEADER"),
         )
             .into_response();
     }
@@ -149,15 +157,16 @@ async fn metrics(State(ctx): State<Context>) -> impl IntoResponse {
             "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
         ));
     };
+    // Shard 0's leader as etcd's members count one (`Anchor::has_leader`).
     gauge(
         "etcd_server_has_leader",
         "Whether or not a leader exists. 1 is existence, 0 is not.",
-        "1".into(),
+        u8::from(ctx.anchor.has_leader()).to_string(),
     );
     gauge(
         "etcd_server_is_leader",
         "Whether or not this member is a leader. 1 if is, 0 otherwise.",
-        "1".into(),
+        u8::from(ctx.anchor.is_leader()).to_string(),
     );
     // The backend size the storage quota counts (`ballast_consensus::state_machine::
     // BackendSize`), as etcd's figures are its bolt file's.

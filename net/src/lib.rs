@@ -18,6 +18,7 @@ pub mod partition;
 pub mod peer;
 pub mod process_metrics;
 pub mod quota;
+pub mod require_leader;
 pub mod restore;
 pub mod router;
 pub mod server;

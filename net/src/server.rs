@@ -279,6 +279,8 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
         .await
         .context("reconciling the shards' lease tables")?;
     let member_id = member.id;
+    let (endings_tx, endings_rx) = tokio::sync::watch::channel(0u64);
+    let has_leader = crate::require_leader::has_leader(anchor.clone());
     let ctx = Context {
         router: router.clone(),
         member,
@@ -298,6 +300,7 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
         },
         auth,
         grpc_metrics: std::sync::Arc::default(),
+        leader_gate: crate::require_leader::LeaderGate::new(has_leader.clone(), endings_rx),
     };
     match ctx.quota.limit_bytes {
         Some(bytes) => tracing::info!(quota_bytes = bytes, "enabled backend quota"),
@@ -330,6 +333,15 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
         corrupt.clone(),
         async move {
             let _ = compactor_stop.wait_for(|s| *s).await;
+        },
+    ));
+    let mut no_leader_stop = stop_rx.clone();
+    let no_leader_watch = tokio::spawn(crate::require_leader::watch_for_no_leader(
+        has_leader,
+        std::time::Duration::from_millis(config.settings.election_timeout_ms),
+        endings_tx,
+        async move {
+            let _ = no_leader_stop.wait_for(|s| *s).await;
         },
     ));
     let mut expiry_stop = stop_rx.clone();
@@ -388,6 +400,7 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
     let _ = aligner.await;
     let _ = compactor.await;
     let _ = expiry.await;
+    let _ = no_leader_watch.await;
     tracing::debug!("router tasks stopped");
     for task in peer_tasks {
         task.abort();
@@ -693,6 +706,11 @@ fn routes(ctx: &Context) -> tonic::service::Routes {
         .layer(axum::middleware::from_fn_with_state(
             ctx.grpc_metrics.clone(),
             crate::grpc_metrics::layer,
+        ))
+        // Outermost: etcd's interceptors refuse a call before its gRPC metrics see it.
+        .layer(axum::middleware::from_fn_with_state(
+            ctx.leader_gate.clone(),
+            crate::require_leader::gate,
         ));
     let http = crate::http::router(ctx.clone());
     tonic::service::Routes::from(grpc.merge(http).fallback(crate::http::fallback))

@@ -94,6 +94,11 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         let in_use = i64::try_from(s.backend_in_use_bytes).unwrap_or(i64::MAX);
         let mut errors: Vec<String> = s.failure.iter().cloned().collect();
         errors.extend(self.ctx.quota.alarms.list().iter().map(alarm_error));
+        // Without a live leader etcd reports none, and says so among the errors.
+        let has_leader = self.ctx.anchor.has_leader();
+        if !has_leader {
+            errors.push(crate::status::no_leader().message().to_owned());
+        }
         Ok(GrpcResponse::new(pb::StatusResponse {
             header: Some(self.ctx.header(reply.revision)),
             version: ETCD_VERSION.to_owned(),
@@ -101,7 +106,9 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
             // Shard 0's leader (the combined status reports shard 0's Raft figures). In a
             // cluster the groups' node ids are the member ids; a single node's group knows
             // itself as node 1, so its leader is this member when the shard leads.
-            leader: if self.ctx.peers.is_some() {
+            leader: if !has_leader {
+                0
+            } else if self.ctx.peers.is_some() {
                 s.leader_id
             } else if s.is_leader {
                 self.ctx.member.id

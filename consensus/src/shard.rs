@@ -1092,6 +1092,9 @@ impl Core {
                     .map_err(|e| e.to_string())?;
                 if !matches!(answer, AppendEntriesResponse::HigherVote(_)) {
                     self.loop_state.borrow_mut().leader_heard = Some(Instant::now());
+                    if self.config.shard_id.0 == 0 {
+                        self.publish_leader();
+                    }
                 }
                 Ok(wire::encode_append_response(&answer))
             }
@@ -1190,9 +1193,20 @@ impl Core {
             .map_err(|_| TransferError::TookTooLong)
     }
 
-    /// The leader this replica has, as etcd's members count one: itself, while a quorum has
-    /// answered it within an election timeout (or it is the only voter); another, while its
-    /// appends or heartbeats keep arriving within an election timeout. `None` otherwise (no
+    /// Shard 0's replica writes its leader, term and live leader in the node's anchor (from
+    /// housekeeping, and at once when an append from its leader arrives).
+    fn publish_leader(&self) {
+        let m = self.metrics.borrow_watched();
+        self.config.anchor.set(m.current_leader, m.current_term);
+        self.config
+            .anchor
+            .set_live(self.live_leader(&m, Instant::now()));
+    }
+
+    /// The leader this replica has, as etcd's members count one: itself, for an election
+    /// timeout after it was elected and then while a quorum has answered it within one (or it
+    /// is the only voter; etcd's CheckQuorum); another, while its appends or heartbeats keep
+    /// arriving within an election timeout. `None` otherwise (no
     /// leader known, a follower cut off from it, a leader cut off from its quorum), which
     /// openraft's `current_leader` does not show: with Pre-Vote a cut-off follower keeps the
     /// last leader's vote, and a leader does not step down.
@@ -1204,13 +1218,16 @@ impl Core {
         let leader = m.current_leader?;
         let within =
             |at: Instant| now.saturating_duration_since(at) <= self.config.election_timeout;
+        let ls = self.loop_state.borrow();
         let live = if leader == self.config.node_id {
             let alone = m.membership_config.membership().voter_ids().count() <= 1;
             let acked = m.last_quorum_acked.as_ref().is_some_and(|at| within(**at));
-            (alone || acked).then_some(LiveLeader::Itself)
+            let new = ls.was_leader && within(ls.leader_since);
+            (alone || acked || new).then_some(LiveLeader::Itself)
         } else {
-            let heard = self.loop_state.borrow().leader_heard;
-            heard.is_some_and(within).then_some(LiveLeader::Other)
+            ls.leader_heard
+                .is_some_and(within)
+                .then_some(LiveLeader::Other)
         };
         live.map(|kind| (leader, kind))
     }
@@ -1222,10 +1239,8 @@ impl Core {
         let target = {
             let m = self.metrics.borrow_watched();
             if self.config.shard_id.0 == 0 {
-                self.config.anchor.set(m.current_leader, m.current_term);
-                self.config
-                    .anchor
-                    .set_live(self.live_leader(&m, Instant::now()));
+                drop(m);
+                self.publish_leader();
                 return;
             }
             if self.config.cluster.is_none() {

@@ -527,11 +527,32 @@ impl Server {
         extra_args: &[&str],
         tls: Option<std::sync::Arc<Pki>>,
     ) -> Result<Vec<Server>> {
+        let mut last_err = None;
+        for _ in 0..START_ATTEMPTS {
+            match Server::try_start_cluster(kind, n, extra_args, tls.clone()).await {
+                Ok(servers) => return Ok(servers),
+                // A member lost a port between probe and bind: the whole cluster again on
+                // fresh ports (its members name each other's peer URLs).
+                Err((err, true)) => last_err = Some(err),
+                Err((err, false)) => return Err(err),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| anyhow!("{} cluster failed to start", kind.label())))
+    }
+
+    /// One try of [`Server::start_cluster_with`]; a failure says whether a member lost its
+    /// port (then the servers started are dropped, which kills them).
+    async fn try_start_cluster(
+        kind: Kind,
+        n: usize,
+        extra_args: &[&str],
+        tls: Option<std::sync::Arc<Pki>>,
+    ) -> std::result::Result<Vec<Server>, (anyhow::Error, bool)> {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let mut ports = std::collections::HashSet::new();
         let mut pairs = Vec::new();
         while pairs.len() < n {
-            let (c, p) = free_port_pair()?;
+            let (c, p) = free_port_pair().map_err(|e| (e, false))?;
             if ports.insert(c) && ports.insert(p) {
                 pairs.push((c, p));
             }
@@ -547,9 +568,12 @@ impl Server {
             let dir = tempfile::Builder::new()
                 .prefix(&format!("conformance-cluster-m{i}-"))
                 .tempdir()
-                .context("creating a temp dir")?;
+                .context("creating a temp dir")
+                .map_err(|e| (e, false))?;
             let log_path = dir.path().join("server.log");
-            File::create(&log_path).context("creating the server log")?;
+            File::create(&log_path)
+                .context("creating the server log")
+                .map_err(|e| (e, false))?;
             let mut server = Server {
                 kind,
                 child: None,
@@ -565,17 +589,24 @@ impl Server {
                 }),
                 tls: tls.clone(),
             };
-            server.spawn_child()?;
+            server.spawn_child().map_err(|e| (e, false))?;
             servers.push(server);
         }
         for server in servers.iter_mut() {
-            server.wait_ready().await.with_context(|| {
-                format!(
-                    "cluster member {} did not start\n--- log ---\n{}",
+            if let Err(e) = server.wait_ready().await {
+                let exited = server
+                    .child
+                    .as_mut()
+                    .map(|c| matches!(c.try_wait(), Ok(Some(_))))
+                    .unwrap_or(true);
+                let log = server.log_tail();
+                let retry = lost_port(&e, exited, &log);
+                let err = e.context(format!(
+                    "cluster member {} did not start\n--- log ---\n{log}",
                     server.member.as_ref().map_or("?", |m| m.name.as_str()),
-                    server.log_tail()
-                )
-            })?;
+                ));
+                return Err((err, retry));
+            }
         }
         Ok(servers)
     }
@@ -787,14 +818,24 @@ impl Server {
         let channel = tokio::time::timeout(Duration::from_secs(2), self.channel())
             .await
             .map_err(|_| anyhow!("connect timed out"))??;
-        let members = tokio::time::timeout(
+        let members = match tokio::time::timeout(
             Duration::from_secs(2),
             ClusterClient::new(channel).member_list(MemberListRequest::default()),
         )
         .await
-        .map_err(|_| anyhow!("MemberList timed out"))??
-        .into_inner()
-        .members;
+        .map_err(|_| anyhow!("MemberList timed out"))?
+        {
+            Ok(r) => r.into_inner().members,
+            // A learner lists no members; its process holding the port (checked above) is
+            // what identifies it.
+            Err(s)
+                if s.message() == "etcdserver: rpc not supported for learner"
+                    && self.pid().is_some() =>
+            {
+                return Ok(())
+            }
+            Err(s) => return Err(s.into()),
+        };
         let url = self.client_url();
         if members.iter().any(|m| m.client_ur_ls.contains(&url)) {
             return Ok(());
@@ -817,7 +858,7 @@ impl Server {
             key: bytes::Bytes::from_static(b"conformance-ready-probe"),
             ..Default::default()
         };
-        match tokio::time::timeout(Duration::from_secs(2), kv.range(req))
+        match tokio::time::timeout(Duration::from_secs(2), kv.range(req.clone()))
             .await
             .map_err(|_| anyhow!("Range timed out"))?
         {
@@ -825,6 +866,17 @@ impl Server {
             // Auth is enabled (a restart of a server that had it on): the server answers, and
             // refuses an anonymous read only after it could serve it.
             Err(s) if s.message() == "etcdserver: user name is empty" => Ok(()),
+            // A learner serves serializable reads only.
+            Err(s) if s.message() == "etcdserver: rpc not supported for learner" => {
+                let serializable = RangeRequest {
+                    serializable: true,
+                    ..req
+                };
+                tokio::time::timeout(Duration::from_secs(2), kv.range(serializable))
+                    .await
+                    .map_err(|_| anyhow!("serializable Range timed out"))??;
+                Ok(())
+            }
             Err(s) => Err(s.into()),
         }
     }

@@ -36,6 +36,8 @@ pub struct Anchor {
     live_leader: AtomicU64,
     /// Whether that live leader is this node's replica.
     leads: std::sync::atomic::AtomicBool,
+    /// Whether shard 0's membership names this node a learner.
+    learner: std::sync::atomic::AtomicBool,
     /// Set once shard 0 learned that this member was removed from the cluster.
     removed: std::sync::atomic::AtomicBool,
 }
@@ -72,6 +74,15 @@ impl Anchor {
     /// Whether shard 0's replica here is that live leader (etcd's `etcd_server_is_leader`).
     pub fn is_leader(&self) -> bool {
         self.has_leader() && self.leads.load(Ordering::Relaxed)
+    }
+
+    /// Whether this member is a learner, as shard 0's latest membership here says.
+    pub fn is_learner(&self) -> bool {
+        self.learner.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_learner(&self, learner: bool) {
+        self.learner.store(learner, Ordering::Relaxed);
     }
 
     /// The node id of the live leader, if there is one.

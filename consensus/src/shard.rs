@@ -1193,14 +1193,21 @@ impl Core {
             .map_err(|_| TransferError::TookTooLong)
     }
 
-    /// Shard 0's replica writes its leader, term and live leader in the node's anchor (from
-    /// housekeeping, and at once when an append from its leader arrives).
+    /// Shard 0's replica writes its leader, term, live leader and learner state in the node's
+    /// anchor (from housekeeping, and at once when an append from its leader arrives).
     fn publish_leader(&self) {
         let m = self.metrics.borrow_watched();
         self.config.anchor.set(m.current_leader, m.current_term);
         self.config
             .anchor
             .set_live(self.live_leader(&m, Instant::now()));
+        let me = self.config.node_id;
+        let learner = m
+            .membership_config
+            .membership()
+            .learner_ids()
+            .any(|id| id == me);
+        self.config.anchor.set_learner(learner);
     }
 
     /// The leader this replica has, as etcd's members count one: itself, for an election

@@ -86,8 +86,8 @@ pub struct Context {
     pub auth: crate::auth::AuthEdge,
     /// Calls and messages per gRPC method, counted by the gRPC layer (`grpc_metrics.rs`).
     pub grpc_metrics: std::sync::Arc<crate::grpc_metrics::GrpcMetrics>,
-    /// What require-leader requests check (`require_leader.rs`).
-    pub leader_gate: crate::require_leader::LeaderGate,
+    /// What etcd's interceptors check (`interceptor.rs`).
+    pub gate: crate::interceptor::Gate,
 }
 
 impl Context {

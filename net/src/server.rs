@@ -280,7 +280,7 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
         .context("reconciling the shards' lease tables")?;
     let member_id = member.id;
     let (endings_tx, endings_rx) = tokio::sync::watch::channel(0u64);
-    let has_leader = crate::require_leader::has_leader(anchor.clone());
+    let role: std::sync::Arc<dyn crate::interceptor::Role> = anchor.clone();
     let ctx = Context {
         router: router.clone(),
         member,
@@ -300,7 +300,7 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
         },
         auth,
         grpc_metrics: std::sync::Arc::default(),
-        leader_gate: crate::require_leader::LeaderGate::new(has_leader.clone(), endings_rx),
+        gate: crate::interceptor::Gate::new(role.clone(), endings_rx),
     };
     match ctx.quota.limit_bytes {
         Some(bytes) => tracing::info!(quota_bytes = bytes, "enabled backend quota"),
@@ -336,8 +336,8 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
         },
     ));
     let mut no_leader_stop = stop_rx.clone();
-    let no_leader_watch = tokio::spawn(crate::require_leader::watch_for_no_leader(
-        has_leader,
+    let no_leader_watch = tokio::spawn(crate::interceptor::watch_for_no_leader(
+        role,
         std::time::Duration::from_millis(config.settings.election_timeout_ms),
         endings_tx,
         async move {
@@ -709,8 +709,8 @@ fn routes(ctx: &Context) -> tonic::service::Routes {
         ))
         // Outermost: etcd's interceptors refuse a call before its gRPC metrics see it.
         .layer(axum::middleware::from_fn_with_state(
-            ctx.leader_gate.clone(),
-            crate::require_leader::gate,
+            ctx.gate.clone(),
+            crate::interceptor::gate,
         ));
     let http = crate::http::router(ctx.clone());
     tonic::service::Routes::from(grpc.merge(http).fallback(crate::http::fallback))

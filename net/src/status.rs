@@ -130,6 +130,12 @@ pub fn transfer(err: &ballast_consensus::TransferError) -> Status {
     }
 }
 
+/// etcd's `ErrGPRCNotSupportedForLearner`: a learner serves only Status and serializable
+/// Ranges.
+pub fn not_supported_for_learner() -> Status {
+    Status::unavailable("etcdserver: rpc not supported for learner")
+}
+
 /// etcd's `ErrGRPCNoLeader`: no leader is known within the request timeout.
 pub fn no_leader() -> Status {
     Status::unavailable("etcdserver: no leader")

@@ -26,6 +26,10 @@ impl pb::kv_server::Kv for KvService {
         &self,
         request: GrpcRequest<pb::RangeRequest>,
     ) -> Result<GrpcResponse<pb::RangeResponse>, Status> {
+        // A learner serves serializable Ranges only (the rest it refuses before: interceptor.rs).
+        if !request.get_ref().serializable && self.ctx.anchor.is_learner() {
+            return Err(status::not_supported_for_learner());
+        }
         let caller = self.ctx.caller(request.metadata()).await?;
         let req = convert::range_request_from_pb(request.into_inner())
             .map_err(|e| status::from_engine(&e))?;

@@ -120,7 +120,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
             raft_applied_index: s.applied_index,
             errors,
             db_size_in_use: in_use,
-            is_learner: false,
+            is_learner: self.ctx.anchor.is_learner(),
             storage_version: String::new(),
             db_size_quota: self.ctx.quota.reported_bytes(),
         }))

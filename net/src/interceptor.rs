@@ -1,18 +1,24 @@
-//! Requests that want a member with a leader: a client sets the gRPC metadata `hasleader:
-//! true` (clientv3's `WithRequireLeader`, which kube-apiserver puts on its watches) so that a
-//! member cut off from its cluster does not keep it waiting on a stream that will never carry
-//! anything, and it moves to another member. As etcd's interceptors treat them:
-//! - such a request, unary or a stream's start, is refused with Unavailable "etcdserver: no
-//!   leader" while this member has no live leader (`ballast_consensus::Anchor::has_leader`:
-//!   shard 0 does not hear from its leader, or leads without a quorum answering);
-//! - such a stream already open (a watch, a lease keep-alive) ends with that status once the
-//!   member has found no leader at [`NO_LEADER_CHECKS`] checks in a row, one per election
-//!   timeout ([`watch_for_no_leader`]);
-//! - a request without the metadata is served as before, leader or not.
+//! etcd's gRPC interceptors: what a member refuses before a request reaches its service, by
+//! what the member is now (its [`Role`]) and what the request asks.
 //!
-//! Invariants: only gRPC requests pass through here (the layer sits on the gRPC routes); a
-//! stream is ended by its response body, which then drops the service's stream as a client's
-//! disconnect does, so the service's own clean-up runs.
+//! - **A learner** serves only Status and serializable Ranges (the KV service checks the
+//!   latter, it needs the request's body): every other call, and every stream, is refused with
+//!   Unavailable "etcdserver: rpc not supported for learner", so clients go to a voter.
+//! - **Require-leader requests**: a client sets the gRPC metadata `hasleader: true`
+//!   (clientv3's `WithRequireLeader`, which kube-apiserver puts on its watches) so that a
+//!   member cut off from its cluster does not keep it waiting on a stream that will never
+//!   carry anything, and it moves to another member. Such a request, unary or a stream's
+//!   start, is refused with Unavailable "etcdserver: no leader" while this member has no live
+//!   leader (`ballast_consensus::Anchor::has_leader`: shard 0 does not hear from its leader,
+//!   or leads without a quorum answering); such a stream already open (a watch, a lease
+//!   keep-alive) ends with that status once the member has found no leader at
+//!   [`NO_LEADER_CHECKS`] checks in a row, one per election timeout
+//!   ([`watch_for_no_leader`]). A request without the metadata is served as before.
+//!
+//! Invariants: only gRPC requests pass through here (the layer sits on the gRPC routes); the
+//! learner check comes first, as in etcd; a stream is ended by its response body, which then
+//! drops the service's stream as a client's disconnect does, so the service's own clean-up
+//! runs.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -38,28 +44,39 @@ const METADATA_VALUE: &str = "true";
 /// are ended (etcd's count: it prefers refusing new requests to reconnecting open streams).
 pub const NO_LEADER_CHECKS: u32 = 3;
 
-/// Whether this member has a live leader now.
-pub type HasLeader = Arc<dyn Fn() -> bool + Send + Sync>;
-
-/// The member's own answer: shard 0's replica here (`Anchor::has_leader`).
-pub fn has_leader(anchor: Arc<Anchor>) -> HasLeader {
-    Arc::new(move || anchor.has_leader())
+/// What this member is now, as the checks read it.
+pub trait Role: Send + Sync {
+    /// Whether it has a live leader.
+    fn has_leader(&self) -> bool;
+    /// Whether it is a learner (a member that replicates without voting).
+    fn is_learner(&self) -> bool;
 }
 
-/// What the layer needs: whether there is a leader, and the count of times open
-/// require-leader streams were ended (each new count ends the streams open before it).
+/// The member's own answers, from shard 0's replica here.
+impl Role for Anchor {
+    fn has_leader(&self) -> bool {
+        Anchor::has_leader(self)
+    }
+
+    fn is_learner(&self) -> bool {
+        Anchor::is_learner(self)
+    }
+}
+
+/// The calls a learner serves (a Range only when serializable, which the KV service checks).
+const LEARNER_SERVES: [&str; 2] = ["/etcdserverpb.Maintenance/Status", "/etcdserverpb.KV/Range"];
+
+/// What the layer needs: the member's role, and the count of times open require-leader
+/// streams were ended (each new count ends the streams open before it).
 #[derive(Clone)]
-pub struct LeaderGate {
-    has_leader: HasLeader,
+pub struct Gate {
+    role: Arc<dyn Role>,
     endings: watch::Receiver<u64>,
 }
 
-impl LeaderGate {
-    pub fn new(has_leader: HasLeader, endings: watch::Receiver<u64>) -> LeaderGate {
-        LeaderGate {
-            has_leader,
-            endings,
-        }
+impl Gate {
+    pub fn new(role: Arc<dyn Role>, endings: watch::Receiver<u64>) -> Gate {
+        Gate { role, endings }
     }
 }
 
@@ -68,7 +85,10 @@ fn no_leader() -> tonic::Status {
 }
 
 /// The layer over the gRPC routes (`axum::middleware::from_fn_with_state`).
-pub async fn gate(State(gate): State<LeaderGate>, request: Request, next: Next) -> Response {
+pub async fn gate(State(gate): State<Gate>, request: Request, next: Next) -> Response {
+    if gate.role.is_learner() && !LEARNER_SERVES.contains(&request.uri().path()) {
+        return crate::status::not_supported_for_learner().into_http();
+    }
     let wants_leader = request
         .headers()
         .get(METADATA_KEY)
@@ -76,7 +96,7 @@ pub async fn gate(State(gate): State<LeaderGate>, request: Request, next: Next) 
     if !wants_leader {
         return next.run(request).await;
     }
-    if !(gate.has_leader)() {
+    if !gate.role.has_leader() {
         return no_leader().into_http();
     }
     let mut endings = gate.endings.clone();
@@ -151,7 +171,7 @@ fn no_leader_trailers() -> HeaderMap {
 /// checks in a row found none, and at every check after while none is found, ends the
 /// require-leader streams open then.
 pub async fn watch_for_no_leader(
-    has_leader: HasLeader,
+    role: Arc<dyn Role>,
     election_timeout: Duration,
     endings: watch::Sender<u64>,
     stop: impl Future<Output = ()>,
@@ -163,7 +183,7 @@ pub async fn watch_for_no_leader(
             () = &mut stop => return,
             () = tokio::time::sleep(election_timeout) => {}
         }
-        if has_leader() {
+        if role.has_leader() {
             without = 0;
             continue;
         }

@@ -36,7 +36,8 @@ pub struct Anchor {
     live_leader: AtomicU64,
     /// Whether that live leader is this node's replica.
     leads: std::sync::atomic::AtomicBool,
-    /// Whether shard 0's membership names this node a learner.
+    /// Whether shard 0's membership does not name this node a voter (a learner, or a member
+    /// that has not received the membership naming it yet).
     learner: std::sync::atomic::AtomicBool,
     /// Set once shard 0 learned that this member was removed from the cluster.
     removed: std::sync::atomic::AtomicBool,
@@ -76,7 +77,8 @@ impl Anchor {
         self.has_leader() && self.leads.load(Ordering::Relaxed)
     }
 
-    /// Whether this member is a learner, as shard 0's latest membership here says.
+    /// Whether this member is a learner, as shard 0's latest membership here says (or not yet
+    /// a member it knows of: it then serves as a learner does).
     pub fn is_learner(&self) -> bool {
         self.learner.load(Ordering::Relaxed)
     }

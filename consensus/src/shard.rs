@@ -1201,13 +1201,15 @@ impl Core {
         self.config
             .anchor
             .set_live(self.live_leader(&m, Instant::now()));
+        // Not a voter: a learner, or a member that joined and has not yet received the
+        // membership that names it (etcd's joining member serves nothing before then).
         let me = self.config.node_id;
-        let learner = m
+        let voter = m
             .membership_config
             .membership()
-            .learner_ids()
+            .voter_ids()
             .any(|id| id == me);
-        self.config.anchor.set_learner(learner);
+        self.config.anchor.set_learner(!voter);
     }
 
     /// The leader this replica has, as etcd's members count one: itself, for an election

@@ -33,7 +33,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use ballast_proto::etcdserverpb::{
     cluster_client::ClusterClient, kv_client::KvClient, lease_client::LeaseClient,
     maintenance_client::MaintenanceClient, watch_client::WatchClient, MemberListRequest,
-    RangeRequest,
+    RangeRequest, StatusRequest, StatusResponse,
 };
 use tonic::transport::Channel;
 
@@ -283,11 +283,7 @@ impl Server {
             match server.wait_ready().await {
                 Ok(()) => return Ok(server),
                 Err(e) => {
-                    let exited = server
-                        .child
-                        .as_mut()
-                        .map(|c| matches!(c.try_wait(), Ok(Some(_))))
-                        .unwrap_or(true);
+                    let exited = server.exited();
                     let log = server.log_tail();
                     let err = anyhow!(
                         "{} failed to start: {e:#}\n--- log ---\n{log}",
@@ -307,6 +303,13 @@ impl Server {
             }
         }
         Err(last_err.unwrap_or_else(|| anyhow!("{} failed to start", kind.label())))
+    }
+
+    /// Whether the server's process has exited (or was never started).
+    fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))))
     }
 
     fn spawn(kind: Kind, extra_args: &[&str], tls: Option<std::sync::Arc<Pki>>) -> Result<Server> {
@@ -594,11 +597,7 @@ impl Server {
         }
         for server in servers.iter_mut() {
             if let Err(e) = server.wait_ready().await {
-                let exited = server
-                    .child
-                    .as_mut()
-                    .map(|c| matches!(c.try_wait(), Ok(Some(_))))
-                    .unwrap_or(true);
+                let exited = server.exited();
                 let log = server.log_tail();
                 let retry = lost_port(&e, exited, &log);
                 let err = e.context(format!(
@@ -1015,6 +1014,19 @@ impl Server {
             maintenance: MaintenanceClient::new(ch.clone()),
             cluster: ClusterClient::new(ch),
         })
+    }
+
+    /// The server's Maintenance Status.
+    pub async fn status(&self) -> Result<StatusResponse> {
+        let mut c = self.clients().await?;
+        Ok(c.maintenance.status(StatusRequest {}).await?.into_inner())
+    }
+
+    /// The member id the server answers with, and the leader its Status names (0: none).
+    pub async fn member_and_leader(&self) -> Result<(u64, u64)> {
+        let st = self.status().await?;
+        let member = st.header.map_or(0, |h| h.member_id);
+        Ok((member, st.leader))
     }
 
     /// The last [`LOG_TAIL_LINES`] lines of the server's log.

@@ -29,7 +29,7 @@ use ballast_conformance::partition::{shard_of, KUBE_RESOURCES, REGISTRY_PREFIX};
 use ballast_conformance::{Kind, Server};
 use ballast_proto::etcdserverpb::{
     kv_client::KvClient, maintenance_client::MaintenanceClient, HashKvRequest, PutRequest,
-    RangeRequest, StatusRequest,
+    RangeRequest,
 };
 use bytes::Bytes;
 use futures::StreamExt;
@@ -188,14 +188,7 @@ async fn missing_on(
 
 /// `(member id, shard 0's leader)` as `server` reports them.
 async fn status(server: &Server) -> (u64, u64) {
-    let mut c = server.clients().await.expect("clients");
-    let r = c
-        .maintenance
-        .status(StatusRequest {})
-        .await
-        .expect("status")
-        .into_inner();
-    (r.header.expect("header").member_id, r.leader)
+    server.member_and_leader().await.expect("status")
 }
 
 /// The highest `ballast_shard_applied_index` of `server`'s shards (its `/metrics`).

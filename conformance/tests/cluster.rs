@@ -28,7 +28,7 @@ use ballast_conformance::linearizability::{
 use ballast_conformance::{Kind, Server};
 use ballast_proto::etcdserverpb::{
     kv_client::KvClient, HashKvRequest, MemberAddRequest, MemberListRequest, MemberPromoteRequest,
-    MemberRemoveRequest, PutRequest, RangeRequest, StatusRequest,
+    MemberRemoveRequest, PutRequest, RangeRequest,
 };
 use tonic::transport::Channel;
 
@@ -85,24 +85,12 @@ async fn keys(
 }
 
 async fn leader_of(server: &Server) -> u64 {
-    let mut c = server.clients().await.expect("clients");
-    c.maintenance
-        .status(StatusRequest {})
-        .await
-        .expect("status")
-        .into_inner()
-        .leader
+    server.status().await.expect("status").leader
 }
 
 /// The member id `server` answers with.
 async fn member_id(server: &Server) -> u64 {
-    let mut c = server.clients().await.expect("clients");
-    let r = c
-        .maintenance
-        .status(StatusRequest {})
-        .await
-        .expect("status");
-    r.into_inner().header.expect("header").member_id
+    server.member_and_leader().await.expect("status").0
 }
 
 /// A put a writer saw acknowledged: its key, whether the key was fresh (written once, so it

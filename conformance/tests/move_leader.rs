@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use ballast_conformance::etcdctl;
 use ballast_conformance::{Kind, Server};
-use ballast_proto::etcdserverpb::{MoveLeaderRequest, PutRequest, StatusRequest};
+use ballast_proto::etcdserverpb::{MoveLeaderRequest, PutRequest};
 
 const WAIT: Duration = Duration::from_secs(20);
 /// A member stops this soon after SIGTERM (measured: etcd 12-125 ms, Ballast 12-60 ms; a
@@ -30,13 +30,7 @@ struct Answers {
 async fn statuses(servers: &[Server]) -> Vec<(u64, u64, u64)> {
     let mut out = Vec::new();
     for s in servers {
-        let mut c = s.clients().await.expect("clients");
-        let st = c
-            .maintenance
-            .status(StatusRequest {})
-            .await
-            .expect("status")
-            .into_inner();
+        let st = s.status().await.expect("status");
         let member = st.header.expect("header").member_id;
         out.push((member, st.leader, st.raft_term));
     }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use ballast_conformance::{Kind, Server};
 use ballast_proto::etcdserverpb::{
-    watch_request, RangeRequest, StatusRequest, WatchCreateRequest, WatchRequest, WatchResponse,
+    watch_request, RangeRequest, WatchCreateRequest, WatchRequest, WatchResponse,
 };
 use tokio_stream::StreamExt;
 use tonic::Streaming;
@@ -118,14 +118,7 @@ fn metric(page: &str, name: &str) -> String {
 async fn leaders(servers: &[Server]) -> Vec<(u64, u64)> {
     let mut out = Vec::new();
     for s in servers {
-        let mut c = s.clients().await.expect("clients");
-        let st = c
-            .maintenance
-            .status(StatusRequest {})
-            .await
-            .expect("status")
-            .into_inner();
-        out.push((st.header.expect("header").member_id, st.leader));
+        out.push(s.member_and_leader().await.expect("status"));
     }
     out
 }
@@ -188,13 +181,7 @@ async fn scenario(kind: Kind, left: Left) -> Answers {
     let (code, body) = member.http_get_any("/health").await.expect("/health");
     let body: serde_json::Value = serde_json::from_str(&body).expect("health JSON");
     let health = (code, body["health"].as_str().unwrap_or_default().to_owned());
-    let mut c = member.clients().await.expect("clients");
-    let status = c
-        .maintenance
-        .status(StatusRequest {})
-        .await
-        .expect("status")
-        .into_inner();
+    let status = member.status().await.expect("status");
     let required_range = range_outcome(member, true).await;
     let plain_range = range_outcome(member, false).await;
     let required_watch = match tokio::time::timeout(WAIT, required_watch.message()).await {

@@ -965,11 +965,7 @@ async fn membership_changes_go_on_through_leader_moves() {
         } else {
             MembershipChange::Remove { id: learner - 1 }
         };
-        let (from, leader) = current_leader(&nodes).await;
-        let to = [1, 2, 3]
-            .into_iter()
-            .find(|&id| id != from)
-            .expect("another voter");
+        let (leader, to) = leader_and_target(&nodes).await;
         // The move is asked first; the change follows after 0-1.65 ms, so it meets the
         // transfer at different points.
         let delay = Duration::from_micros(150 * round);
@@ -985,18 +981,14 @@ async fn membership_changes_go_on_through_leader_moves() {
             Ok(()) => moves += 1,
             Err(e) => eprintln!("round {round}: move to {to} refused: {e}"),
         }
-        match changed {
-            Ok(Ok(Reply {
-                response: Response::Members(members),
-                ..
-            })) => {
+        match answered_members(changed) {
+            Ok(members) => {
                 let listed = members.iter().any(|m| m.id == learner - round % 2);
                 if listed != (round % 2 == 0) {
                     failures.push(format!("round {round}: {change:?} answered {members:?}"));
                 }
             }
-            Ok(other) => failures.push(format!("round {round}: {change:?}: {other:?}")),
-            Err(_) => failures.push(format!("round {round}: {change:?}: no answer in 10 s")),
+            Err(other) => failures.push(format!("round {round}: {change:?}: {other}")),
         }
     }
     eprintln!("12 membership changes across {moves} leader moves");
@@ -1026,11 +1018,7 @@ async fn a_voter_added_through_a_leader_move_votes() {
             addr: format!("http://127.0.0.1:{}", 2000 + round),
             learner: false,
         };
-        let (from, leader) = current_leader(&nodes).await;
-        let to = [1, 2, 3]
-            .into_iter()
-            .find(|&id| id != from)
-            .expect("another voter");
+        let (leader, to) = leader_and_target(&nodes).await;
         // The addition is asked first; the move follows after 0-3 ms, so it meets the
         // addition's first step, its second, or neither.
         let delay = Duration::from_micros(200 * round);
@@ -1048,17 +1036,13 @@ async fn a_voter_added_through_a_leader_move_votes() {
             Ok(()) => moves += 1,
             Err(e) => eprintln!("round {round}: move to {to} refused: {e}"),
         }
-        match changed {
-            Ok(Ok(Reply {
-                response: Response::Members(members),
-                ..
-            })) => {
+        match answered_members(changed) {
+            Ok(members) => {
                 if !members.iter().any(|m| m.id == voter && !m.is_learner) {
                     failures.push(format!("round {round}: {add:?} answered {members:?}"));
                 }
             }
-            Ok(other) => failures.push(format!("round {round}: {add:?}: {other:?}")),
-            Err(_) => failures.push(format!("round {round}: {add:?}: no answer in 10 s")),
+            Err(other) => failures.push(format!("round {round}: {add:?}: {other}")),
         }
         let (_, leader) = current_leader(&nodes).await;
         let removed = tokio::time::timeout(
@@ -1075,6 +1059,31 @@ async fn a_voter_added_through_a_leader_move_votes() {
     assert!(moves >= 8, "the leadership moved only {moves} times");
     for node in nodes {
         stop_node(node).await;
+    }
+}
+
+/// The handle of shard 0's leader and another of the three voters to move its leadership to.
+async fn leader_and_target(nodes: &[Node]) -> (ShardHandle, u64) {
+    let (from, leader) = current_leader(nodes).await;
+    let to = [1, 2, 3]
+        .into_iter()
+        .find(|&id| id != from)
+        .expect("another voter");
+    (leader, to)
+}
+
+/// The members a membership change answered with (asked under a 10 s timeout), or what it
+/// answered instead.
+fn answered_members(
+    changed: Result<Result<Reply, ShardError>, tokio::time::error::Elapsed>,
+) -> Result<Vec<ballast_consensus::RaftMember>, String> {
+    match changed {
+        Ok(Ok(Reply {
+            response: Response::Members(members),
+            ..
+        })) => Ok(members),
+        Ok(other) => Err(format!("{other:?}")),
+        Err(_) => Err("no answer in 10 s".to_owned()),
     }
 }
 

@@ -26,3 +26,4 @@ pub mod services;
 pub mod snapshot;
 pub mod status;
 pub mod tls;
+pub mod transport_status;

@@ -703,6 +703,8 @@ fn routes(ctx: &Context) -> tonic::service::Routes {
     let grpc = routes
         .routes()
         .into_axum_router()
+        // Innermost: the metrics count the code etcd would have answered.
+        .layer(axum::middleware::from_fn(crate::transport_status::layer))
         .layer(axum::middleware::from_fn_with_state(
             ctx.grpc_metrics.clone(),
             crate::grpc_metrics::layer,

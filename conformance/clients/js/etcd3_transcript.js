@@ -52,7 +52,7 @@ function kv(k) {
 
 // Lease ids appear in some of the client's messages: printed by name too.
 function errorLine(err) {
-  const message = err.message.replace(/\b\d{6,}\b/g, id => leaseName(id));
+  const message = err.message.replace(/Lease (\d{6,})/g, (_, id) => `Lease ${leaseName(id)}`);
   return `error ${err.constructor.name} ${message}`;
 }
 
@@ -341,6 +341,25 @@ async function main() {
   const status = await c.maintenance.status({});
   out(`status: version=${status.version} leader_is_member=${status.leader === members[0].ID} raftIndex_positive=${Number(status.raftIndex) > 0}`);
   out(`alarms: ${(await c.maintenance.alarm({ action: 'Get', memberID: 0, alarm: 'None' })).alarms.length}`);
+
+  step('large and compressed messages');
+  const big = Buffer.alloc(1 << 20, 'x');
+  for (let i = 0; i < 3; i++) await c.put(`/t/big/${i}`).value(big).exec();
+  // One 3 MiB answer: many HTTP/2 DATA frames, past the default flow-control windows.
+  const bigs = await c.getAll().prefix('/t/big/').buffers();
+  out(`getAll /t/big/: ${Object.entries(bigs).map(([k, v]) => `${k}=${v.length}:${v.equals(big)}`)}`);
+  // The client counts ResourceExhausted as a failure of the host and opens its circuit
+  // breaker: a client of its own.
+  const huge = client();
+  await attempt('put a 3 MiB value', async () => (await huge.put('/t/big/3').value(Buffer.concat([big, big, big])).exec()).header.revision);
+  huge.close();
+  await attempt('put just over --max-request-bytes', async () =>
+    (await c.put('/t/big/3').value(Buffer.concat([big, Buffer.alloc(1 << 19, 'y')])).exec()).header.revision,
+  );
+  out(`delete /t/big/: ${(await c.delete().prefix('/t/big/').exec()).deleted}`);
+  const gz = client({ grpcOptions: { 'grpc.default_compression_algorithm': 2 } });
+  await attempt('put compressed with gzip', async () => (await gz.put('/t/gz').value('v'.repeat(100)).exec()).header.revision);
+  gz.close();
 
   step('auth set up');
   await c.role('root').create();

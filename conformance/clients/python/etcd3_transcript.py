@@ -13,6 +13,7 @@ STEP_TIMEOUT seconds ends the process with exit code 3 and a line saying which s
 
 import os
 import queue
+from concurrent.futures import ThreadPoolExecutor
 import sys
 import threading
 import time
@@ -356,6 +357,24 @@ def main():
     except queue.Empty:
         out("watch from a compacted revision: nothing")
     attempt("put an empty key", lambda: c.put("", "x"))
+
+    step("large, compressed and concurrent messages")
+    big = b"x" * (1 << 20)
+    for i in range(3):
+        c.put(f"/t/big/{i}", big)
+    # One 3 MiB answer: many HTTP/2 DATA frames, past the default flow-control windows.
+    got = c.get_prefix("/t/big/")
+    out(f"get_prefix /t/big/: {[(s(m.key), len(v), v == big) for v, m in got]}")
+    attempt("put a 3 MiB value", lambda: c.put("/t/big/3", big * 3).header.revision)
+    attempt("put just over --max-request-bytes", lambda: c.put("/t/big/3", big + b"x" * (1 << 19)).header.revision)
+    out(f"delete_prefix /t/big/: deleted={c.delete_prefix('/t/big/').deleted}")
+    gz = etcd3.client(host=host, port=port, timeout=CALL_TIMEOUT, grpc_options=[("grpc.default_compression_algorithm", 2)])
+    attempt("put compressed with gzip", lambda: gz.put("/t/gz", "v" * 100).header.revision)
+    gz.close()
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        revisions = list(pool.map(lambda i: c.put(f"/t/conc/{i:03}", str(i)).header.revision, range(100)))
+    out(f"100 puts from 16 threads: distinct revisions={len(set(revisions))} span={max(revisions) - min(revisions) + 1}")
+    out(f"count /t/conc/: {len(list(c.get_prefix('/t/conc/', keys_only=True)))}")
 
     step("close")
     out("done")

@@ -8,8 +8,10 @@
 //! | a request compressed with an encoding the server lacks (etcd 3.4 has none) | Unimplemented "Content is compressed with \`gzip\` which isn't supported" | Unimplemented "grpc: Decompressor is not installed for grpc-encoding \"gzip\"" |
 //!
 //! [`layer`] rewrites them in a trailers-only answer (the status in the response headers, as
-//! tonic sends a unary or server-streaming call refused while decoding its request). Nothing
-//! else changes: any other status passes through as it is.
+//! tonic sends a unary or server-streaming call refused while decoding its request). A
+//! bidirectional stream (Watch, LeaseKeepAlive) meets them while reading a later request: its
+//! handler ends the stream with [`etcd_refusal`]'s status, as etcd's stream ends with the
+//! receive error. Nothing else changes: any other status passes through as it is.
 //!
 //! Invariant: only statuses carrying exactly tonic's wording are rewritten (a service's own
 //! OutOfRange, such as "mvcc: required revision has been compacted", never matches).
@@ -41,6 +43,12 @@ fn reword(headers: &mut HeaderMap) {
     }
     // A message of printable ASCII always makes a header.
     let _ = etcds.add_header(headers);
+}
+
+/// etcd's status for a request a stream's handler could not read, when it is one of the
+/// transport refusals etcd reports (`None` for any other error, such as the client going away).
+pub fn etcd_refusal(status: &Status) -> Option<Status> {
+    etcd_status(status)
 }
 
 /// etcd's status for a tonic transport refusal, `None` for any other status.

@@ -115,7 +115,15 @@ impl pb::lease_server::Lease for LeaseService {
             loop {
                 let req = match incoming.message().await {
                     Ok(Some(req)) => req,
-                    Ok(None) | Err(_) => return,
+                    Ok(None) => return,
+                    Err(status) => {
+                        // An oversized request ends the stream with etcd's status; other read
+                        // errors (the client gone) end it quietly.
+                        if let Some(refusal) = crate::transport_status::etcd_refusal(&status) {
+                            let _ = tx.try_send(Err(refusal));
+                        }
+                        return;
+                    }
                 };
                 let resp = keep_alive_once(&ctx, req.id).await;
                 let failed = resp.is_err();

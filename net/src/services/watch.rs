@@ -475,7 +475,14 @@ impl pb::watch_server::Watch for WatchService {
                             requests_open = false;
                             true
                         }
-                        Err(_) => false,
+                        Err(status) => {
+                            // An oversized request ends the stream with etcd's status; other
+                            // read errors (the client gone) end it quietly.
+                            if let Some(refusal) = crate::transport_status::etcd_refusal(&status) {
+                                let _ = state.out.try_send(Err(refusal));
+                            }
+                            false
+                        }
                     },
                     Some(msg) = messages_rx.recv() => state.on_message(msg).await,
                     Some(gathered) = progress_rx.recv() => match gathered {

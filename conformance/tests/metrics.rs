@@ -10,12 +10,21 @@
 //! number of requests (fsyncs are not comparable: group commit); the committed and applied
 //! proposal figures grew on both, and nothing is pending once the answers are in.
 //!
+//! `peer_and_client_network_metrics_move_as_etcds`: a 3-member cluster of each, the same puts
+//! through each leader. On both, the etcd network families exist with the same TYPE and label
+//! names; the leader's bytes sent to each follower grew by at least the values it replicated,
+//! labelled with the followers' member ids as Status names them; the client gRPC bytes
+//! received moved by exactly the same amount on both (the same request messages); `/health`
+//! counts its answers; a round trip to each follower is timed; and once a follower is killed,
+//! the leader counts send failures to it.
+//!
 //! Invariants: every wait is bounded; the servers are killed and their directories removed
 //! when the test ends, also when it fails.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use ballast_conformance::{Kind, Server};
 use ballast_proto::etcdserverpb::{
     compare, request_op, Compare, DeleteRangeRequest, LeaseRevokeRequest, PutRequest, RangeRequest,
@@ -271,5 +280,259 @@ async fn work_moves_the_same_metrics_as_etcd() -> Result<()> {
         ensure!(n >= last, "{series}: buckets are cumulative");
         last = n;
     }
+    Ok(())
+}
+
+/// Puts through the leader in the peer-metrics test, and the bytes of each value.
+const PEER_PUTS: usize = 20;
+const PEER_VALUE_BYTES: usize = 1024;
+
+/// The etcd network and server families the peer-metrics test compares.
+const NETWORK_FAMILIES: [&str; 15] = [
+    "etcd_network_active_peers",
+    "etcd_network_disconnected_peers_total",
+    "etcd_server_is_learner",
+    "etcd_debugging_mvcc_db_total_size_in_bytes",
+    "etcd_network_peer_sent_bytes_total",
+    "etcd_network_peer_received_bytes_total",
+    "etcd_network_peer_round_trip_time_seconds",
+    "etcd_network_peer_sent_failures_total",
+    "etcd_network_client_grpc_sent_bytes_total",
+    "etcd_network_client_grpc_received_bytes_total",
+    "etcd_server_health_success",
+    "etcd_server_health_failures",
+    "etcd_server_id",
+    "etcd_server_version",
+    "etcd_cluster_version",
+];
+
+/// A started cluster: its members, the leader's index among them, and every member's id.
+struct Cluster {
+    servers: Vec<Server>,
+    leader: usize,
+    ids: Vec<u64>,
+}
+
+async fn cluster(kind: Kind) -> Result<Cluster> {
+    let servers = Server::start_cluster(kind, 3, &[]).await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut ids = Vec::new();
+        let mut leaders = BTreeSet::new();
+        for s in &servers {
+            let (id, leader) = s.member_and_leader().await?;
+            ids.push(id);
+            leaders.insert(leader);
+        }
+        if leaders.len() == 1 && !leaders.contains(&0) {
+            let leader_id = *leaders.first().expect("one leader");
+            if let Some(leader) = ids.iter().position(|id| *id == leader_id) {
+                return Ok(Cluster {
+                    servers,
+                    leader,
+                    ids,
+                });
+            }
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{}: members disagree on the leader: {leaders:x?}",
+            kind.label()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Samples of `family` on `page` whose label `label` is each value, by value.
+fn by_label(page: &Page, family: &str, label: &str) -> BTreeMap<String, f64> {
+    let prefix = format!("{family}{{{label}=\"");
+    page.samples
+        .iter()
+        .filter_map(|(series, v)| {
+            let rest = series.strip_prefix(&prefix)?;
+            let (value, rest) = rest.split_once('"')?;
+            (rest == "}").then(|| (value.to_owned(), *v))
+        })
+        .collect()
+}
+
+/// The leader's page once `ready` holds of it, polled for at most `within`.
+async fn leader_page_once(
+    c: &Cluster,
+    within: Duration,
+    what: &str,
+    ready: impl Fn(&Page) -> bool,
+) -> Result<Page> {
+    let deadline = Instant::now() + within;
+    loop {
+        let page = Page::parse(&c.servers[c.leader].metrics().await?)?;
+        if ready(&page) {
+            return Ok(page);
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "{}: {what} not seen within {within:?}",
+                c.servers[c.leader].kind().label()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_and_client_network_metrics_move_as_etcds() -> Result<()> {
+    let (mut etcd, mut ballast) = tokio::try_join!(cluster(Kind::Etcd), cluster(Kind::Ballast))?;
+    let mut grpc_received = Vec::new();
+    let mut last_pages = Vec::new();
+    for c in [&mut etcd, &mut ballast] {
+        let label = c.servers[c.leader].kind().label();
+        let leader = &c.servers[c.leader];
+        let followers: Vec<String> = (0..3)
+            .filter(|i| *i != c.leader)
+            .map(|i| format!("{:x}", c.ids[i]))
+            .collect();
+        let mut kv = leader.clients().await?.kv;
+        let before = Page::parse(&leader.metrics().await?)?;
+        for i in 0..PEER_PUTS {
+            kv.put(PutRequest {
+                key: format!("metrics/peer/{i}").into_bytes().into(),
+                value: vec![b'x'; PEER_VALUE_BYTES].into(),
+                ..PutRequest::default()
+            })
+            .await?;
+        }
+        let after = Page::parse(&leader.metrics().await?)?;
+        let received = "etcd_network_client_grpc_received_bytes_total{}";
+        grpc_received.push(after.value(received) - before.value(received));
+        let sent = "etcd_network_client_grpc_sent_bytes_total{}";
+        ensure!(after.value(sent) > before.value(sent), "{label}: {sent}");
+
+        // The leader replicated every value to each follower, labelled by its member id.
+        let sent_name = "etcd_network_peer_sent_bytes_total";
+        let (sent0, sent1) = (
+            by_label(&before, sent_name, "To"),
+            by_label(&after, sent_name, "To"),
+        );
+        let at_least = (PEER_PUTS * PEER_VALUE_BYTES) as f64;
+        for f in &followers {
+            let grew = sent1.get(f).copied().unwrap_or(0.0) - sent0.get(f).copied().unwrap_or(0.0);
+            ensure!(
+                grew >= at_least,
+                "{label}: bytes sent to {f} grew by {grew} (< {at_least}); to: {sent1:?}"
+            );
+        }
+        let peers: BTreeSet<&String> = sent1.keys().collect();
+        ensure!(
+            peers == followers.iter().collect(),
+            "{label}: sent to {peers:?}, followers {followers:?}"
+        );
+        let received_name = "etcd_network_peer_received_bytes_total";
+        let (recv0, recv1) = (
+            by_label(&before, received_name, "From"),
+            by_label(&after, received_name, "From"),
+        );
+        for f in &followers {
+            let grew = recv1.get(f).copied().unwrap_or(0.0) - recv0.get(f).copied().unwrap_or(0.0);
+            ensure!(grew > 0.0, "{label}: nothing received from {f}: {recv1:?}");
+        }
+
+        // /health counts its answers.
+        let (code, _) = leader.http_get_any("/health").await?;
+        ensure!(code == 200, "{label}: /health answered {code}");
+        let page = Page::parse(&leader.metrics().await?)?;
+        let success = "etcd_server_health_success{}";
+        ensure!(
+            page.value(success) == after.value(success) + 1.0,
+            "{label}: {success}"
+        );
+        ensure!(
+            page.value(&format!(
+                "etcd_server_id{{server_id=\"{:x}\"}}",
+                c.ids[c.leader]
+            )) == 1.0,
+            "{label}: etcd_server_id"
+        );
+
+        // A round trip to each follower is timed (etcd's prober reports every 30 s).
+        leader_page_once(
+            c,
+            Duration::from_secs(45),
+            "a round trip to each follower",
+            |p| {
+                let rtt = by_label(p, "etcd_network_peer_round_trip_time_seconds_count", "To");
+                followers
+                    .iter()
+                    .all(|f| rtt.get(f).is_some_and(|n| *n >= 1.0))
+            },
+        )
+        .await?;
+
+        // A killed follower: the leader's sends to it fail, and are counted against it.
+        let victim = (c.leader + 1) % 3;
+        let victim_id = format!("{:x}", c.ids[victim]);
+        c.servers[victim].kill9()?;
+        let pair = format!("{{Local=\"{:x}\",Remote=\"{victim_id}\"}}", c.ids[c.leader]);
+        let (active, disconnected) = (
+            format!("etcd_network_active_peers{pair}"),
+            format!("etcd_network_disconnected_peers_total{pair}"),
+        );
+        let what = "send failures and a disconnection";
+        let page = leader_page_once(c, Duration::from_secs(20), what, |p| {
+            by_label(p, "etcd_network_peer_sent_failures_total", "To")
+                .get(&victim_id)
+                .is_some_and(|n| *n >= 1.0)
+                && p.samples.get(&active) == Some(&0.0)
+                && p.value(&disconnected) >= 1.0
+        })
+        .await?;
+        last_pages.push(page);
+    }
+
+    ensure!(
+        grpc_received[0] == grpc_received[1]
+            && grpc_received[0] >= (PEER_PUTS * PEER_VALUE_BYTES) as f64,
+        "client gRPC bytes received: etcd {}, Ballast {}",
+        grpc_received[0],
+        grpc_received[1]
+    );
+    let (e, b) = (&last_pages[0], &last_pages[1]);
+    for family in NETWORK_FAMILIES {
+        let kind = e
+            .types
+            .get(family)
+            .with_context(|| format!("etcd shows no {family}"))?;
+        ensure!(
+            b.types.get(family) == Some(kind),
+            "{family}: etcd's TYPE {kind}, Ballast's {:?}",
+            b.types.get(family)
+        );
+        ensure!(
+            b.label_names.get(family) == e.label_names.get(family),
+            "{family}: etcd's labels {:?}, Ballast's {:?}",
+            e.label_names.get(family),
+            b.label_names.get(family)
+        );
+    }
+    // etcd's round-trip buckets: 0.1 ms doubling, 16 of them.
+    let rtt = "etcd_network_peer_round_trip_time_seconds_bucket";
+    let bounds = |p: &Page| -> BTreeSet<String> {
+        p.samples
+            .keys()
+            .filter(|s| s.starts_with(rtt))
+            .filter_map(|s| {
+                s.split("le=\"")
+                    .nth(1)?
+                    .split('"')
+                    .next()
+                    .map(str::to_owned)
+            })
+            .collect()
+    };
+    ensure!(
+        bounds(e) == bounds(b) && bounds(b).len() == 17,
+        "{rtt}: {:?} vs {:?}",
+        bounds(e),
+        bounds(b)
+    );
     Ok(())
 }

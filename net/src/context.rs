@@ -88,6 +88,8 @@ pub struct Context {
     pub grpc_metrics: std::sync::Arc<crate::grpc_metrics::GrpcMetrics>,
     /// What etcd's interceptors check (`interceptor.rs`).
     pub gate: crate::interceptor::Gate,
+    /// How `/health` answered (`http.rs`).
+    pub health: std::sync::Arc<crate::http::HealthCounts>,
 }
 
 impl Context {

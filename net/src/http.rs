@@ -2,6 +2,8 @@
 //! and the JSON gateway (`/v3/...`, [`crate::gateway`]). They share the port with gRPC
 //! (HTTP/1.1 and HTTP/2 on one listener).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use axum::extract::{RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -65,13 +67,34 @@ pub fn monitoring_router(ctx: Context) -> Router {
         .with_state(ctx)
 }
 
+/// How `/health` answered since the start: etcd's `etcd_server_health_success` and
+/// `etcd_server_health_failures`.
+#[derive(Default)]
+pub struct HealthCounts {
+    success: AtomicU64,
+    failures: AtomicU64,
+}
+
+/// Answers `/health` ([`health_answer`]) and counts the answer as healthy (200) or not.
+async fn health(State(ctx): State<Context>, query: RawQuery) -> axum::response::Response {
+    let counts = ctx.health.clone();
+    let answer = health_answer(ctx, query).await;
+    let counter = if answer.status() == StatusCode::OK {
+        &counts.success
+    } else {
+        &counts.failures
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    answer
+}
+
 /// Unhealthy while an alarm is in force, answered as etcd 3.4.23 answers it (503, its
 /// `http.Error` body `{"health":"false"}` and a newline); `?exclude=NOSPACE` (repeatable)
 /// leaves alarms of that type out, as etcd's does. Unhealthy without a live leader (shard 0's,
 /// `Anchor::has_leader`), with etcd's reason. Otherwise healthy when the shard answers and
 /// has not stopped after a storage failure (then the reason names the failure), as etcd's
 /// /health checks that a request goes through.
-async fn health(State(ctx): State<Context>, RawQuery(query): RawQuery) -> axum::response::Response {
+async fn health_answer(ctx: Context, RawQuery(query): RawQuery) -> axum::response::Response {
     let json = |ok: bool, reason: &str| {
         format!(
             "{{\"health\":\"{}\",\"reason\":\"{}\"}}",
@@ -175,6 +198,17 @@ async fn metrics(State(ctx): State<Context>) -> impl IntoResponse {
         "Total size of the underlying database physically allocated in bytes.",
         s.backend_bytes.to_string(),
     );
+    // etcd 3.4 still shows the size under its older name too; dashboards read either.
+    gauge(
+        "etcd_debugging_mvcc_db_total_size_in_bytes",
+        "Total size of the underlying database physically allocated in bytes.",
+        s.backend_bytes.to_string(),
+    );
+    gauge(
+        "etcd_server_is_learner",
+        "Whether or not this member is a learner. 1 if is, 0 otherwise.",
+        u8::from(ctx.anchor.is_learner()).to_string(),
+    );
     gauge(
         "etcd_mvcc_db_total_size_in_use_in_bytes",
         "Total size of the underlying database logically in use in bytes.",
@@ -200,18 +234,69 @@ async fn metrics(State(ctx): State<Context>) -> impl IntoResponse {
         "Total number of watchers.",
         s.watchers.to_string(),
     );
-    gauge(
-        "etcd_server_version",
-        "Which version is running. 1 for 'server_version' label with current version.",
-        "1".into(),
-    );
+    out.push_str(&info_metrics(ctx.member.id));
+    let health = &ctx.health;
+    for (name, help, n) in [
+        (
+            "etcd_server_health_success",
+            "The total number of successful health checks",
+            &health.success,
+        ),
+        (
+            "etcd_server_health_failures",
+            "The total number of failed health checks",
+            &health.failures,
+        ),
+    ] {
+        single(&mut out, name, "counter", help, n.load(Ordering::Relaxed));
+    }
     out.push_str(&etcd_metrics(&shards, &s));
+    out.push_str(&ctx.grpc_metrics.bytes_exposition());
+    if let Some(hub) = &ctx.peers {
+        out.push_str(&hub.metrics.exposition(ctx.member.id));
+    }
     out.push_str(&ctx.grpc_metrics.exposition());
     out.push_str(&crate::process_metrics::exposition());
     out.push_str(&shard_metrics(&shards));
     out.push_str(&stage_metrics(&shards));
     out.push_str(&settings_metrics(&ctx.settings));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// etcd's info gauges: one sample of 1 whose label carries the figure. The versions are those
+/// `/version` reports; the cluster version is its major and minor, as etcd writes it.
+fn info_metrics(member_id: u64) -> String {
+    let cluster_version = ETCD_CLUSTER_VERSION
+        .splitn(3, '.')
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(".");
+    let mut out = String::new();
+    for (name, help, label, value) in [
+        (
+            "etcd_cluster_version",
+            "Which version is running. 1 for 'cluster_version' label with current cluster \
+             version",
+            "cluster_version",
+            cluster_version,
+        ),
+        (
+            "etcd_server_id",
+            "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.",
+            "server_id",
+            format!("{member_id:x}"),
+        ),
+        (
+            "etcd_server_version",
+            "Which version is running. 1 for 'server_version' label with current version.",
+            "server_version",
+            ETCD_VERSION.to_owned(),
+        ),
+    ] {
+        family(&mut out, name, "gauge", help);
+        out.push_str(&format!("{name}{{{label}=\"{value}\"}} 1\n"));
+    }
+    out
 }
 
 /// One metric family's `HELP` and `TYPE` lines.
@@ -527,6 +612,19 @@ mod tests {
                     .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
             })
             .collect()
+    }
+
+    #[test]
+    fn info_gauges_carry_the_member_id_and_versions_in_their_labels() {
+        let text = info_metrics(0x0e44_70d3_6d12_a02b);
+        for line in [
+            "# TYPE etcd_server_id gauge".to_owned(),
+            "etcd_server_id{server_id=\"e4470d36d12a02b\"} 1".to_owned(),
+            format!("etcd_server_version{{server_version=\"{ETCD_VERSION}\"}} 1"),
+            "etcd_cluster_version{cluster_version=\"3.5\"} 1".to_owned(),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+        }
     }
 
     #[test]

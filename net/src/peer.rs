@@ -26,6 +26,13 @@
 //! - Every queue and frame is bounded ([`OUTBOUND_QUEUE_MAX`], [`FRAME_MAX`]); a peer that
 //!   stops reading backs up only its own connection's queue, and then its messages fail.
 //! - Messages reach the peer in the order a shard sent them to the same address.
+//! - Every request and answer frame counts, with its length prefix, in the peer's
+//!   `etcd_network_peer_*` byte counters ([`metrics`]); hellos do not (they name the peer).
+//!   A message answered `Unreachable`, and a failed write, is a send failure; a failed read
+//!   other than the peer closing the connection between frames is a receive failure.
+//! - Each outgoing connection times a round trip every [`PING_INTERVAL`]: a request of kind
+//!   [`KIND_PING`] that the listener answers itself (an older member refuses it as unknown,
+//!   which is a round trip as well). One ping waits at a time.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -40,6 +47,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::tls::PeerTls;
 
+pub mod metrics;
+use metrics::{PeerCounters, PeerMetrics};
+
 /// Messages waiting for one peer's connection at most; more fail at once as `Unreachable`.
 pub const OUTBOUND_QUEUE_MAX: usize = 8192;
 /// The largest frame either side accepts (a batch of entries of maximum-size requests).
@@ -52,6 +62,15 @@ const MAGIC: &[u8; 8] = b"BLSTPEER";
 const VERSION: u8 = 1;
 const STATUS_OK: u8 = 0;
 const STATUS_REFUSED: u8 = 1;
+/// The request kind the listener answers itself, at once, with an empty body: a round trip
+/// for `etcd_network_peer_round_trip_time_seconds`. No [`PeerKind`] uses it.
+pub const KIND_PING: u8 = 0;
+/// How often an outgoing connection times a round trip (the first after one interval).
+pub const PING_INTERVAL: Duration = Duration::from_secs(1);
+/// Bytes of a request frame before its body: length, id, kind, shard.
+const REQUEST_HEAD: usize = 4 + 13;
+/// Bytes of an answer frame before its body: length, id, status.
+const ANSWER_HEAD: usize = 4 + 9;
 
 /// What a node says of itself when a connection opens.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -142,7 +161,17 @@ async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Bytes> {
         ));
     }
     let mut buf = vec![0; len];
-    r.read_exact(&mut buf).await?;
+    r.read_exact(&mut buf).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            // Only an end between frames is the peer closing the connection.
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the connection closed inside a frame",
+            )
+        } else {
+            e
+        }
+    })?;
     Ok(Bytes::from(buf))
 }
 
@@ -238,6 +267,8 @@ pub struct PeerHub {
     known: Mutex<HashMap<u64, Hello>>,
     /// How connections to and from `https://` peers are made.
     tls: PeerTls,
+    /// Bytes, failures and round trips per peer, for `/metrics`.
+    pub metrics: PeerMetrics,
 }
 
 impl PeerHub {
@@ -248,6 +279,7 @@ impl PeerHub {
             serial: std::sync::atomic::AtomicU64::new(0),
             known: Mutex::new(HashMap::new()),
             tls,
+            metrics: PeerMetrics::default(),
         })
     }
 
@@ -276,7 +308,8 @@ impl PeerHub {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(msg)) => {
                     let why = format!("{OUTBOUND_QUEUE_MAX} messages already wait for it");
-                    unreachable(msg, &why);
+                    let counters = self.metrics.at(&msg.addr);
+                    unreachable(msg, &why, counters.as_deref());
                 }
                 Err(mpsc::error::TrySendError::Closed(msg)) => {
                     // The connection ended between lookup and send: the next one dials anew.
@@ -286,7 +319,8 @@ impl PeerHub {
                             mpsc::error::TrySendError::Full(m)
                             | mpsc::error::TrySendError::Closed(m) => m,
                         };
-                        unreachable(msg, "its connection closed");
+                        let counters = self.metrics.at(&msg.addr);
+                        unreachable(msg, "its connection closed", counters.as_deref());
                     }
                 }
             }
@@ -314,13 +348,18 @@ impl PeerHub {
     /// until either side fails; then every message it holds is answered with the failure.
     async fn connect(self: Arc<Self>, addr: String, mut rx: mpsc::Receiver<Outbound>, serial: u64) {
         let failure = match self.dial(&addr).await {
-            Ok((reader, writer)) => {
+            Ok((reader, writer, counters)) => {
                 let mut conn = Connection {
                     addr: addr.clone(),
                     pending: HashMap::new(),
                     next_id: 1,
+                    counters,
+                    ping: None,
                 };
-                conn.run(&mut rx, reader, writer).await
+                conn.counters.connected();
+                let why = conn.run(&mut rx, reader, writer).await;
+                conn.counters.disconnected();
+                why
             }
             Err(why) => why,
         };
@@ -334,12 +373,16 @@ impl PeerHub {
             }
         }
         rx.close();
+        let counters = self.metrics.at(&addr);
         while let Ok(msg) = rx.try_recv() {
-            unreachable(msg, &failure);
+            unreachable(msg, &failure, counters.as_deref());
         }
     }
 
-    async fn dial(&self, addr: &str) -> Result<(PeerReader, PeerWriter), String> {
+    async fn dial(
+        &self,
+        addr: &str,
+    ) -> Result<(PeerReader, PeerWriter, Arc<PeerCounters>), String> {
         let stream = open(addr, &self.tls).await?;
         let (reader, mut writer) = tokio::io::split(stream);
         let mut reader = BufReader::new(reader);
@@ -358,12 +401,18 @@ impl PeerHub {
                 theirs.cluster_id, self.me.cluster_id
             ));
         }
+        let counters = self.metrics.dialed(addr, theirs.member_id);
         self.learned(theirs);
-        Ok((reader, writer))
+        Ok((reader, writer, counters))
     }
 }
 
-fn unreachable(msg: Outbound, why: &str) {
+/// Answers a message that was never written as `Unreachable`: a send failure to the member last
+/// seen at its address.
+fn unreachable(msg: Outbound, why: &str, counters: Option<&PeerCounters>) {
+    if let Some(c) = counters {
+        c.send_failed();
+    }
     let _ = msg.reply.send(Err(PeerFailure::Unreachable {
         addr: msg.addr,
         why: why.to_owned(),
@@ -390,6 +439,10 @@ struct Connection {
     addr: String,
     pending: HashMap<u64, Waiting>,
     next_id: u64,
+    /// The peer's counters (the member its hello named).
+    counters: Arc<PeerCounters>,
+    /// The ping waiting for its answer: its request id and when it was written.
+    ping: Option<(u64, Instant)>,
 }
 
 impl Connection {
@@ -401,9 +454,12 @@ impl Connection {
         writer: PeerWriter,
     ) -> String {
         let (answers_tx, mut answers) = mpsc::channel::<Result<Answer, String>>(1024);
-        let read_task = tokio::spawn(read_answers(reader, answers_tx));
+        let read_task = tokio::spawn(read_answers(reader, answers_tx, self.counters.clone()));
         let mut writer = BufWriter::new(writer);
         let mut sweep = tokio::time::interval(DEADLINE_SWEEP);
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let why = loop {
             tokio::select! {
                 msg = rx.recv() => {
@@ -423,6 +479,13 @@ impl Connection {
                         break why;
                     }
                     if let Err(e) = writer.flush().await {
+                        self.counters.send_failed();
+                        break format!("writing: {e}");
+                    }
+                }
+                _ = ping.tick(), if self.ping.is_none() => {
+                    if let Err(e) = self.write_ping(&mut writer).await {
+                        self.counters.send_failed();
                         break format!("writing: {e}");
                     }
                 }
@@ -457,10 +520,37 @@ impl Connection {
         head[8] = msg.kind as u8;
         head[9..].copy_from_slice(&msg.shard.0.to_le_bytes());
         self.pending.insert(id, (msg.reply, now, msg.timeout));
-        write_frame(writer, &[&head, &msg.body]).await
+        let written = write_frame(writer, &[&head, &msg.body]).await;
+        match &written {
+            Ok(()) => self.counters.sent(REQUEST_HEAD + msg.body.len()),
+            Err(_) => self.counters.send_failed(),
+        }
+        written
+    }
+
+    /// Writes and flushes a ping (shard 0, empty body), timed from here to its answer.
+    async fn write_ping(&mut self, writer: &mut BufWriter<PeerWriter>) -> std::io::Result<()> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut head = [0u8; 13];
+        head[..8].copy_from_slice(&id.to_le_bytes());
+        head[8] = KIND_PING;
+        write_frame(writer, &[&head]).await?;
+        writer.flush().await?;
+        self.counters.sent(REQUEST_HEAD);
+        self.ping = Some((id, Instant::now()));
+        Ok(())
     }
 
     fn answered(&mut self, a: Answer) {
+        if let Some((id, sent)) = self.ping {
+            if id == a.id {
+                // Answered or refused as unknown (an older member): a round trip either way.
+                self.counters.round_trip(sent.elapsed());
+                self.ping = None;
+                return;
+            }
+        }
         let Some((reply, _, _)) = self.pending.remove(&a.id) else {
             return; // its deadline passed and it was answered already
         };
@@ -494,10 +584,15 @@ impl Connection {
     }
 }
 
-async fn read_answers(mut reader: PeerReader, tx: mpsc::Sender<Result<Answer, String>>) {
+async fn read_answers(
+    mut reader: PeerReader,
+    tx: mpsc::Sender<Result<Answer, String>>,
+    counters: Arc<PeerCounters>,
+) {
     loop {
         let answer = match read_frame(&mut reader).await {
             Ok(mut frame) => {
+                counters.received(4 + frame.len());
                 if frame.len() < 9 {
                     Err("a truncated answer".to_owned())
                 } else {
@@ -510,7 +605,12 @@ async fn read_answers(mut reader: PeerReader, tx: mpsc::Sender<Result<Answer, St
                     })
                 }
             }
-            Err(e) => Err(format!("reading: {e}")),
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::UnexpectedEof {
+                    counters.receive_failed();
+                }
+                Err(format!("reading: {e}"))
+            }
         };
         let failed = answer.is_err();
         if tx.send(answer).await.is_err() || failed {
@@ -650,32 +750,57 @@ async fn serve_connection(
             hub.me.cluster_id
         );
     }
+    let counters = hub.metrics.of(theirs.member_id);
     hub.learned(theirs);
     let (answers_tx, mut answers) = mpsc::channel::<(u64, u8, Bytes)>(OUTBOUND_QUEUE_MAX);
+    let sent = counters.clone();
     let write_task = tokio::spawn(async move {
-        while let Some((id, status, body)) = answers.recv().await {
-            let mut head = [0u8; 9];
-            head[..8].copy_from_slice(&id.to_le_bytes());
-            head[8] = status;
-            write_frame(&mut writer, &[&head, &body]).await?;
-            if answers.is_empty() {
-                writer.flush().await?;
+        let written = async {
+            while let Some((id, status, body)) = answers.recv().await {
+                let mut head = [0u8; 9];
+                head[..8].copy_from_slice(&id.to_le_bytes());
+                head[8] = status;
+                write_frame(&mut writer, &[&head, &body]).await?;
+                sent.sent(ANSWER_HEAD + body.len());
+                if answers.is_empty() {
+                    writer.flush().await?;
+                }
             }
+            Ok::<_, std::io::Error>(())
         }
-        Ok::<_, std::io::Error>(())
+        .await;
+        if written.is_err() {
+            sent.send_failed();
+        }
+        written
     });
     let result = loop {
         let mut frame = match read_frame(&mut reader).await {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break Ok(()),
-            Err(e) => break Err(e.into()),
+            Err(e) => {
+                counters.receive_failed();
+                break Err(e.into());
+            }
         };
+        counters.received(4 + frame.len());
         if frame.len() < 13 {
             break Err(anyhow::anyhow!("a truncated request"));
         }
         let id = frame.get_u64_le();
         let kind = frame.get_u8();
         let shard = frame.get_u32_le() as usize;
+        if kind == KIND_PING {
+            // Answered here, behind the answers already waiting: the round trip includes them.
+            if answers_tx
+                .send((id, STATUS_OK, Bytes::new()))
+                .await
+                .is_err()
+            {
+                break Ok(());
+            }
+            continue;
+        }
         let answers = answers_tx.clone();
         let shards = shards.clone();
         tokio::spawn(async move {

@@ -301,6 +301,7 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
         auth,
         grpc_metrics: std::sync::Arc::default(),
         gate: crate::interceptor::Gate::new(role.clone(), endings_rx),
+        health: std::sync::Arc::default(),
     };
     match ctx.quota.limit_bytes {
         Some(bytes) => tracing::info!(quota_bytes = bytes, "enabled backend quota"),

@@ -275,6 +275,111 @@ async fn a_silent_peer_times_out_and_a_lost_connection_says_so() {
     assert!(matches!(failure, PeerFailure::Lost { .. }), "{failure}");
 }
 
+/// The samples of `text` that start with `series`, the value of the first.
+fn sample(text: &str, series: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn peer_counters_move_with_frames_round_trips_and_failures() {
+    let (hub, tx) = hub_with_channel(hello(1, 1));
+    // A peer with no shards: it refuses every message with "shards are starting".
+    let peer = PeerHub::new(hello(1, 0x2a), PeerTls::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let serving = tokio::spawn(serve(listener, peer.clone(), ShardSlot::default(), async {
+        let _ = stopped.await;
+    }));
+    let body = Bytes::from(vec![7u8; 1000]);
+    let refused = send(&tx, &addr, PeerKind::Vote, body, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, PeerFailure::Refused { .. }), "{refused}");
+    // A request frame: length, id, kind, shard, body; the answer: length, id, status, reason.
+    let (request, answer) = (4 + 13 + 1000, 4 + 9 + "shards are starting".len() as u64);
+    let mine = hub.metrics.exposition(1);
+    assert_eq!(
+        sample(&mine, "etcd_network_peer_sent_bytes_total{To=\"2a\"}"),
+        Some(request),
+        "{mine}"
+    );
+    assert_eq!(
+        sample(&mine, "etcd_network_peer_received_bytes_total{From=\"2a\"}"),
+        Some(answer),
+        "{mine}"
+    );
+    let theirs = peer.metrics.exposition(0x2a);
+    assert_eq!(
+        sample(
+            &theirs,
+            "etcd_network_peer_received_bytes_total{From=\"1\"}"
+        ),
+        Some(request),
+        "{theirs}"
+    );
+    assert_eq!(
+        sample(&theirs, "etcd_network_peer_sent_bytes_total{To=\"1\"}"),
+        Some(answer),
+        "{theirs}"
+    );
+    assert!(!mine.contains("failures"), "{mine}");
+    assert!(
+        mine.contains("etcd_network_active_peers{Local=\"1\",Remote=\"2a\"} 1\n"),
+        "{mine}"
+    );
+
+    // The connection times a round trip after PING_INTERVAL; the peer answers it itself.
+    let count = "etcd_network_peer_round_trip_time_seconds_count{To=\"2a\"}";
+    let deadline = Instant::now() + PING_INTERVAL + Duration::from_secs(5);
+    while sample(&hub.metrics.exposition(1), count).is_none() {
+        assert!(Instant::now() < deadline, "no round trip timed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let theirs = peer.metrics.exposition(0x2a);
+    let received = sample(
+        &theirs,
+        "etcd_network_peer_received_bytes_total{From=\"1\"}",
+    )
+    .unwrap();
+    assert!(
+        received >= request + 4 + 13,
+        "the ping reached the peer: {theirs}"
+    );
+
+    // The peer goes away: messages to its address fail to send, counted against its id.
+    stop.send(()).unwrap();
+    serving.await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let failure = send(
+            &tx,
+            &addr,
+            PeerKind::Vote,
+            Bytes::new(),
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap_err();
+        if matches!(failure, PeerFailure::Unreachable { .. }) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still reached: {failure}");
+    }
+    let mine = hub.metrics.exposition(1);
+    assert!(
+        sample(&mine, "etcd_network_peer_sent_failures_total{To=\"2a\"}").is_some_and(|n| n >= 1),
+        "{mine}"
+    );
+    let disconnected = "etcd_network_disconnected_peers_total{Local=\"1\",Remote=\"2a\"}";
+    assert_eq!(sample(&mine, disconnected), Some(1), "{mine}");
+    assert!(
+        mine.contains("etcd_network_active_peers{Local=\"1\",Remote=\"2a\"} 0\n"),
+        "{mine}"
+    );
+}
+
 /// One in-process node: its hub, its peer listener, and its in-memory shards, each in its
 /// shard's group (`shard` is shard 0; `shards` all of them, in order).
 struct Node {

@@ -250,17 +250,27 @@ async fn scenario(cluster: &NsCluster) -> (Recorder, String) {
     tokio::time::sleep(BEFORE_CUT).await;
 
     // Shard 0's leader, as every member names it, and which member it is.
-    let mut ids = Vec::new();
-    let mut leaders = Vec::new();
-    for m in &cluster.members {
-        let (id, leader) = status(m).await.expect("status");
-        ids.push(id);
-        leaders.push(leader);
-    }
+    // A member reports a leader once its appends arrive (leader 0 until then, as etcd's):
+    // on a loaded machine one may not have heard from it yet when the cluster is ready.
+    let agreed_by = Instant::now() + Duration::from_secs(10);
+    let (ids, leaders) = loop {
+        let mut ids = Vec::new();
+        let mut leaders = Vec::new();
+        for m in &cluster.members {
+            let (id, leader) = status(m).await.expect("status");
+            ids.push(id);
+            leaders.push(leader);
+        }
+        let agreed = leaders[0] != 0 && leaders.iter().all(|l| *l == leaders[0]);
+        if agreed || Instant::now() > agreed_by {
+            break (ids, leaders);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let leader = leaders[0];
     assert!(
         leader != 0 && leaders.iter().all(|l| *l == leader),
-        "the members agree on an elected leader: {leaders:x?}"
+        "the members agree on an elected leader within 10 s: {leaders:x?}"
     );
     let victim = ids
         .iter()
@@ -636,17 +646,27 @@ async fn an_isolated_follower_serves_no_linearizable_read_but_serializable_ones(
 
 async fn isolated_follower(cluster: &NsCluster) -> String {
     let key = "/partition-test/follower";
-    let mut ids = Vec::new();
-    let mut leaders = Vec::new();
-    for m in &cluster.members {
-        let (id, leader) = status(m).await.expect("status");
-        ids.push(id);
-        leaders.push(leader);
-    }
+    // A member reports a leader once its appends arrive (leader 0 until then, as etcd's):
+    // on a loaded machine one may not have heard from it yet when the cluster is ready.
+    let agreed_by = Instant::now() + Duration::from_secs(10);
+    let (ids, leaders) = loop {
+        let mut ids = Vec::new();
+        let mut leaders = Vec::new();
+        for m in &cluster.members {
+            let (id, leader) = status(m).await.expect("status");
+            ids.push(id);
+            leaders.push(leader);
+        }
+        let agreed = leaders[0] != 0 && leaders.iter().all(|l| *l == leaders[0]);
+        if agreed || Instant::now() > agreed_by {
+            break (ids, leaders);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let leader = leaders[0];
     assert!(
         leader != 0 && leaders.iter().all(|l| *l == leader),
-        "the members agree on an elected leader: {leaders:x?}"
+        "the members agree on an elected leader within 10 s: {leaders:x?}"
     );
     let at = ids.iter().position(|id| *id == leader).expect("the leader");
     let victim = (0..ids.len()).find(|i| *i != at).expect("a follower");

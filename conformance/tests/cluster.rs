@@ -781,3 +781,151 @@ async fn a_follower_serves_linearizable_reads_itself_and_sees_every_acknowledged
     .await
     .expect("the test finished within its bound");
 }
+
+/// A one-member cluster grows as kubeadm grows its stacked etcd: the first control-plane node
+/// runs etcd alone (`--initial-cluster` naming only itself); each control-plane node that joins
+/// adds its member through MemberAdd on the running ones (a voter, or a learner promoted once
+/// it caught up) and starts it with `--initial-cluster-state existing`. Then the original
+/// member is killed and the other two still take writes (a real quorum), and restarted with
+/// its original one-member flags it catches up. The same steps against etcd 3.4.23 and
+/// Ballast.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_member_grows_into_three_as_kubeadm_adds_control_planes() {
+    for kind in [Kind::Etcd, Kind::Ballast] {
+        tokio::time::timeout(TEST_TIMEOUT, grow_a_lone_member(kind))
+            .await
+            .unwrap_or_else(|_| panic!("{}: growing a lone member took too long", kind.label()));
+    }
+}
+
+async fn grow_a_lone_member(kind: Kind) {
+    let label = kind.label();
+    let token = [
+        "--initial-cluster-token",
+        ballast_conformance::server::CLUSTER_TOKEN,
+    ];
+    let mut first = Server::start_with_args(kind, &token)
+        .await
+        .unwrap_or_else(|e| panic!("{label}: starting the lone member: {e:#}"));
+    let mut kv0 = KvClient::new(first.channel().await.expect("channel"));
+    put(&mut kv0, "grow/a", "before").await.expect("put alone");
+    let mut cluster = first.clients().await.expect("clients").cluster;
+    let first_id = member_id(&first).await;
+
+    // The second control plane: a voter. Until it runs the quorum is 2 of 2, as with etcd.
+    let mut m1 = Server::new_member(kind, "m1", &[]).expect("new member");
+    let added = cluster
+        .member_add(MemberAddRequest {
+            peer_ur_ls: vec![m1.peer_url()],
+            is_learner: false,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{label}: member add on a lone member: {e}"))
+        .into_inner();
+    assert_eq!(added.members.len(), 2, "{label}: {added:?}");
+    let m1_id = added.member.as_ref().expect("the added member").id;
+    m1.join(&[&first])
+        .await
+        .unwrap_or_else(|e| panic!("{label}: m1 joins: {e:#}"));
+    assert_eq!(member_id(&m1).await, m1_id, "{label}: m1 knows its id");
+
+    // The third: a learner first (kubeadm's newer flow), promoted once in sync.
+    // etcd refuses a change until every started member has been connected for a while
+    // (its strict reconfiguration check, "unhealthy cluster"); kubeadm asks again.
+    let mut m2 = Server::new_member(kind, "m2", &[]).expect("new member");
+    let mut added = None;
+    for _ in 0..100 {
+        match cluster
+            .member_add(MemberAddRequest {
+                peer_ur_ls: vec![m2.peer_url()],
+                is_learner: true,
+            })
+            .await
+        {
+            Ok(r) => {
+                added = Some(r.into_inner());
+                break;
+            }
+            Err(e) if e.message() == "etcdserver: unhealthy cluster" => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => panic!("{label}: member add --learner: {e}"),
+        }
+    }
+    let added = added.unwrap_or_else(|| panic!("{label}: member add --learner: still unhealthy"));
+    let m2_id = added.member.as_ref().expect("the added member").id;
+    m2.join(&[&first, &m1])
+        .await
+        .unwrap_or_else(|e| panic!("{label}: m2 joins: {e:#}"));
+    let mut promoted = false;
+    for _ in 0..100 {
+        match cluster
+            .member_promote(MemberPromoteRequest { id: m2_id })
+            .await
+        {
+            Ok(_) => {
+                promoted = true;
+                break;
+            }
+            Err(e) if e.message().contains("in sync with leader") => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("{label}: member promote: {e}"),
+        }
+    }
+    assert!(promoted, "{label}: the learner caught up and was promoted");
+
+    // Every member lists the same three voters and reads what the lone member wrote.
+    let want: BTreeSet<u64> = [first_id, m1_id, m2_id].into();
+    for s in [&first, &m1, &m2] {
+        let mut c = s.clients().await.expect("clients").cluster;
+        let listed = c
+            .member_list(MemberListRequest::default())
+            .await
+            .expect("member list")
+            .into_inner()
+            .members;
+        let ids: BTreeSet<u64> = listed.iter().map(|m| m.id).collect();
+        assert_eq!(ids, want, "{label}: {} lists {listed:?}", s.name());
+        assert!(listed.iter().all(|m| !m.is_learner), "{label}: {listed:?}");
+        let mut kv = KvClient::new(s.channel().await.expect("channel"));
+        assert_eq!(
+            keys(&mut kv, "grow/", false).await.expect("range"),
+            BTreeSet::from([(
+                String::from_utf8_lossy(&key("grow/a")).into_owned(),
+                "before".to_owned()
+            )]),
+            "{label}: {} has the lone member's write",
+            s.name()
+        );
+    }
+
+    // A real quorum: without the original member the others take writes.
+    first.kill9().expect("kill the original member");
+    let mut kv1 = KvClient::new(m1.channel().await.expect("channel"));
+    let deadline = Instant::now() + FAILOVER_MAX + Duration::from_secs(6);
+    loop {
+        match put(&mut kv1, "grow/b", "without the first").await {
+            Ok(_) => break,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("{label}: put without the first member: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("{label}: two of three members take no writes: {e}"),
+        }
+    }
+    // Restarted with its one-member flags, the original member is a member of the three and
+    // catches up.
+    first
+        .restart()
+        .await
+        .unwrap_or_else(|e| panic!("{label}: restarting the original member: {e:#}"));
+    let mut kv0 = KvClient::new(first.channel().await.expect("channel"));
+    let got = keys(&mut kv0, "grow/", false).await.expect("range");
+    assert_eq!(
+        got.len(),
+        2,
+        "{label}: the restarted member caught up: {got:?}"
+    );
+    eprintln!("{label}: a lone member grew into three");
+}

@@ -245,7 +245,37 @@ pub async fn change(
             when_committed(deadline, || raft.add_learner(id, node.clone(), false))
                 .await
                 .map_err(|e| unmade(&change)(refused(e)))?;
-            if !learner {
+            let lone = current.iter().filter(|m| !m.is_learner).count() == 1;
+            if !learner && lone {
+                // etcd commits an addition with the quorum of the membership before it: a lone
+                // voter's own, so its MemberAdd answers at once and the new member is started
+                // afterwards (kubeadm's order). openraft's joint change needs the new voter's
+                // acknowledgement as well, which only comes once it runs: answer when the
+                // change is in the log (the membership names the new voter), and let it
+                // complete meanwhile. Until the new member runs, writes wait, as etcd's do
+                // without a quorum.
+                let adding = raft.clone();
+                glommio::spawn_local(async move {
+                    let added = adding
+                        .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                        .await;
+                    if let Err(e) = added {
+                        tracing::warn!(member = %format_args!("{id:x}"), error = %e,
+                            "making an added member a voter");
+                    }
+                })
+                .detach();
+                let named = raft
+                    .wait(Some(deadline.saturating_duration_since(Instant::now())))
+                    .metrics(
+                        move |m| members_of(m).iter().any(|m| m.id == id && !m.is_learner),
+                        "the membership names the added voter",
+                    )
+                    .await;
+                if named.is_err() {
+                    return Err(unmade(&MembershipChange::Vote { id })(ShardError::Timeout));
+                }
+            } else if !learner {
                 when_committed(deadline, voter(id))
                     .await
                     .map_err(|e| unmade(&MembershipChange::Vote { id })(refused(e)))?;

@@ -828,20 +828,6 @@ async fn start(config: ShardConfig, queue: flume::Receiver<Command>) -> Result<C
                     .await
                     .map_err(|e| format!("raft initialize: {e}"))?;
             }
-            // A single-node group elects itself at once and commits a blank entry; wait until
-            // it has applied its whole log, so the first request finds a leader and a current
-            // store.
-            let node_id = config.node_id;
-            let _ = raft
-                .wait(Some(LEADERSHIP_WAIT))
-                .metrics(
-                    move |m| {
-                        m.current_leader == Some(node_id)
-                            && m.last_applied.map(|id| id.index) == m.last_log_index
-                    },
-                    "single-node shard elects itself and applies its log",
-                )
-                .await;
         }
         Some(cluster) => {
             // The others may not run yet: the group elects a leader once a quorum does, and
@@ -857,6 +843,29 @@ async fn start(config: ShardConfig, queue: flume::Receiver<Command>) -> Result<C
                     .map_err(|e| format!("raft initialize: {e}"))?;
             }
         }
+    }
+    // A group whose only voter is this node elects itself at once and commits a blank entry;
+    // wait until it has applied its whole log, so the first request finds a leader and a
+    // current store.
+    let node_id = config.node_id;
+    let alone = raft
+        .metrics()
+        .borrow_watched()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .eq([node_id]);
+    if alone {
+        let _ = raft
+            .wait(Some(LEADERSHIP_WAIT))
+            .metrics(
+                move |m| {
+                    m.current_leader == Some(node_id)
+                        && m.last_applied.map(|id| id.index) == m.last_log_index
+                },
+                "a lone voter elects itself and applies its log",
+            )
+            .await;
     }
     let metrics = raft.metrics();
     let progress_interval = config.progress_notify_interval;

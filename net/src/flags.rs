@@ -119,7 +119,7 @@ pub struct Flags {
     /// Whether to fast-forward initial election ticks on boot [not built yet].
     #[arg(long, env = "ETCD_INITIAL_ELECTION_TICK_ADVANCE", default_value = "true", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, value_parser = go_bool!(), help_heading = "Member")]
     pub initial_election_tick_advance: bool,
-    /// List of URLs to listen on for peer traffic [not built yet: single node].
+    /// List of URLs to listen on for peer traffic.
     #[arg(
         long,
         env = "ETCD_LISTEN_PEER_URLS",
@@ -196,7 +196,7 @@ pub struct Flags {
     pub max_concurrent_streams: u32,
 
     // ---- clustering ----
-    /// List of this member's peer URLs to advertise to the rest of the cluster [not built yet: single node].
+    /// List of this member's peer URLs to advertise to the rest of the cluster.
     #[arg(
         long,
         env = "ETCD_INITIAL_ADVERTISE_PEER_URLS",

@@ -195,20 +195,17 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<Report> {
         );
     }
     let initial = flags::initial_members(config)?;
-    let members: BTreeMap<NodeId, String> = if initial.len() > 1 {
-        initial
+    let member = crate::context::Member::new(
+        &config.name,
+        config.initial_advertise_peer_urls.clone(),
+        config.advertise_client_urls.clone(),
+        &config.initial_cluster_token,
+        &initial
             .iter()
-            .map(|(_, urls)| {
-                (
-                    crate::context::member_id(urls, &config.initial_cluster_token),
-                    urls[0].clone(),
-                )
-            })
-            .collect()
-    } else {
-        // A single-node server's groups name node 1 without an address (`shard.rs`).
-        BTreeMap::from([(1, String::new())])
-    };
+            .map(|(_, urls)| urls.clone())
+            .collect::<Vec<_>>(),
+    );
+    let members = crate::server::initial_raft_members(&initial, config, &member);
     let file = open_checked(&args.file, args.skip_hash_check)?;
     let etcd = read_etcd(&file).with_context(|| format!("reading {}", args.file.display()))?;
 
@@ -216,12 +213,14 @@ pub fn restore(args: &RestoreArgs) -> anyhow::Result<Report> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
     let staging = data_dir.join(STAGING);
-    let result = write_staged(&staging, config, &etcd, &members).and_then(|summaries| {
-        std::fs::rename(staging.join("ballast"), &target)
-            .with_context(|| format!("renaming {} to {}", staging.display(), target.display()))?;
-        sync_dir(&data_dir)?;
-        Ok(summaries)
-    });
+    let result =
+        write_staged(&staging, config, &etcd, &members, member.cluster_id).and_then(|summaries| {
+            std::fs::rename(staging.join("ballast"), &target).with_context(|| {
+                format!("renaming {} to {}", staging.display(), target.display())
+            })?;
+            sync_dir(&data_dir)?;
+            Ok(summaries)
+        });
     let _ = std::fs::remove_dir_all(&staging);
     let shards = match result {
         Ok(s) => s,
@@ -582,6 +581,7 @@ fn write_staged(
     config: &ballast_tuning::config::Config,
     etcd: &EtcdData,
     members: &BTreeMap<NodeId, String>,
+    cluster_id: u64,
 ) -> anyhow::Result<Vec<ImportSummary>> {
     if staging.exists() {
         // Left by a restore that died: it was never renamed into place.
@@ -590,6 +590,14 @@ fn write_staged(
     }
     std::fs::create_dir_all(staging)?;
     let map = crate::server::settle_layout(staging, config, crate::server::cores())?;
+    // The id of the cluster the restored members form, as the server keeps it
+    // (`server::settle_cluster_id`); its presence also tells the server the groups name
+    // members by their member ids.
+    std::fs::write(
+        staging.join("ballast").join("cluster-id"),
+        format!("{cluster_id:x}\n"),
+    )
+    .context("writing the cluster id")?;
     let mut builders: Vec<StoreBuilder> = (0..map.shards()).map(|_| StoreBuilder::new()).collect();
     for b in &mut builders {
         for (id, ttl) in &etcd.leases {

@@ -3,11 +3,12 @@
 //! over them, serves every client URL with the gRPC services and the HTTP endpoints, and stops
 //! cleanly on SIGTERM or SIGINT.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 
 use anyhow::Context as _;
 use ballast_consensus::durable::ShardStorage;
-use ballast_consensus::{ClusterConfig, LeaseExpiry, ShardConfig, ShardHandle, ShardId};
+use ballast_consensus::{ClusterConfig, LeaseExpiry, NodeId, ShardConfig, ShardHandle, ShardId};
 use ballast_engine::{btree, wal};
 use ballast_proto::etcdserverpb as pb;
 use ballast_tuning::config::ClusterState;
@@ -120,6 +121,8 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
         list => flags::parse_listen_urls(&list)?,
     };
 
+    // Read before anything is written to the data dir (see `single_node_of_old`).
+    let old_single_node = single_node_of_old(&data_dir);
     let map = settle_layout(&data_dir, &config, cores())?;
     let shard_count = map.shards();
     tracing::info!(
@@ -139,7 +142,16 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
             .collect::<Vec<_>>(),
     );
     let mut member = member;
-    if initial.len() > 1 {
+    // Every member runs as a member of a cluster, a lone one too (etcd grows a one-member
+    // cluster by MemberAdd: kubeadm's first control-plane node, joined by the next ones), but
+    // a data dir written by a single node of a version before that, whose groups know it as
+    // node 1 and have no peer side.
+    if old_single_node && initial.len() == 1 {
+        tracing::warn!(
+            "this data dir was written by a single-node server of an earlier version: it runs \
+             without a peer side, so its membership cannot change"
+        );
+    } else {
         member.cluster_id =
             settle_cluster_id(&data_dir, &config, &member, &initial, &peer_tls).await?;
     }
@@ -148,7 +160,7 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
     let mut peer_tasks = Vec::new();
     let mut hub = None;
     let shard_slot = peer::ShardSlot::default();
-    let cluster = if initial.len() > 1 {
+    let cluster = if !(old_single_node && initial.len() == 1) {
         let (peer_tx, peer_rx) = flume::bounded(peer::OUTBOUND_QUEUE_MAX);
         let peers = PeerHub::new(
             Hello {
@@ -178,15 +190,7 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
         hub = Some(peers);
         Some(ClusterConfig {
             peers: peer_tx,
-            members: initial
-                .iter()
-                .map(|(_, urls)| {
-                    (
-                        member_id(urls, &config.initial_cluster_token),
-                        urls[0].clone(),
-                    )
-                })
-                .collect(),
+            members: initial_raft_members(&initial, &config, &member),
             bootstrap: config.initial_cluster_state == ClusterState::New,
         })
     } else {
@@ -488,6 +492,40 @@ const REMOVED_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 /// How long a clean shutdown waits for the shards to stop before the process exits anyway.
 const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Whether `data_dir` holds shards but no cluster id: written by a single-node server of a
+/// version that ran a lone member without a peer side, whose groups know it as node 1.
+fn single_node_of_old(data_dir: &std::path::Path) -> bool {
+    shard_dir(data_dir, ShardId(0)).exists() && !cluster_id_path(data_dir).exists()
+}
+
+fn cluster_id_path(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("ballast").join("cluster-id")
+}
+
+/// The Raft members a new cluster's groups start with: node id and peer URL of every
+/// `--initial-cluster` member, each id from its peer URLs and the token. This member is named
+/// by the URLs it advertises (a lone member's `--initial-cluster` may name other URLs, which
+/// etcd refuses only for several members, `flags::initial_members`).
+pub(crate) fn initial_raft_members(
+    initial: &[(String, Vec<String>)],
+    config: &ballast_tuning::config::Config,
+    member: &Member,
+) -> BTreeMap<NodeId, String> {
+    let mut members: BTreeMap<NodeId, String> = initial
+        .iter()
+        .filter(|(name, _)| *name != config.name)
+        .map(|(_, urls)| {
+            (
+                member_id(urls, &config.initial_cluster_token),
+                urls[0].clone(),
+            )
+        })
+        .collect();
+    let mine = member.peer_urls.first().cloned().unwrap_or_default();
+    members.insert(member.id, mine);
+    members
+}
+
 /// The cluster id of a member of a cluster, kept in `<data-dir>/ballast/cluster-id` from its
 /// first start: a new cluster's from its initial members (`Member::new`); a member joining a
 /// running one (`--initial-cluster-state existing`) asks the other members
@@ -499,7 +537,7 @@ async fn settle_cluster_id(
     initial: &[(String, Vec<String>)],
     tls: &tls::PeerTls,
 ) -> anyhow::Result<u64> {
-    let path = data_dir.join("ballast").join("cluster-id");
+    let path = cluster_id_path(data_dir);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             return u64::from_str_radix(text.trim(), 16)

@@ -7,9 +7,10 @@
 //! shard's group through the router, shard 0 first (its membership is the cluster's): a change
 //! refused by shard 0 changes nothing; one that fails in a later shard after shard 0 took it is
 //! reported, and running it again completes it (a change already in effect is not an error in
-//! the later shards). A node started as a single-node cluster has no peer transport: it
-//! refuses changes (FailedPrecondition), and answers a change of another member as etcd does,
-//! "member not found".
+//! the later shards). A lone member is a cluster of one and changes as any. Only a data dir
+//! written by a single-node server of an earlier version runs without a peer transport
+//! (`server.rs`): there changes are refused (FailedPrecondition), and a change of another
+//! member is answered as etcd does, "member not found".
 //!
 //! A new member's id follows from its peer URLs and the cluster token (as every member's does,
 //! `context::member_id`), so the member started with `--initial-cluster-state existing` and the
@@ -74,9 +75,9 @@ impl ClusterService {
                 return Err(Status::not_found("etcdserver: member not found"));
             }
             return Err(Status::failed_precondition(
-                "ballast: this member runs as a single-node cluster (one member in \
-                 --initial-cluster), without a peer transport; start a cluster with every \
-                 member in --initial-cluster to change its membership",
+                "ballast: this data dir was written by a single-node server of an earlier \
+                 version, which runs without a peer transport; its membership cannot change \
+                 (take a snapshot and restore it into a new data dir to grow it)",
             ));
         }
         let members = self

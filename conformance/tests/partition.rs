@@ -250,28 +250,7 @@ async fn scenario(cluster: &NsCluster) -> (Recorder, String) {
     tokio::time::sleep(BEFORE_CUT).await;
 
     // Shard 0's leader, as every member names it, and which member it is.
-    // A member reports a leader once its appends arrive (leader 0 until then, as etcd's):
-    // on a loaded machine one may not have heard from it yet when the cluster is ready.
-    let agreed_by = Instant::now() + Duration::from_secs(10);
-    let (ids, leaders) = loop {
-        let mut ids = Vec::new();
-        let mut leaders = Vec::new();
-        for m in &cluster.members {
-            let (id, leader) = status(m).await.expect("status");
-            ids.push(id);
-            leaders.push(leader);
-        }
-        let agreed = leaders[0] != 0 && leaders.iter().all(|l| *l == leaders[0]);
-        if agreed || Instant::now() > agreed_by {
-            break (ids, leaders);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let leader = leaders[0];
-    assert!(
-        leader != 0 && leaders.iter().all(|l| *l == leader),
-        "the members agree on an elected leader within 10 s: {leaders:x?}"
-    );
+    let (ids, leader) = agreed_leader(cluster).await;
     let victim = ids
         .iter()
         .position(|id| *id == leader)
@@ -646,28 +625,7 @@ async fn an_isolated_follower_serves_no_linearizable_read_but_serializable_ones(
 
 async fn isolated_follower(cluster: &NsCluster) -> String {
     let key = "/partition-test/follower";
-    // A member reports a leader once its appends arrive (leader 0 until then, as etcd's):
-    // on a loaded machine one may not have heard from it yet when the cluster is ready.
-    let agreed_by = Instant::now() + Duration::from_secs(10);
-    let (ids, leaders) = loop {
-        let mut ids = Vec::new();
-        let mut leaders = Vec::new();
-        for m in &cluster.members {
-            let (id, leader) = status(m).await.expect("status");
-            ids.push(id);
-            leaders.push(leader);
-        }
-        let agreed = leaders[0] != 0 && leaders.iter().all(|l| *l == leaders[0]);
-        if agreed || Instant::now() > agreed_by {
-            break (ids, leaders);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let leader = leaders[0];
-    assert!(
-        leader != 0 && leaders.iter().all(|l| *l == leader),
-        "the members agree on an elected leader within 10 s: {leaders:x?}"
-    );
+    let (ids, leader) = agreed_leader(cluster).await;
     let at = ids.iter().position(|id| *id == leader).expect("the leader");
     let victim = (0..ids.len()).find(|i| *i != at).expect("a follower");
     let mut kv = KvClient::new(cluster.members[at].channel().await.expect("channel"));
@@ -756,4 +714,29 @@ async fn isolated_follower(cluster: &NsCluster) -> String {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     panic!("after the heal the follower's linearizable get never saw the majority's write: {last}");
+}
+
+/// The members' ids and the shard-0 leader they all name, waiting up to 10 s for them to
+/// agree: a member reports a leader once its appends arrive (leader 0 until then, as etcd's),
+/// and on a loaded machine one may not have heard from it yet when the cluster is ready.
+async fn agreed_leader(cluster: &NsCluster) -> (Vec<u64>, u64) {
+    let agreed_by = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut ids = Vec::new();
+        let mut leaders = Vec::new();
+        for m in &cluster.members {
+            let (id, leader) = status(m).await.expect("status");
+            ids.push(id);
+            leaders.push(leader);
+        }
+        let agreed = leaders[0] != 0 && leaders.iter().all(|l| *l == leaders[0]);
+        if agreed {
+            return (ids, leaders[0]);
+        }
+        assert!(
+            Instant::now() < agreed_by,
+            "the members agree on an elected leader within 10 s: {leaders:x?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

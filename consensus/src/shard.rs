@@ -848,13 +848,20 @@ async fn start(config: ShardConfig, queue: flume::Receiver<Command>) -> Result<C
     // wait until it has applied its whole log, so the first request finds a leader and a
     // current store.
     let node_id = config.node_id;
-    let alone = raft
-        .metrics()
-        .borrow_watched()
-        .membership_config
-        .membership()
-        .voter_ids()
-        .eq([node_id]);
+    let alone = match &config.cluster {
+        None => true,
+        Some(cluster) if !initialized => cluster.bootstrap && cluster.members.keys().eq([&node_id]),
+        // Restarted: the stored membership says, once the group's metrics show it (they are
+        // published by the group's task, not by `Raft::new`).
+        Some(_) => raft
+            .wait(Some(LEADERSHIP_WAIT))
+            .metrics(
+                |m| m.membership_config.membership().nodes().next().is_some(),
+                "the stored membership is loaded",
+            )
+            .await
+            .is_ok_and(|m| m.membership_config.membership().voter_ids().eq([node_id])),
+    };
     if alone {
         let _ = raft
             .wait(Some(LEADERSHIP_WAIT))

@@ -593,11 +593,7 @@ fn write_staged(
     // The id of the cluster the restored members form, as the server keeps it
     // (`server::settle_cluster_id`); its presence also tells the server the groups name
     // members by their member ids.
-    std::fs::write(
-        staging.join("ballast").join("cluster-id"),
-        format!("{cluster_id:x}\n"),
-    )
-    .context("writing the cluster id")?;
+    crate::server::write_cluster_id(staging, cluster_id)?;
     let mut builders: Vec<StoreBuilder> = (0..map.shards()).map(|_| StoreBuilder::new()).collect();
     for b in &mut builders {
         for (id, ttl) in &etcd.leases {

@@ -131,6 +131,7 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
         "data dir layout"
     );
     let initial = flags::initial_members(&config)?;
+    let peerless = old_single_node && initial.len() == 1;
     let member = Member::new(
         &config.name,
         config.initial_advertise_peer_urls.clone(),
@@ -146,7 +147,7 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
     // cluster by MemberAdd: kubeadm's first control-plane node, joined by the next ones), but
     // a data dir written by a single node of a version before that, whose groups know it as
     // node 1 and have no peer side.
-    if old_single_node && initial.len() == 1 {
+    if peerless {
         tracing::warn!(
             "this data dir was written by a single-node server of an earlier version: it runs \
              without a peer side, so its membership cannot change"
@@ -160,7 +161,7 @@ pub async fn run(cl: CommandLine, shutdown: impl Future<Output = ()>) -> anyhow:
     let mut peer_tasks = Vec::new();
     let mut hub = None;
     let shard_slot = peer::ShardSlot::default();
-    let cluster = if !(old_single_node && initial.len() == 1) {
+    let cluster = if !peerless {
         let (peer_tx, peer_rx) = flume::bounded(peer::OUTBOUND_QUEUE_MAX);
         let peers = PeerHub::new(
             Hello {
@@ -564,12 +565,18 @@ async fn settle_cluster_id(
     } else {
         member.cluster_id
     };
+    write_cluster_id(data_dir, id)?;
+    Ok(id)
+}
+
+/// Records `id` as the cluster id of the member whose data dir is `data_dir`.
+pub(crate) fn write_cluster_id(data_dir: &std::path::Path, id: u64) -> anyhow::Result<()> {
+    let path = cluster_id_path(data_dir);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     std::fs::write(&path, format!("{id:x}\n"))
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(id)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 pub(crate) fn cores() -> u32 {

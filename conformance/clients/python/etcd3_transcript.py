@@ -23,47 +23,13 @@ import etcd3
 import etcd3.exceptions
 from etcd3 import etcdrpc, events
 
-STEP_TIMEOUT = 20.0
+from transcript import lease_name, out, s, start_watchdog, step
+
 # A gRPC deadline on every unary call the client makes (sent as grpc-timeout).
 CALL_TIMEOUT = 10
 # How long to wait for a watch event that must come, and for one that must not.
 EVENT_WAIT = 5.0
 QUIET_WAIT = 0.5
-
-_step = {"name": "start", "deadline": time.monotonic() + STEP_TIMEOUT}
-
-
-def _watchdog():
-    while True:
-        time.sleep(0.2)
-        if time.monotonic() > _step["deadline"]:
-            print(f"TIMEOUT in step {_step['name']} after {STEP_TIMEOUT}s", flush=True)
-            os._exit(3)
-
-
-def step(name):
-    _step["name"] = name
-    _step["deadline"] = time.monotonic() + STEP_TIMEOUT
-    print(f"## {name}", flush=True)
-
-
-def out(line):
-    print(line, flush=True)
-
-
-_lease_names = {}
-
-
-def lease_name(lease_id):
-    if lease_id == 0:
-        return "0"
-    if lease_id not in _lease_names:
-        _lease_names[lease_id] = f"L{len(_lease_names) + 1}"
-    return _lease_names[lease_id]
-
-
-def s(b):
-    return b.decode() if isinstance(b, bytes) else str(b)
 
 
 def meta(m):
@@ -137,7 +103,7 @@ class Collector:
 
 def main():
     host, port = sys.argv[1], int(sys.argv[2])
-    threading.Thread(target=_watchdog, daemon=True).start()
+    start_watchdog()
     c = etcd3.client(host=host, port=port, timeout=CALL_TIMEOUT)
 
     step("put and get")

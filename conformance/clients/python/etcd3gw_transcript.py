@@ -13,50 +13,14 @@ import os
 import queue
 import sys
 import threading
-import time
 
 import etcd3gw
 from etcd3gw import exceptions
 
-STEP_TIMEOUT = 20.0
+from transcript import lease_name, out, s, start_watchdog, step
+
 CALL_TIMEOUT = 10
 EVENT_WAIT = 5.0
-
-_step = {"name": "start", "deadline": time.monotonic() + STEP_TIMEOUT}
-
-
-def _watchdog():
-    while True:
-        time.sleep(0.2)
-        if time.monotonic() > _step["deadline"]:
-            print(f"TIMEOUT in step {_step['name']} after {STEP_TIMEOUT}s", flush=True)
-            os._exit(3)
-
-
-def step(name):
-    _step["name"] = name
-    _step["deadline"] = time.monotonic() + STEP_TIMEOUT
-    print(f"## {name}", flush=True)
-
-
-def out(line):
-    print(line, flush=True)
-
-
-_lease_names = {}
-
-
-def lease_name(lease_id):
-    lease_id = int(lease_id)
-    if lease_id == 0:
-        return "0"
-    if lease_id not in _lease_names:
-        _lease_names[lease_id] = f"L{len(_lease_names) + 1}"
-    return _lease_names[lease_id]
-
-
-def s(b):
-    return b.decode() if isinstance(b, bytes) else str(b)
 
 
 def meta(m):
@@ -84,7 +48,7 @@ def event_line(ev):
 
 def main():
     host, port = sys.argv[1], int(sys.argv[2])
-    threading.Thread(target=_watchdog, daemon=True).start()
+    start_watchdog()
     c = etcd3gw.client(host=host, port=port, timeout=CALL_TIMEOUT)
 
     step("discovery and status")
